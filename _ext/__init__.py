@@ -1,0 +1,1 @@
+"""Cython extensions (compiled at install time)."""

@@ -1,0 +1,3 @@
+from mistralcli.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Reading model files: GGUF, safetensors directories and Hugging Face repos."""

@@ -1,0 +1,71 @@
+"""NumPy reference ops: the oracle every faster backend is tested against (float32 throughout)."""
+
+import numpy as np
+
+from mistralcli.loading.quant_tensor import QuantTensor
+
+
+class ReferenceOps:
+    name = "reference"
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+
+    def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
+        """x (T, K) float32 @ w (N, K)^T -> (T, N) float32."""
+        return x @ w.dequantize().T
+
+    def embedding(self, w: QuantTensor, token_ids: np.ndarray) -> np.ndarray:
+        """Rows of w (V, D) for token_ids (T,) -> (T, D) float32."""
+        rows = np.asarray(w.data)[token_ids]
+        return QuantTensor(w.name, w.ggml_type, (len(token_ids), w.shape[1]), rows).dequantize()
+
+    def rmsnorm(self, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+        """x (T, K) -> x / sqrt(mean(x^2) + eps) * weight."""
+        variance = np.mean(x * x, axis=-1, keepdims=True)
+        return (x / np.sqrt(variance + eps)) * weight
+
+    def rope(self, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, interleaved: bool) -> np.ndarray:
+        """Rotate x (T, H, D) by angles with cos/sin (T, D/2).
+
+        interleaved: pairs are (x[2i], x[2i+1]) (GGML's "normal" rope, GGUF llama weights);
+        otherwise (x[i], x[i + D/2]) (Hugging Face rotate_half, "neox").
+        """
+        cos = cos[:, None, :]
+        sin = sin[:, None, :]
+        out = np.empty_like(x)
+        if interleaved:
+            a, b = x[..., 0::2], x[..., 1::2]
+            out[..., 0::2] = a * cos - b * sin
+            out[..., 1::2] = a * sin + b * cos
+        else:
+            half = x.shape[-1] // 2
+            a, b = x[..., :half], x[..., half:]
+            out[..., :half] = a * cos - b * sin
+            out[..., half:] = b * cos + a * sin
+        return out
+
+    def attention(self, q, k, v, q_positions, k_positions, scale: float) -> np.ndarray:
+        """Causal GQA attention.
+
+        q (T, H, D), k/v (S, Hkv, D), q_positions (T,), k_positions (S,) -> (T, H, D).
+        A query at position p sees the keys at positions <= p.
+        """
+        num_heads, num_kv_heads = q.shape[1], k.shape[1]
+        group = num_heads // num_kv_heads
+        mask = k_positions[None, :] <= q_positions[:, None]  # (T, S)
+        out = np.empty_like(q)
+        for kv_head in range(num_kv_heads):
+            heads = slice(kv_head * group, (kv_head + 1) * group)
+            qh = q[:, heads, :].transpose(1, 0, 2)  # (group, T, D)
+            scores = (qh @ k[:, kv_head, :].T) * scale  # (group, T, S)
+            scores = np.where(mask[None], scores, -np.inf)
+            scores -= scores.max(axis=-1, keepdims=True)
+            probs = np.exp(scores)
+            probs /= probs.sum(axis=-1, keepdims=True)
+            out[:, heads, :] = (probs @ v[:, kv_head, :]).transpose(1, 0, 2)
+        return out
+
+    def swiglu(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+        """silu(gate) * up, (T, F)."""
+        return gate / (1.0 + np.exp(-gate)) * up
