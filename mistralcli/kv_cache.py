@@ -1,0 +1,52 @@
+"""The KV-cache interface the models write through, and a simple contiguous cache for one sequence.
+
+A model calls `update(layer, positions, k, v)` once per layer per forward and attends over what it
+returns; it never looks inside. The paged cache of the engine implements the same method.
+"""
+
+import numpy as np
+
+
+class KVCache:
+    """Keys and values of one sequence, slot = position, grown by doubling.
+
+    k, v: (layers, capacity, Hkv, D) float32.
+    """
+
+    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int = 256,
+                 max_capacity: int | None = None):
+        self.max_capacity = max_capacity
+        self.k = np.zeros((num_layers, capacity, num_kv_heads, head_dim), dtype=np.float32)
+        self.v = np.zeros_like(self.k)
+        self.lengths = np.zeros(num_layers, dtype=np.int64)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.lengths.max())
+
+    def update(self, layer: int, positions: np.ndarray, k: np.ndarray, v: np.ndarray):
+        """Store k, v (T, Hkv, D) at `positions` (T,); return (keys (S, Hkv, D), values, key_positions (S,))."""
+        end = int(positions.max()) + 1
+        if end > self.k.shape[1]:
+            self._grow(end)
+        self.k[layer, positions] = k
+        self.v[layer, positions] = v
+        length = max(int(self.lengths[layer]), end)
+        self.lengths[layer] = length
+        return self.k[layer, :length], self.v[layer, :length], np.arange(length)
+
+    def truncate(self, num_tokens: int) -> None:
+        """Forget every position >= num_tokens (to reuse a prompt prefix)."""
+        self.lengths = np.minimum(self.lengths, num_tokens)
+
+    def _grow(self, needed: int) -> None:
+        capacity = self.k.shape[1]
+        while capacity < needed:
+            capacity *= 2
+        if self.max_capacity is not None:
+            if needed > self.max_capacity:
+                raise ValueError(f"sequence of {needed} tokens exceeds the context length {self.max_capacity}")
+            capacity = min(capacity, self.max_capacity)
+        pad = [(0, 0), (0, capacity - self.k.shape[1]), (0, 0), (0, 0)]
+        self.k = np.pad(self.k, pad)
+        self.v = np.pad(self.v, pad)

@@ -1,0 +1,109 @@
+"""load_model(spec): the model, its tokenizer and its chat template, ready to generate."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mistralcli.chat_template import ChatTemplate
+from mistralcli.errors import ModelLoadError
+from mistralcli.loading import gguf_config, safetensors_dir
+from mistralcli.loading.gguf_file import open_gguf
+from mistralcli.loading.resolve import resolve_model
+from mistralcli.models import HF_MODEL_TYPES, get_architecture
+from mistralcli.ops import get_ops
+from mistralcli.tokenizer import Tokenizer
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    path: Path
+    model: object
+    tokenizer: Tokenizer
+    chat_template: ChatTemplate | None
+    context_length: int
+
+
+def load_tokenizer(spec: str | None) -> tuple[Tokenizer, Path]:
+    """Just the tokenizer (no weights are read) for `mistral tokenize`."""
+    path = resolve_model(spec)
+    if path.is_dir() and not list(path.glob("*.gguf")):
+        return Tokenizer.from_directory(path), path
+    gguf = open_gguf(_gguf_in(path))
+    return Tokenizer.from_gguf_metadata(gguf.metadata, gguf.path), gguf.path
+
+
+def load_model(spec: str | None, backend: str = "cpu", threads: int | None = None) -> LoadedModel:
+    path = resolve_model(spec)
+    ops = get_ops(backend, threads=threads)
+    if path.is_dir() and (path / "config.json").is_file():
+        return _load_directory(path, ops)
+    return _load_gguf(_gguf_in(path), ops)
+
+
+def _gguf_in(path: Path) -> Path:
+    if path.is_file():
+        return path
+    files = sorted(path.glob("*.gguf"))
+    if len(files) != 1:
+        problem = "no .gguf file and no config.json" if not files else f"{len(files)} .gguf files; name one"
+        raise ModelLoadError(path, problem)
+    return files[0]
+
+
+def _build(path: Path, arch: str, config: dict, weights: dict, ops):
+    cls = get_architecture(arch)
+    if cls is None:
+        raise ModelLoadError(path, f"unsupported architecture {arch!r}")
+    from mistralcli.models.llama import LlamaArgs  # every registered class takes LlamaArgs-like args
+
+    try:
+        args = LlamaArgs.from_dict(config)
+        return cls(args, weights, ops), args
+    except KeyError as exc:
+        raise ModelLoadError(path, f"missing tensor {exc.args[0]}") from None
+    except (ValueError, TypeError) as exc:
+        raise ModelLoadError(path, f"invalid model configuration ({exc})") from None
+
+
+def _load_gguf(path: Path, ops) -> LoadedModel:
+    gguf = open_gguf(path)
+    arch = gguf.architecture
+    if get_architecture(arch) is None:
+        raise ModelLoadError(path, f"unsupported architecture {arch!r}")
+    config = gguf_config.config_from_gguf(gguf.metadata, gguf.tensors.keys(), path)
+    model, args = _build(path, arch, config, gguf.tensors, ops)
+    tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata, path)
+    source = gguf.metadata.get("tokenizer.chat_template")
+    template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token) if source else None
+    name = gguf.metadata.get("general.name") or path.stem
+    return LoadedModel(name, path, model, tokenizer, template, args.max_position_embeddings)
+
+
+def _load_directory(path: Path, ops) -> LoadedModel:
+    config = safetensors_dir.read_config(path)
+    model_type = config.get("model_type") or (config.get("architectures") or [""])[0]
+    arch = HF_MODEL_TYPES.get(model_type)
+    if arch is None:
+        raise ModelLoadError(path, f"unsupported architecture {model_type!r}")
+    weights = safetensors_dir.load_weights(path)
+    model, args = _build(path, arch, config, weights, ops)
+    tokenizer = Tokenizer.from_directory(path)
+    template = None
+    source = _template_source(path)
+    if source:
+        template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token)
+    return LoadedModel(path.name, path, model, tokenizer, template, args.max_position_embeddings)
+
+
+def _template_source(directory: Path) -> str | None:
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config_path = directory / "tokenizer_config.json"
+    if config_path.is_file():
+        template = json.loads(config_path.read_text(encoding="utf-8")).get("chat_template")
+        if isinstance(template, list):  # named templates: take "default"
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        return template
+    return None
