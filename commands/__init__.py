@@ -1,0 +1,1 @@
+"""One Typer command per file; registered in mistralcli/cli.py."""

@@ -1,0 +1,25 @@
+"""`mistral detokenize`: the text of token ids."""
+
+import sys
+
+import typer
+
+from mistralcli.commands._common import MODEL_HELP
+
+
+def detokenize(
+    ids: list[int] = typer.Argument(..., help="Token ids.", show_default=False),
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
+    skip_special: bool = typer.Option(False, "--skip-special", help="Leave out control tokens such as <|im_end|>."),
+):
+    """Print the text that token IDS stand for.
+
+    Example: mistral detokenize 19556 905 17
+    """
+    from mistralcli.loading.loader import load_tokenizer
+
+    tokenizer, _ = load_tokenizer(model)
+    bad = [i for i in ids if not 0 <= i < tokenizer.vocab_size]
+    if bad:
+        raise typer.BadParameter(f"{bad[0]} is not a token id (the vocabulary has {tokenizer.vocab_size})", param_hint="IDS")
+    sys.stdout.write(tokenizer.decode(ids, skip_special=skip_special) + "\n")

@@ -1,0 +1,90 @@
+"""`mistral run`: one-shot generation for the shell (stdout is the answer and nothing else)."""
+
+import json
+import sys
+import time
+
+import typer
+
+from mistralcli.commands._common import MODEL_HELP, read_text_argument, stderr_console
+
+
+def run(
+    prompt: str = typer.Argument(None, help="The prompt, or '-' to read it from stdin.", show_default=False),
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
+    system: str = typer.Option(None, "--system", "-s", help="System message (ignored with --raw)."),
+    max_tokens: int = typer.Option(1024, "--max-tokens", "-n", min=1, help="Most tokens to generate."),
+    temperature: float = typer.Option(0.8, "--temperature", "-t", min=0.0, help="0 means greedy."),
+    top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0),
+    top_k: int = typer.Option(40, "--top-k", min=0, help="0 disables top-k."),
+    min_p: float = typer.Option(0.05, "--min-p", min=0.0, max=1.0),
+    repeat_penalty: float = typer.Option(1.0, "--repeat-penalty", min=0.0),
+    seed: int = typer.Option(None, "--seed", help="Random seed: the same seed gives the same answer."),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for the kernels."),
+    raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with text, usage and timings."),
+):
+    """Generate an answer to PROMPT and print it.
+
+    Example: mistral run "What is the capital of France?"   |   echo "Summarize: ..." | mistral run -
+    """
+    text = read_text_argument(prompt)
+    if top_p == 0.0:
+        raise typer.BadParameter("must be > 0", param_hint="--top-p")
+
+    from mistralcli.generation import GenerationStats, generate
+    from mistralcli.loading.loader import load_model
+    from mistralcli.sampling import SamplingParams
+
+    console = stderr_console()
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                            repetition_penalty=repeat_penalty, seed=seed)
+    start = time.perf_counter()
+    with console.status("Loading model…", spinner="dots") if console.is_terminal else _nothing():
+        loaded = load_model(model, threads=threads)
+    load_s = time.perf_counter() - start
+
+    tokenizer = loaded.tokenizer
+    if raw or loaded.chat_template is None:
+        prompt_text, add_special = text, True
+    else:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        prompt_text, add_special = loaded.chat_template.render(messages, add_generation_prompt=True), False
+    # A rendered template carries its own BOS where the model wants one.
+    prompt_ids = tokenizer.encode(prompt_text, add_special=add_special or tokenizer.add_bos and not prompt_text.startswith(tokenizer.bos_token))
+
+    stats = GenerationStats()
+    pieces = []
+    stream = not as_json
+    for piece in generate(loaded.model, tokenizer, prompt_ids, params, max_tokens, loaded.context_length, stats):
+        pieces.append(piece)
+        if stream:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    answer = "".join(pieces)
+    if as_json:
+        print(json.dumps({
+            "text": answer,
+            "finish_reason": stats.finish_reason,
+            "model": loaded.name,
+            "usage": {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
+                      "total_tokens": stats.prompt_tokens + stats.completion_tokens},
+            "timings": {"load_s": round(load_s, 4), "prompt_s": round(stats.prompt_s, 4),
+                        "generation_s": round(stats.generation_s, 4), "prompt_tok_s": round(stats.prompt_tok_s, 2),
+                        "generation_tok_s": round(stats.generation_tok_s, 2)},
+        }, ensure_ascii=False))
+    else:
+        if not answer.endswith("\n"):
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+        if console.is_terminal:
+            console.print(f"[dim]{stats.completion_tokens} tokens, {stats.generation_tok_s:.1f} tok/s "
+                          f"(prompt {stats.prompt_tokens} tokens, {stats.prompt_tok_s:.1f} tok/s)[/dim]")
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,117 @@
+"""Sampling parameters, the per-request sampler, and the NumPy reference of the Cython kernel.
+
+`mistralcli._ext.sampler.sample` is the fast path; `sample_reference` below takes the same
+arguments, follows the same steps (documented in _ext/sampler.pyx) and must pick the same tokens.
+"""
+
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+
+from mistralcli._ext import sampler as _sampler
+
+CUTOFF = 30.0  # candidates lie within this of the best scaled logit (as in the Cython kernel)
+MASK64 = (1 << 64) - 1
+
+
+@dataclass
+class SamplingParams:
+    """How to pick each next token. temperature 0 means greedy (argmax)."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    seed: int | None = None
+
+    def __post_init__(self):
+        checks = [
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (self.top_k >= 0, "top_k must be >= 0 (0 disables it)"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
+            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
+            (-2 <= self.presence_penalty <= 2, "presence_penalty must be in [-2, 2]"),
+            (-2 <= self.frequency_penalty <= 2, "frequency_penalty must be in [-2, 2]"),
+            (self.penalty_last_n >= 0, "penalty_last_n must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def rng_state(seed: int | None) -> np.ndarray:
+    """(1,) uint64 splitmix64 state; a random seed when None."""
+    if seed is None:
+        seed = secrets.randbits(64)
+    return np.array([seed & MASK64], dtype=np.uint64)
+
+
+class Sampler:
+    """Samples one request's tokens with its own RNG, so the same seed gives the same tokens."""
+
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        self.rng = rng_state(params.seed)
+
+    def __call__(self, logits: np.ndarray, history_ids) -> int:
+        """logits (V,) float32; history_ids: the tokens so far (prompt and output)."""
+        p = self.params
+        recent = np.asarray(history_ids[-p.penalty_last_n:] if p.penalty_last_n else [], dtype=np.int64)
+        return _sampler.sample(np.ascontiguousarray(logits, dtype=np.float32), recent, p.temperature, p.top_k,
+                               p.top_p, p.min_p, p.repetition_penalty, p.presence_penalty,
+                               p.frequency_penalty, self.rng)
+
+
+def _splitmix64_uniform(state: np.ndarray) -> float:
+    s = (int(state[0]) + 0x9E3779B97F4A7C15) & MASK64
+    state[0] = s
+    z = ((s ^ (s >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    z ^= z >> 31
+    return (z >> 11) * (1.0 / 9007199254740992.0)
+
+
+def sample_reference(logits, history_ids, temperature, top_k, top_p, min_p, repetition_penalty,
+                     presence_penalty, frequency_penalty, rng_state) -> int:
+    """NumPy reference of `_ext.sampler.sample` (same arguments, same result)."""
+    work = np.asarray(logits, dtype=np.float64).copy()
+    history = np.asarray(history_ids, dtype=np.int64)
+    history = history[(history >= 0) & (history < len(work))]
+    if len(history) and (repetition_penalty != 1.0 or presence_penalty != 0.0 or frequency_penalty != 0.0):
+        counts = np.bincount(history, minlength=len(work))
+        seen = counts > 0
+        if repetition_penalty != 1.0:
+            work[seen] = np.where(work[seen] > 0, work[seen] / repetition_penalty, work[seen] * repetition_penalty)
+        work[seen] = work[seen] - counts[seen] * frequency_penalty - presence_penalty
+    if temperature <= 0:
+        return int(np.argmax(work))
+    scaled = work / temperature
+    best = scaled.max()
+    ids = np.nonzero(scaled >= best - CUTOFF)[0]
+    order = np.lexsort((ids, -scaled[ids]))  # logit descending, then id ascending
+    ids = ids[order]
+    if 0 < top_k < len(ids):
+        ids = ids[:top_k]
+    weights = np.exp(scaled[ids] - best)
+    total = weights.sum()
+    keep = len(ids)
+    if top_p < 1.0:
+        cum = np.cumsum(weights / total)
+        reached = np.nonzero(cum >= top_p)[0]
+        if len(reached):
+            keep = int(reached[0]) + 1
+    if min_p > 0.0:
+        probs = weights[:keep] / total
+        below = np.nonzero(probs[1:] < min_p * probs[0])[0]
+        if len(below):
+            keep = int(below[0]) + 1
+    weights = weights[:keep]
+    u = _splitmix64_uniform(rng_state) * weights.sum()
+    hit = np.nonzero(u < np.cumsum(weights))[0]
+    return int(ids[hit[0]] if len(hit) else ids[keep - 1])
