@@ -77,7 +77,7 @@ def _load_gguf(path: Path, ops) -> LoadedModel:
     source = gguf.metadata.get("tokenizer.chat_template")
     template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token) if source else None
     name = gguf.metadata.get("general.name") or path.stem
-    return LoadedModel(name, path, model, tokenizer, template, args.max_position_embeddings)
+    return LoadedModel(name, path, model, tokenizer, template, args.context_length)
 
 
 def _load_directory(path: Path, ops) -> LoadedModel:
@@ -93,7 +93,7 @@ def _load_directory(path: Path, ops) -> LoadedModel:
     source = _template_source(path)
     if source:
         template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token)
-    return LoadedModel(path.name, path, model, tokenizer, template, args.max_position_embeddings)
+    return LoadedModel(path.name, path, model, tokenizer, template, args.context_length)
 
 
 def _template_source(directory: Path) -> str | None:

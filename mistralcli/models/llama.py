@@ -30,6 +30,7 @@ class LlamaArgs:
     rope_scaling: dict | None = None
     max_position_embeddings: int = 4096
     tie_word_embeddings: bool = False
+    sliding_window: int | None = None  # Mistral: attention within a window; we cap the context to it
     rope_interleaved: bool = False  # True for GGUF llama weights (llama.cpp permutes Q/K rows)
 
     def __post_init__(self):
@@ -40,6 +41,13 @@ class LlamaArgs:
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"{self.num_attention_heads} attention heads are not a multiple of "
                              f"{self.num_key_value_heads} key/value heads")
+
+    @property
+    def context_length(self) -> int:
+        """Positions this model answers exactly: within a sliding window full attention is the same."""
+        if self.sliding_window:
+            return min(self.max_position_embeddings, self.sliding_window)
+        return self.max_position_embeddings
 
     @classmethod
     def from_dict(cls, config: dict) -> "LlamaArgs":

@@ -1,0 +1,83 @@
+"""CPU kernels against the NumPy reference: dequantization bit-exact with gguf, products within
+float32 rounding (tolerance: 1e-4 relative to the output scale)."""
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as QT
+from gguf import quants
+
+from mistralcli.loading.gguf_file import open_gguf
+from mistralcli.loading.quant_tensor import QuantTensor
+from mistralcli.ops import get_ops
+
+FUSED = [QT.Q4_0, QT.Q4_1, QT.Q8_0]
+
+
+@pytest.fixture(scope="module")
+def ops():
+    return get_ops("reference"), get_ops("cpu")
+
+
+def random_weight(qtype, rows=48, cols=256, seed=0) -> QuantTensor:
+    rng = np.random.default_rng(seed)
+    dense = (rng.standard_normal((rows, cols)) * rng.uniform(0.01, 2.0, (rows, 1))).astype(np.float32)
+    if qtype == QT.F32:
+        return QuantTensor.from_array("w", dense)
+    if qtype == QT.F16:
+        return QuantTensor.from_array("w", dense.astype(np.float16))
+    return QuantTensor("w", qtype, (rows, cols), quants.quantize(dense, qtype))
+
+
+@pytest.mark.parametrize("qtype", FUSED)
+def test_dequantize_bit_exact_with_gguf(ops, qtype):
+    _, cpu = ops
+    w = random_weight(qtype, seed=int(qtype))
+    expected = quants.dequantize(w.data, qtype)
+    assert np.array_equal(cpu.dequantize(w, 0, w.shape[0]), expected)
+    assert np.array_equal(cpu.dequantize(w, 5, 17), expected[5:17])
+
+
+@pytest.mark.parametrize("qtype", FUSED + [QT.F32, QT.F16, QT.Q5_0])
+@pytest.mark.parametrize("num_tokens", [1, 3, 9])
+def test_matmul_matches_reference(ops, qtype, num_tokens):
+    ref, cpu = ops
+    w = random_weight(qtype, seed=7)
+    x = np.random.default_rng(1).standard_normal((num_tokens, w.shape[1])).astype(np.float32)
+    expected = ref.matmul(x, w)
+    got = cpu.matmul(x, w)
+    assert got.shape == expected.shape == (num_tokens, w.shape[0])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+def test_real_tensors_of_smollm2(ops, smollm2_path):
+    ref, cpu = ops
+    tensors = open_gguf(smollm2_path).tensors
+    for name in ("token_embd.weight", "blk.0.attn_q.weight", "blk.29.ffn_down.weight"):
+        w = tensors[name]
+        assert np.array_equal(cpu.dequantize(w, 0, w.shape[0]), quants.dequantize(w.data, w.ggml_type)), name
+        x = np.random.default_rng(2).standard_normal((1, w.shape[1])).astype(np.float32)
+        expected = ref.matmul(x, w)
+        np.testing.assert_allclose(cpu.matmul(x, w), expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+def test_rmsnorm_rope_attention_reference_against_direct_formulas(ops):
+    ref, _ = ops
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    w = rng.standard_normal(8).astype(np.float32)
+    expected = x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + 1e-5) * w
+    np.testing.assert_allclose(ref.rmsnorm(x, w, 1e-5), expected, rtol=1e-5)
+    # rope by a zero angle is the identity; interleaved and neox rotate different pairs
+    q = rng.standard_normal((2, 3, 8)).astype(np.float32)
+    zeros = np.zeros((2, 4), np.float32)
+    ones = np.ones((2, 4), np.float32)
+    assert np.array_equal(ref.rope(q, ones, zeros, True), q)
+    rotated = ref.rope(q, zeros, ones, True)  # 90 degrees: (a, b) -> (-b, a)
+    np.testing.assert_array_equal(rotated[..., 0], -q[..., 1])
+    rotated = ref.rope(q, zeros, ones, False)
+    np.testing.assert_array_equal(rotated[..., 0], -q[..., 4])
+    # a single key: attention returns its value for every query head
+    k = rng.standard_normal((1, 1, 8)).astype(np.float32)
+    v = rng.standard_normal((1, 1, 8)).astype(np.float32)
+    out = ref.attention(q[:1], k, v, np.array([0]), np.array([0]), 0.3)
+    np.testing.assert_allclose(out[0], np.repeat(v[0], 3, axis=0), rtol=1e-6)

@@ -1,0 +1,93 @@
+"""The Cython sampler against its NumPy reference, and the properties users rely on."""
+
+import numpy as np
+import pytest
+
+from mistralcli._ext import sampler
+from mistralcli.sampling import Sampler, SamplingParams, rng_state, sample_reference
+
+SETTINGS = [
+    # temperature, top_k, top_p, min_p, repetition, presence, frequency
+    (0.0, 0, 1.0, 0.0, 1.0, 0.0, 0.0),
+    (0.0, 0, 1.0, 0.0, 1.3, 0.5, 0.2),
+    (1.0, 0, 1.0, 0.0, 1.0, 0.0, 0.0),
+    (0.7, 40, 0.95, 0.05, 1.0, 0.0, 0.0),
+    (1.5, 5, 1.0, 0.0, 1.1, 0.0, 0.0),
+    (1.0, 0, 0.5, 0.0, 1.0, 0.4, 0.3),
+    (1.0, 0, 1.0, 0.2, 1.0, 0.0, 0.0),
+    (0.3, 1000, 0.99, 0.01, 1.2, -0.5, 0.1),
+]
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_cython_matches_reference(setting):
+    rng = np.random.default_rng(42)
+    for trial in range(40):
+        vocab = int(rng.integers(2, 3000))
+        logits = (rng.standard_normal(vocab) * rng.uniform(0.5, 6)).astype(np.float32)
+        history = rng.integers(0, vocab, int(rng.integers(0, 40)))
+        fast, ref = rng_state(trial), rng_state(trial)
+        got = [sampler.sample(logits, history, *setting, fast) for _ in range(8)]
+        want = [sample_reference(logits, history, *setting, ref) for _ in range(8)]
+        assert got == want
+        assert fast[0] == ref[0]  # both advanced their RNG the same number of times
+
+
+def test_uniform_draws_match_reference_rng():
+    fast, ref = rng_state(7), rng_state(7)
+    from mistralcli.sampling import _splitmix64_uniform
+
+    draws = [sampler.uniform(fast) for _ in range(1000)]
+    assert draws == [_splitmix64_uniform(ref) for _ in range(1000)]
+    assert 0.0 <= min(draws) and max(draws) < 1.0
+    assert abs(np.mean(draws) - 0.5) < 0.03
+
+
+def test_greedy_is_argmax_and_draws_nothing():
+    logits = np.array([0.1, 3.0, 2.9, 3.0], dtype=np.float32)
+    state = rng_state(1)
+    before = state.copy()
+    assert sampler.sample(logits, np.array([], np.int64), 0.0, 0, 1.0, 0.0, 1.0, 0.0, 0.0, state) == 1
+    assert state[0] == before[0]
+
+
+def test_penalties_change_the_greedy_choice():
+    logits = np.array([2.0, 1.9, -1.0], dtype=np.float32)
+    history = np.array([0], dtype=np.int64)
+    assert sampler.sample(logits, history, 0.0, 0, 1.0, 0.0, 1.1, 0.0, 0.0, rng_state(0)) == 1  # 2.0/1.1 < 1.9
+    assert sampler.sample(logits, history, 0.0, 0, 1.0, 0.0, 1.0, 0.2, 0.0, rng_state(0)) == 1
+    assert sampler.sample(logits, history, 0.0, 0, 1.0, 0.0, 1.0, 0.0, 0.05, rng_state(0)) == 0
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal(500).astype(np.float32)
+    best = int(np.argmax(logits))
+    state = rng_state(3)
+    none = np.array([], np.int64)
+    assert {sampler.sample(logits, none, 2.0, 1, 1.0, 0.0, 1.0, 0.0, 0.0, state) for _ in range(50)} == {best}
+    assert {sampler.sample(logits, none, 2.0, 0, 1e-9, 0.0, 1.0, 0.0, 0.0, state) for _ in range(50)} == {best}
+
+
+def test_sampling_follows_the_distribution():
+    logits = np.log(np.array([0.5, 0.3, 0.2], dtype=np.float32))
+    state = rng_state(11)
+    none = np.array([], np.int64)
+    counts = np.bincount([sampler.sample(logits, none, 1.0, 0, 1.0, 0.0, 1.0, 0.0, 0.0, state) for _ in range(20000)], minlength=3)
+    np.testing.assert_allclose(counts / counts.sum(), [0.5, 0.3, 0.2], atol=0.015)
+
+
+def test_same_seed_same_tokens():
+    logits = np.random.default_rng(5).standard_normal(1000).astype(np.float32)
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=1234)
+    a, b = Sampler(params), Sampler(params)
+    assert [a(logits, []) for _ in range(50)] == [b(logits, []) for _ in range(50)]
+    c = Sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=4321))
+    assert [a(logits, []) for _ in range(50)] != [c(logits, []) for _ in range(50)]
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(top_k=-1),
+                                 dict(min_p=2), dict(repetition_penalty=0), dict(presence_penalty=3)])
+def test_invalid_params_are_rejected(bad):
+    with pytest.raises(ValueError):
+        SamplingParams(**bad)

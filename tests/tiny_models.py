@@ -1,0 +1,88 @@
+"""Tiny random-weight Llama/Mistral checkpoints made with transformers, as oracles for our forward."""
+
+import numpy as np
+
+TOKENIZER_FIELDS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+                    "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                    "tokenizer.chat_template")
+
+
+def make_hf_model(kind: str = "llama", vocab_size: int = 512, seed: int = 0, **overrides):
+    """A 2-layer, hidden-64 model in float32 with eager attention and weights large enough to matter."""
+    import torch
+    import transformers
+
+    base = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
+                tie_word_embeddings=False, initializer_range=0.15)
+    base.update(overrides)
+    config_cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig}[kind]
+    model_cls = {"llama": transformers.LlamaForCausalLM, "mistral": transformers.MistralForCausalLM}[kind]
+    config = config_cls(**base)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    with torch.no_grad():  # RMSNorm weights start at 1: make them random too
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.copy_(1.0 + 0.3 * torch.randn_like(param))
+    return model
+
+
+def hf_logits(model, token_ids) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([list(token_ids)])).logits[0].float().numpy()
+
+
+def permute_for_gguf(weight: np.ndarray, num_heads: int) -> np.ndarray:
+    """llama.cpp's convert step for llama Q/K rows: rotate_half pairs -> adjacent pairs."""
+    return (weight.reshape(num_heads, 2, weight.shape[0] // num_heads // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
+def write_gguf(path, model, tokenizer_metadata: dict):
+    """Write the HF model as a float32 llama GGUF, as llama.cpp's converter lays it out."""
+    import gguf
+
+    cfg = model.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    writer.add_tokenizer_model(tokenizer_metadata["tokenizer.ggml.model"])
+    writer.add_tokenizer_pre(tokenizer_metadata["tokenizer.ggml.pre"])
+    writer.add_token_list(tokenizer_metadata["tokenizer.ggml.tokens"])
+    writer.add_token_types(tokenizer_metadata["tokenizer.ggml.token_type"])
+    writer.add_token_merges(tokenizer_metadata["tokenizer.ggml.merges"])
+    writer.add_bos_token_id(tokenizer_metadata["tokenizer.ggml.bos_token_id"])
+    writer.add_eos_token_id(tokenizer_metadata["tokenizer.ggml.eos_token_id"])
+    writer.add_chat_template(tokenizer_metadata["tokenizer.chat_template"])
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    per_layer = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
+                 "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+                 "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for name, tensor in model.state_dict().items():
+        array = tensor.float().numpy()
+        if name in names:
+            ours = names[name]
+        else:
+            _, _, layer, *rest = name.split(".")
+            key = ".".join(rest[:-1])
+            ours = f"blk.{layer}.{per_layer[key]}.{rest[-1]}"
+            if key == "self_attn.q_proj":
+                array = permute_for_gguf(array, cfg.num_attention_heads)
+            elif key == "self_attn.k_proj":
+                array = permute_for_gguf(array, cfg.num_key_value_heads)
+        writer.add_tensor(ours, np.ascontiguousarray(array))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
