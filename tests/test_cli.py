@@ -1,0 +1,131 @@
+"""The `mistral` command as a user runs it: a subprocess, stdout for the answer, exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+RUN = [sys.executable, "-m", "mistralcli"]
+QUESTION = "What is the capital of France?"
+
+
+def mistral(*args, stdin=None, env=None, timeout=300):
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    return subprocess.run([*RUN, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def assert_clean_error(result, code, *needles):
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr
+
+
+def test_help_and_version_import_nothing_heavy():
+    code = "import sys, mistralcli.cli; print([m for m in ('numpy', 'numba', 'gguf', 'tokenizers', 'torch') if m in sys.modules])"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+    result = mistral("--help")
+    assert result.returncode == 0 and "run" in result.stdout and "Example" in result.stdout
+    result = mistral("--version")
+    assert result.returncode == 0 and result.stdout.startswith("mistral 0.")
+    result = mistral("run", "--help")
+    assert result.returncode == 0 and "--max-tokens" in result.stdout and "Example" in result.stdout
+
+
+def test_run_json_answers_paris(smollm2_path):
+    result = mistral("run", QUESTION, "--model", str(smollm2_path), "--temperature", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert "Paris" in out["text"]
+    assert out["finish_reason"] == "stop"
+    usage = out["usage"]
+    assert usage["prompt_tokens"] > 10 and usage["completion_tokens"] > 2
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert set(out["timings"]) == {"load_s", "prompt_s", "generation_s", "prompt_tok_s", "generation_tok_s"}
+    assert out["timings"]["generation_tok_s"] > 0
+
+
+def test_streamed_stdout_is_the_answer_only(smollm2_path):
+    common = ["--model", str(smollm2_path), "--temperature", "0", "-n", "20"]
+    streamed = mistral("run", QUESTION, *common)
+    as_json = json.loads(mistral("run", QUESTION, *common, "--json").stdout)
+    assert streamed.returncode == 0
+    assert streamed.stdout == as_json["text"] + "\n"
+
+
+def test_prompt_from_stdin_and_seeded_sampling(smollm2_path):
+    common = ["--model", str(smollm2_path), "--seed", "7", "--temperature", "1.0", "-n", "16", "--json"]
+    a = json.loads(mistral("run", "-", *common, stdin="Tell me a story.").stdout)
+    b = json.loads(mistral("run", "Tell me a story.", *common).stdout)
+    assert a["text"] == b["text"] and a["usage"] == b["usage"]
+
+
+def test_raw_prompt_parses_special_tokens(smollm2_path):
+    from mistralcli.loading.loader import load_model
+
+    loaded = load_model(str(smollm2_path))
+    rendered = loaded.chat_template.render([{"role": "user", "content": QUESTION}])
+    common = ["--model", str(smollm2_path), "--temperature", "0", "-n", "12", "--json"]
+    raw = json.loads(mistral("run", "--raw", rendered, *common).stdout)
+    chat = json.loads(mistral("run", QUESTION, *common).stdout)
+    assert raw["text"] == chat["text"]
+    assert raw["usage"]["prompt_tokens"] == chat["usage"]["prompt_tokens"]
+
+
+def test_max_tokens_gives_finish_reason_length(smollm2_path):
+    out = json.loads(mistral("run", "Count to one hundred.", "--model", str(smollm2_path), "-n", "3", "--json").stdout)
+    assert out["finish_reason"] == "length" and out["usage"]["completion_tokens"] == 3
+
+
+def test_usage_errors_exit_2():
+    assert_clean_error(mistral("run", "hi", "--no-such-flag"), 2, "No such option")
+    assert_clean_error(mistral("run", "hi", "--top-k", "-1"), 2, "--top-k")
+    assert_clean_error(mistral("run"), 2, "PROMPT")
+    assert_clean_error(mistral("frobnicate"), 2)
+
+
+def test_missing_model_is_one_line_error():
+    result = mistral("run", "hi", "--model", "/no/such/model.gguf")
+    assert_clean_error(result, 1, "/no/such/model.gguf")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_broken_model_files_name_the_file(tmp_path, smollm2_path):
+    truncated = tmp_path / "truncated.gguf"
+    with open(smollm2_path, "rb") as f:
+        truncated.write_bytes(f.read(20_000_000))
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    for path, problem in [(truncated, "truncated"), (garbage, "not a GGUF file")]:
+        result = mistral("run", "hi", "--model", str(path))
+        assert_clean_error(result, 1, str(path), problem)
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_architecture(tmp_path):
+    import gguf
+
+    path = tmp_path / "alien.gguf"
+    writer = gguf.GGUFWriter(str(path), "alien")
+    writer.add_tensor("w", np.zeros((2, 2), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert_clean_error(mistral("run", "hi", "--model", str(path)), 1, str(path), "unsupported architecture 'alien'")
+
+
+def test_tokenize_and_detokenize(smollm2_path):
+    m = ["--model", str(smollm2_path)]
+    result = mistral("tokenize", "Hello world!", *m)
+    assert result.returncode == 0 and result.stdout.split() == ["19556", "905", "17"]
+    out = json.loads(mistral("tokenize", "<|im_start|>Hi", *m, "--json").stdout)
+    assert out["ids"][0] == 1 and out["pieces"][0] == "<|im_start|>" and "".join(out["pieces"]) == "<|im_start|>Hi"
+    assert mistral("tokenize", "-", *m, stdin="Hello world!").stdout.split() == ["19556", "905", "17"]
+    assert mistral("detokenize", "19556", "905", "17", *m).stdout == "Hello world!\n"
+    assert_clean_error(mistral("detokenize", "99999999", *m), 2, "99999999")
