@@ -60,10 +60,10 @@ def _from_hub(parts: list[str]) -> Path:
         raise MistralError(f"{repo_id}: gated repository; accept its terms on huggingface.co and set HF_TOKEN") from None
     except RepositoryNotFoundError:
         raise MistralError(f"{repo_id}: no such repository on the Hugging Face hub (or it is private: set HF_TOKEN)") from None
-    except EntryNotFoundError:
-        raise MistralError(f"{repo_id}: no file {filename!r} in the repository") from None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError:  # before EntryNotFoundError, its base class
         where = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
         raise MistralError(f"{'/'.join(parts)}: not in the Hugging Face cache and {where}") from None
+    except EntryNotFoundError:
+        raise MistralError(f"{repo_id}: no file {filename!r} in the repository") from None
     except OSError as exc:
         raise MistralError(f"{'/'.join(parts)}: download failed ({exc})") from None

