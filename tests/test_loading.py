@@ -142,3 +142,19 @@ def test_config_json_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ModelLoadError, match="unsupported architecture 'bert'"):
         load_model(str(tmp_path))
+
+
+def test_unsupported_tensor_type_is_named(tmp_path):
+    import gguf
+
+    path = tmp_path / "q8k.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    type_size = gguf.GGML_QUANT_SIZES[QT.Q8_K][1]
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((4, type_size), np.uint8), raw_dtype=QT.Q8_K)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ModelLoadError, match="'blk.0.attn_q.weight' has unsupported type Q8_K") as info:
+        open_gguf(path)
+    assert str(path) in str(info.value)

@@ -3,10 +3,13 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+from functools import cache
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, quants
 
 from mistralcli.errors import ModelLoadError
-from mistralcli.loading.quant_tensor import QuantTensor
+from mistralcli.loading.quant_tensor import DENSE_DTYPES, QuantTensor
 
 
 @dataclass
@@ -49,7 +52,7 @@ def open_gguf(path: str | Path) -> GGUFFile:
             ggml_type = GGMLQuantizationType(int(t.tensor_type))
         except ValueError:
             raise ModelLoadError(path, f"tensor {t.name!r} has unsupported GGML type {int(t.tensor_type)}") from None
-        if ggml_type not in GGML_QUANT_SIZES:
+        if not is_computable(ggml_type):
             raise ModelLoadError(path, f"tensor {t.name!r} has unsupported type {ggml_type.name}")
         if t.data_offset + t.n_bytes > file_size:
             raise ModelLoadError(path, f"truncated: tensor {t.name!r} ends past the end of the file")
@@ -59,6 +62,20 @@ def open_gguf(path: str | Path) -> GGUFFile:
             data = data.reshape(shape[0], -1)
         tensors[t.name] = QuantTensor(t.name, ggml_type, shape, data)
     return GGUFFile(path, metadata, tensors)
+
+
+@cache
+def is_computable(ggml_type: GGMLQuantizationType) -> bool:
+    """Whether weights of this type can be used: dense floats, or blocks gguf can dequantize."""
+    if ggml_type in DENSE_DTYPES:
+        return True
+    if ggml_type not in GGML_QUANT_SIZES:
+        return False
+    try:
+        quants.dequantize(np.zeros((1, GGML_QUANT_SIZES[ggml_type][1]), np.uint8), ggml_type)
+    except NotImplementedError:
+        return False
+    return True
 
 
 def _short(exc: Exception) -> str:
