@@ -1,8 +1,10 @@
 """`mistral run`: one-shot generation for the shell (stdout is the answer and nothing else)."""
 
 import json
+import os
 import sys
 import time
+from contextlib import nullcontext
 
 import typer
 
@@ -40,27 +42,32 @@ def run(
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                             repetition_penalty=repeat_penalty, seed=seed)
     start = time.perf_counter()
-    with console.status("Loading model…", spinner="dots") if console.is_terminal else _nothing():
+    with console.status("Loading model…", spinner="dots") if console.is_terminal else nullcontext():
         loaded = load_model(model, threads=threads)
     load_s = time.perf_counter() - start
 
     tokenizer = loaded.tokenizer
     if raw or loaded.chat_template is None:
-        prompt_text, add_special = text, True
+        prompt_text = text
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-        prompt_text, add_special = loaded.chat_template.render(messages, add_generation_prompt=True), False
-    # A rendered template carries its own BOS where the model wants one.
-    prompt_ids = tokenizer.encode(prompt_text, add_special=add_special or tokenizer.add_bos and not prompt_text.startswith(tokenizer.bos_token))
+        prompt_text = loaded.chat_template.render(messages, add_generation_prompt=True)
+    # BOS as the model's metadata says, unless the text (a rendered template) already starts with it.
+    has_bos = bool(tokenizer.bos_token) and prompt_text.startswith(tokenizer.bos_token)
+    prompt_ids = tokenizer.encode(prompt_text, add_special=not has_bos)
 
     stats = GenerationStats()
     pieces = []
     stream = not as_json
-    for piece in generate(loaded.model, tokenizer, prompt_ids, params, max_tokens, loaded.context_length, stats):
-        pieces.append(piece)
-        if stream:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+    try:
+        for piece in generate(loaded.model, tokenizer, prompt_ids, params, max_tokens, loaded.context_length, stats):
+            pieces.append(piece)
+            if stream:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+    except BrokenPipeError:  # `mistral run ... | head` has read enough: stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
     answer = "".join(pieces)
     if as_json:
         print(json.dumps({
@@ -81,10 +88,3 @@ def run(
             console.print(f"[dim]{stats.completion_tokens} tokens, {stats.generation_tok_s:.1f} tok/s "
                           f"(prompt {stats.prompt_tokens} tokens, {stats.prompt_tok_s:.1f} tok/s)[/dim]")
 
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -47,6 +47,4 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except BrokenPipeError:  # `mistral run ... | head` closed the pipe: not an error of ours
-        sys.stderr.close()
-        sys.exit(0)
+

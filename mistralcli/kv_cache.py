@@ -35,10 +35,6 @@ class KVCache:
         self.lengths[layer] = length
         return self.k[layer, :length], self.v[layer, :length], np.arange(length)
 
-    def truncate(self, num_tokens: int) -> None:
-        """Forget every position >= num_tokens (to reuse a prompt prefix)."""
-        self.lengths = np.minimum(self.lengths, num_tokens)
-
     def _grow(self, needed: int) -> None:
         capacity = self.k.shape[1]
         while capacity < needed:

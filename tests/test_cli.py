@@ -129,3 +129,12 @@ def test_tokenize_and_detokenize(smollm2_path):
     assert mistral("tokenize", "-", *m, stdin="Hello world!").stdout.split() == ["19556", "905", "17"]
     assert mistral("detokenize", "19556", "905", "17", *m).stdout == "Hello world!\n"
     assert_clean_error(mistral("detokenize", "99999999", *m), 2, "99999999")
+
+
+def test_closed_pipe_is_not_an_error(smollm2_path):
+    import shlex
+
+    command = f"set -o pipefail; {shlex.join(RUN)} run 'Write a long poem.' --model {shlex.quote(str(smollm2_path))} -n 300 | head -c 5"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) == 5 and "Traceback" not in result.stderr

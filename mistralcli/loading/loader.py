@@ -55,10 +55,8 @@ def _build(path: Path, arch: str, config: dict, weights: dict, ops):
     cls = get_architecture(arch)
     if cls is None:
         raise ModelLoadError(path, f"unsupported architecture {arch!r}")
-    from mistralcli.models.llama import LlamaArgs  # every registered class takes LlamaArgs-like args
-
     try:
-        args = LlamaArgs.from_dict(config)
+        args = cls.args_class.from_dict(config)
         return cls(args, weights, ops), args
     except KeyError as exc:
         raise ModelLoadError(path, f"missing tensor {exc.args[0]}") from None

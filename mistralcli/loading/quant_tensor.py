@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, quants
+from gguf import GGMLQuantizationType, quants
 
 # Types whose rows are plain numbers rather than packed blocks.
 DENSE_DTYPES = {
@@ -26,22 +26,6 @@ class QuantTensor:
     ggml_type: GGMLQuantizationType
     shape: tuple[int, ...]
     data: np.ndarray
-
-    @property
-    def is_dense(self) -> bool:
-        return self.ggml_type in DENSE_DTYPES
-
-    @property
-    def block_size(self) -> int:
-        return GGML_QUANT_SIZES[self.ggml_type][0]
-
-    @property
-    def type_size(self) -> int:
-        return GGML_QUANT_SIZES[self.ggml_type][1]
-
-    @property
-    def nbytes(self) -> int:
-        return self.data.nbytes
 
     def dequantize(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows [start, stop) as float32 (the NumPy reference: the `gguf` package's own code)."""

@@ -67,6 +67,8 @@ class LlamaArgs:
 class LlamaModel:
     """forward(token_ids (T,), positions (T,), cache) -> logits."""
 
+    args_class = LlamaArgs
+
     def __init__(self, args: LlamaArgs, weights: dict[str, QuantTensor], ops):
         self.args = args
         self.ops = ops

@@ -95,9 +95,6 @@ class Tokenizer:
             text = text[1:]
         return text
 
-    def id_to_piece(self, token_id: int) -> str:
-        return self.tokens[token_id]
-
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
