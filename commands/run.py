@@ -10,17 +10,19 @@ import typer
 
 from mistralcli.commands._common import MODEL_HELP, read_text_argument, stderr_console
 
+SAMPLING_HELP = "Default: the model's recommended value, else {}."
+
 
 def run(
     prompt: str = typer.Argument(None, help="The prompt, or '-' to read it from stdin.", show_default=False),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
     system: str = typer.Option(None, "--system", "-s", help="System message (ignored with --raw)."),
     max_tokens: int = typer.Option(1024, "--max-tokens", "-n", min=1, help="Most tokens to generate."),
-    temperature: float = typer.Option(0.8, "--temperature", "-t", min=0.0, help="0 means greedy."),
-    top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0),
-    top_k: int = typer.Option(40, "--top-k", min=0, help="0 disables top-k."),
-    min_p: float = typer.Option(0.05, "--min-p", min=0.0, max=1.0),
-    repeat_penalty: float = typer.Option(1.0, "--repeat-penalty", min=0.0),
+    temperature: float = typer.Option(None, "--temperature", "-t", min=0.0, help=SAMPLING_HELP.format("0.8; 0 means greedy")),
+    top_p: float = typer.Option(None, "--top-p", min=0.0, max=1.0, help=SAMPLING_HELP.format("0.95")),
+    top_k: int = typer.Option(None, "--top-k", min=0, help=SAMPLING_HELP.format("40; 0 disables it")),
+    min_p: float = typer.Option(None, "--min-p", min=0.0, max=1.0, help=SAMPLING_HELP.format("0.05")),
+    repeat_penalty: float = typer.Option(None, "--repeat-penalty", min=0.0, help=SAMPLING_HELP.format("1.0, off")),
     seed: int = typer.Option(None, "--seed", help="Random seed: the same seed gives the same answer."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for the kernels."),
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
@@ -31,20 +33,27 @@ def run(
     Example: mistral run "What is the capital of France?"   |   echo "Summarize: ..." | mistral run -
     """
     text = read_text_argument(prompt)
-    if top_p == 0.0:
-        raise typer.BadParameter("must be > 0", param_hint="--top-p")
+    given = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repeat_penalty)
+    given = {k: v for k, v in given.items() if v is not None}
 
     from mistralcli.generation import GenerationStats, generate
     from mistralcli.loading.loader import load_model
     from mistralcli.sampling import SamplingParams
 
     console = stderr_console()
-    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                            repetition_penalty=repeat_penalty, seed=seed)
+    try:
+        SamplingParams(**given)  # a bad value is a usage error before any loading
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     start = time.perf_counter()
     with console.status("Loading model…", spinner="dots") if console.is_terminal else nullcontext():
         loaded = load_model(model, threads=threads)
     load_s = time.perf_counter() - start
+    try:
+        params = SamplingParams(**{**loaded.sampling_defaults, **given}, seed=seed)
+    except ValueError as exc:
+        console.print(f"warning: ignoring the model's recommended sampling settings ({exc})")
+        params = SamplingParams(**given, seed=seed)
 
     tokenizer = loaded.tokenizer
     if raw or loaded.chat_template is None:

@@ -45,6 +45,26 @@ class SamplingParams:
                 raise ValueError(message)
 
 
+# Where models recommend their own settings: GGUF `general.sampling.*` and generation_config.json.
+GGUF_SAMPLING_KEYS = {
+    "general.sampling.temp": "temperature",
+    "general.sampling.top_k": "top_k",
+    "general.sampling.top_p": "top_p",
+    "general.sampling.min_p": "min_p",
+    "general.sampling.penalty_repeat": "repetition_penalty",
+    "general.sampling.penalty_last_n": "penalty_last_n",
+}
+GENERATION_CONFIG_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+
+
+def recommended_sampling(metadata: dict | None = None, generation_config: dict | None = None) -> dict:
+    """The sampling settings a model file recommends, as SamplingParams field values."""
+    found = {field: metadata[key] for key, field in GGUF_SAMPLING_KEYS.items() if key in (metadata or {})}
+    found.update({key: generation_config[key] for key in GENERATION_CONFIG_KEYS
+                  if (generation_config or {}).get(key) is not None})
+    return found
+
+
 def rng_state(seed: int | None) -> np.ndarray:
     """(1,) uint64 splitmix64 state; a random seed when None."""
     if seed is None:

@@ -85,6 +85,7 @@ def test_max_tokens_gives_finish_reason_length(smollm2_path):
 def test_usage_errors_exit_2():
     assert_clean_error(mistral("run", "hi", "--no-such-flag"), 2, "No such option")
     assert_clean_error(mistral("run", "hi", "--top-k", "-1"), 2, "--top-k")
+    assert_clean_error(mistral("run", "hi", "--top-p", "0", "--model", "/not/loaded"), 2, "top_p")
     assert_clean_error(mistral("run"), 2, "PROMPT")
     assert_clean_error(mistral("frobnicate"), 2)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mistralcli._ext import sampler
-from mistralcli.sampling import Sampler, SamplingParams, rng_state, sample_reference
+from mistralcli.sampling import Sampler, SamplingParams, recommended_sampling, rng_state, sample_reference
 
 SETTINGS = [
     # temperature, top_k, top_p, min_p, repetition, presence, frequency
@@ -91,3 +91,11 @@ def test_same_seed_same_tokens():
 def test_invalid_params_are_rejected(bad):
     with pytest.raises(ValueError):
         SamplingParams(**bad)
+
+
+def test_model_recommended_settings():
+    metadata = {"general.sampling.temp": 0.6, "general.sampling.top_k": 20, "general.name": "x"}
+    generation = {"temperature": 0.7, "top_p": 0.8, "do_sample": True, "top_k": None}
+    assert recommended_sampling(metadata=metadata) == {"temperature": 0.6, "top_k": 20}
+    assert recommended_sampling(generation_config=generation) == {"temperature": 0.7, "top_p": 0.8}
+    assert recommended_sampling() == {}

@@ -1,6 +1,5 @@
 """load_model(spec): the model, its tokenizer and its chat template, ready to generate."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,9 +7,11 @@ from mistralcli.chat_template import ChatTemplate
 from mistralcli.errors import ModelLoadError
 from mistralcli.loading import gguf_config, safetensors_dir
 from mistralcli.loading.gguf_file import open_gguf
+from mistralcli.loading.json_file import read_json
 from mistralcli.loading.resolve import resolve_model
 from mistralcli.models import HF_MODEL_TYPES, get_architecture
 from mistralcli.ops import get_ops
+from mistralcli.sampling import recommended_sampling
 from mistralcli.tokenizer import Tokenizer
 
 
@@ -22,6 +23,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     chat_template: ChatTemplate | None
     context_length: int
+    sampling_defaults: dict  # the model's recommended SamplingParams values (may be empty)
 
 
 def load_tokenizer(spec: str | None) -> tuple[Tokenizer, Path]:
@@ -75,7 +77,8 @@ def _load_gguf(path: Path, ops) -> LoadedModel:
     source = gguf.metadata.get("tokenizer.chat_template")
     template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token) if source else None
     name = gguf.metadata.get("general.name") or path.stem
-    return LoadedModel(name, path, model, tokenizer, template, args.context_length)
+    return LoadedModel(name, path, model, tokenizer, template, args.context_length,
+                       recommended_sampling(metadata=gguf.metadata))
 
 
 def _load_directory(path: Path, ops) -> LoadedModel:
@@ -91,17 +94,16 @@ def _load_directory(path: Path, ops) -> LoadedModel:
     source = _template_source(path)
     if source:
         template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token)
-    return LoadedModel(path.name, path, model, tokenizer, template, args.context_length)
+    generation_config = read_json(path / "generation_config.json")
+    return LoadedModel(path.name, path, model, tokenizer, template, args.context_length,
+                       recommended_sampling(generation_config=generation_config))
 
 
 def _template_source(directory: Path) -> str | None:
     jinja = directory / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")
-    config_path = directory / "tokenizer_config.json"
-    if config_path.is_file():
-        template = json.loads(config_path.read_text(encoding="utf-8")).get("chat_template")
-        if isinstance(template, list):  # named templates: take "default"
-            template = next((t["template"] for t in template if t.get("name") == "default"), None)
-        return template
-    return None
+    template = read_json(directory / "tokenizer_config.json").get("chat_template")
+    if isinstance(template, list):  # named templates: take "default"
+        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    return template

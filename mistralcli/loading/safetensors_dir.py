@@ -9,6 +9,7 @@ from gguf import GGMLQuantizationType
 from safetensors import SafetensorError, safe_open
 
 from mistralcli.errors import ModelLoadError
+from mistralcli.loading.json_file import read_json
 from mistralcli.loading.quant_tensor import QuantTensor
 
 # Hugging Face parameter names -> the GGUF names our models use.
@@ -37,13 +38,9 @@ def gguf_name(hf_name: str) -> str | None:
 
 
 def read_config(directory: Path) -> dict:
-    path = directory / "config.json"
-    if not path.is_file():
+    if not (directory / "config.json").is_file():
         raise ModelLoadError(directory, "not a model directory (no config.json)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ModelLoadError(path, f"invalid JSON ({exc})") from None
+    return read_json(directory / "config.json")
 
 
 def weight_files(directory: Path) -> list[Path]:

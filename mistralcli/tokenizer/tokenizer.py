@@ -13,6 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 
 from mistralcli.errors import ModelLoadError
+from mistralcli.loading.json_file import read_json
 from mistralcli.tokenizer import gguf_vocab
 from mistralcli.tokenizer.gguf_vocab import TokenType
 
@@ -146,8 +147,8 @@ class Tokenizer:
             spec = json.loads(path.read_text(encoding="utf-8"))
         except Exception as exc:  # tokenizers raises plain Exception subclasses
             raise ModelLoadError(path, f"unreadable tokenizer ({exc})") from None
-        config = _read_json(directory / "tokenizer_config.json")
-        generation = _read_json(directory / "generation_config.json")
+        config = read_json(directory / "tokenizer_config.json")
+        generation = read_json(directory / "generation_config.json")
 
         vocab = hf.get_vocab(with_added_tokens=True)
         tokens = [""] * (max(vocab.values()) + 1)
@@ -177,15 +178,6 @@ class Tokenizer:
         return cls(fragment_tokenizer=frag, tokens=tokens, token_bytes=token_bytes, special_ids=special,
                    control_ids=control, bos_token_id=bos, eos_token_id=eos, eog_token_ids=eog,
                    add_bos=bool(add_bos), add_eos=bool(config.get("add_eos_token", False)))
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ModelLoadError(path, f"invalid JSON ({exc})") from None
 
 
 def _token_bytes_for(spec: dict, tokens: list[str], added: dict) -> list[bytes]:
