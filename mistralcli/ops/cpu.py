@@ -1,9 +1,15 @@
-"""CPU backend: Numba kernels for the block formats it knows, BLAS for dense and prefill work."""
+"""CPU backend: C/SIMD products over quantized blocks for decode, dequantize + BLAS for prefill.
+
+Few-token products (decode) go through `_ext.qmatmul`: int16 activations, integer multiply-adds on
+the raw blocks, parallel over rows. Many-token products (prefill) are compute-bound: rows are
+dequantized in tiles (Numba) and multiplied with BLAS.
+"""
 
 import numba
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
+from mistralcli._ext import qmatmul
 from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.numba_kernels.cpu import quant_matmul as qm
 from mistralcli.ops.reference import ReferenceOps
@@ -19,8 +25,8 @@ class CpuOps(ReferenceOps):
 
     def __init__(self, threads: int | None = None):
         super().__init__(threads)
-        if threads:
-            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        self.num_threads = max(1, min(threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(self.num_threads)
         self._lut = qm.fp16_table()
 
     def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
@@ -31,7 +37,7 @@ class CpuOps(ReferenceOps):
         qtype = FUSED_TYPES.get(w.ggml_type)
         if qtype is not None and x.shape[0] <= MAX_FUSED_TOKENS:
             out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
-            qm.matmul_blocks(out, x, w.data, w.data.view(np.uint16), self._lut, qtype)
+            qmatmul.matmul(out, x, w.data, int(w.ggml_type), self.num_threads)
             return out
         out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
         for start in range(0, w.shape[0], TILE_ROWS):

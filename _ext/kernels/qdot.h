@@ -1,0 +1,196 @@
+/* Dot products of GGML weight blocks with int16-quantized activations.
+ *
+ * Activations are quantized per block of 32 to int16 with a float scale (error 2^-16 of the
+ * block's largest value, some 500x finer than llama.cpp's int8 activations), so the products are
+ * integer multiply-adds (AVX2 vpmaddwd) and the result stays within ~1e-5 of the float model.
+ *
+ * Layouts (one block = 32 weights):
+ *   Q4_0 (18 bytes): | d fp16 | qs[16] |         w[j] = d*((qs[j] & 15) - 8), w[j+16] = d*((qs[j] >> 4) - 8)
+ *   Q4_1 (20 bytes): | d fp16 | m fp16 | qs[16] | w[j] = d*(qs[j] & 15) + m,   w[j+16] = d*(qs[j] >> 4) + m
+ *   Q8_0 (34 bytes): | d fp16 | qs[32] int8 |     w[j] = d*qs[j]
+ * Activation block b: xq[32b .. 32b+31] int16, x = xq * xscale[b]; xsum[b] = float sum of x.
+ *
+ * Each format has a portable scalar function and an AVX2 one compiled with a target attribute;
+ * mcli_select() picks by the CPU at run time (and MISTRALCLI_NO_SIMD=1 forces the scalar path).
+ */
+#ifndef MCLI_QDOT_H
+#define MCLI_QDOT_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MCLI_X86 1
+#endif
+
+enum { MCLI_Q4_0 = 2, MCLI_Q4_1 = 3, MCLI_Q8_0 = 8 };
+
+static inline float mcli_fp16(const uint8_t *p) {
+    uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while (!(mant & 0x400)) { mant <<= 1; exp--; }
+            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000 | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* x (k,) -> xq (k,) int16, xscale (k/32,), xsum (k/32,) */
+static void mcli_quantize_x16(const float *x, int64_t k, int16_t *xq, float *xscale, float *xsum) {
+    for (int64_t b = 0; b < k / 32; b++) {
+        const float *xb = x + 32 * b;
+        float amax = 0.0f, sum = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            float a = fabsf(xb[j]);
+            amax = a > amax ? a : amax;
+            sum += xb[j];
+        }
+        float scale = amax / 32767.0f, inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        for (int j = 0; j < 32; j++) xq[32 * b + j] = (int16_t)lrintf(xb[j] * inv);
+        xscale[b] = scale;
+        xsum[b] = sum;
+    }
+}
+
+typedef float (*mcli_dot_fn)(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb);
+
+/* ---- portable ------------------------------------------------------------------------------ */
+
+static float mcli_dot_q4_0_scalar(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) {
+    (void)xsum;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++, row += 18, xq += 32) {
+        int32_t s = 0;
+        for (int j = 0; j < 16; j++) s += ((row[2 + j] & 15) - 8) * xq[j] + ((row[2 + j] >> 4) - 8) * xq[16 + j];
+        acc += mcli_fp16(row) * xscale[b] * (float)s;
+    }
+    return acc;
+}
+
+static float mcli_dot_q4_1_scalar(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) {
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++, row += 20, xq += 32) {
+        int32_t s = 0;
+        for (int j = 0; j < 16; j++) s += (row[4 + j] & 15) * xq[j] + (row[4 + j] >> 4) * xq[16 + j];
+        acc += mcli_fp16(row) * xscale[b] * (float)s + mcli_fp16(row + 2) * xsum[b];
+    }
+    return acc;
+}
+
+static float mcli_dot_q8_0_scalar(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) {
+    (void)xsum;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++, row += 34, xq += 32) {
+        int32_t s = 0;
+        for (int j = 0; j < 32; j++) s += (int8_t)row[2 + j] * xq[j];
+        acc += mcli_fp16(row) * xscale[b] * (float)s;
+    }
+    return acc;
+}
+
+/* ---- AVX2 ---------------------------------------------------------------------------------- */
+#ifdef MCLI_X86
+#define MCLI_AVX2 __attribute__((target("avx2,fma")))
+
+MCLI_AVX2 static inline float mcli_hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 16 nibble bytes -> int32 partial sums (8 lanes) of w[0..31] * xq[0..31], w = nibble + offset */
+MCLI_AVX2 static inline __m256i mcli_nibbles_madd(const uint8_t *qs, const int16_t *xq, __m256i offset) {
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    __m128i v = _mm_loadu_si128((const __m128i *)qs);
+    __m256i lo = _mm256_add_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(v, mask)), offset);
+    __m256i hi = _mm256_add_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), mask)), offset);
+    __m256i x0 = _mm256_loadu_si256((const __m256i *)xq);
+    __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + 16));
+    return _mm256_add_epi32(_mm256_madd_epi16(lo, x0), _mm256_madd_epi16(hi, x1));
+}
+
+MCLI_AVX2 static float mcli_dot_q4_0_avx2(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) {
+    (void)xsum;
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i offset = _mm256_set1_epi16(-8);
+    for (int64_t b = 0; b < nb; b++, row += 18, xq += 32) {
+        __m256 p = _mm256_cvtepi32_ps(mcli_nibbles_madd(row + 2, xq, offset));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16(row) * xscale[b]), p, acc);
+    }
+    return mcli_hsum(acc);
+}
+
+MCLI_AVX2 static float mcli_dot_q4_1_avx2(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    float macc = 0.0f;
+    const __m256i zero = _mm256_setzero_si256();
+    for (int64_t b = 0; b < nb; b++, row += 20, xq += 32) {
+        __m256 p = _mm256_cvtepi32_ps(mcli_nibbles_madd(row + 4, xq, zero));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16(row) * xscale[b]), p, acc);
+        macc += mcli_fp16(row + 2) * xsum[b];
+    }
+    return mcli_hsum(acc) + macc;
+}
+
+MCLI_AVX2 static float mcli_dot_q8_0_avx2(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) {
+    (void)xsum;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, row += 34, xq += 32) {
+        __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(row + 2)));
+        __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(row + 18)));
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)xq);
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + 16));
+        __m256i s = _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16(row) * xscale[b]), _mm256_cvtepi32_ps(s), acc);
+    }
+    return mcli_hsum(acc);
+}
+#endif
+
+static int mcli_simd_level(void) {
+    const char *off = getenv("MISTRALCLI_NO_SIMD");
+    if (off && off[0] && off[0] != '0') return 0;
+#ifdef MCLI_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 2;
+#endif
+    return 0;
+}
+
+/* The dot function for a GGML type at the given SIMD level (NULL: type not handled here). */
+static mcli_dot_fn mcli_select(int qtype, int level) {
+#ifdef MCLI_X86
+    if (level >= 2) {
+        switch (qtype) {
+        case MCLI_Q4_0: return mcli_dot_q4_0_avx2;
+        case MCLI_Q4_1: return mcli_dot_q4_1_avx2;
+        case MCLI_Q8_0: return mcli_dot_q8_0_avx2;
+        }
+    }
+#else
+    (void)level;
+#endif
+    switch (qtype) {
+    case MCLI_Q4_0: return mcli_dot_q4_0_scalar;
+    case MCLI_Q4_1: return mcli_dot_q4_1_scalar;
+    case MCLI_Q8_0: return mcli_dot_q8_0_scalar;
+    }
+    return NULL;
+}
+
+#endif

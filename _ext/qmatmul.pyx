@@ -1,0 +1,58 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Quantized matrix products over GGML blocks with int16 activations (C kernels in kernels/qdot.h).
+
+Legend: T tokens, K input features, N output rows, RB bytes per weight row.
+"""
+
+from cython.parallel cimport prange
+from libc.stdint cimport int16_t, int64_t, uint8_t
+
+import numpy as np
+
+cdef extern from "kernels/qdot.h" nogil:
+    ctypedef float (*mcli_dot_fn)(const uint8_t *row, const int16_t *xq, const float *xscale,
+                                  const float *xsum, int64_t nb)
+    void mcli_quantize_x16(const float *x, int64_t k, int16_t *xq, float *xscale, float *xsum)
+    int mcli_simd_level()
+    mcli_dot_fn mcli_select(int qtype, int level)
+
+SIMD_LEVEL = mcli_simd_level()
+SUPPORTED_TYPES = (2, 3, 8)  # Q4_0, Q4_1, Q8_0
+
+
+def simd_name():
+    return {0: "portable", 2: "avx2"}.get(SIMD_LEVEL, "portable")
+
+
+def quantize_x16(const float[:, ::1] x):
+    """x (T, K) -> (xq (T, K) int16, xscale (T, K/32), xsum (T, K/32))."""
+    cdef Py_ssize_t t, num_tokens = x.shape[0], k = x.shape[1]
+    xq = np.empty((num_tokens, k), dtype=np.int16)
+    xscale = np.empty((num_tokens, k // 32), dtype=np.float32)
+    xsum = np.empty((num_tokens, k // 32), dtype=np.float32)
+    cdef int16_t[:, ::1] q = xq
+    cdef float[:, ::1] s = xscale, m = xsum
+    with nogil:
+        for t in range(num_tokens):
+            mcli_quantize_x16(&x[t, 0], k, &q[t, 0], &s[t, 0], &m[t, 0])
+    return xq, xscale, xsum
+
+
+def matmul(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] w, int qtype, int num_threads=0,
+           int simd_level=-1):
+    """out (T, N) = x (T, K) @ dequant(w (N, RB))^T, parallel over rows; simd_level -1 = best."""
+    cdef mcli_dot_fn dot = mcli_select(qtype, SIMD_LEVEL if simd_level < 0 else simd_level)
+    if dot == NULL:
+        raise ValueError(f"GGML type {qtype} has no fused kernel")
+    cdef Py_ssize_t num_tokens = x.shape[0], k = x.shape[1], num_rows = w.shape[0], n, t
+    cdef int64_t nb = k // 32
+    if k % 32 or out.shape[0] != num_tokens or out.shape[1] != num_rows:
+        raise ValueError("shape mismatch")
+    xq_arr, xs_arr, xm_arr = quantize_x16(x)
+    cdef int16_t[:, ::1] xq = xq_arr
+    cdef float[:, ::1] xs = xs_arr, xm = xm_arr
+    if num_threads <= 0:
+        num_threads = 1
+    for n in prange(num_rows, nogil=True, schedule="static", num_threads=num_threads):
+        for t in range(num_tokens):
+            out[t, n] = dot(&w[n, 0], &xq[t, 0], &xs[t, 0], &xm[t, 0], nb)
