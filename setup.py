@@ -13,6 +13,14 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
     Extension(
+        "mistralcli._ext.llama_step",
+        ["_ext/llama_step.pyx"],
+        include_dirs=[numpy.get_include(), "_ext"],
+        extra_compile_args=["-O3", "-fopenmp"],
+        extra_link_args=["-fopenmp"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
+    Extension(
         "mistralcli._ext.qmatmul",
         ["_ext/qmatmul.pyx"],
         include_dirs=[numpy.get_include(), "_ext"],

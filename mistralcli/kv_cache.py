@@ -27,13 +27,17 @@ class KVCache:
     def update(self, layer: int, positions: np.ndarray, k: np.ndarray, v: np.ndarray):
         """Store k, v (T, Hkv, D) at `positions` (T,); return (keys (S, Hkv, D), values, key_positions (S,))."""
         end = int(positions.max()) + 1
-        if end > self.k.shape[1]:
-            self._grow(end)
+        self.ensure(end)
         self.k[layer, positions] = k
         self.v[layer, positions] = v
         length = max(int(self.lengths[layer]), end)
         self.lengths[layer] = length
         return self.k[layer, :length], self.v[layer, :length], np.arange(length)
+
+    def ensure(self, needed: int) -> None:
+        """Make room for positions < needed."""
+        if needed > self.k.shape[1]:
+            self._grow(needed)
 
     def _grow(self, needed: int) -> None:
         capacity = self.k.shape[1]

@@ -56,7 +56,8 @@ def test_seeded_sampling_is_reproducible(smollm2):
 
 
 def test_prefill_then_decode_equals_one_prefill(smollm2):
-    """The cache holds exactly what a longer prefill would compute."""
+    """The cache holds exactly what a longer prefill would compute. Decode multiplies with int16
+    activations (prefill in float32), which moves logits by a few thousandths: tolerance 0.02."""
     from mistralcli.kv_cache import KVCache
 
     model = smollm2.model
@@ -66,4 +67,4 @@ def test_prefill_then_decode_equals_one_prefill(smollm2):
     cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, capacity=2)
     model.forward(ids[:-1], np.arange(len(ids) - 1), cache)
     last = model.forward(ids[-1:], np.array([len(ids) - 1]), cache)
-    np.testing.assert_allclose(last[0], full[-1], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(last[0], full[-1], rtol=0, atol=0.02)

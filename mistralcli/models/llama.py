@@ -80,6 +80,7 @@ class LlamaModel:
         self.inv_freq = inv_frequencies(args.head_dim, args.rope_theta, args.rope_scaling,
                                         None if freq_factors is None else freq_factors.dequantize())
         self.layers = [self._layer(i) for i in range(args.num_hidden_layers)]
+        self.fused_decoder = ops.fused_decoder(self)
 
     def _layer(self, i: int) -> dict:
         w = self.weights
@@ -97,6 +98,8 @@ class LlamaModel:
         """Logits (T, V) if all_logits else (1, V) for the last token. token_ids, positions: (T,) int."""
         a, ops = self.args, self.ops
         num_tokens = len(token_ids)
+        if num_tokens == 1 and self.fused_decoder is not None and self.fused_decoder.can_run(cache):
+            return self.fused_decoder(int(token_ids[0]), int(positions[0]), cache)
         h = ops.embedding(self.embed, np.asarray(token_ids))  # (T, hidden)
         cos, sin = cos_sin(np.asarray(positions), self.inv_freq)
         scale = 1.0 / np.sqrt(a.head_dim)

@@ -11,6 +11,10 @@ class ReferenceOps:
     def __init__(self, threads: int | None = None):
         self.threads = threads
 
+    def fused_decoder(self, model):
+        """A one-call decode step for `model`, or None: the reference computes op by op."""
+        return None
+
     def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
         """x (T, K) float32 @ w (N, K)^T -> (T, N) float32."""
         return x @ w.dequantize().T

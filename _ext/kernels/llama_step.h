@@ -1,0 +1,170 @@
+/* One decode step of a llama-family model in a single call: every layer, then the logits.
+ *
+ * One OpenMP team lives for the whole step: matrix-vector products split their rows over it
+ * (`omp for`), attention splits its heads, and the small serial parts (norms, rope, activation
+ * quantization) run in `omp single`. Weights are raw GGML blocks (see qdot.h) or float32 rows.
+ *
+ * Buffers (D head dim, H heads, Hkv key/value heads, F ffn size, S cache capacity):
+ *   k_cache, v_cache (layers, S, Hkv, D) float32; cos, sin (D/2,); logits (V,)
+ */
+#ifndef MCLI_LLAMA_STEP_H
+#define MCLI_LLAMA_STEP_H
+
+#include "qdot.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define MCLI_F32 0
+
+typedef struct {
+    const uint8_t *data;
+    int qtype;         /* GGML type: MCLI_F32 or a block format of qdot.h */
+    int64_t rows, cols, row_bytes;
+    mcli_dot_fn dot;   /* NULL for F32 */
+} mcli_weight;
+
+typedef struct {
+    mcli_weight q, k, v, o, gate, up, down;
+    const float *attn_norm, *ffn_norm;
+    const float *q_bias, *k_bias, *v_bias, *o_bias; /* NULL when absent */
+} mcli_layer;
+
+typedef struct {
+    int num_layers, hidden, num_heads, num_kv_heads, head_dim, ffn, vocab, rope_interleaved;
+    float eps;
+    const float *output_norm;
+    mcli_weight output;
+    const mcli_layer *layers;
+} mcli_model;
+
+/* Scratch: one struct of buffers sized for the model (allocated by the caller). */
+typedef struct {
+    float *h, *x, *q, *k, *v, *attn, *gate, *up, *scores; /* scores: (H, S) */
+    int16_t *xq;
+    float *xs, *xm;
+} mcli_scratch;
+
+static float mcli_dot_f32(const float *w, const float *x, int64_t k) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < k; j++) acc += w[j] * x[j];
+    return acc;
+}
+
+/* out (rows,) = W x, with x given as floats and as int16 blocks (both prepared by the caller). */
+static void mcli_matvec(const mcli_weight *w, const float *x, const mcli_scratch *s, float *out, const float *bias) {
+    int64_t n;
+#pragma omp for schedule(static)
+    for (n = 0; n < w->rows; n++) {
+        const uint8_t *row = w->data + n * w->row_bytes;
+        float y = w->dot ? w->dot(row, s->xq, s->xs, s->xm, w->cols / 32) : mcli_dot_f32((const float *)row, x, w->cols);
+        out[n] = bias ? y + bias[n] : y;
+    }
+}
+
+static void mcli_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float inv = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = x[i] * inv * weight[i];
+}
+
+static void mcli_rope(float *x, int num_heads, int d, const float *cos_, const float *sin_, int interleaved) {
+    for (int h = 0; h < num_heads; h++) {
+        float *v = x + h * d;
+        for (int i = 0; i < d / 2; i++) {
+            int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + d / 2;
+            float a = v[ia], b = v[ib];
+            v[ia] = a * cos_[i] - b * sin_[i];
+            v[ib] = a * sin_[i] + b * cos_[i];
+        }
+    }
+}
+
+/* Quantize x (n,) into the scratch int16 blocks (serial; callers wrap it in omp single). */
+static void mcli_prepare(const mcli_scratch *s, const float *x, int n) { mcli_quantize_x16(x, n, s->xq, s->xs, s->xm); }
+
+static void mcli_llama_step(const mcli_model *m, const float *embedding, int64_t pos, const float *cos_,
+                            const float *sin_, float *k_cache, float *v_cache, int64_t capacity, float *logits,
+                            const mcli_scratch *s, int num_threads) {
+    const int hidden = m->hidden, d = m->head_dim, nh = m->num_heads, nkv = m->num_kv_heads;
+    const int group = nh / nkv, q_dim = nh * d, kv_dim = nkv * d;
+    const int64_t seq = pos + 1;
+    const float scale = 1.0f / sqrtf((float)d);
+    memcpy(s->h, embedding, sizeof(float) * hidden);
+#pragma omp parallel num_threads(num_threads)
+    {
+        for (int l = 0; l < m->num_layers; l++) {
+            const mcli_layer *L = &m->layers[l];
+            float *kc = k_cache + (int64_t)l * capacity * kv_dim, *vc = v_cache + (int64_t)l * capacity * kv_dim;
+#pragma omp single
+            {
+                mcli_rmsnorm(s->x, s->h, L->attn_norm, hidden, m->eps);
+                mcli_prepare(s, s->x, hidden);
+            }
+            mcli_matvec(&L->q, s->x, s, s->q, L->q_bias);
+            mcli_matvec(&L->k, s->x, s, s->k, L->k_bias);
+            mcli_matvec(&L->v, s->x, s, s->v, L->v_bias);
+#pragma omp single
+            {
+                mcli_rope(s->q, nh, d, cos_, sin_, m->rope_interleaved);
+                mcli_rope(s->k, nkv, d, cos_, sin_, m->rope_interleaved);
+                memcpy(kc + pos * kv_dim, s->k, sizeof(float) * kv_dim);
+                memcpy(vc + pos * kv_dim, s->v, sizeof(float) * kv_dim);
+            }
+            int h;
+#pragma omp for schedule(static)
+            for (h = 0; h < nh; h++) {
+                const float *qh = s->q + h * d;
+                float *sc = s->scores + (int64_t)h * capacity, *out = s->attn + h * d;
+                const int kvh = h / group;
+                float best = -INFINITY, total = 0.0f;
+                for (int64_t t = 0; t < seq; t++) {
+                    const float *kt = kc + t * kv_dim + kvh * d;
+                    float dot = 0.0f;
+                    for (int i = 0; i < d; i++) dot += qh[i] * kt[i];
+                    sc[t] = dot * scale;
+                    best = sc[t] > best ? sc[t] : best;
+                }
+                for (int64_t t = 0; t < seq; t++) {
+                    sc[t] = expf(sc[t] - best);
+                    total += sc[t];
+                }
+                for (int i = 0; i < d; i++) out[i] = 0.0f;
+                for (int64_t t = 0; t < seq; t++) {
+                    const float *vt = vc + t * kv_dim + kvh * d;
+                    const float p = sc[t] / total;
+                    for (int i = 0; i < d; i++) out[i] += p * vt[i];
+                }
+            }
+#pragma omp single
+            mcli_prepare(s, s->attn, q_dim);
+            mcli_matvec(&L->o, s->attn, s, s->x, L->o_bias);
+#pragma omp single
+            {
+                for (int i = 0; i < hidden; i++) s->h[i] += s->x[i];
+                mcli_rmsnorm(s->x, s->h, L->ffn_norm, hidden, m->eps);
+                mcli_prepare(s, s->x, hidden);
+            }
+            mcli_matvec(&L->gate, s->x, s, s->gate, NULL);
+            mcli_matvec(&L->up, s->x, s, s->up, NULL);
+#pragma omp single
+            {
+                for (int i = 0; i < m->ffn; i++) s->gate[i] = s->gate[i] / (1.0f + expf(-s->gate[i])) * s->up[i];
+                mcli_prepare(s, s->gate, m->ffn);
+            }
+            mcli_matvec(&L->down, s->gate, s, s->x, NULL);
+#pragma omp single
+            for (int i = 0; i < hidden; i++) s->h[i] += s->x[i];
+        }
+#pragma omp single
+        {
+            mcli_rmsnorm(s->x, s->h, m->output_norm, hidden, m->eps);
+            mcli_prepare(s, s->x, hidden);
+        }
+        mcli_matvec(&m->output, s->x, s, logits, NULL);
+    }
+}
+
+#endif

@@ -1,0 +1,190 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""A llama-family decode step (all layers and the logits) in one C call: kernels/llama_step.h."""
+
+from libc.stdint cimport int16_t, int64_t, uint8_t
+from libc.stdlib cimport calloc, free
+
+import numpy as np
+
+cdef extern from "kernels/llama_step.h" nogil:
+    ctypedef float (*mcli_dot_fn)(const uint8_t *row, const int16_t *xq, const float *xscale,
+                                  const float *xsum, int64_t nb)
+    int mcli_simd_level()
+    mcli_dot_fn mcli_select(int qtype, int level)
+    ctypedef struct mcli_weight:
+        const uint8_t *data
+        int qtype
+        int64_t rows, cols, row_bytes
+        mcli_dot_fn dot
+    ctypedef struct mcli_layer:
+        mcli_weight q, k, v, o, gate, up, down
+        const float *attn_norm
+        const float *ffn_norm
+        const float *q_bias
+        const float *k_bias
+        const float *v_bias
+        const float *o_bias
+    ctypedef struct mcli_model:
+        int num_layers, hidden, num_heads, num_kv_heads, head_dim, ffn, vocab, rope_interleaved
+        float eps
+        const float *output_norm
+        mcli_weight output
+        const mcli_layer *layers
+    ctypedef struct mcli_scratch:
+        float *h
+        float *x
+        float *q
+        float *k
+        float *v
+        float *attn
+        float *gate
+        float *up
+        float *scores
+        int16_t *xq
+        float *xs
+        float *xm
+    void mcli_llama_step(const mcli_model *m, const float *embedding, int64_t pos, const float *cos_,
+                         const float *sin_, float *k_cache, float *v_cache, int64_t capacity, float *logits,
+                         const mcli_scratch *s, int num_threads)
+
+F32 = 0
+SUPPORTED_TYPES = (0, 2, 3, 8)  # F32, Q4_0, Q4_1, Q8_0
+MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+cdef const uint8_t *_bytes_of(object array):
+    cdef const uint8_t[:, ::1] view = array
+    return &view[0, 0]
+
+
+cdef const float *_floats_of(object array):
+    if array is None:
+        return NULL
+    cdef const float[::1] view = array
+    return &view[0]
+
+
+cdef class LlamaStep:
+    """Holds the C view of a model's weights and the scratch buffers; call it once per token."""
+
+    cdef mcli_model model
+    cdef mcli_layer *layers
+    cdef mcli_scratch scratch
+    cdef list keep  # the arrays the C structs point into
+    cdef object buffers
+    cdef int64_t scores_capacity
+    cdef int simd_level
+    cdef public int num_threads
+
+    def __cinit__(self):
+        self.layers = NULL
+
+    def __init__(self, args, layers, output_norm, output, int num_threads=1, int simd_level=-1):
+        """args: LlamaArgs; layers: list of dicts of QuantTensor / float32 arrays (LlamaModel._layer)."""
+        self.keep = []
+        self.num_threads = num_threads
+        self.simd_level = mcli_simd_level() if simd_level < 0 else simd_level
+        cdef int n = args.num_hidden_layers, i
+        self.layers = <mcli_layer *>calloc(n, sizeof(mcli_layer))
+        if self.layers == NULL:
+            raise MemoryError()
+        for i in range(n):
+            layer = layers[i]
+            self._weight(&self.layers[i].q, layer["attn_q"])
+            self._weight(&self.layers[i].k, layer["attn_k"])
+            self._weight(&self.layers[i].v, layer["attn_v"])
+            self._weight(&self.layers[i].o, layer["attn_output"])
+            self._weight(&self.layers[i].gate, layer["ffn_gate"])
+            self._weight(&self.layers[i].up, layer["ffn_up"])
+            self._weight(&self.layers[i].down, layer["ffn_down"])
+            self.layers[i].attn_norm = self._floats(layer["attn_norm"])
+            self.layers[i].ffn_norm = self._floats(layer["ffn_norm"])
+            self.layers[i].q_bias = self._floats(layer["attn_q_bias"])
+            self.layers[i].k_bias = self._floats(layer["attn_k_bias"])
+            self.layers[i].v_bias = self._floats(layer["attn_v_bias"])
+            self.layers[i].o_bias = self._floats(layer["attn_output_bias"])
+        m = &self.model
+        m.num_layers = n
+        m.hidden = args.hidden_size
+        m.num_heads = args.num_attention_heads
+        m.num_kv_heads = args.num_key_value_heads
+        m.head_dim = args.head_dim
+        m.ffn = args.intermediate_size
+        m.vocab = output.shape[0]
+        m.rope_interleaved = 1 if args.rope_interleaved else 0
+        m.eps = args.rms_norm_eps
+        m.output_norm = self._floats(output_norm)
+        self._weight(&m.output, output)
+        m.layers = self.layers
+        widest = max(m.hidden, m.num_heads * m.head_dim, m.ffn)
+        self.buffers = {name: np.zeros(size, np.float32) for name, size in (
+            ("h", m.hidden), ("x", max(m.hidden, m.num_heads * m.head_dim)), ("q", m.num_heads * m.head_dim),
+            ("k", m.num_kv_heads * m.head_dim), ("v", m.num_kv_heads * m.head_dim),
+            ("attn", m.num_heads * m.head_dim), ("gate", m.ffn), ("up", m.ffn),
+            ("xs", widest // 32 + 1), ("xm", widest // 32 + 1))}
+        self.buffers["xq"] = np.zeros(widest + 32, np.int16)
+        s = &self.scratch
+        s.h = self._buffer("h")
+        s.x = self._buffer("x")
+        s.q = self._buffer("q")
+        s.k = self._buffer("k")
+        s.v = self._buffer("v")
+        s.attn = self._buffer("attn")
+        s.gate = self._buffer("gate")
+        s.up = self._buffer("up")
+        s.xs = self._buffer("xs")
+        s.xm = self._buffer("xm")
+        cdef int16_t[::1] xq = self.buffers["xq"]
+        s.xq = &xq[0]
+        self.scores_capacity = 0
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    cdef float *_buffer(self, name):
+        cdef float[::1] view = self.buffers[name]
+        return &view[0]
+
+    cdef const float *_floats(self, array):
+        if array is not None:
+            array = np.ascontiguousarray(array, dtype=np.float32)
+            self.keep.append(array)
+        return _floats_of(array)
+
+    cdef _weight(self, mcli_weight *w, tensor):
+        cdef int qtype = int(tensor.ggml_type)
+        data = tensor.data
+        if qtype == F32:
+            data = np.ascontiguousarray(data, dtype=np.float32).view(np.uint8)
+        elif qtype not in SUPPORTED_TYPES:
+            raise ValueError(f"{tensor.name}: no fused decode kernel for type {tensor.ggml_type.name}")
+        elif tensor.shape[1] % 32:
+            raise ValueError(f"{tensor.name}: rows of {tensor.shape[1]} are not whole blocks")
+        self.keep.append(data)
+        w.data = _bytes_of(data)
+        w.qtype = qtype
+        w.rows = tensor.shape[0]
+        w.cols = tensor.shape[1]
+        w.row_bytes = data.shape[1]
+        w.dot = NULL if qtype == F32 else mcli_select(qtype, self.simd_level)
+
+    def __call__(self, const float[::1] embedding, int64_t pos, const float[::1] cos, const float[::1] sin,
+                 float[:, :, :, ::1] k_cache, float[:, :, :, ::1] v_cache, float[::1] logits):
+        """Run every layer for the token at `pos` (its embedding row given); write logits (V,).
+
+        k_cache, v_cache: (layers, S, Hkv, D) float32; position `pos` is written, 0..pos are read.
+        """
+        cdef int64_t capacity = k_cache.shape[1]
+        if pos >= capacity or k_cache.shape[0] != self.model.num_layers or logits.shape[0] != self.model.vocab:
+            raise ValueError("cache or logits buffer does not fit the model")
+        if capacity > self.scores_capacity:
+            self.buffers["scores"] = np.zeros((self.model.num_heads, capacity), np.float32)
+            self.scratch.scores = self._buffer_2d("scores")
+            self.scores_capacity = capacity
+        with nogil:
+            mcli_llama_step(&self.model, &embedding[0], pos, &cos[0], &sin[0], &k_cache[0, 0, 0, 0],
+                            &v_cache[0, 0, 0, 0], capacity, &logits[0], &self.scratch, self.num_threads)
+
+    cdef float *_buffer_2d(self, name):
+        cdef float[:, ::1] view = self.buffers[name]
+        return &view[0, 0]

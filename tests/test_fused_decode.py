@@ -1,0 +1,84 @@
+"""The C decode step (whole model in one call) and the C block products against the NumPy
+reference, on the SIMD path this CPU has and on the portable path (MISTRALCLI_NO_SIMD's)."""
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as QT
+from gguf import quants
+
+from mistralcli._ext import qmatmul
+from mistralcli._ext.llama_step import LlamaStep
+from mistralcli.kv_cache import KVCache
+from mistralcli.loading.quant_tensor import QuantTensor
+from mistralcli.ops import get_ops
+
+LEVELS = sorted({0, qmatmul.SIMD_LEVEL})
+
+
+@pytest.mark.parametrize("qtype", [QT.Q4_0, QT.Q4_1, QT.Q8_0])
+@pytest.mark.parametrize("level", LEVELS)
+def test_block_products_match_reference(qtype, level):
+    """int16 activations: within 1e-4 of the output scale (float32 weights times float32 x)."""
+    rng = np.random.default_rng(int(qtype))
+    dense = (rng.standard_normal((70, 320)) * rng.uniform(0.01, 3, (70, 1))).astype(np.float32)
+    w = quants.quantize(dense, qtype)
+    x = (rng.standard_normal((3, 320)) * rng.uniform(0.1, 10, (3, 1))).astype(np.float32)
+    x[1, :32] = 0.0  # an all-zero block quantizes to zeros with scale 0
+    expected = x @ quants.dequantize(w, qtype).T
+    out = np.empty((3, 70), np.float32)
+    qmatmul.matmul(out, x, w, int(qtype), 2, level)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+def test_portable_and_simd_paths_agree():
+    w = quants.quantize(np.random.default_rng(0).standard_normal((64, 576)).astype(np.float32), QT.Q4_1)
+    x = np.random.default_rng(1).standard_normal((1, 576)).astype(np.float32)
+    outs = []
+    for level in LEVELS:
+        out = np.empty((1, 64), np.float32)
+        qmatmul.matmul(out, x, w, int(QT.Q4_1), 1, level)
+        outs.append(out)
+    np.testing.assert_allclose(outs[0], outs[-1], rtol=1e-5, atol=1e-5)
+
+
+def test_quantize_x16_round_trip():
+    x = np.random.default_rng(3).standard_normal((2, 64)).astype(np.float32) * 50
+    xq, scale, total = qmatmul.quantize_x16(x)
+    restored = xq.reshape(2, 2, 32) * scale[:, :, None]
+    np.testing.assert_allclose(restored.reshape(2, 64), x, rtol=0, atol=np.abs(x).max() / 32767)
+    np.testing.assert_allclose(total, x.reshape(2, 2, 32).sum(-1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_fused_step_matches_reference_forward(smollm2, level):
+    """30 layers of SmolLM2: decode logits within 0.02 of the float reference, same greedy tokens."""
+    model = smollm2.model
+    a = model.args
+    reference = type(model)(a, model.weights, get_ops("reference"))
+    step = LlamaStep(a, model.layers, model.output_norm, model.output, 2, level)
+    ids = np.array(smollm2.tokenizer.encode("The capital of France is"))
+    ref_cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim)
+    our_cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, capacity=8)
+    reference.forward(ids[:-1], np.arange(len(ids) - 1), ref_cache)
+    model.forward(ids[:-1], np.arange(len(ids) - 1), our_cache)
+    model.fused_decoder.step = step  # this SIMD level for the decode steps below
+    token = int(ids[-1])
+    try:
+        for pos in range(len(ids) - 1, len(ids) + 6):
+            expected = reference.forward(np.array([token]), np.array([pos]), ref_cache)[0]
+            got = model.forward(np.array([token]), np.array([pos]), our_cache)[0]
+            np.testing.assert_allclose(got, expected, rtol=0, atol=0.02)
+            assert int(np.argmax(got)) == int(np.argmax(expected))
+            token = int(np.argmax(expected))
+    finally:
+        model.fused_decoder.step = LlamaStep(a, model.layers, model.output_norm, model.output, 2)
+    assert our_cache.num_tokens == ref_cache.num_tokens == len(ids) + 6
+
+
+def test_unsupported_weight_types_fall_back(smollm2):
+    model = smollm2.model
+    layers = [dict(layer) for layer in model.layers]
+    q = layers[0]["attn_q"]
+    layers[0]["attn_q"] = QuantTensor(q.name, QT.Q5_0, q.shape, quants.quantize(q.dequantize(), QT.Q5_0))
+    with pytest.raises(ValueError, match="Q5_0"):
+        LlamaStep(model.args, layers, model.output_norm, model.output)
