@@ -14,6 +14,7 @@ cdef extern from "kernels/qdot.h" nogil:
                                   const float *xsum, int64_t nb)
     void mcli_quantize_x16(const float *x, int64_t k, int16_t *xq, float *xscale, float *xsum)
     int mcli_simd_level()
+    void mcli_dequant_row(int qtype, const uint8_t *row, float *out, int64_t nb)
     mcli_dot_fn mcli_select(int qtype, int level)
 
 SIMD_LEVEL = mcli_simd_level()
@@ -56,3 +57,15 @@ def matmul(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] w, in
     for n in prange(num_rows, nogil=True, schedule="static", num_threads=num_threads):
         for t in range(num_tokens):
             out[t, n] = dot(&w[n, 0], &xq[t, 0], &xs[t, 0], &xm[t, 0], nb)
+
+
+def dequantize(float[:, ::1] out, const uint8_t[:, ::1] w, int qtype, Py_ssize_t row_start, int num_threads=1):
+    """out (R, K) = rows [row_start, row_start + R) of w as float32, bit-exact with gguf's reference."""
+    if qtype not in SUPPORTED_TYPES:
+        raise ValueError(f"GGML type {qtype} has no C dequantizer")
+    cdef Py_ssize_t r, num_rows = out.shape[0]
+    cdef int64_t nb = out.shape[1] // 32
+    if row_start < 0 or row_start + num_rows > w.shape[0]:
+        raise ValueError("rows out of range")
+    for r in prange(num_rows, nogil=True, schedule="static", num_threads=max(1, num_threads)):
+        mcli_dequant_row(qtype, &w[row_start + r, 0], &out[r, 0], nb)

@@ -193,6 +193,36 @@ MCLI_AVX2 static float mcli_dot_q8_0_avx2(const uint8_t *row, const int16_t *xq,
 }
 #endif
 
+/* ---- dequantization (exactly gguf's reference: float32 d * q + m, no fused multiply-add) ----- */
+
+static void mcli_dequant_row(int qtype, const uint8_t *row, float *out, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++, out += 32) {
+        switch (qtype) {
+        case MCLI_Q4_0: {
+            const uint8_t *blk = row + 18 * b;
+            const float d = mcli_fp16(blk);
+            for (int j = 0; j < 16; j++) {
+                out[j] = d * (float)((blk[2 + j] & 15) - 8);
+                out[j + 16] = d * (float)((blk[2 + j] >> 4) - 8);
+            }
+        } break;
+        case MCLI_Q4_1: {
+            const uint8_t *blk = row + 20 * b;
+            const float d = mcli_fp16(blk), m = mcli_fp16(blk + 2);
+            for (int j = 0; j < 16; j++) {
+                out[j] = d * (float)(blk[4 + j] & 15) + m; /* built with -ffp-contract=off: no FMA */
+                out[j + 16] = d * (float)(blk[4 + j] >> 4) + m;
+            }
+        } break;
+        case MCLI_Q8_0: {
+            const uint8_t *blk = row + 34 * b;
+            const float d = mcli_fp16(blk);
+            for (int j = 0; j < 32; j++) out[j] = d * (float)(int8_t)blk[2 + j];
+        } break;
+        }
+    }
+}
+
 static int mcli_simd_level(void) {
     const char *off = getenv("MISTRALCLI_NO_SIMD");
     if (off && off[0] && off[0] != '0') return 0;
