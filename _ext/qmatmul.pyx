@@ -12,6 +12,10 @@ import numpy as np
 cdef extern from "kernels/qdot.h" nogil:
     ctypedef float (*mcli_dot_fn)(const uint8_t *row, const int16_t *xq, const float *xscale,
                                   const float *xsum, int64_t nb)
+    ctypedef void (*mcli_dot_multi_fn)(const uint8_t *row, const int16_t *xq, const float *xscale,
+                                       const float *xsum, int64_t nb, int num_tokens, float *out,
+                                       int64_t out_stride)
+    mcli_dot_multi_fn mcli_select_multi(int qtype, int level)
     void mcli_quantize_x16(const float *x, int64_t k, int16_t *xq, float *xscale, float *xsum)
     int mcli_simd_level()
     void mcli_dequant_row(int qtype, const uint8_t *row, float *out, int64_t nb)
@@ -42,7 +46,9 @@ def quantize_x16(const float[:, ::1] x):
 def matmul(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] w, int qtype, int num_threads=0,
            int simd_level=-1):
     """out (T, N) = x (T, K) @ dequant(w (N, RB))^T, parallel over rows; simd_level -1 = best."""
-    cdef mcli_dot_fn dot = mcli_select(qtype, SIMD_LEVEL if simd_level < 0 else simd_level)
+    cdef int level = SIMD_LEVEL if simd_level < 0 else simd_level
+    cdef mcli_dot_fn dot = mcli_select(qtype, level)
+    cdef mcli_dot_multi_fn multi = mcli_select_multi(qtype, level)
     if dot == NULL:
         raise ValueError(f"GGML type {qtype} has no fused kernel")
     cdef Py_ssize_t num_tokens = x.shape[0], k = x.shape[1], num_rows = w.shape[0], n, t
@@ -55,8 +61,11 @@ def matmul(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] w, in
     if num_threads <= 0:
         num_threads = 1
     for n in prange(num_rows, nogil=True, schedule="static", num_threads=num_threads):
-        for t in range(num_tokens):
-            out[t, n] = dot(&w[n, 0], &xq[t, 0], &xs[t, 0], &xm[t, 0], nb)
+        if multi != NULL and num_tokens > 1:
+            multi(&w[n, 0], &xq[0, 0], &xs[0, 0], &xm[0, 0], nb, <int>num_tokens, &out[0, n], num_rows)
+        else:
+            for t in range(num_tokens):
+                out[t, n] = dot(&w[n, 0], &xq[t, 0], &xs[t, 0], &xm[t, 0], nb)
 
 
 def dequantize(float[:, ::1] out, const uint8_t[:, ::1] w, int qtype, Py_ssize_t row_start, int num_threads=1):

@@ -51,7 +51,11 @@ def test_quantize_x16_round_trip():
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_fused_step_matches_reference_forward(smollm2, level):
-    """30 layers of SmolLM2: decode logits within 0.02 of the float reference, same greedy tokens."""
+    """30 layers of SmolLM2: logits within 0.05 of the float reference, same greedy tokens.
+
+    Prefill and decode both multiply with int16 activations; over 30 layers that moves logits by up
+    to ~0.03 (llama.cpp's int8 activations move them by ~1.5). The bar users see is the top tokens
+    within 0.1 of transformers (test_smollm2_parity)."""
     model = smollm2.model
     a = model.args
     reference = type(model)(a, model.weights, get_ops("reference"))
@@ -67,7 +71,7 @@ def test_fused_step_matches_reference_forward(smollm2, level):
         for pos in range(len(ids) - 1, len(ids) + 6):
             expected = reference.forward(np.array([token]), np.array([pos]), ref_cache)[0]
             got = model.forward(np.array([token]), np.array([pos]), our_cache)[0]
-            np.testing.assert_allclose(got, expected, rtol=0, atol=0.02)
+            np.testing.assert_allclose(got, expected, rtol=0, atol=0.05)
             assert int(np.argmax(got)) == int(np.argmax(expected))
             token = int(np.argmax(expected))
     finally:

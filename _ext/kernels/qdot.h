@@ -67,6 +67,8 @@ static void mcli_quantize_x16(const float *x, int64_t k, int16_t *xq, float *xsc
 }
 
 typedef float (*mcli_dot_fn)(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb);
+typedef void (*mcli_dot_multi_fn)(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,
+                                  int64_t nb, int num_tokens, float *out, int64_t out_stride);
 
 /* ---- portable ------------------------------------------------------------------------------ */
 
@@ -191,6 +193,59 @@ MCLI_AVX2 static float mcli_dot_q8_0_avx2(const uint8_t *row, const int16_t *xq,
         acc0 = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16_f16c(row) * xscale[b]), mcli_q8_block(row, xq), acc0);
     return mcli_hsum(_mm256_add_ps(acc0, acc1));
 }
+
+/* ---- many tokens: one weight row against a tile of 4 activation rows ---------------------------
+ * The block is unpacked to int16 once and multiplied with 4 tokens, so prefill costs about half
+ * of 4 separate dot products. xq (T, K), xscale/xsum (T, K/32); out[t * out_stride]. */
+MCLI_AVX2 static inline void mcli_unpack_nibbles(const uint8_t *qs, int16_t offset, __m256i *w0, __m256i *w1) {
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    __m128i v = _mm_loadu_si128((const __m128i *)qs);
+    *w0 = _mm256_add_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(v, mask)), _mm256_set1_epi16(offset));
+    *w1 = _mm256_add_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), mask)), _mm256_set1_epi16(offset));
+}
+
+MCLI_AVX2 static inline __m256 mcli_madd_block(__m256i w0, __m256i w1, const int16_t *x) {
+    __m256i x0 = _mm256_loadu_si256((const __m256i *)x), x1 = _mm256_loadu_si256((const __m256i *)(x + 16));
+    return _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1)));
+}
+
+#define MCLI_TILE 4
+/* block_bytes, header offset of the quants, unpack statement, has_min (Q4_1's m) */
+#define MCLI_DEFINE_MULTI(NAME, BLOCK_BYTES, UNPACK, HAS_MIN)                                                   \
+    MCLI_AVX2 static void NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,     \
+                               int64_t nb, int num_tokens, float *out, int64_t out_stride) {                      \
+        const int64_t k = nb * 32;                                                                                \
+        int t0 = 0;                                                                                               \
+        for (; t0 + MCLI_TILE <= num_tokens; t0 += MCLI_TILE) {                                                   \
+            __m256 acc[MCLI_TILE];                                                                                \
+            float macc[MCLI_TILE];                                                                                \
+            for (int i = 0; i < MCLI_TILE; i++) { acc[i] = _mm256_setzero_ps(); macc[i] = 0.0f; }              \
+            const uint8_t *blk = row;                                                                             \
+            for (int64_t b = 0; b < nb; b++, blk += BLOCK_BYTES) {                                                \
+                __m256i w0, w1;                                                                                   \
+                UNPACK;                                                                                           \
+                const float d = mcli_fp16_f16c(blk);                                                              \
+                for (int i = 0; i < MCLI_TILE; i++) {                                                             \
+                    const int64_t t = t0 + i;                                                                     \
+                    __m256 p = mcli_madd_block(w0, w1, xq + t * k + 32 * b);                                      \
+                    acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * xscale[t * nb + b]), p, acc[i]);                 \
+                    if (HAS_MIN) macc[i] += mcli_fp16_f16c(blk + 2) * xsum[t * nb + b];                           \
+                }                                                                                                 \
+            }                                                                                                     \
+            for (int i = 0; i < MCLI_TILE; i++) out[(t0 + i) * out_stride] = mcli_hsum(acc[i]) + macc[i];       \
+        }                                                                                                         \
+        for (; t0 < num_tokens; t0++)                                                                             \
+            out[t0 * out_stride] = NAME##_one(row, xq + t0 * k, xscale + t0 * nb, xsum + t0 * nb, nb);           \
+    }
+
+#define mcli_dot_q4_0_multi_one mcli_dot_q4_0_avx2
+#define mcli_dot_q4_1_multi_one mcli_dot_q4_1_avx2
+#define mcli_dot_q8_0_multi_one mcli_dot_q8_0_avx2
+MCLI_DEFINE_MULTI(mcli_dot_q4_0_multi, 18, mcli_unpack_nibbles(blk + 2, -8, &w0, &w1), 0)
+MCLI_DEFINE_MULTI(mcli_dot_q4_1_multi, 20, mcli_unpack_nibbles(blk + 4, 0, &w0, &w1), 1)
+MCLI_DEFINE_MULTI(mcli_dot_q8_0_multi, 34,
+                  (w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 2))),
+                   w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 18)))), 0)
 #endif
 
 /* ---- dequantization (exactly gguf's reference: float32 d * q + m, no fused multiply-add) ----- */
@@ -251,6 +306,23 @@ static mcli_dot_fn mcli_select(int qtype, int level) {
     case MCLI_Q4_1: return mcli_dot_q4_1_scalar;
     case MCLI_Q8_0: return mcli_dot_q8_0_scalar;
     }
+    return NULL;
+}
+
+/* The many-token product for a GGML type (NULL: use the one-token dot per token). */
+static mcli_dot_multi_fn mcli_select_multi(int qtype, int level) {
+#ifdef MCLI_X86
+    if (level >= 2) {
+        switch (qtype) {
+        case MCLI_Q4_0: return mcli_dot_q4_0_multi;
+        case MCLI_Q4_1: return mcli_dot_q4_1_multi;
+        case MCLI_Q8_0: return mcli_dot_q8_0_multi;
+        }
+    }
+#else
+    (void)qtype;
+    (void)level;
+#endif
     return NULL;
 }
 
