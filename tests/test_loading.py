@@ -158,3 +158,19 @@ def test_unsupported_tensor_type_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match="'blk.0.attn_q.weight' has unsupported type Q8_K") as info:
         open_gguf(path)
     assert str(path) in str(info.value)
+
+
+def test_gguf_index_cache_gives_the_readers_views(tmp_path, monkeypatch, smollm2_path):
+    from mistralcli.loading import gguf_file
+
+    monkeypatch.setenv("MISTRALCLI_CACHE", str(tmp_path))
+    direct, _ = gguf_file._read(smollm2_path)
+    first = open_gguf(smollm2_path)  # parses, writes the index
+    assert list((tmp_path / "gguf-index").glob("*.json"))
+    cached = open_gguf(smollm2_path)  # from the index
+    assert cached.metadata == direct.metadata == first.metadata
+    assert cached.tensors.keys() == direct.tensors.keys()
+    for name, t in direct.tensors.items():
+        u = cached.tensors[name]
+        assert (u.ggml_type, u.shape, u.data.dtype, u.data.shape) == (t.ggml_type, t.shape, t.data.dtype, t.data.shape)
+        assert np.array_equal(u.data, t.data), name
