@@ -6,7 +6,7 @@ import sys
 import typer
 
 from mistralcli import __version__
-from mistralcli.commands import detokenize, run, tokenize
+from mistralcli.commands import bench, detokenize, run, tokenize
 from mistralcli.errors import MistralError
 
 app = typer.Typer(
@@ -36,6 +36,7 @@ def root(
 app.command("run")(run.run)
 app.command("tokenize")(tokenize.tokenize)
 app.command("detokenize")(detokenize.detokenize)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:

@@ -139,3 +139,18 @@ def test_closed_pipe_is_not_an_error(smollm2_path):
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout) == 5 and "Traceback" not in result.stderr
+
+
+def test_bench_json(smollm2_path):
+    result = mistral("bench", "--model", str(smollm2_path), "-p", "8,16", "-n", "4", "-r", "2", "--json", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    ours = out["engines"]["mistralcli"]
+    assert set(ours["prefill_tok_s"]) == {"8", "16"}
+    for figure in (ours["prefill_tok_s"]["8"], ours["decode_tok_s"], ours["ttft_s"]):
+        assert len(figure["values"]) == 2 and figure["min"] <= figure["median"] <= figure["max"] and figure["min"] > 0
+    assert 0 < ours["peak_rss_mib"] and out["machine"]["memory_bandwidth_gb_s"] > 0
+    assert 90e6 < out["decode_bytes_per_token"] < out["model_bytes"]
+    assert out["decode_roofline_fraction"] == ours["decode_tok_s"]["median"] / out["decode_roofline_tok_s"]
+    assert_clean_error(mistral("bench", "-p", "12,x"), 2, "comma-separated")
+    assert_clean_error(mistral("bench", "--compare", "vllm"), 2, "unknown peer")

@@ -1,0 +1,130 @@
+"""`mistral bench`: offline prefill/decode/TTFT/RSS figures, optionally against llama.cpp."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from contextlib import nullcontext
+
+import typer
+
+from mistralcli.commands._common import MODEL_HELP, stderr_console
+
+PEERS = ("llama-cpp",)
+
+
+def _lengths(value: str) -> list[int]:
+    try:
+        lengths = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter("a comma-separated list of token counts, e.g. 128,512") from None
+    if not lengths or min(lengths) < 1:
+        raise typer.BadParameter("token counts must be >= 1")
+    return lengths
+
+
+def bench(
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
+    prompt_tokens: str = typer.Option("128,512", "--prompt-tokens", "-p", help="Prompt lengths to prefill, comma-separated."),
+    gen_tokens: int = typer.Option(128, "--gen-tokens", "-n", min=1, help="Tokens to decode (after a 16-token prompt)."),
+    repetitions: int = typer.Option(5, "--repetitions", "-r", min=1, help="Measured runs of each figure (after one warm-up)."),
+    threads: int = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: all cores)."),
+    compare: str = typer.Option(None, "--compare", help="Measure a peer in the same run: llama-cpp."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+):
+    """Measure load time, prefill and decode speed, time to first token and peak memory.
+
+    Example: mistral bench --prompt-tokens 128,512 --gen-tokens 128 --compare llama-cpp
+    """
+    lengths = _lengths(prompt_tokens)
+    if compare is not None and compare not in PEERS:
+        raise typer.BadParameter(f"unknown peer {compare!r} (known: {', '.join(PEERS)})", param_hint="--compare")
+    if compare == "llama-cpp" and importlib.util.find_spec("llama_cpp") is None:
+        from mistralcli.errors import MistralError
+
+        raise MistralError("--compare llama-cpp needs llama-cpp-python: pip install llama-cpp-python")
+
+    from mistralcli import bench as b
+    from mistralcli._ext import qmatmul
+
+    console = stderr_console()
+    threads = threads or os.cpu_count() or 1
+    say = console.print if not as_json or console.is_terminal else (lambda *_: None)
+    with console.status("benchmarking mistralcli…") if console.is_terminal else nullcontext():
+        ours, loaded = b.bench_mistralcli(model, lengths, gen_tokens, repetitions, threads, progress=say)
+    say("[dim]measuring memory bandwidth…[/dim]")  # after ours: its buffer must not count in our peak RSS
+    bandwidth = b.measure_bandwidth(threads)
+    bytes_token = b.bytes_per_token(loaded.model)
+    roofline = bandwidth * 1e9 / bytes_token
+    result = {
+        "mode": "offline",
+        "model": loaded.name,
+        "model_path": str(loaded.path),
+        "model_bytes": loaded.path.stat().st_size,
+        "machine": {"threads": threads, "cpu_count": os.cpu_count(), "simd": qmatmul.simd_name(),
+                    "memory_bandwidth_gb_s": bandwidth},
+        "decode_bytes_per_token": bytes_token,
+        "decode_roofline_tok_s": roofline,
+        "decode_roofline_fraction": ours.decode_tok_s["median"] / roofline,
+        "settings": {"prompt_tokens": lengths, "gen_tokens": gen_tokens, "repetitions": repetitions},
+        "engines": {"mistralcli": ours.to_dict()},
+    }
+    peer = None
+    if compare == "llama-cpp":
+        with console.status("benchmarking llama.cpp…") if console.is_terminal else nullcontext():
+            peer = _run_llama_cpp(str(loaded.path), threads, gen_tokens, repetitions, lengths)
+        result["engines"]["llama.cpp"] = peer.to_dict()
+        result["ratios_vs_llama_cpp"] = b.ratios(ours, peer)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        _print_table(result, ours, peer)
+
+
+def _run_llama_cpp(path, threads, gen_tokens, repetitions, lengths):
+    from mistralcli.bench import EngineFigures
+    from mistralcli.errors import MistralError
+
+    cmd = [sys.executable, "-m", "mistralcli.bench_llama_cpp", path, str(threads), str(gen_tokens),
+           str(repetitions), ",".join(map(str, lengths))]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise MistralError(f"llama.cpp benchmark failed: {last}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return EngineFigures(data["engine"], data["load_s"], {int(k): v for k, v in data["prefill_tok_s"].items()},
+                         data["decode_tok_s"], data["ttft_s"], data["peak_rss_mib"])
+
+
+def _cell(s: dict, digits: int = 1) -> str:
+    return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}..{s['max']:.{digits}f}]"
+
+
+def _print_table(result, ours, peer):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['model']} · {result['machine']['threads']} threads · {result['machine']['simd']}")
+    table.add_column("figure")
+    table.add_column("mistralcli", justify="right")
+    if peer:
+        table.add_column("llama.cpp", justify="right")
+        table.add_column("ratio", justify="right")
+    ratios = result.get("ratios_vs_llama_cpp", {})
+    rows = [("load, s", f"{ours.load_s:.2f}", peer and f"{peer.load_s:.2f}", "load"),
+            ("time to first token, s", _cell(ours.ttft_s, 3), peer and _cell(peer.ttft_s, 3), "ttft")]
+    rows += [(f"prefill {n} tok/s", _cell(ours.prefill_tok_s[n]), peer and _cell(peer.prefill_tok_s[n]), f"prefill_{n}")
+             for n in ours.prefill_tok_s]
+    rows += [("decode tok/s", _cell(ours.decode_tok_s), peer and _cell(peer.decode_tok_s), "decode"),
+             ("peak RSS, MiB", f"{ours.peak_rss_mib:.0f}", peer and f"{peer.peak_rss_mib:.0f}", "peak_rss")]
+    for label, mine, theirs, key in rows:
+        table.add_row(label, mine, *([theirs, f"{ratios[key]:.2f}x"] if peer else []))
+    console = Console(no_color="NO_COLOR" in os.environ)
+    console.print(table)
+    console.print(f"memory bandwidth {result['machine']['memory_bandwidth_gb_s']:.1f} GB/s · "
+                  f"{result['decode_bytes_per_token'] / 1e6:.1f} MB read per token · decode roofline "
+                  f"{result['decode_roofline_tok_s']:.0f} tok/s · reached {100 * result['decode_roofline_fraction']:.0f}%")
+    if peer:
+        console.print("ratio > 1: mistralcli is better (faster, or less time or memory)")
+

@@ -1,0 +1,144 @@
+"""Offline benchmark: load, prefill, decode, time to first token, peak RSS, bandwidth roofline.
+
+The figures of each engine have one shape (`EngineFigures.to_dict()`), the one the HTTP mode of
+the server benchmark fills in too: throughput as {"median", "min", "max", "values"}.
+"""
+
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FILLER = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "
+          "combined movable metal type, oil-based ink and a wooden screw press. Within decades, printing "
+          "shops spread across Europe, books became cheaper, and ideas travelled faster than ever before. ")
+DECODE_PROMPT_TOKENS = 16
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+@dataclass
+class EngineFigures:
+    engine: str
+    load_s: float = 0.0
+    prefill_tok_s: dict[int, dict] = field(default_factory=dict)  # prompt tokens -> summary
+    decode_tok_s: dict | None = None
+    ttft_s: dict | None = None
+    peak_rss_mib: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"engine": self.engine, "load_s": self.load_s,
+                "prefill_tok_s": {str(k): v for k, v in self.prefill_tok_s.items()},
+                "decode_tok_s": self.decode_tok_s, "ttft_s": self.ttft_s, "peak_rss_mib": self.peak_rss_mib}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. Linux: VmHWM, which (unlike ru_maxrss) does not carry
+    over the parent's peak into a process started with fork + exec."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024 if sys.platform != "darwin" else kib / 2**20
+
+
+def prompt_ids(tokenizer_encode, length: int) -> list[int]:
+    ids = tokenizer_encode(FILLER)
+    return (ids * (length // len(ids) + 1))[:length]
+
+
+def measure_bandwidth(threads: int, size_mib: int = 512, repeats: int = 5) -> float:
+    """GB/s reading a fresh array of size_mib with `threads` threads (best of repeats)."""
+    import numba
+
+    from mistralcli.numba_kernels.cpu.bandwidth import sum_chunks
+
+    numba.set_num_threads(threads)
+    data = np.ones(size_mib * 2**20 // 4, dtype=np.float32)
+    sum_chunks(data, threads)  # compile / first touch
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sum_chunks(data, threads)
+        best = max(best, data.nbytes / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def bytes_per_token(model) -> int:
+    """Weight bytes one decode step reads: every layer's matrices and the output matrix."""
+    total = model.output.data.nbytes
+    for layer in model.layers:
+        total += sum(v.data.nbytes for k, v in layer.items() if hasattr(v, "ggml_type") and v.data.ndim == 2)
+    return total
+
+
+def bench_mistralcli(model_spec, prompt_lengths, gen_tokens, repetitions, threads, progress=None) -> tuple[EngineFigures, object]:
+    """Measure our engine in this process; returns the figures and the loaded model."""
+    from mistralcli.kv_cache import KVCache
+    from mistralcli.loading.loader import load_model
+
+    figures = EngineFigures("mistralcli")
+    start = time.perf_counter()
+    loaded = load_model(model_spec, threads=threads)
+    figures.load_s = time.perf_counter() - start
+    model = loaded.model
+    a = model.args
+
+    def new_cache():
+        return KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim)
+
+    def prefill(ids):
+        cache = new_cache()
+        logits = model.forward(np.asarray(ids), np.arange(len(ids)), cache)
+        return cache, int(np.argmax(logits[-1]))
+
+    encode = lambda text: loaded.tokenizer.encode(text, add_special=False)  # noqa: E731
+    for length in prompt_lengths:
+        ids = prompt_ids(encode, length)
+        prefill(ids)  # warm-up
+        values = []
+        for _ in range(repetitions):
+            start = time.perf_counter()
+            prefill(ids)
+            values.append(length / (time.perf_counter() - start))
+        figures.prefill_tok_s[length] = summary(values)
+        if progress:
+            progress(f"mistralcli prefill {length}: {figures.prefill_tok_s[length]['median']:.1f} tok/s")
+    ids = prompt_ids(encode, DECODE_PROMPT_TOKENS)
+    decode_values, ttft_values = [], []
+    for rep in range(repetitions + 1):  # the first repetition is the warm-up
+        start = time.perf_counter()
+        cache, token = prefill(ids)
+        ttft = time.perf_counter() - start
+        start = time.perf_counter()
+        for pos in range(len(ids), len(ids) + gen_tokens):
+            token = int(np.argmax(model.forward(np.array([token]), np.array([pos]), cache)[-1]))
+        if rep:
+            decode_values.append(gen_tokens / (time.perf_counter() - start))
+            ttft_values.append(ttft)
+    figures.decode_tok_s = summary(decode_values)
+    figures.ttft_s = summary(ttft_values)
+    figures.peak_rss_mib = peak_rss_mib()
+    if progress:
+        progress(f"mistralcli decode: {figures.decode_tok_s['median']:.1f} tok/s")
+    return figures, loaded
+
+
+def ratios(ours: EngineFigures, peer: EngineFigures) -> dict:
+    """> 1 means mistralcli is better (faster, or less time)."""
+    out = {f"prefill_{k}": ours.prefill_tok_s[k]["median"] / peer.prefill_tok_s[k]["median"]
+           for k in ours.prefill_tok_s if k in peer.prefill_tok_s}
+    out["decode"] = ours.decode_tok_s["median"] / peer.decode_tok_s["median"]
+    out["ttft"] = peer.ttft_s["median"] / ours.ttft_s["median"]
+    out["load"] = peer.load_s / ours.load_s
+    out["peak_rss"] = peer.peak_rss_mib / ours.peak_rss_mib
+    return out
