@@ -81,3 +81,18 @@ def test_rmsnorm_rope_attention_reference_against_direct_formulas(ops):
     v = rng.standard_normal((1, 1, 8)).astype(np.float32)
     out = ref.attention(q[:1], k, v, np.array([0]), np.array([0]), 0.3)
     np.testing.assert_allclose(out[0], np.repeat(v[0], 3, axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("num_heads,num_kv_heads,past", [(9, 3, 0), (4, 4, 5), (8, 1, 17)])
+def test_causal_attention_matches_reference(ops, num_heads, num_kv_heads, past):
+    """Numba's one-pass online softmax against the NumPy reference: tolerance 1e-5."""
+    ref, cpu = ops
+    rng = np.random.default_rng(num_heads)
+    num_tokens, d = 7, 64
+    q = rng.standard_normal((num_tokens, num_heads, d)).astype(np.float32)
+    k = rng.standard_normal((past + num_tokens, num_kv_heads, d)).astype(np.float32) * 2
+    v = rng.standard_normal((past + num_tokens, num_kv_heads, d)).astype(np.float32)
+    q_pos = np.arange(past, past + num_tokens)
+    k_pos = np.arange(past + num_tokens)
+    expected = ref.attention(q, k, v, q_pos, k_pos, 0.125)
+    np.testing.assert_allclose(cpu.attention(q, k, v, q_pos, k_pos, 0.125), expected, rtol=0, atol=1e-5)

@@ -16,6 +16,7 @@ from mistralcli._ext.llama_step import LlamaStep
 from mistralcli.kv_cache import KVCache
 from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.models.rope import cos_sin
+from mistralcli.numba_kernels.cpu.attention import causal_attention
 from mistralcli.ops.reference import ReferenceOps
 
 FUSED_TYPES = {QT.Q4_0, QT.Q4_1, QT.Q8_0}
@@ -46,6 +47,13 @@ class CpuOps(ReferenceOps):
         for start in range(0, w.shape[0], TILE_ROWS):
             stop = min(start + TILE_ROWS, w.shape[0])
             out[:, start:stop] = x @ self.dequantize(w, start, stop).T
+        return out
+
+    def attention(self, q, k, v, q_positions, k_positions, scale: float) -> np.ndarray:
+        """Causal GQA attention (Numba, parallel over queries and heads); see ReferenceOps."""
+        out = np.empty_like(q)
+        causal_attention(out, np.ascontiguousarray(q, dtype=np.float32), k, v, np.asarray(q_positions, dtype=np.int64),
+                         np.asarray(k_positions, dtype=np.int64), np.float32(scale))
         return out
 
     def fused_decoder(self, model):
