@@ -52,15 +52,29 @@ static float mcli_dot_f32(const float *w, const float *x, int64_t k) {
     return acc;
 }
 
-/* out (rows,) = W x, with x given as floats and as int16 blocks (both prepared by the caller). */
-static void mcli_matvec(const mcli_weight *w, const float *x, const mcli_scratch *s, float *out, const float *bias) {
-    int64_t n;
+/* Rows of up to 3 matrices that read the same x (q/k/v, gate/up) split over the team at once,
+ * so they cost one barrier. x is given as floats and as int16 blocks (prepared by the caller). */
+static void mcli_matvec_n(int count, const mcli_weight *const *ws, float *const *outs, const float *const *biases,
+                          const float *x, const mcli_scratch *s) {
+    int64_t total = 0, n;
+    for (int i = 0; i < count; i++) total += ws[i]->rows;
 #pragma omp for schedule(static)
-    for (n = 0; n < w->rows; n++) {
-        const uint8_t *row = w->data + n * w->row_bytes;
+    for (n = 0; n < total; n++) {
+        int i = 0;
+        int64_t r = n;
+        while (r >= ws[i]->rows) r -= ws[i++]->rows;
+        const mcli_weight *w = ws[i];
+        const uint8_t *row = w->data + r * w->row_bytes;
         float y = w->dot ? w->dot(row, s->xq, s->xs, s->xm, w->cols / 32) : mcli_dot_f32((const float *)row, x, w->cols);
-        out[n] = bias ? y + bias[n] : y;
+        outs[i][r] = biases[i] ? y + biases[i][r] : y;
     }
+}
+
+static void mcli_matvec(const mcli_weight *w, const float *x, const mcli_scratch *s, float *out, const float *bias) {
+    const mcli_weight *ws[1] = {w};
+    float *outs[1] = {out};
+    const float *biases[1] = {bias};
+    mcli_matvec_n(1, ws, outs, biases, x, s);
 }
 
 static void mcli_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
@@ -95,17 +109,20 @@ static void mcli_llama_step(const mcli_model *m, const float *embedding, int64_t
     memcpy(s->h, embedding, sizeof(float) * hidden);
 #pragma omp parallel num_threads(num_threads)
     {
+#pragma omp single
+        {
+            mcli_rmsnorm(s->x, s->h, m->layers[0].attn_norm, hidden, m->eps);
+            mcli_prepare(s, s->x, hidden);
+        }
         for (int l = 0; l < m->num_layers; l++) {
             const mcli_layer *L = &m->layers[l];
             float *kc = k_cache + (int64_t)l * capacity * kv_dim, *vc = v_cache + (int64_t)l * capacity * kv_dim;
-#pragma omp single
             {
-                mcli_rmsnorm(s->x, s->h, L->attn_norm, hidden, m->eps);
-                mcli_prepare(s, s->x, hidden);
+                const mcli_weight *ws[3] = {&L->q, &L->k, &L->v};
+                float *outs[3] = {s->q, s->k, s->v};
+                const float *biases[3] = {L->q_bias, L->k_bias, L->v_bias};
+                mcli_matvec_n(3, ws, outs, biases, s->x, s);
             }
-            mcli_matvec(&L->q, s->x, s, s->q, L->q_bias);
-            mcli_matvec(&L->k, s->x, s, s->k, L->k_bias);
-            mcli_matvec(&L->v, s->x, s, s->v, L->v_bias);
 #pragma omp single
             {
                 mcli_rope(s->q, nh, d, cos_, sin_, m->rope_interleaved);
@@ -137,9 +154,13 @@ static void mcli_llama_step(const mcli_model *m, const float *embedding, int64_t
                     const float p = sc[t] / total;
                     for (int i = 0; i < d; i++) out[i] += p * vt[i];
                 }
+                if (d % 32 == 0) /* this head's blocks of the o-projection input, here: no serial pass */
+                    mcli_quantize_x16(out, d, s->xq + h * d, s->xs + h * d / 32, s->xm + h * d / 32);
             }
+            if (d % 32) {
 #pragma omp single
-            mcli_prepare(s, s->attn, q_dim);
+                mcli_prepare(s, s->attn, q_dim);
+            }
             mcli_matvec(&L->o, s->attn, s, s->x, L->o_bias);
 #pragma omp single
             {
@@ -147,8 +168,12 @@ static void mcli_llama_step(const mcli_model *m, const float *embedding, int64_t
                 mcli_rmsnorm(s->x, s->h, L->ffn_norm, hidden, m->eps);
                 mcli_prepare(s, s->x, hidden);
             }
-            mcli_matvec(&L->gate, s->x, s, s->gate, NULL);
-            mcli_matvec(&L->up, s->x, s, s->up, NULL);
+            {
+                const mcli_weight *ws[2] = {&L->gate, &L->up};
+                float *outs[2] = {s->gate, s->up};
+                const float *biases[2] = {NULL, NULL};
+                mcli_matvec_n(2, ws, outs, biases, s->x, s);
+            }
 #pragma omp single
             {
                 for (int i = 0; i < m->ffn; i++) s->gate[i] = s->gate[i] / (1.0f + expf(-s->gate[i])) * s->up[i];
@@ -156,12 +181,12 @@ static void mcli_llama_step(const mcli_model *m, const float *embedding, int64_t
             }
             mcli_matvec(&L->down, s->gate, s, s->x, NULL);
 #pragma omp single
-            for (int i = 0; i < hidden; i++) s->h[i] += s->x[i];
-        }
-#pragma omp single
-        {
-            mcli_rmsnorm(s->x, s->h, m->output_norm, hidden, m->eps);
-            mcli_prepare(s, s->x, hidden);
+            { /* the residual, then the next layer's (or the output's) norm in the same serial stretch */
+                for (int i = 0; i < hidden; i++) s->h[i] += s->x[i];
+                const float *norm = l + 1 < m->num_layers ? m->layers[l + 1].attn_norm : m->output_norm;
+                mcli_rmsnorm(s->x, s->h, norm, hidden, m->eps);
+                mcli_prepare(s, s->x, hidden);
+            }
         }
         mcli_matvec(&m->output, s->x, s, logits, NULL);
     }
