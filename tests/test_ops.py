@@ -96,3 +96,10 @@ def test_causal_attention_matches_reference(ops, num_heads, num_kv_heads, past):
     k_pos = np.arange(past + num_tokens)
     expected = ref.attention(q, k, v, q_pos, k_pos, 0.125)
     np.testing.assert_allclose(cpu.attention(q, k, v, q_pos, k_pos, 0.125), expected, rtol=0, atol=1e-5)
+
+
+def test_embedding_rows_bit_exact(ops, smollm2_path):
+    ref, cpu = ops
+    w = open_gguf(smollm2_path).tensors["token_embd.weight"]
+    ids = np.array([0, 1, 49151, 7, 7])
+    assert np.array_equal(cpu.embedding(w, ids), ref.embedding(w, ids))

@@ -65,6 +65,15 @@ class CpuOps(ReferenceOps):
         except ValueError:  # a weight type without a fused kernel: op by op instead
             return None
 
+    def embedding(self, w: QuantTensor, token_ids: np.ndarray) -> np.ndarray:
+        """Rows of w (V, D) for token_ids (T,) -> (T, D) float32, dequantized in C."""
+        if w.ggml_type not in FUSED_TYPES:
+            return super().embedding(w, token_ids)
+        out = np.empty((len(token_ids), w.shape[1]), dtype=np.float32)
+        for i, token in enumerate(token_ids):
+            qmatmul.dequantize(out[i : i + 1], w.data, int(w.ggml_type), int(token), 1)
+        return out
+
     def dequantize(self, w: QuantTensor, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of w as float32 (R, K)."""
         if w.ggml_type not in FUSED_TYPES:
