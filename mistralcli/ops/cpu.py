@@ -6,6 +6,8 @@ prefill of 128 tokens: 240 tok/s, against 70 for dequantize + BLAS on two conten
 Other block formats are dequantized in tiles and multiplied with BLAS.
 """
 
+import sys
+
 import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -16,6 +18,7 @@ from mistralcli._ext.llama_step import LlamaStep
 from mistralcli.kv_cache import KVCache
 from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.models.rope import cos_sin
+from mistralcli.numba_kernels import warm_up
 from mistralcli.numba_kernels.cpu.attention import causal_attention
 from mistralcli.ops.reference import ReferenceOps
 
@@ -33,6 +36,7 @@ class CpuOps(ReferenceOps):
         # The heavy products are ours (OpenMP); BLAS only does small attention products. Its idle
         # threads spin and would take the cores from our team, so it gets one thread.
         threadpool_limits(1, user_api="blas")
+        warm_up(notify=lambda message: print(message, file=sys.stderr))
 
     def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
         """x (T, K) float32 @ w (N, K)^T -> (T, N) float32."""
