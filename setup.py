@@ -21,6 +21,14 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
     Extension(
+        "mistralcli._ext.attention",
+        ["_ext/attention.pyx"],
+        include_dirs=[numpy.get_include(), "_ext"],
+        extra_compile_args=["-O3", "-fopenmp", "-ffp-contract=off"],
+        extra_link_args=["-fopenmp"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
+    Extension(
         "mistralcli._ext.qmatmul",
         ["_ext/qmatmul.pyx"],
         include_dirs=[numpy.get_include(), "_ext"],

@@ -155,12 +155,3 @@ def test_bench_json(smollm2_path):
     assert_clean_error(mistral("bench", "-p", "12,x"), 2, "comma-separated")
     assert_clean_error(mistral("bench", "--compare", "vllm"), 2, "unknown peer")
 
-
-def test_first_run_says_it_compiles_kernels(tmp_path, smollm2_path):
-    env = {"MISTRALCLI_CACHE": str(tmp_path)}
-    args = ("run", "Hi", "--model", str(smollm2_path), "-n", "2", "-t", "0")
-    first = mistral(*args, env=env)
-    assert first.returncode == 0 and "compiling kernels" in first.stderr and "compiled kernels in" in first.stderr
-    second = mistral(*args, env=env)
-    assert second.returncode == 0 and "compiling" not in second.stderr
-    assert first.stdout == second.stdout

@@ -85,7 +85,7 @@ def test_rmsnorm_rope_attention_reference_against_direct_formulas(ops):
 
 @pytest.mark.parametrize("num_heads,num_kv_heads,past", [(9, 3, 0), (4, 4, 5), (8, 1, 17)])
 def test_causal_attention_matches_reference(ops, num_heads, num_kv_heads, past):
-    """Numba's one-pass online softmax against the NumPy reference: tolerance 1e-5."""
+    """The C kernel (AVX2 with its own exp, and the portable path) against NumPy: tolerance 1e-5."""
     ref, cpu = ops
     rng = np.random.default_rng(num_heads)
     num_tokens, d = 7, 64
@@ -96,6 +96,11 @@ def test_causal_attention_matches_reference(ops, num_heads, num_kv_heads, past):
     k_pos = np.arange(past + num_tokens)
     expected = ref.attention(q, k, v, q_pos, k_pos, 0.125)
     np.testing.assert_allclose(cpu.attention(q, k, v, q_pos, k_pos, 0.125), expected, rtol=0, atol=1e-5)
+    from mistralcli._ext import attention
+
+    portable = np.empty_like(q)
+    attention.causal_attention(portable, q, k, v, q_pos, k_pos, 0.125, 1, 0)
+    np.testing.assert_allclose(portable, expected, rtol=0, atol=1e-5)
 
 
 def test_embedding_rows_bit_exact(ops, smollm2_path):

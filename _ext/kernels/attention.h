@@ -1,0 +1,101 @@
+/* Causal grouped-query attention for prefill, in C: one job per (query, head), two passes
+ * (scores with their maximum, then softmax-weighted values); AVX2 for the dot products, the
+ * exponentials (8 at a time) and the value sums, chosen at run time like qdot.h.
+ *
+ * q (T, H, D), k/v (S, Hkv, D) float32, q_pos (T,), k_pos (S,) int64, out (T, H, D).
+ * A query at position p sees the keys at positions <= p. */
+#ifndef MCLI_ATTENTION_H
+#define MCLI_ATTENTION_H
+
+#include "qdot.h"
+
+static void mcli_attend_portable(const float *qh, const float *k, const float *v, const int64_t *k_pos, int64_t limit,
+                                 int64_t num_keys, int64_t stride, int d, float scale, float *scores, float *out) {
+    float best = -INFINITY, total = 0.0f;
+    for (int64_t s = 0; s < num_keys; s++) {
+        if (k_pos[s] > limit) { scores[s] = -INFINITY; continue; }
+        float dot = 0.0f;
+        for (int i = 0; i < d; i++) dot += qh[i] * k[s * stride + i];
+        scores[s] = dot * scale;
+        best = scores[s] > best ? scores[s] : best;
+    }
+    for (int i = 0; i < d; i++) out[i] = 0.0f;
+    for (int64_t s = 0; s < num_keys; s++) {
+        if (scores[s] == -INFINITY) continue;
+        float p = expf(scores[s] - best);
+        total += p;
+        for (int i = 0; i < d; i++) out[i] += p * v[s * stride + i];
+    }
+    for (int i = 0; i < d; i++) out[i] /= total;
+}
+
+#ifdef MCLI_X86
+/* e^x for 8 floats (x <= 0 here): 2^(x log2 e) split into 2^integer (exponent bits) and a degree-5
+ * polynomial for 2^fraction; relative error below 2e-7, as Cephes' expf. */
+MCLI_AVX2 static inline __m256 mcli_exp8(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
+    __m256 fi = _mm256_floor_ps(t);
+    __m256 f = _mm256_sub_ps(t, fi); /* [0, 1) */
+    __m256 p = _mm256_set1_ps(1.8775767e-3f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(8.9893397e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5826318e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4015361e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9315308e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.9999994e-1f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fi), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+MCLI_AVX2 static void mcli_attend_avx2(const float *qh, const float *k, const float *v, const int64_t *k_pos, int64_t limit,
+                                       int64_t num_keys, int64_t stride, int d, float scale, float *scores, float *out) {
+    float best = -INFINITY;
+    for (int64_t s = 0; s < num_keys; s++) {
+        if (k_pos[s] > limit) { scores[s] = -INFINITY; continue; }
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < d; i += 8)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), _mm256_loadu_ps(k + s * stride + i), acc);
+        scores[s] = mcli_hsum(acc) * scale;
+        best = scores[s] > best ? scores[s] : best;
+    }
+    int64_t s = 0;
+    __m256 vbest = _mm256_set1_ps(best), vtotal = _mm256_setzero_ps();
+    for (; s + 8 <= num_keys; s += 8) { /* masked keys hold -inf: exp gives 0 (clamped, then * 0) */
+        __m256 sc = _mm256_loadu_ps(scores + s);
+        __m256 valid = _mm256_cmp_ps(sc, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+        __m256 p = _mm256_and_ps(mcli_exp8(_mm256_sub_ps(sc, vbest)), valid);
+        _mm256_storeu_ps(scores + s, p);
+        vtotal = _mm256_add_ps(vtotal, p);
+    }
+    float total = mcli_hsum(vtotal);
+    for (; s < num_keys; s++) {
+        scores[s] = scores[s] == -INFINITY ? 0.0f : expf(scores[s] - best);
+        total += scores[s];
+    }
+    for (int i = 0; i < d; i += 8) _mm256_storeu_ps(out + i, _mm256_setzero_ps());
+    for (int64_t t = 0; t < num_keys; t++) {
+        if (scores[t] == 0.0f) continue;
+        const __m256 p = _mm256_set1_ps(scores[t]);
+        const float *vt = v + t * stride;
+        for (int i = 0; i < d; i += 8)
+            _mm256_storeu_ps(out + i, _mm256_fmadd_ps(p, _mm256_loadu_ps(vt + i), _mm256_loadu_ps(out + i)));
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / total);
+    for (int i = 0; i < d; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), inv));
+}
+#endif
+
+typedef void (*mcli_attend_fn)(const float *, const float *, const float *, const int64_t *, int64_t, int64_t, int64_t, int,
+                               float, float *, float *);
+
+static mcli_attend_fn mcli_select_attend(int level, int d) {
+#ifdef MCLI_X86
+    if (level >= 2 && d % 8 == 0) return mcli_attend_avx2;
+#else
+    (void)level;
+    (void)d;
+#endif
+    return mcli_attend_portable;
+}
+
+#endif
