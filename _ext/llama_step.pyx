@@ -29,6 +29,8 @@ cdef extern from "kernels/llama_step.h" nogil:
         float eps
         const float *output_norm
         mcli_weight output
+        mcli_weight embed
+        const double *inv_freq
         const mcli_layer *layers
     ctypedef struct mcli_scratch:
         float *h
@@ -40,12 +42,13 @@ cdef extern from "kernels/llama_step.h" nogil:
         float *gate
         float *up
         float *scores
+        float *cos_
+        float *sin_
         int16_t *xq
         float *xs
         float *xm
-    void mcli_llama_step(const mcli_model *m, const float *embedding, int64_t pos, const float *cos_,
-                         const float *sin_, float *k_cache, float *v_cache, int64_t capacity, float *logits,
-                         const mcli_scratch *s, int num_threads)
+    void mcli_llama_step(const mcli_model *m, int64_t token, int64_t pos, float *k_cache, float *v_cache,
+                         int64_t capacity, float *logits, const mcli_scratch *s, int num_threads)
 
 F32 = 0
 SUPPORTED_TYPES = (0, 2, 3, 8)  # F32, Q4_0, Q4_1, Q8_0
@@ -79,8 +82,9 @@ cdef class LlamaStep:
     def __cinit__(self):
         self.layers = NULL
 
-    def __init__(self, args, layers, output_norm, output, int num_threads=1, int simd_level=-1):
-        """args: LlamaArgs; layers: list of dicts of QuantTensor / float32 arrays (LlamaModel._layer)."""
+    def __init__(self, args, layers, output_norm, output, embed, inv_freq, int num_threads=1, int simd_level=-1):
+        """args: LlamaArgs; layers: list of dicts of QuantTensor / float32 arrays (LlamaModel._layer);
+        output, embed: QuantTensor; inv_freq (D/2,) float64 rope frequencies."""
         self.keep = []
         self.num_threads = num_threads
         self.simd_level = mcli_simd_level() if simd_level < 0 else simd_level
@@ -115,13 +119,22 @@ cdef class LlamaStep:
         m.eps = args.rms_norm_eps
         m.output_norm = self._floats(output_norm)
         self._weight(&m.output, output)
+        if args.hidden_size % 32:
+            raise ValueError("hidden size is not a multiple of 32")
+        self._weight(&m.embed, embed)
+        inv = np.ascontiguousarray(inv_freq, dtype=np.float64)
+        if inv.shape[0] != args.head_dim // 2:
+            raise ValueError("inv_freq does not match the head dim")
+        self.keep.append(inv)
+        cdef const double[::1] inv_view = inv
+        m.inv_freq = &inv_view[0]
         m.layers = self.layers
         widest = max(m.hidden, m.num_heads * m.head_dim, m.ffn)
         self.buffers = {name: np.zeros(size, np.float32) for name, size in (
             ("h", m.hidden), ("x", max(m.hidden, m.num_heads * m.head_dim)), ("q", m.num_heads * m.head_dim),
             ("k", m.num_kv_heads * m.head_dim), ("v", m.num_kv_heads * m.head_dim),
             ("attn", m.num_heads * m.head_dim), ("gate", m.ffn), ("up", m.ffn),
-            ("xs", widest // 32 + 1), ("xm", widest // 32 + 1))}
+            ("xs", widest // 32 + 1), ("xm", widest // 32 + 1), ("cos", m.head_dim // 2), ("sin", m.head_dim // 2))}
         self.buffers["xq"] = np.zeros(widest + 32, np.int16)
         s = &self.scratch
         s.h = self._buffer("h")
@@ -134,6 +147,8 @@ cdef class LlamaStep:
         s.up = self._buffer("up")
         s.xs = self._buffer("xs")
         s.xm = self._buffer("xm")
+        s.cos_ = self._buffer("cos")
+        s.sin_ = self._buffer("sin")
         cdef int16_t[::1] xq = self.buffers["xq"]
         s.xq = &xq[0]
         self.scores_capacity = 0
@@ -168,22 +183,24 @@ cdef class LlamaStep:
         w.row_bytes = data.shape[1]
         w.dot = NULL if qtype == F32 else mcli_select(qtype, self.simd_level)
 
-    def __call__(self, const float[::1] embedding, int64_t pos, const float[::1] cos, const float[::1] sin,
-                 float[:, :, :, ::1] k_cache, float[:, :, :, ::1] v_cache, float[::1] logits):
-        """Run every layer for the token at `pos` (its embedding row given); write logits (V,).
+    def __call__(self, int64_t token, int64_t pos, float[:, :, :, ::1] k_cache, float[:, :, :, ::1] v_cache,
+                 float[::1] logits):
+        """Run every layer for `token` at `pos`; write logits (V,).
 
         k_cache, v_cache: (layers, S, Hkv, D) float32; position `pos` is written, 0..pos are read.
         """
         cdef int64_t capacity = k_cache.shape[1]
         if pos >= capacity or k_cache.shape[0] != self.model.num_layers or logits.shape[0] != self.model.vocab:
             raise ValueError("cache or logits buffer does not fit the model")
+        if not 0 <= token < self.model.embed.rows:
+            raise ValueError(f"token id {token} is outside the vocabulary")
         if capacity > self.scores_capacity:
             self.buffers["scores"] = np.zeros((self.model.num_heads, capacity), np.float32)
             self.scratch.scores = self._buffer_2d("scores")
             self.scores_capacity = capacity
         with nogil:
-            mcli_llama_step(&self.model, &embedding[0], pos, &cos[0], &sin[0], &k_cache[0, 0, 0, 0],
-                            &v_cache[0, 0, 0, 0], capacity, &logits[0], &self.scratch, self.num_threads)
+            mcli_llama_step(&self.model, token, pos, &k_cache[0, 0, 0, 0], &v_cache[0, 0, 0, 0], capacity,
+                            &logits[0], &self.scratch, self.num_threads)
 
     cdef float *_buffer_2d(self, name):
         cdef float[:, ::1] view = self.buffers[name]

@@ -59,7 +59,7 @@ def test_fused_step_matches_reference_forward(smollm2, level):
     model = smollm2.model
     a = model.args
     reference = type(model)(a, model.weights, get_ops("reference"))
-    step = LlamaStep(a, model.layers, model.output_norm, model.output, 2, level)
+    step = LlamaStep(a, model.layers, model.output_norm, model.output, model.embed, model.inv_freq, 2, level)
     ids = np.array(smollm2.tokenizer.encode("The capital of France is"))
     ref_cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim)
     our_cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, capacity=8)
@@ -75,7 +75,7 @@ def test_fused_step_matches_reference_forward(smollm2, level):
             assert int(np.argmax(got)) == int(np.argmax(expected))
             token = int(np.argmax(expected))
     finally:
-        model.fused_decoder.step = LlamaStep(a, model.layers, model.output_norm, model.output, 2)
+        model.fused_decoder.step = LlamaStep(a, model.layers, model.output_norm, model.output, model.embed, model.inv_freq, 2)
     assert our_cache.num_tokens == ref_cache.num_tokens == len(ids) + 6
 
 
@@ -85,4 +85,4 @@ def test_unsupported_weight_types_fall_back(smollm2):
     q = layers[0]["attn_q"]
     layers[0]["attn_q"] = QuantTensor(q.name, QT.Q5_0, q.shape, quants.quantize(q.dequantize(), QT.Q5_0))
     with pytest.raises(ValueError, match="Q5_0"):
-        LlamaStep(model.args, layers, model.output_norm, model.output)
+        LlamaStep(model.args, layers, model.output_norm, model.output, model.embed, model.inv_freq)

@@ -36,12 +36,15 @@ typedef struct {
     float eps;
     const float *output_norm;
     mcli_weight output;
+    mcli_weight embed;       /* token_embd rows: dequantized here, one per step */
+    const double *inv_freq;  /* (D/2,) rope inverse frequencies */
     const mcli_layer *layers;
 } mcli_model;
 
 /* Scratch: one struct of buffers sized for the model (allocated by the caller). */
 typedef struct {
     float *h, *x, *q, *k, *v, *attn, *gate, *up, *scores; /* scores: (H, S) */
+    float *cos_, *sin_;                                     /* (D/2,) */
     int16_t *xq;
     float *xs, *xm;
 } mcli_scratch;
@@ -99,14 +102,22 @@ static void mcli_rope(float *x, int num_heads, int d, const float *cos_, const f
 /* Quantize x (n,) into the scratch int16 blocks (serial; callers wrap it in omp single). */
 static void mcli_prepare(const mcli_scratch *s, const float *x, int n) { mcli_quantize_x16(x, n, s->xq, s->xs, s->xm); }
 
-static void mcli_llama_step(const mcli_model *m, const float *embedding, int64_t pos, const float *cos_,
-                            const float *sin_, float *k_cache, float *v_cache, int64_t capacity, float *logits,
-                            const mcli_scratch *s, int num_threads) {
+static void mcli_llama_step(const mcli_model *m, int64_t token, int64_t pos, float *k_cache, float *v_cache,
+                            int64_t capacity, float *logits, const mcli_scratch *s, int num_threads) {
     const int hidden = m->hidden, d = m->head_dim, nh = m->num_heads, nkv = m->num_kv_heads;
     const int group = nh / nkv, q_dim = nh * d, kv_dim = nkv * d;
     const int64_t seq = pos + 1;
     const float scale = 1.0f / sqrtf((float)d);
-    memcpy(s->h, embedding, sizeof(float) * hidden);
+    const uint8_t *embed_row = m->embed.data + token * m->embed.row_bytes;
+    if (m->embed.qtype == MCLI_F32)
+        memcpy(s->h, embed_row, sizeof(float) * hidden);
+    else
+        mcli_dequant_row(m->embed.qtype, embed_row, s->h, hidden / 32);
+    float *cos_ = s->cos_, *sin_ = s->sin_;
+    for (int i = 0; i < d / 2; i++) { /* angles in double, as the Python side computes them */
+        cos_[i] = (float)cos((double)pos * m->inv_freq[i]);
+        sin_[i] = (float)sin((double)pos * m->inv_freq[i]);
+    }
 #pragma omp parallel num_threads(num_threads)
     {
 #pragma omp single

@@ -16,7 +16,6 @@ from mistralcli._ext import attention, qmatmul
 from mistralcli._ext.llama_step import LlamaStep
 from mistralcli.kv_cache import KVCache
 from mistralcli.loading.quant_tensor import QuantTensor
-from mistralcli.models.rope import cos_sin
 from mistralcli.ops.reference import ReferenceOps
 
 FUSED_TYPES = {QT.Q4_0, QT.Q4_1, QT.Q8_0}
@@ -98,7 +97,8 @@ class FusedLlamaDecoder:
     def __init__(self, model, ops: CpuOps):
         self.model = model
         self.ops = ops
-        self.step = LlamaStep(model.args, model.layers, model.output_norm, model.output, ops.num_threads)
+        self.step = LlamaStep(model.args, model.layers, model.output_norm, model.output, model.embed,
+                              model.inv_freq, ops.num_threads)
 
     def can_run(self, cache) -> bool:
         return type(cache) is KVCache
@@ -106,9 +106,7 @@ class FusedLlamaDecoder:
     def __call__(self, token_id: int, position: int, cache: KVCache) -> np.ndarray:
         """Logits (1, V) for token_id at position; its keys and values go into the cache."""
         cache.ensure(position + 1)
-        embedding = self.ops.embedding(self.model.embed, np.array([token_id]))[0]
-        cos, sin = cos_sin(np.array([position]), self.model.inv_freq)
         logits = np.empty((1, self.model.output.shape[0]), dtype=np.float32)
-        self.step(embedding, position, cos[0], sin[0], cache.k, cache.v, logits[0])
+        self.step(token_id, position, cache.k, cache.v, logits[0])
         np.maximum(cache.lengths, position + 1, out=cache.lengths)
         return logits
