@@ -209,7 +209,7 @@ MCLI_AVX2 static inline __m256 mcli_madd_block(__m256i w0, __m256i w1, const int
     return _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1)));
 }
 
-#define MCLI_TILE 4
+#define MCLI_TILE 8
 /* block_bytes, header offset of the quants, unpack statement, has_min (Q4_1's m) */
 #define MCLI_DEFINE_MULTI(NAME, BLOCK_BYTES, UNPACK, HAS_MIN)                                                   \
     MCLI_AVX2 static void NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,     \
@@ -224,12 +224,12 @@ MCLI_AVX2 static inline __m256 mcli_madd_block(__m256i w0, __m256i w1, const int
             for (int64_t b = 0; b < nb; b++, blk += BLOCK_BYTES) {                                                \
                 __m256i w0, w1;                                                                                   \
                 UNPACK;                                                                                           \
-                const float d = mcli_fp16_f16c(blk);                                                              \
+                const float d = mcli_fp16_f16c(blk), m = HAS_MIN ? mcli_fp16_f16c(blk + 2) : 0.0f;               \
                 for (int i = 0; i < MCLI_TILE; i++) {                                                             \
                     const int64_t t = t0 + i;                                                                     \
                     __m256 p = mcli_madd_block(w0, w1, xq + t * k + 32 * b);                                      \
                     acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * xscale[t * nb + b]), p, acc[i]);                 \
-                    if (HAS_MIN) macc[i] += mcli_fp16_f16c(blk + 2) * xsum[t * nb + b];                           \
+                    if (HAS_MIN) macc[i] += m * xsum[t * nb + b];                                                 \
                 }                                                                                                 \
             }                                                                                                     \
             for (int i = 0; i < MCLI_TILE; i++) out[(t0 + i) * out_stride] = mcli_hsum(acc[i]) + macc[i];       \
