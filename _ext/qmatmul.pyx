@@ -18,11 +18,12 @@ cdef extern from "kernels/qdot.h" nogil:
     mcli_dot_multi_fn mcli_select_multi(int qtype, int level)
     void mcli_quantize_x16(const float *x, int64_t k, int16_t *xq, float *xscale, float *xsum)
     int mcli_simd_level()
-    void mcli_dequant_row(int qtype, const uint8_t *row, float *out, int64_t nb)
+    void mcli_dequant_row(int qtype, const uint8_t *row, float *out, int64_t k)
     mcli_dot_fn mcli_select(int qtype, int level)
 
 SIMD_LEVEL = mcli_simd_level()
-SUPPORTED_TYPES = (2, 3, 8)  # Q4_0, Q4_1, Q8_0
+SUPPORTED_TYPES = (2, 3, 8)  # Q4_0, Q4_1, Q8_0: fused products
+DEQUANT_TYPES = (2, 3, 6, 7, 8, 12, 13, 14)  # and Q5_0, Q5_1, Q4_K, Q5_K, Q6_K: dequantization
 
 
 def simd_name():
@@ -70,11 +71,11 @@ def matmul(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] w, in
 
 def dequantize(float[:, ::1] out, const uint8_t[:, ::1] w, int qtype, Py_ssize_t row_start, int num_threads=1):
     """out (R, K) = rows [row_start, row_start + R) of w as float32, bit-exact with gguf's reference."""
-    if qtype not in SUPPORTED_TYPES:
+    if qtype not in DEQUANT_TYPES:
         raise ValueError(f"GGML type {qtype} has no C dequantizer")
     cdef Py_ssize_t r, num_rows = out.shape[0]
-    cdef int64_t nb = out.shape[1] // 32
+    cdef int64_t k = out.shape[1]
     if row_start < 0 or row_start + num_rows > w.shape[0]:
         raise ValueError("rows out of range")
     for r in prange(num_rows, nogil=True, schedule="static", num_threads=max(1, num_threads)):
-        mcli_dequant_row(qtype, &w[row_start + r, 0], &out[r, 0], nb)
+        mcli_dequant_row(qtype, &w[row_start + r, 0], &out[r, 0], k)

@@ -112,7 +112,7 @@ static void mcli_llama_step(const mcli_model *m, int64_t token, int64_t pos, flo
     if (m->embed.qtype == MCLI_F32)
         memcpy(s->h, embed_row, sizeof(float) * hidden);
     else
-        mcli_dequant_row(m->embed.qtype, embed_row, s->h, hidden / 32);
+        mcli_dequant_row(m->embed.qtype, embed_row, s->h, hidden);
     float *cos_ = s->cos_, *sin_ = s->sin_;
     for (int i = 0; i < d / 2; i++) { /* angles in double, as the Python side computes them */
         cos_[i] = (float)cos((double)pos * m->inv_freq[i]);

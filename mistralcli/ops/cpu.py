@@ -18,7 +18,8 @@ from mistralcli.kv_cache import KVCache
 from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.ops.reference import ReferenceOps
 
-FUSED_TYPES = {QT.Q4_0, QT.Q4_1, QT.Q8_0}
+FUSED_TYPES = {QT(t) for t in qmatmul.SUPPORTED_TYPES}
+DEQUANT_TYPES = {QT(t) for t in qmatmul.DEQUANT_TYPES}
 TILE_ROWS = 1024
 
 
@@ -75,7 +76,7 @@ class CpuOps(ReferenceOps):
 
     def embedding(self, w: QuantTensor, token_ids: np.ndarray) -> np.ndarray:
         """Rows of w (V, D) for token_ids (T,) -> (T, D) float32, dequantized in C."""
-        if w.ggml_type not in FUSED_TYPES:
+        if w.ggml_type not in DEQUANT_TYPES:
             return super().embedding(w, token_ids)
         out = np.empty((len(token_ids), w.shape[1]), dtype=np.float32)
         for i, token in enumerate(token_ids):
@@ -84,7 +85,7 @@ class CpuOps(ReferenceOps):
 
     def dequantize(self, w: QuantTensor, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of w as float32 (R, K)."""
-        if w.ggml_type not in FUSED_TYPES:
+        if w.ggml_type not in DEQUANT_TYPES:
             return w.dequantize(start, stop)
         out = np.empty((stop - start, w.shape[1]), dtype=np.float32)
         qmatmul.dequantize(out, w.data, int(w.ggml_type), start, self.num_threads)
