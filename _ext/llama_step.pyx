@@ -51,7 +51,7 @@ cdef extern from "kernels/llama_step.h" nogil:
                          int64_t capacity, float *logits, const mcli_scratch *s, int num_threads)
 
 F32 = 0
-SUPPORTED_TYPES = (0, 2, 3, 8)  # F32, Q4_0, Q4_1, Q8_0
+SUPPORTED_TYPES = (0, 2, 3, 6, 7, 8, 12, 13, 14)  # F32 and the block types of qdot.h
 MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 

@@ -373,6 +373,103 @@ static void mcli_dequant_row(int qtype, const uint8_t *row, float *out, int64_t 
     for (int64_t b = 0; b < k / weights; b++) mcli_dequant_block(qtype, row + b * bytes, out + b * weights);
 }
 
+/* ---- the other block formats: unpack a group of 32 weights to small integers, then madd -------
+ * Group g of a row holds weights 32g .. 32g+31: w = s_lo * q (first 16) or s_hi * q (last 16),
+ * minus `mn` for every weight (Q4_K/Q5_K mins; Q5_1 adds its m, so mn = -m). */
+static void mcli_unpack_group(int qtype, const uint8_t *row, int64_t g, int16_t *q, float *s_lo, float *s_hi, float *mn) {
+    switch (qtype) {
+    case MCLI_Q5_0:
+    case MCLI_Q5_1: {
+        const int has_min = qtype == MCLI_Q5_1;
+        const uint8_t *blk = row + g * (has_min ? 24 : 22);
+        const uint8_t *qhp = blk + (has_min ? 4 : 2), *qs = qhp + 4;
+        const uint32_t qh = (uint32_t)qhp[0] | (uint32_t)qhp[1] << 8 | (uint32_t)qhp[2] << 16 | (uint32_t)qhp[3] << 24;
+        const int offset = has_min ? 0 : 16;
+        for (int j = 0; j < 16; j++) {
+            q[j] = (int16_t)(((qs[j] & 15) | (((qh >> j) & 1) << 4)) - offset);
+            q[j + 16] = (int16_t)(((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - offset);
+        }
+        *s_lo = *s_hi = mcli_fp16(blk);
+        *mn = has_min ? -mcli_fp16(blk + 2) : 0.0f;
+    } break;
+    case MCLI_Q4_K:
+    case MCLI_Q5_K: {
+        const int five = qtype == MCLI_Q5_K;
+        const uint8_t *blk = row + (g / 8) * (five ? 176 : 144);
+        const int sub = (int)(g % 8), pair = sub / 2, high = sub % 2;
+        const uint8_t *qs = blk + (five ? 48 : 16) + 32 * pair, *qh = blk + 16;
+        uint8_t sc, m;
+        mcli_scale_min_k4(sub, blk + 4, &sc, &m);
+        for (int l = 0; l < 32; l++) {
+            int v = high ? qs[l] >> 4 : qs[l] & 15;
+            if (five) v |= ((qh[l] >> sub) & 1) << 4;
+            q[l] = (int16_t)v;
+        }
+        *s_lo = *s_hi = mcli_fp16(blk) * (float)sc;
+        *mn = mcli_fp16(blk + 2) * (float)m;
+    } break;
+    case MCLI_Q6_K: {
+        const uint8_t *blk = row + (g / 8) * 210;
+        const int sub = (int)(g % 8), half = sub / 4, r = sub % 4;
+        const uint8_t *ql = blk + 64 * half + (r % 2) * 32, *qh = blk + 128 + 32 * half;
+        const int8_t *scales = (const int8_t *)(blk + 192) + 8 * half + 2 * r;
+        const int shift = 2 * r, use_high = r >= 2;
+        for (int l = 0; l < 32; l++)
+            q[l] = (int16_t)(((use_high ? ql[l] >> 4 : ql[l] & 15) | (((qh[l] >> shift) & 3) << 4)) - 32);
+        const float d = mcli_fp16(blk + 208);
+        *s_lo = d * (float)scales[0];
+        *s_hi = d * (float)scales[1];
+        *mn = 0.0f;
+    } break;
+    }
+}
+
+#define MCLI_DEFINE_GENERIC_SCALAR(NAME, QTYPE)                                                              \
+    static float NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) { \
+        float acc = 0.0f;                                                                                    \
+        int16_t q[32];                                                                                       \
+        for (int64_t g = 0; g < nb; g++, xq += 32) {                                                         \
+            float s_lo, s_hi, mn;                                                                            \
+            mcli_unpack_group(QTYPE, row, g, q, &s_lo, &s_hi, &mn);                                          \
+            int32_t lo = 0, hi = 0;                                                                          \
+            for (int j = 0; j < 16; j++) { lo += q[j] * xq[j]; hi += q[j + 16] * xq[j + 16]; }               \
+            acc += (s_lo * (float)lo + s_hi * (float)hi) * xscale[g] - mn * xsum[g];                         \
+        }                                                                                                    \
+        return acc;                                                                                          \
+    }
+MCLI_DEFINE_GENERIC_SCALAR(mcli_dot_q5_0_scalar, MCLI_Q5_0)
+MCLI_DEFINE_GENERIC_SCALAR(mcli_dot_q5_1_scalar, MCLI_Q5_1)
+MCLI_DEFINE_GENERIC_SCALAR(mcli_dot_q4_k_scalar, MCLI_Q4_K)
+MCLI_DEFINE_GENERIC_SCALAR(mcli_dot_q5_k_scalar, MCLI_Q5_K)
+MCLI_DEFINE_GENERIC_SCALAR(mcli_dot_q6_k_scalar, MCLI_Q6_K)
+
+#ifdef MCLI_X86
+#define MCLI_DEFINE_GENERIC_AVX2(NAME, QTYPE)                                                                \
+    MCLI_AVX2 static float NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) { \
+        __m256 acc = _mm256_setzero_ps();                                                                    \
+        float macc = 0.0f;                                                                                   \
+        int16_t q[32] __attribute__((aligned(32)));                                                          \
+        for (int64_t g = 0; g < nb; g++, xq += 32) {                                                         \
+            float s_lo, s_hi, mn;                                                                            \
+            if ((g & 3) == 0)                                                                                \
+                _mm_prefetch((const char *)row + g * 32 * mcli_block_bytes(QTYPE) / mcli_block_weights(QTYPE) \
+                             + MCLI_PREFETCH, _MM_HINT_T0);                                                  \
+            mcli_unpack_group(QTYPE, row, g, q, &s_lo, &s_hi, &mn);                                          \
+            __m256i lo = _mm256_madd_epi16(_mm256_load_si256((const __m256i *)q), _mm256_loadu_si256((const __m256i *)xq)); \
+            __m256i hi = _mm256_madd_epi16(_mm256_load_si256((const __m256i *)(q + 16)), _mm256_loadu_si256((const __m256i *)(xq + 16))); \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(s_lo * xscale[g]), _mm256_cvtepi32_ps(lo), acc);            \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(s_hi * xscale[g]), _mm256_cvtepi32_ps(hi), acc);            \
+            macc += mn * xsum[g];                                                                            \
+        }                                                                                                    \
+        return mcli_hsum(acc) - macc;                                                                        \
+    }
+MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q5_0_avx2, MCLI_Q5_0)
+MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q5_1_avx2, MCLI_Q5_1)
+MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q4_k_avx2, MCLI_Q4_K)
+MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q5_k_avx2, MCLI_Q5_K)
+MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q6_k_avx2, MCLI_Q6_K)
+#endif
+
 static int mcli_simd_level(void) {
     const char *off = getenv("MISTRALCLI_NO_SIMD");
     if (off && off[0] && off[0] != '0') return 0;
@@ -391,6 +488,11 @@ static mcli_dot_fn mcli_select(int qtype, int level) {
         case MCLI_Q4_0: return mcli_dot_q4_0_avx2;
         case MCLI_Q4_1: return mcli_dot_q4_1_avx2;
         case MCLI_Q8_0: return mcli_dot_q8_0_avx2;
+        case MCLI_Q5_0: return mcli_dot_q5_0_avx2;
+        case MCLI_Q5_1: return mcli_dot_q5_1_avx2;
+        case MCLI_Q4_K: return mcli_dot_q4_k_avx2;
+        case MCLI_Q5_K: return mcli_dot_q5_k_avx2;
+        case MCLI_Q6_K: return mcli_dot_q6_k_avx2;
         }
     }
 #else
@@ -400,6 +502,11 @@ static mcli_dot_fn mcli_select(int qtype, int level) {
     case MCLI_Q4_0: return mcli_dot_q4_0_scalar;
     case MCLI_Q4_1: return mcli_dot_q4_1_scalar;
     case MCLI_Q8_0: return mcli_dot_q8_0_scalar;
+    case MCLI_Q5_0: return mcli_dot_q5_0_scalar;
+    case MCLI_Q5_1: return mcli_dot_q5_1_scalar;
+    case MCLI_Q4_K: return mcli_dot_q4_k_scalar;
+    case MCLI_Q5_K: return mcli_dot_q5_k_scalar;
+    case MCLI_Q6_K: return mcli_dot_q6_k_scalar;
     }
     return NULL;
 }
