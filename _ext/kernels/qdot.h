@@ -376,7 +376,7 @@ static void mcli_dequant_row(int qtype, const uint8_t *row, float *out, int64_t 
 /* ---- the other block formats: unpack a group of 32 weights to small integers, then madd -------
  * Group g of a row holds weights 32g .. 32g+31: w = s_lo * q (first 16) or s_hi * q (last 16),
  * minus `mn` for every weight (Q4_K/Q5_K mins; Q5_1 adds its m, so mn = -m). */
-static void mcli_unpack_group(int qtype, const uint8_t *row, int64_t g, int16_t *q, float *s_lo, float *s_hi, float *mn) {
+static inline __attribute__((always_inline)) void mcli_unpack_group(int qtype, const uint8_t *row, int64_t g, int16_t *q, float *s_lo, float *s_hi, float *mn) {
     switch (qtype) {
     case MCLI_Q5_0:
     case MCLI_Q5_1: {
@@ -463,8 +463,39 @@ MCLI_DEFINE_GENERIC_SCALAR(mcli_dot_q6_k_scalar, MCLI_Q6_K)
         }                                                                                                    \
         return mcli_hsum(acc) - macc;                                                                        \
     }
-MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q5_0_avx2, MCLI_Q5_0)
-MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q5_1_avx2, MCLI_Q5_1)
+/* Q5_0/Q5_1: the 32 fifth bits spread to 32 bytes (0xFF where set) in one shuffle, as llama.cpp does */
+MCLI_AVX2 static inline __m256i mcli_bits_to_bytes(const uint8_t *p) {
+    uint32_t bits;
+    memcpy(&bits, p, 4);
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits),
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000));
+    return _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)), _mm256_set1_epi64x(-1));
+}
+
+#define MCLI_DEFINE_Q5_AVX2(NAME, HAS_MIN)                                                                   \
+    MCLI_AVX2 static float NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) { \
+        const int bytes = HAS_MIN ? 24 : 22;                                                                 \
+        __m256 acc = _mm256_setzero_ps();                                                                    \
+        float macc = 0.0f;                                                                                   \
+        const __m128i mask = _mm_set1_epi8(0x0F);                                                            \
+        for (int64_t b = 0; b < nb; b++, row += bytes, xq += 32) {                                           \
+            _mm_prefetch((const char *)row + MCLI_PREFETCH, _MM_HINT_T0);                                    \
+            const uint8_t *qh = row + (HAS_MIN ? 4 : 2), *qs = qh + 4;                                        \
+            __m128i v = _mm_loadu_si128((const __m128i *)qs);                                                \
+            __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask)); \
+            __m256i q = _mm256_or_si256(nib, _mm256_and_si256(mcli_bits_to_bytes(qh), _mm256_set1_epi8(0x10))); \
+            if (!HAS_MIN) q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));                                      \
+            __m256i w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q));                                     \
+            __m256i w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));                               \
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)xq), x1 = _mm256_loadu_si256((const __m256i *)(xq + 16)); \
+            __m256 p = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1))); \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16_f16c(row) * xscale[b]), p, acc);                   \
+            if (HAS_MIN) macc += mcli_fp16_f16c(row + 2) * xsum[b];                                           \
+        }                                                                                                    \
+        return mcli_hsum(acc) + macc;                                                                        \
+    }
+MCLI_DEFINE_Q5_AVX2(mcli_dot_q5_0_avx2, 0)
+MCLI_DEFINE_Q5_AVX2(mcli_dot_q5_1_avx2, 1)
 MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q4_k_avx2, MCLI_Q4_K)
 MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q5_k_avx2, MCLI_Q5_K)
 MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q6_k_avx2, MCLI_Q6_K)
