@@ -22,8 +22,10 @@ cdef extern from "kernels/qdot.h" nogil:
     mcli_dot_fn mcli_select(int qtype, int level)
 
 SIMD_LEVEL = mcli_simd_level()
-# GGML types with C products and dequantization: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K
-SUPPORTED_TYPES = DEQUANT_TYPES = (2, 3, 6, 7, 8, 12, 13, 14)
+# GGML types with C products (and dequantization): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K
+SUPPORTED_TYPES = (2, 3, 6, 7, 8, 12, 13, 14)
+# and dequantization only: Q2_K, Q3_K, IQ4_NL, IQ4_XS
+DEQUANT_TYPES = SUPPORTED_TYPES + (10, 11, 20, 23)
 
 
 def simd_name():

@@ -261,7 +261,19 @@ MCLI_DEFINE_MULTI(mcli_dot_q8_0_multi, 34,
  *   Q6_K (210): | ql[128] | qh[64] | scales[16] int8 | d fp16 |  16 sub-blocks of 16:
  *        w = d*scales[s]*(q - 32), q = 4 low bits from ql and 2 high bits from qh
  */
-enum { MCLI_Q5_0 = 6, MCLI_Q5_1 = 7, MCLI_Q4_K = 12, MCLI_Q5_K = 13, MCLI_Q6_K = 14 };
+enum { MCLI_Q5_0 = 6, MCLI_Q5_1 = 7, MCLI_Q2_K = 10, MCLI_Q3_K = 11, MCLI_Q4_K = 12, MCLI_Q5_K = 13, MCLI_Q6_K = 14,
+       MCLI_IQ4_NL = 20, MCLI_IQ4_XS = 23 };
+
+/* Layouts dequantized here only (their products go through dequantized tiles):
+ *   Q2_K (84): | scales[16] | qs[64] | d fp16 | dmin fp16 |  16 sub-blocks of 16: w = d*(sc & 15)*q - dmin*(sc >> 4),
+ *        q = 2 bits: weight 128h + 32k + l is (qs[32h + l] >> 2k) & 3
+ *   Q3_K (110): | hmask[32] | qs[64] | scales[12] | d fp16 |  w = d*(scale - 32)*(q - 4*(1 - hbit)),
+ *        q as Q2_K; hbit of weight 32k + l is (hmask[l] >> k) & 1; the 16 6-bit scales: low 4 bits
+ *        from scales[s % 8] >> 4*(s / 8), high 2 bits from scales[8 + s % 4] >> 2*(s / 4)
+ *   IQ4_NL (18): | d fp16 | qs[16] |  w = d * KVALUES[nibble] (nibbles as Q4_0)
+ *   IQ4_XS (136): | d fp16 | scales_h u16 | scales_l[4] | qs[128] |  8 sub-blocks of 32 as IQ4_NL with
+ *        scale (scales_l[s/2] >> 4*(s%2) & 15 | (scales_h >> 2s & 3) << 4) - 32 */
+static const int8_t MCLI_IQ4_KVALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 /* Q4_K/Q5_K sub-block j (0..7): 6-bit scale and min.
  *   j < 4:  sc = scales[j] & 63,                        mn = scales[j+4] & 63
@@ -287,11 +299,17 @@ static int mcli_block_bytes(int qtype) {
     case MCLI_Q4_K: return 144;
     case MCLI_Q5_K: return 176;
     case MCLI_Q6_K: return 210;
+    case MCLI_Q2_K: return 84;
+    case MCLI_Q3_K: return 110;
+    case MCLI_IQ4_NL: return 18;
+    case MCLI_IQ4_XS: return 136;
     }
     return 0;
 }
 
-static int mcli_block_weights(int qtype) { return qtype >= MCLI_Q4_K ? 256 : 32; }
+static int mcli_block_weights(int qtype) {
+    return (qtype >= MCLI_Q2_K && qtype <= MCLI_Q6_K) || qtype == MCLI_IQ4_XS ? 256 : 32;
+}
 
 static void mcli_dequant_block(int qtype, const uint8_t *blk, float *out) {
     switch (qtype) {
@@ -343,6 +361,46 @@ static void mcli_dequant_block(int qtype, const uint8_t *blk, float *out) {
                 const int h2 = five ? ((qh[l] >> (2 * pair + 1)) & 1) << 4 : 0;
                 out[l] = d1 * (float)((qs[l] & 15) | h1) - m1;
                 out[l + 32] = d2 * (float)((qs[l] >> 4) | h2) - m2;
+            }
+        }
+    } break;
+    case MCLI_Q2_K: {
+        const uint8_t *scales = blk, *qs = blk + 16;
+        const float d = mcli_fp16(blk + 80), dmin = mcli_fp16(blk + 82);
+        for (int i = 0; i < 256; i++) {
+            const int h = i / 128, k = (i % 128) / 32, l = i % 32, sub = i / 16;
+            const float dl = d * (float)(scales[sub] & 15), ml = dmin * (float)(scales[sub] >> 4);
+            out[i] = dl * (float)((qs[32 * h + l] >> (2 * k)) & 3) - ml;
+        }
+    } break;
+    case MCLI_Q3_K: {
+        const uint8_t *hmask = blk, *qs = blk + 32, *scales = blk + 96;
+        const float d = mcli_fp16(blk + 108);
+        for (int i = 0; i < 256; i++) {
+            const int h = i / 128, k = (i % 128) / 32, l = i % 32, sub = i / 16;
+            const int low = (scales[sub % 8] >> (4 * (sub / 8))) & 15, high = (scales[8 + sub % 4] >> (2 * (sub / 4))) & 3;
+            const float dl = d * (float)((int8_t)(low | (high << 4)) - 32);
+            const int q = ((qs[32 * h + l] >> (2 * k)) & 3) - (((hmask[l] >> (i / 32)) & 1) ? 0 : 4);
+            out[i] = dl * (float)q;
+        }
+    } break;
+    case MCLI_IQ4_NL: {
+        const float d = mcli_fp16(blk);
+        for (int j = 0; j < 16; j++) {
+            out[j] = d * (float)MCLI_IQ4_KVALUES[blk[2 + j] & 15];
+            out[j + 16] = d * (float)MCLI_IQ4_KVALUES[blk[2 + j] >> 4];
+        }
+    } break;
+    case MCLI_IQ4_XS: {
+        const float d = mcli_fp16(blk);
+        const unsigned scales_h = (unsigned)blk[2] | (unsigned)blk[3] << 8;
+        const uint8_t *scales_l = blk + 4, *qs = blk + 8;
+        for (int sub = 0; sub < 8; sub++) {
+            const int sc = (((scales_l[sub / 2] >> (4 * (sub % 2))) & 15) | (((scales_h >> (2 * sub)) & 3) << 4)) - 32;
+            const float dl = d * (float)sc;
+            for (int j = 0; j < 16; j++) {
+                out[32 * sub + j] = dl * (float)MCLI_IQ4_KVALUES[qs[16 * sub + j] & 15];
+                out[32 * sub + j + 16] = dl * (float)MCLI_IQ4_KVALUES[qs[16 * sub + j] >> 4];
             }
         }
     } break;
