@@ -4,39 +4,22 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-extensions = [
-    Extension(
-        "mistralcli._ext.sampler",
-        ["_ext/sampler.pyx"],
-        include_dirs=[numpy.get_include()],
-        extra_compile_args=["-O3"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    ),
-    Extension(
-        "mistralcli._ext.llama_step",
-        ["_ext/llama_step.pyx"],
+
+def extension(name: str, openmp: bool = True) -> Extension:
+    """mistralcli._ext.<name> from _ext/<name>.pyx; the C kernels in _ext/kernels/ are headers."""
+    flags = ["-fopenmp"] if openmp else []
+    return Extension(
+        f"mistralcli._ext.{name}",
+        [f"_ext/{name}.pyx"],
         include_dirs=[numpy.get_include(), "_ext"],
-        extra_compile_args=["-O3", "-fopenmp", "-ffp-contract=off"],
-        extra_link_args=["-fopenmp"],
+        # no fused multiply-add contraction: dequantization stays bit-exact with gguf's reference
+        extra_compile_args=["-O3", "-ffp-contract=off", *flags],
+        extra_link_args=flags,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    ),
-    Extension(
-        "mistralcli._ext.attention",
-        ["_ext/attention.pyx"],
-        include_dirs=[numpy.get_include(), "_ext"],
-        extra_compile_args=["-O3", "-fopenmp", "-ffp-contract=off"],
-        extra_link_args=["-fopenmp"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    ),
-    Extension(
-        "mistralcli._ext.qmatmul",
-        ["_ext/qmatmul.pyx"],
-        include_dirs=[numpy.get_include(), "_ext"],
-        extra_compile_args=["-O3", "-fopenmp", "-ffp-contract=off"],
-        extra_link_args=["-fopenmp"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    ),
-]
+    )
+
+
+extensions = [extension("sampler", openmp=False), extension("qmatmul"), extension("attention"), extension("llama_step")]
 
 setup(
     packages=[

@@ -101,10 +101,25 @@ def bench_mistralcli(model_spec, prompt_lengths, gen_tokens, repetitions, thread
         logits = model.forward(np.asarray(ids), np.arange(len(ids)), cache)
         return cache, int(np.argmax(logits[-1]))
 
+    def decode(cache, token, position):
+        return int(np.argmax(model.forward(np.array([token]), np.array([position]), cache)[-1]))
+
     encode = lambda text: loaded.tokenizer.encode(text, add_special=False)  # noqa: E731
+    run_protocol(figures, encode, prefill, decode, prompt_lengths, gen_tokens, repetitions, progress)
+    return figures, loaded
+
+
+def run_protocol(figures: EngineFigures, encode, prefill, decode, prompt_lengths, gen_tokens, repetitions,
+                 progress=None) -> None:
+    """The measurements every engine goes through, filling `figures`.
+
+    prefill(ids) -> (state, next token) from an empty cache; decode(state, token, position) -> next
+    token. Prefill: each prompt length once to warm up, then `repetitions` timed runs. Decode: greedy
+    `gen_tokens` after a 16-token prompt, whose prefill is the time to first token; one warm-up.
+    """
     for length in prompt_lengths:
         ids = prompt_ids(encode, length)
-        prefill(ids)  # warm-up
+        prefill(ids)
         values = []
         for _ in range(repetitions):
             start = time.perf_counter()
@@ -112,16 +127,16 @@ def bench_mistralcli(model_spec, prompt_lengths, gen_tokens, repetitions, thread
             values.append(length / (time.perf_counter() - start))
         figures.prefill_tok_s[length] = summary(values)
         if progress:
-            progress(f"mistralcli prefill {length}: {figures.prefill_tok_s[length]['median']:.1f} tok/s")
+            progress(f"{figures.engine} prefill {length}: {figures.prefill_tok_s[length]['median']:.1f} tok/s")
     ids = prompt_ids(encode, DECODE_PROMPT_TOKENS)
     decode_values, ttft_values = [], []
-    for rep in range(repetitions + 1):  # the first repetition is the warm-up
+    for rep in range(repetitions + 1):
         start = time.perf_counter()
-        cache, token = prefill(ids)
+        state, token = prefill(ids)
         ttft = time.perf_counter() - start
         start = time.perf_counter()
-        for pos in range(len(ids), len(ids) + gen_tokens):
-            token = int(np.argmax(model.forward(np.array([token]), np.array([pos]), cache)[-1]))
+        for position in range(len(ids), len(ids) + gen_tokens):
+            token = decode(state, token, position)
         if rep:
             decode_values.append(gen_tokens / (time.perf_counter() - start))
             ttft_values.append(ttft)
@@ -129,8 +144,7 @@ def bench_mistralcli(model_spec, prompt_lengths, gen_tokens, repetitions, thread
     figures.ttft_s = summary(ttft_values)
     figures.peak_rss_mib = peak_rss_mib()
     if progress:
-        progress(f"mistralcli decode: {figures.decode_tok_s['median']:.1f} tok/s")
-    return figures, loaded
+        progress(f"{figures.engine} decode: {figures.decode_tok_s['median']:.1f} tok/s")
 
 
 def ratios(ours: EngineFigures, peer: EngineFigures) -> dict:

@@ -1,8 +1,8 @@
 """The llama.cpp peer of `mistral bench --compare llama-cpp`, run in its own process.
 
 python -m mistralcli.bench_llama_cpp MODEL THREADS GEN_TOKENS REPETITIONS PROMPT_LENGTHS(comma)
-prints EngineFigures.to_dict() as JSON. Same protocol as bench_mistralcli: greedy decode of
-GEN_TOKENS after a 16-token prompt, prefill of each length from an empty cache, warm-up excluded.
+prints EngineFigures.to_dict() as JSON. The protocol is bench.run_protocol, as for
+mistralcli.
 llama.cpp's CPU weight repacking is off (as in ../shared/bench): on some CPUs it crashes.
 """
 
@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from mistralcli.bench import DECODE_PROMPT_TOKENS, EngineFigures, peak_rss_mib, prompt_ids, summary
+from mistralcli.bench import DECODE_PROMPT_TOKENS, EngineFigures, run_protocol
 
 
 def main(model: str, threads: int, gen_tokens: int, repetitions: int, lengths: list[int]) -> dict:
@@ -36,38 +36,21 @@ def main(model: str, threads: int, gen_tokens: int, repetitions: int, lengths: l
     figures.load_s = time.perf_counter() - start
     vocab = llm.n_vocab()
 
+    def logits_argmax():
+        return int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,)).argmax())
+
     def prefill(ids):
         llm.reset()
         llm._ctx.kv_cache_clear()
         llm.eval(ids)
-        return int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,)).argmax())
+        return None, logits_argmax()
+
+    def decode(state, token, position):
+        llm.eval([token])
+        return logits_argmax()
 
     encode = lambda text: llm.tokenize(text.encode(), add_bos=False, special=False)  # noqa: E731
-    for length in lengths:
-        ids = prompt_ids(encode, length)
-        prefill(ids)
-        values = []
-        for _ in range(repetitions):
-            start = time.perf_counter()
-            prefill(ids)
-            values.append(length / (time.perf_counter() - start))
-        figures.prefill_tok_s[length] = summary(values)
-    ids = prompt_ids(encode, DECODE_PROMPT_TOKENS)
-    decode_values, ttft_values = [], []
-    for rep in range(repetitions + 1):
-        start = time.perf_counter()
-        token = prefill(ids)
-        ttft = time.perf_counter() - start
-        start = time.perf_counter()
-        for _ in range(gen_tokens):
-            llm.eval([token])
-            token = int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,)).argmax())
-        if rep:
-            decode_values.append(gen_tokens / (time.perf_counter() - start))
-            ttft_values.append(ttft)
-    figures.decode_tok_s = summary(decode_values)
-    figures.ttft_s = summary(ttft_values)
-    figures.peak_rss_mib = peak_rss_mib()
+    run_protocol(figures, encode, prefill, decode, lengths, gen_tokens, repetitions)
     return figures.to_dict()
 
 

@@ -155,3 +155,19 @@ def test_bench_json(smollm2_path):
     assert_clean_error(mistral("bench", "-p", "12,x"), 2, "comma-separated")
     assert_clean_error(mistral("bench", "--compare", "vllm"), 2, "unknown peer")
 
+
+
+def test_bench_compare_llama_cpp(smollm2_path):
+    import importlib.util
+
+    args = ("bench", "--model", str(smollm2_path), "-p", "16", "-n", "4", "-r", "1", "--compare", "llama-cpp", "--json")
+    result = mistral(*args)
+    if importlib.util.find_spec("llama_cpp") is None:
+        assert_clean_error(result, 1, "pip install llama-cpp-python")
+        return
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    peer = out["engines"]["llama.cpp"]
+    assert set(peer) == set(out["engines"]["mistralcli"])  # one schema for every engine
+    assert peer["decode_tok_s"]["median"] > 0
+    assert set(out["ratios_vs_llama_cpp"]) == {"prefill_16", "decode", "ttft", "load", "peak_rss"}
