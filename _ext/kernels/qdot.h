@@ -9,6 +9,7 @@
  *   Q4_1 (20 bytes): | d fp16 | m fp16 | qs[16] | w[j] = d*(qs[j] & 15) + m,   w[j+16] = d*(qs[j] >> 4) + m
  *   Q8_0 (34 bytes): | d fp16 | qs[32] int8 |     w[j] = d*qs[j]
  * Activation block b: xq[32b .. 32b+31] int16, x = xq * xscale[b]; xsum[b] = float sum of x.
+ * The other block formats are drawn in dequant.h.
  *
  * Each format has a portable scalar function and an AVX2 one compiled with a target attribute;
  * mcli_select() picks by the CPU at run time (and MISTRALCLI_NO_SIMD=1 forces the scalar path).
@@ -16,59 +17,8 @@
 #ifndef MCLI_QDOT_H
 #define MCLI_QDOT_H
 
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define MCLI_X86 1
-#endif
-
-enum { MCLI_Q4_0 = 2, MCLI_Q4_1 = 3, MCLI_Q8_0 = 8 };
-
-static inline float mcli_fp16(const uint8_t *p) {
-    uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (mant == 0) {
-            bits = sign;
-        } else { /* subnormal: normalise */
-            exp = 127 - 15 + 1;
-            while (!(mant & 0x400)) { mant <<= 1; exp--; }
-            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000 | (mant << 13);
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-/* x (k,) -> xq (k,) int16, xscale (k/32,), xsum (k/32,) */
-static void mcli_quantize_x16(const float *x, int64_t k, int16_t *xq, float *xscale, float *xsum) {
-    for (int64_t b = 0; b < k / 32; b++) {
-        const float *xb = x + 32 * b;
-        float amax = 0.0f, sum = 0.0f;
-        for (int j = 0; j < 32; j++) {
-            float a = fabsf(xb[j]);
-            amax = a > amax ? a : amax;
-            sum += xb[j];
-        }
-        float scale = amax / 32767.0f, inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-        for (int j = 0; j < 32; j++) xq[32 * b + j] = (int16_t)lrintf(xb[j] * inv);
-        xscale[b] = scale;
-        xsum[b] = sum;
-    }
-}
-
-typedef float (*mcli_dot_fn)(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb);
-typedef void (*mcli_dot_multi_fn)(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,
-                                  int64_t nb, int num_tokens, float *out, int64_t out_stride);
+#include "common.h"
+#include "dequant.h"
 
 /* ---- portable ------------------------------------------------------------------------------ */
 
@@ -106,27 +56,6 @@ static float mcli_dot_q8_0_scalar(const uint8_t *row, const int16_t *xq, const f
 
 /* ---- AVX2 ---------------------------------------------------------------------------------- */
 #ifdef MCLI_X86
-/* Bytes ahead of the block being read to ask the cache for: the weights stream from DRAM once per
- * token, and the hardware prefetcher alone leaves the kernel waiting (measured on all of SmolLM2's matrices, one thread: 3.8 -> 7.2 GB/s). */
-#ifndef MCLI_PREFETCH
-#define MCLI_PREFETCH 4096
-#endif
-#define MCLI_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-/* fp16 -> fp32 in one instruction (every AVX2 CPU has F16C) */
-MCLI_AVX2 static inline float mcli_fp16_f16c(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
-
-MCLI_AVX2 static inline float mcli_hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* 16 nibble bytes -> int32 partial sums (8 lanes) of w[0..31] * xq[0..31], w = nibble + offset */
 MCLI_AVX2 static inline __m256i mcli_nibbles_madd(const uint8_t *qs, const int16_t *xq, __m256i offset) {
     const __m128i mask = _mm_set1_epi8(0x0F);
@@ -247,189 +176,6 @@ MCLI_DEFINE_MULTI(mcli_dot_q8_0_multi, 34,
                   (w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 2))),
                    w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 18)))), 0)
 #endif
-
-/* ---- dequantization (exactly gguf's reference: float32 products, no fused multiply-add) --------
- * More layouts (QK_K = 256 weights per super-block):
- *   Q5_0 (22): | d fp16 | qh u32 | qs[16] |   w[j] = d*((qs[j] & 15 | bit j of qh << 4) - 16),
- *                                             w[j+16] = d*((qs[j] >> 4 | bit j+16 of qh << 4) - 16)
- *   Q5_1 (24): | d fp16 | m fp16 | qh u32 | qs[16] |   the same without -16, plus m
- *   Q4_K (144): | d fp16 | dmin fp16 | scales[12] | qs[128] |  8 sub-blocks of 32, each with a
- *        6-bit scale sc and min mn packed in scales[] (see mcli_scale_min_k4): w = d*sc*q - dmin*mn,
- *        q a nibble; sub-blocks 2i and 2i+1 take the low and high nibbles of qs[32i .. 32i+31]
- *   Q5_K (176): | d | dmin | scales[12] | qh[32] | qs[128] |  as Q4_K with a fifth bit from qh
- *        (bit 2i of qh[l] for sub-block 2i, bit 2i+1 for 2i+1)
- *   Q6_K (210): | ql[128] | qh[64] | scales[16] int8 | d fp16 |  16 sub-blocks of 16:
- *        w = d*scales[s]*(q - 32), q = 4 low bits from ql and 2 high bits from qh
- */
-enum { MCLI_Q5_0 = 6, MCLI_Q5_1 = 7, MCLI_Q2_K = 10, MCLI_Q3_K = 11, MCLI_Q4_K = 12, MCLI_Q5_K = 13, MCLI_Q6_K = 14,
-       MCLI_IQ4_NL = 20, MCLI_IQ4_XS = 23 };
-
-/* Layouts dequantized here only (their products go through dequantized tiles):
- *   Q2_K (84): | scales[16] | qs[64] | d fp16 | dmin fp16 |  16 sub-blocks of 16: w = d*(sc & 15)*q - dmin*(sc >> 4),
- *        q = 2 bits: weight 128h + 32k + l is (qs[32h + l] >> 2k) & 3
- *   Q3_K (110): | hmask[32] | qs[64] | scales[12] | d fp16 |  w = d*(scale - 32)*(q - 4*(1 - hbit)),
- *        q as Q2_K; hbit of weight 32k + l is (hmask[l] >> k) & 1; the 16 6-bit scales: low 4 bits
- *        from scales[s % 8] >> 4*(s / 8), high 2 bits from scales[8 + s % 4] >> 2*(s / 4)
- *   IQ4_NL (18): | d fp16 | qs[16] |  w = d * KVALUES[nibble] (nibbles as Q4_0)
- *   IQ4_XS (136): | d fp16 | scales_h u16 | scales_l[4] | qs[128] |  8 sub-blocks of 32 as IQ4_NL with
- *        scale (scales_l[s/2] >> 4*(s%2) & 15 | (scales_h >> 2s & 3) << 4) - 32 */
-static const int8_t MCLI_IQ4_KVALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-
-/* Q4_K/Q5_K sub-block j (0..7): 6-bit scale and min.
- *   j < 4:  sc = scales[j] & 63,                        mn = scales[j+4] & 63
- *   j >= 4: sc = scales[j+4] & 15 | scales[j-4] >> 6 << 4, mn = scales[j+4] >> 4 | scales[j] >> 6 << 4 */
-static inline void mcli_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *mn = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
-/* Bytes of one block and weights per block, by type (0: not a type this file dequantizes). */
-static int mcli_block_bytes(int qtype) {
-    switch (qtype) {
-    case MCLI_Q4_0: return 18;
-    case MCLI_Q4_1: return 20;
-    case MCLI_Q5_0: return 22;
-    case MCLI_Q5_1: return 24;
-    case MCLI_Q8_0: return 34;
-    case MCLI_Q4_K: return 144;
-    case MCLI_Q5_K: return 176;
-    case MCLI_Q6_K: return 210;
-    case MCLI_Q2_K: return 84;
-    case MCLI_Q3_K: return 110;
-    case MCLI_IQ4_NL: return 18;
-    case MCLI_IQ4_XS: return 136;
-    }
-    return 0;
-}
-
-static int mcli_block_weights(int qtype) {
-    return (qtype >= MCLI_Q2_K && qtype <= MCLI_Q6_K) || qtype == MCLI_IQ4_XS ? 256 : 32;
-}
-
-static void mcli_dequant_block(int qtype, const uint8_t *blk, float *out) {
-    switch (qtype) {
-    case MCLI_Q4_0: {
-        const float d = mcli_fp16(blk);
-        for (int j = 0; j < 16; j++) {
-            out[j] = d * (float)((blk[2 + j] & 15) - 8);
-            out[j + 16] = d * (float)((blk[2 + j] >> 4) - 8);
-        }
-    } break;
-    case MCLI_Q4_1: {
-        const float d = mcli_fp16(blk), m = mcli_fp16(blk + 2);
-        for (int j = 0; j < 16; j++) {
-            out[j] = d * (float)(blk[4 + j] & 15) + m;
-            out[j + 16] = d * (float)(blk[4 + j] >> 4) + m;
-        }
-    } break;
-    case MCLI_Q5_0:
-    case MCLI_Q5_1: {
-        const int has_min = qtype == MCLI_Q5_1;
-        const float d = mcli_fp16(blk), m = has_min ? mcli_fp16(blk + 2) : 0.0f;
-        const uint8_t *qhp = blk + (has_min ? 4 : 2), *qs = qhp + 4;
-        const uint32_t qh = (uint32_t)qhp[0] | (uint32_t)qhp[1] << 8 | (uint32_t)qhp[2] << 16 | (uint32_t)qhp[3] << 24;
-        const int offset = has_min ? 0 : 16;
-        for (int j = 0; j < 16; j++) {
-            const int lo = ((qs[j] & 15) | (((qh >> j) & 1) << 4)) - offset;
-            const int hi = ((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - offset;
-            out[j] = has_min ? d * (float)lo + m : d * (float)lo;
-            out[j + 16] = has_min ? d * (float)hi + m : d * (float)hi;
-        }
-    } break;
-    case MCLI_Q8_0: {
-        const float d = mcli_fp16(blk);
-        for (int j = 0; j < 32; j++) out[j] = d * (float)(int8_t)blk[2 + j];
-    } break;
-    case MCLI_Q4_K:
-    case MCLI_Q5_K: {
-        const int five = qtype == MCLI_Q5_K;
-        const float d = mcli_fp16(blk), dmin = mcli_fp16(blk + 2);
-        const uint8_t *scales = blk + 4, *qh = blk + 16, *qs = blk + (five ? 48 : 16);
-        for (int pair = 0; pair < 4; pair++, qs += 32, out += 64) {
-            uint8_t sc, mn;
-            mcli_scale_min_k4(2 * pair, scales, &sc, &mn);
-            const float d1 = d * (float)sc, m1 = dmin * (float)mn;
-            mcli_scale_min_k4(2 * pair + 1, scales, &sc, &mn);
-            const float d2 = d * (float)sc, m2 = dmin * (float)mn;
-            for (int l = 0; l < 32; l++) {
-                const int h1 = five ? ((qh[l] >> (2 * pair)) & 1) << 4 : 0;
-                const int h2 = five ? ((qh[l] >> (2 * pair + 1)) & 1) << 4 : 0;
-                out[l] = d1 * (float)((qs[l] & 15) | h1) - m1;
-                out[l + 32] = d2 * (float)((qs[l] >> 4) | h2) - m2;
-            }
-        }
-    } break;
-    case MCLI_Q2_K: {
-        const uint8_t *scales = blk, *qs = blk + 16;
-        const float d = mcli_fp16(blk + 80), dmin = mcli_fp16(blk + 82);
-        for (int i = 0; i < 256; i++) {
-            const int h = i / 128, k = (i % 128) / 32, l = i % 32, sub = i / 16;
-            const float dl = d * (float)(scales[sub] & 15), ml = dmin * (float)(scales[sub] >> 4);
-            out[i] = dl * (float)((qs[32 * h + l] >> (2 * k)) & 3) - ml;
-        }
-    } break;
-    case MCLI_Q3_K: {
-        const uint8_t *hmask = blk, *qs = blk + 32, *scales = blk + 96;
-        const float d = mcli_fp16(blk + 108);
-        for (int i = 0; i < 256; i++) {
-            const int h = i / 128, k = (i % 128) / 32, l = i % 32, sub = i / 16;
-            const int low = (scales[sub % 8] >> (4 * (sub / 8))) & 15, high = (scales[8 + sub % 4] >> (2 * (sub / 4))) & 3;
-            const float dl = d * (float)((int8_t)(low | (high << 4)) - 32);
-            const int q = ((qs[32 * h + l] >> (2 * k)) & 3) - (((hmask[l] >> (i / 32)) & 1) ? 0 : 4);
-            out[i] = dl * (float)q;
-        }
-    } break;
-    case MCLI_IQ4_NL: {
-        const float d = mcli_fp16(blk);
-        for (int j = 0; j < 16; j++) {
-            out[j] = d * (float)MCLI_IQ4_KVALUES[blk[2 + j] & 15];
-            out[j + 16] = d * (float)MCLI_IQ4_KVALUES[blk[2 + j] >> 4];
-        }
-    } break;
-    case MCLI_IQ4_XS: {
-        const float d = mcli_fp16(blk);
-        const unsigned scales_h = (unsigned)blk[2] | (unsigned)blk[3] << 8;
-        const uint8_t *scales_l = blk + 4, *qs = blk + 8;
-        for (int sub = 0; sub < 8; sub++) {
-            const int sc = (((scales_l[sub / 2] >> (4 * (sub % 2))) & 15) | (((scales_h >> (2 * sub)) & 3) << 4)) - 32;
-            const float dl = d * (float)sc;
-            for (int j = 0; j < 16; j++) {
-                out[32 * sub + j] = dl * (float)MCLI_IQ4_KVALUES[qs[16 * sub + j] & 15];
-                out[32 * sub + j + 16] = dl * (float)MCLI_IQ4_KVALUES[qs[16 * sub + j] >> 4];
-            }
-        }
-    } break;
-    case MCLI_Q6_K: {
-        const uint8_t *ql = blk, *qh = blk + 128;
-        const int8_t *scales = (const int8_t *)(blk + 192);
-        const float d = mcli_fp16(blk + 208);
-        for (int half = 0; half < 2; half++, ql += 64, qh += 32, scales += 8, out += 128) {
-            for (int l = 0; l < 32; l++) {
-                const int is = l / 16;
-                const int q1 = ((ql[l] & 15) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                const int q2 = ((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                out[l] = d * (float)scales[is] * (float)q1;
-                out[l + 32] = d * (float)scales[is + 2] * (float)q2;
-                out[l + 64] = d * (float)scales[is + 4] * (float)q3;
-                out[l + 96] = d * (float)scales[is + 6] * (float)q4;
-            }
-        }
-    } break;
-    }
-}
-
-/* k weights of one row (k a multiple of the type's block) */
-static void mcli_dequant_row(int qtype, const uint8_t *row, float *out, int64_t k) {
-    const int bytes = mcli_block_bytes(qtype), weights = mcli_block_weights(qtype);
-    for (int64_t b = 0; b < k / weights; b++) mcli_dequant_block(qtype, row + b * bytes, out + b * weights);
-}
 
 /* ---- the other block formats: unpack a group of 32 weights to small integers, then madd -------
  * Group g of a row holds weights 32g .. 32g+31: w = s_lo * q (first 16) or s_hi * q (last 16),
@@ -558,16 +304,6 @@ MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q4_k_avx2, MCLI_Q4_K)
 MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q5_k_avx2, MCLI_Q5_K)
 MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q6_k_avx2, MCLI_Q6_K)
 #endif
-
-static int mcli_simd_level(void) {
-    const char *off = getenv("MISTRALCLI_NO_SIMD");
-    if (off && off[0] && off[0] != '0') return 0;
-#ifdef MCLI_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return 2;
-#endif
-    return 0;
-}
 
 /* The dot function for a GGML type at the given SIMD level (NULL: type not handled here). */
 static mcli_dot_fn mcli_select(int qtype, int level) {

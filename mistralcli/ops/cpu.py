@@ -1,9 +1,12 @@
 """CPU backend: C/SIMD products over quantized blocks, C attention, a one-call decode step.
 
-Products with Q4_0/Q4_1/Q8_0 weights go through `_ext.qmatmul` for any number of tokens: int16
-activations, integer multiply-adds on the raw blocks, parallel over rows (measured on SmolLM2,
-prefill of 128 tokens: 240 tok/s, against 70 for dequantize + BLAS on two contending thread pools).
-Other block formats are dequantized in tiles and multiplied with BLAS.
+Products with the block formats of `qmatmul.SUPPORTED_TYPES` go through `_ext.qmatmul` for any
+number of tokens: int16 activations, integer multiply-adds on the raw blocks, parallel over rows
+(measured on SmolLM2, prefill of 128 tokens: 240 tok/s, against 70 for dequantize + BLAS on two
+contending thread pools). Other formats are dequantized in tiles (C where it knows the format)
+and multiplied with BLAS.
+
+Creating CpuOps holds BLAS to one thread for the whole process (see __init__).
 """
 
 import os
@@ -16,6 +19,7 @@ from mistralcli._ext import attention, qmatmul
 from mistralcli._ext.llama_step import LlamaStep
 from mistralcli.kv_cache import KVCache
 from mistralcli.loading.quant_tensor import QuantTensor
+from mistralcli.models.llama import LlamaModel
 from mistralcli.ops.reference import ReferenceOps
 
 FUSED_TYPES = {QT(t) for t in qmatmul.SUPPORTED_TYPES}
@@ -67,7 +71,7 @@ class CpuOps(ReferenceOps):
 
     def fused_decoder(self, model):
         """The whole-model C decode step when every weight has a kernel there, else None."""
-        if type(model).__name__ != "LlamaModel":
+        if type(model) is not LlamaModel:  # the C step knows exactly this architecture
             return None
         try:
             return FusedLlamaDecoder(model, self)
