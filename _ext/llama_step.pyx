@@ -9,13 +9,16 @@ import numpy as np
 cdef extern from "kernels/llama_step.h" nogil:
     ctypedef float (*mcli_dot_fn)(const uint8_t *row, const int16_t *xq, const float *xscale,
                                   const float *xsum, int64_t nb)
+    ctypedef float (*mcli_fdot_fn)(const uint8_t *row, const float *x, int64_t k)
     int mcli_simd_level()
     mcli_dot_fn mcli_select(int qtype, int level)
+    mcli_fdot_fn mcli_select_float(int qtype, int level)
     ctypedef struct mcli_weight:
         const uint8_t *data
         int qtype
         int64_t rows, cols, row_bytes
         mcli_dot_fn dot
+        mcli_fdot_fn fdot
     ctypedef struct mcli_layer:
         mcli_weight q, k, v, o, gate, up, down
         const float *attn_norm
@@ -50,8 +53,8 @@ cdef extern from "kernels/llama_step.h" nogil:
     void mcli_llama_step(const mcli_model *m, int64_t token, int64_t pos, float *k_cache, float *v_cache,
                          int64_t capacity, float *logits, const mcli_scratch *s, int num_threads)
 
-F32 = 0
-SUPPORTED_TYPES = (0, 2, 3, 6, 7, 8, 12, 13, 14)  # F32 and the block types of qdot.h
+FLOAT_TYPES = {0: np.float32, 1: np.float16, 30: np.uint16}  # F32, F16, BF16 (raw bits)
+SUPPORTED_TYPES = tuple(FLOAT_TYPES) + (2, 3, 6, 7, 8, 12, 13, 14)  # and the block types of qdot.h
 MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 
@@ -169,8 +172,8 @@ cdef class LlamaStep:
     cdef _weight(self, mcli_weight *w, tensor):
         cdef int qtype = int(tensor.ggml_type)
         data = tensor.data
-        if qtype == F32:
-            data = np.ascontiguousarray(data, dtype=np.float32).view(np.uint8)
+        if qtype in FLOAT_TYPES:
+            data = np.ascontiguousarray(data, dtype=FLOAT_TYPES[qtype]).view(np.uint8)
         elif qtype not in SUPPORTED_TYPES:
             raise ValueError(f"{tensor.name}: no fused decode kernel for type {tensor.ggml_type.name}")
         elif tensor.shape[1] % 32:
@@ -181,7 +184,8 @@ cdef class LlamaStep:
         w.rows = tensor.shape[0]
         w.cols = tensor.shape[1]
         w.row_bytes = data.shape[1]
-        w.dot = NULL if qtype == F32 else mcli_select(qtype, self.simd_level)
+        w.dot = NULL if qtype in FLOAT_TYPES else mcli_select(qtype, self.simd_level)
+        w.fdot = mcli_select_float(qtype, self.simd_level) if qtype in FLOAT_TYPES else NULL
 
     def __call__(self, int64_t token, int64_t pos, float[:, :, :, ::1] k_cache, float[:, :, :, ::1] v_cache,
                  float[::1] logits):

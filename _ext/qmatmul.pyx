@@ -16,6 +16,8 @@ cdef extern from "kernels/qdot.h" nogil:
                                        const float *xsum, int64_t nb, int num_tokens, float *out,
                                        int64_t out_stride)
     mcli_dot_multi_fn mcli_select_multi(int qtype, int level)
+    ctypedef float (*mcli_fdot_fn)(const uint8_t *row, const float *x, int64_t k)
+    mcli_fdot_fn mcli_select_float(int qtype, int level)
     void mcli_quantize_x16(const float *x, int64_t k, int16_t *xq, float *xscale, float *xsum)
     int mcli_simd_level()
     void mcli_dequant_row(int qtype, const uint8_t *row, float *out, int64_t k)
@@ -26,6 +28,8 @@ SIMD_LEVEL = mcli_simd_level()
 SUPPORTED_TYPES = (2, 3, 6, 7, 8, 12, 13, 14)
 # and dequantization only: Q2_K, Q3_K, IQ4_NL, IQ4_XS
 DEQUANT_TYPES = SUPPORTED_TYPES + (10, 11, 20, 23)
+# Float weights with C products (float activations): F32, F16, BF16, given as raw bytes
+FLOAT_TYPES = (0, 1, 30)
 
 
 def simd_name():
@@ -81,3 +85,17 @@ def dequantize(float[:, ::1] out, const uint8_t[:, ::1] w, int qtype, Py_ssize_t
         raise ValueError("rows out of range")
     for r in prange(num_rows, nogil=True, schedule="static", num_threads=max(1, num_threads)):
         mcli_dequant_row(qtype, &w[row_start + r, 0], &out[r, 0], k)
+
+
+def matmul_float(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] w, int qtype, int num_threads=1,
+                 int simd_level=-1):
+    """out (T, N) = x (T, K) @ w^T for float weights (F32/F16/BF16 rows as raw bytes), parallel over rows."""
+    cdef mcli_fdot_fn fdot = mcli_select_float(qtype, SIMD_LEVEL if simd_level < 0 else simd_level)
+    if fdot == NULL:
+        raise ValueError(f"GGML type {qtype} is not a float type")
+    cdef Py_ssize_t num_tokens = x.shape[0], k = x.shape[1], num_rows = w.shape[0], n, t
+    if out.shape[0] != num_tokens or out.shape[1] != num_rows:
+        raise ValueError("shape mismatch")
+    for n in prange(num_rows, nogil=True, schedule="static", num_threads=max(1, num_threads)):
+        for t in range(num_tokens):
+            out[t, n] = fdot(&w[n, 0], &x[t, 0], k)

@@ -32,6 +32,22 @@ def test_block_products_match_reference(qtype, level):
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("qtype", [QT.F32, QT.F16, QT.BF16], ids=lambda t: t.name)
+@pytest.mark.parametrize("level", LEVELS)
+def test_float_weight_products(qtype, level):
+    """Float weights multiply float activations: within float32 rounding (1e-5 of the scale)."""
+    rng = np.random.default_rng(5)
+    dense = rng.standard_normal((33, 200)).astype(np.float32)
+    raw = {QT.F32: dense, QT.F16: dense.astype(np.float16),
+           QT.BF16: (dense.view(np.uint32) >> 16).astype(np.uint16)}[qtype]
+    weights = QuantTensor("w", qtype, dense.shape, raw).dequantize()
+    x = rng.standard_normal((2, 200)).astype(np.float32)
+    out = np.empty((2, 33), np.float32)
+    qmatmul.matmul_float(out, x, np.ascontiguousarray(raw).view(np.uint8), int(qtype), 2, level)
+    expected = x @ weights.T
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
 def test_portable_and_simd_paths_agree():
     w = quants.quantize(np.random.default_rng(0).standard_normal((64, 576)).astype(np.float32), QT.Q4_1)
     x = np.random.default_rng(1).standard_normal((1, 576)).astype(np.float32)
@@ -84,8 +100,10 @@ def test_fused_step_matches_reference_forward(smollm2, level):
 def test_unsupported_weight_types_fall_back(smollm2):
     model = smollm2.model
     layers = [dict(layer) for layer in model.layers]
+    from test_dequant import random_blocks
+
     q = layers[0]["attn_q"]
-    bf16 = (q.dequantize().view(np.uint32) >> 16).astype(np.uint16)
-    layers[0]["attn_q"] = QuantTensor(q.name, QT.BF16, q.shape, bf16)
-    with pytest.raises(ValueError, match="BF16"):
+    iq4 = random_blocks(QT.IQ4_NL, rows=q.shape[0], blocks_per_row=q.shape[1] // 32, seed=0)
+    layers[0]["attn_q"] = QuantTensor(q.name, QT.IQ4_NL, q.shape, iq4)  # dequantized in C, no product
+    with pytest.raises(ValueError, match="IQ4_NL"):
         LlamaStep(model.args, layers, model.output_norm, model.output, model.embed, model.inv_freq)

@@ -83,6 +83,13 @@ def test_bf16_safetensors(tmp_path, smollm2_path):
     ids = [19556, 905, 17]
     expected = hf_logits(hf.float(), ids)  # the same bf16 values, computed in float32
     np.testing.assert_allclose(_logits(loaded, ids), expected, rtol=0, atol=1e-3)
+    # decoding reads the bf16 rows in the one-call C step, with float activations
+    model = loaded.model
+    assert model.fused_decoder is not None
+    cache = KVCache(model.args.num_hidden_layers, model.args.num_key_value_heads, model.args.head_dim)
+    model.forward(np.array(ids[:2]), np.arange(2), cache)
+    last = model.forward(np.array(ids[2:]), np.array([2]), cache)[0]
+    np.testing.assert_allclose(last, expected[2], rtol=0, atol=1e-3)
 
 
 def test_missing_shard_is_named(tmp_path, tiny_dir):

@@ -16,13 +16,12 @@
 #include <omp.h>
 #endif
 
-#define MCLI_F32 0
-
 typedef struct {
     const uint8_t *data;
-    int qtype;         /* GGML type: MCLI_F32 or a block format of qdot.h */
+    int qtype;         /* GGML type: a block format of qdot.h, or F32/F16/BF16 */
     int64_t rows, cols, row_bytes;
-    mcli_dot_fn dot;   /* NULL for F32 */
+    mcli_dot_fn dot;   /* block formats: int16 activations */
+    mcli_fdot_fn fdot; /* float formats: float activations */
 } mcli_weight;
 
 typedef struct {
@@ -49,12 +48,6 @@ typedef struct {
     float *xs, *xm;
 } mcli_scratch;
 
-static float mcli_dot_f32(const float *w, const float *x, int64_t k) {
-    float acc = 0.0f;
-    for (int64_t j = 0; j < k; j++) acc += w[j] * x[j];
-    return acc;
-}
-
 /* Rows of up to 3 matrices that read the same x (q/k/v, gate/up) split over the team at once,
  * so they cost one barrier. x is given as floats and as int16 blocks (prepared by the caller). */
 static void mcli_matvec_n(int count, const mcli_weight *const *ws, float *const *outs, const float *const *biases,
@@ -68,7 +61,7 @@ static void mcli_matvec_n(int count, const mcli_weight *const *ws, float *const 
         while (r >= ws[i]->rows) r -= ws[i++]->rows;
         const mcli_weight *w = ws[i];
         const uint8_t *row = w->data + r * w->row_bytes;
-        float y = w->dot ? w->dot(row, s->xq, s->xs, s->xm, w->cols / 32) : mcli_dot_f32((const float *)row, x, w->cols);
+        float y = w->dot ? w->dot(row, s->xq, s->xs, s->xm, w->cols / 32) : w->fdot(row, x, w->cols);
         outs[i][r] = biases[i] ? y + biases[i][r] : y;
     }
 }
@@ -109,10 +102,14 @@ static void mcli_llama_step(const mcli_model *m, int64_t token, int64_t pos, flo
     const int64_t seq = pos + 1;
     const float scale = 1.0f / sqrtf((float)d);
     const uint8_t *embed_row = m->embed.data + token * m->embed.row_bytes;
-    if (m->embed.qtype == MCLI_F32)
+    if (m->embed.qtype == MCLI_F32) {
         memcpy(s->h, embed_row, sizeof(float) * hidden);
-    else
+    } else if (m->embed.qtype == MCLI_F16 || m->embed.qtype == MCLI_BF16) {
+        for (int i = 0; i < hidden; i++)
+            s->h[i] = m->embed.qtype == MCLI_F16 ? mcli_fp16(embed_row + 2 * i) : mcli_bf16(embed_row + 2 * i);
+    } else {
         mcli_dequant_row(m->embed.qtype, embed_row, s->h, hidden);
+    }
     float *cos_ = s->cos_, *sin_ = s->sin_;
     for (int i = 0; i < d / 2; i++) { /* angles in double, as the Python side computes them */
         cos_[i] = (float)cos((double)pos * m->inv_freq[i]);

@@ -305,6 +305,81 @@ MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q5_k_avx2, MCLI_Q5_K)
 MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q6_k_avx2, MCLI_Q6_K)
 #endif
 
+/* ---- float weights (F32, F16, BF16): dot products with float activations -------------------- */
+enum { MCLI_F32 = 0, MCLI_F16 = 1, MCLI_BF16 = 30 };
+typedef float (*mcli_fdot_fn)(const uint8_t *row, const float *x, int64_t k);
+
+static inline float mcli_bf16(const uint8_t *p) {
+    uint32_t bits = ((uint32_t)p[0] | (uint32_t)p[1] << 8) << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static float mcli_fdot_f32_scalar(const uint8_t *row, const float *x, int64_t k) {
+    const float *w = (const float *)row;
+    float acc = 0.0f;
+    for (int64_t j = 0; j < k; j++) acc += w[j] * x[j];
+    return acc;
+}
+
+static float mcli_fdot_f16_scalar(const uint8_t *row, const float *x, int64_t k) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < k; j++) acc += mcli_fp16(row + 2 * j) * x[j];
+    return acc;
+}
+
+static float mcli_fdot_bf16_scalar(const uint8_t *row, const float *x, int64_t k) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < k; j++) acc += mcli_bf16(row + 2 * j) * x[j];
+    return acc;
+}
+
+#ifdef MCLI_X86
+/* 8 weights at a time; k a multiple of 8 (callers check), the tail in scalar code otherwise */
+#define MCLI_DEFINE_FDOT_AVX2(NAME, BYTES, LOAD8, ONE)                                                        \
+    MCLI_AVX2 static float NAME(const uint8_t *row, const float *x, int64_t k) {                             \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                                       \
+        int64_t j = 0;                                                                                       \
+        for (; j + 16 <= k; j += 16) {                                                                       \
+            _mm_prefetch((const char *)row + j * BYTES + MCLI_PREFETCH, _MM_HINT_T0);                        \
+            acc0 = _mm256_fmadd_ps(LOAD8(row + j * BYTES), _mm256_loadu_ps(x + j), acc0);                    \
+            acc1 = _mm256_fmadd_ps(LOAD8(row + (j + 8) * BYTES), _mm256_loadu_ps(x + j + 8), acc1);          \
+        }                                                                                                    \
+        float acc = mcli_hsum(_mm256_add_ps(acc0, acc1));                                                    \
+        for (; j < k; j++) acc += ONE(row + j * BYTES) * x[j];                                               \
+        return acc;                                                                                          \
+    }
+#define MCLI_LOAD8_F32(p) _mm256_loadu_ps((const float *)(p))
+#define MCLI_LOAD8_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define MCLI_LOAD8_BF16(p) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+static inline float mcli_f32_at(const uint8_t *p) { float f; memcpy(&f, p, 4); return f; }
+MCLI_DEFINE_FDOT_AVX2(mcli_fdot_f32_avx2, 4, MCLI_LOAD8_F32, mcli_f32_at)
+MCLI_DEFINE_FDOT_AVX2(mcli_fdot_f16_avx2, 2, MCLI_LOAD8_F16, mcli_fp16)
+MCLI_DEFINE_FDOT_AVX2(mcli_fdot_bf16_avx2, 2, MCLI_LOAD8_BF16, mcli_bf16)
+#endif
+
+/* The float-weight dot function for F32/F16/BF16 (NULL for other types). */
+static mcli_fdot_fn mcli_select_float(int qtype, int level) {
+#ifdef MCLI_X86
+    if (level >= 2) {
+        switch (qtype) {
+        case MCLI_F32: return mcli_fdot_f32_avx2;
+        case MCLI_F16: return mcli_fdot_f16_avx2;
+        case MCLI_BF16: return mcli_fdot_bf16_avx2;
+        }
+    }
+#else
+    (void)level;
+#endif
+    switch (qtype) {
+    case MCLI_F32: return mcli_fdot_f32_scalar;
+    case MCLI_F16: return mcli_fdot_f16_scalar;
+    case MCLI_BF16: return mcli_fdot_bf16_scalar;
+    }
+    return NULL;
+}
+
 /* The dot function for a GGML type at the given SIMD level (NULL: type not handled here). */
 static mcli_dot_fn mcli_select(int qtype, int level) {
 #ifdef MCLI_X86

@@ -24,7 +24,9 @@ from mistralcli.ops.reference import ReferenceOps
 
 FUSED_TYPES = {QT(t) for t in qmatmul.SUPPORTED_TYPES}
 DEQUANT_TYPES = {QT(t) for t in qmatmul.DEQUANT_TYPES}
+FLOAT_TYPES = {QT(t) for t in qmatmul.FLOAT_TYPES}
 TILE_ROWS = 1024
+MAX_FLOAT_DOT_TOKENS = 4  # more tokens than this: BLAS GEMM wins on float weights
 
 
 def available_cores() -> int:
@@ -48,12 +50,23 @@ class CpuOps(ReferenceOps):
     def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
         """x (T, K) float32 @ w (N, K)^T -> (T, N) float32."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if w.ggml_type == QT.F32:
-            return x @ w.data.T
+        if w.ggml_type in FLOAT_TYPES:
+            if x.shape[0] <= MAX_FLOAT_DOT_TOKENS:  # decode: one pass over the weights, all cores
+                out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
+                qmatmul.matmul_float(out, x, np.ascontiguousarray(w.data).view(np.uint8), int(w.ggml_type), self.num_threads)
+                return out
+            with threadpool_limits(self.num_threads, user_api="blas"):  # prefill: a float GEMM
+                if w.ggml_type == QT.F32:
+                    return x @ w.data.T
+                return self._tiled(x, w)
         if w.ggml_type in FUSED_TYPES:
             out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
             qmatmul.matmul(out, x, w.data, int(w.ggml_type), self.num_threads)
             return out
+        return self._tiled(x, w)
+
+    def _tiled(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
+        """x @ w^T through float32 tiles of w's rows and BLAS."""
         out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
         for start in range(0, w.shape[0], TILE_ROWS):
             stop = min(start + TILE_ROWS, w.shape[0])
