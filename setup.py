@@ -19,7 +19,9 @@ def extension(name: str, openmp: bool = True) -> Extension:
     )
 
 
-extensions = [extension("sampler", openmp=False), extension("qmatmul"), extension("attention"), extension("llama_step")]
+extensions = [extension("sampler", openmp=False)] + [
+    extension(name) for name in ("qmatmul", "attention", "elementwise", "llama_step")
+]
 
 setup(
     packages=[

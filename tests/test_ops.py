@@ -108,3 +108,19 @@ def test_embedding_rows_bit_exact(ops, smollm2_path):
     w = open_gguf(smollm2_path).tensors["token_embd.weight"]
     ids = np.array([0, 1, 49151, 7, 7])
     assert np.array_equal(cpu.embedding(w, ids), ref.embedding(w, ids))
+
+
+@pytest.mark.parametrize("interleaved", [True, False])
+def test_elementwise_kernels_match_reference(ops, interleaved):
+    """RMSNorm (double sum of squares), RoPE and SwiGLU in C: float32 rounding, tolerance 1e-5."""
+    ref, cpu = ops
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 96)).astype(np.float32) * 3
+    w = rng.standard_normal(96).astype(np.float32)
+    np.testing.assert_allclose(cpu.rmsnorm(x, w, 1e-5), ref.rmsnorm(x, w, 1e-5), rtol=1e-5, atol=1e-5)
+    q = rng.standard_normal((5, 3, 32)).astype(np.float32)
+    angles = rng.uniform(-10, 10, (5, 16))
+    cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    np.testing.assert_allclose(cpu.rope(q, cos, sin, interleaved), ref.rope(q, cos, sin, interleaved), rtol=0, atol=1e-5)
+    gate, up = x[:, :48].copy(), x[:, 48:].copy()
+    np.testing.assert_allclose(cpu.swiglu(gate, up), ref.swiglu(gate, up), rtol=1e-5, atol=1e-5)

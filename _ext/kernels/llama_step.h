@@ -10,6 +10,7 @@
 #ifndef MCLI_LLAMA_STEP_H
 #define MCLI_LLAMA_STEP_H
 
+#include "elementwise.h"
 #include "qdot.h"
 
 #ifdef _OPENMP
@@ -71,25 +72,6 @@ static void mcli_matvec(const mcli_weight *w, const float *x, const mcli_scratch
     float *outs[1] = {out};
     const float *biases[1] = {bias};
     mcli_matvec_n(1, ws, outs, biases, x, s);
-}
-
-static void mcli_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
-    double ss = 0.0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float inv = (float)(1.0 / sqrt(ss / n + eps));
-    for (int i = 0; i < n; i++) out[i] = x[i] * inv * weight[i];
-}
-
-static void mcli_rope(float *x, int num_heads, int d, const float *cos_, const float *sin_, int interleaved) {
-    for (int h = 0; h < num_heads; h++) {
-        float *v = x + h * d;
-        for (int i = 0; i < d / 2; i++) {
-            int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + d / 2;
-            float a = v[ia], b = v[ib];
-            v[ia] = a * cos_[i] - b * sin_[i];
-            v[ib] = a * sin_[i] + b * cos_[i];
-        }
-    }
 }
 
 /* Quantize x (n,) into the scratch int16 blocks (serial; callers wrap it in omp single). */
@@ -184,7 +166,7 @@ static void mcli_llama_step(const mcli_model *m, int64_t token, int64_t pos, flo
             }
 #pragma omp single
             {
-                for (int i = 0; i < m->ffn; i++) s->gate[i] = s->gate[i] / (1.0f + expf(-s->gate[i])) * s->up[i];
+                mcli_swiglu(s->gate, s->gate, s->up, m->ffn);
                 mcli_prepare(s, s->gate, m->ffn);
             }
             mcli_matvec(&L->down, s->gate, s, s->x, NULL);

@@ -15,7 +15,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from gguf import GGMLQuantizationType as QT
 
-from mistralcli._ext import attention, qmatmul
+from mistralcli._ext import attention, elementwise, qmatmul
 from mistralcli._ext.llama_step import LlamaStep
 from mistralcli.kv_cache import KVCache
 from mistralcli.loading.quant_tensor import QuantTensor
@@ -71,6 +71,26 @@ class CpuOps(ReferenceOps):
         for start in range(0, w.shape[0], TILE_ROWS):
             stop = min(start + TILE_ROWS, w.shape[0])
             out[:, start:stop] = x @ self.dequantize(w, start, stop).T
+        return out
+
+    def rmsnorm(self, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+        """x (T, K) -> x / sqrt(mean(x^2) + eps) * weight (C, parallel over tokens)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty_like(x)
+        elementwise.rmsnorm(out, x, np.ascontiguousarray(weight, dtype=np.float32), eps, self.num_threads)
+        return out
+
+    def rope(self, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, interleaved: bool) -> np.ndarray:
+        """Rotate x (T, H, D) by cos/sin (T, D/2), into a new array (C)."""
+        out = np.array(x, dtype=np.float32, order="C")
+        elementwise.rope(out, np.ascontiguousarray(cos), np.ascontiguousarray(sin), interleaved, self.num_threads)
+        return out
+
+    def swiglu(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+        """silu(gate) * up, (T, F) (C)."""
+        gate = np.ascontiguousarray(gate, dtype=np.float32)
+        out = np.empty_like(gate)
+        elementwise.swiglu(out, gate, np.ascontiguousarray(up, dtype=np.float32), self.num_threads)
         return out
 
     def attention(self, q, k, v, q_positions, k_positions, scale: float) -> np.ndarray:

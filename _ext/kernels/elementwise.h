@@ -1,0 +1,33 @@
+/* Per-token float kernels shared by the decode step and the prefill path: RMSNorm, RoPE, SwiGLU.
+ * References: mistralcli.ops.reference (rmsnorm, rope, swiglu); RMSNorm sums squares in double. */
+#ifndef MCLI_ELEMENTWISE_H
+#define MCLI_ELEMENTWISE_H
+
+#include <math.h>
+#include <stdint.h>
+
+static void mcli_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float inv = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = x[i] * inv * weight[i];
+}
+
+static void mcli_rope(float *x, int num_heads, int d, const float *cos_, const float *sin_, int interleaved) {
+    for (int h = 0; h < num_heads; h++) {
+        float *v = x + h * d;
+        for (int i = 0; i < d / 2; i++) {
+            int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + d / 2;
+            float a = v[ia], b = v[ib];
+            v[ia] = a * cos_[i] - b * sin_[i];
+            v[ib] = a * sin_[i] + b * cos_[i];
+        }
+    }
+}
+
+/* out (n,) = silu(gate) * up */
+static void mcli_swiglu(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+#endif
