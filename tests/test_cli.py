@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 RUN = [sys.executable, "-m", "mistralcli"]
 QUESTION = "What is the capital of France?"

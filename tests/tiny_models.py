@@ -2,10 +2,6 @@
 
 import numpy as np
 
-TOKENIZER_FIELDS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
-                    "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-                    "tokenizer.chat_template")
-
 
 def make_hf_model(kind: str = "llama", vocab_size: int = 512, seed: int = 0, **overrides):
     """A 2-layer, hidden-64 model in float32 with eager attention and weights large enough to matter."""
