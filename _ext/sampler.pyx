@@ -10,7 +10,9 @@ Steps, all in float64:
   2. temperature <= 0: argmax (lowest id on ties), no RNG draw.
   3. logits / temperature; candidates are the tokens within CUTOFF of the best scaled logit
      (probability ratio e^-30: such tokens are never sampled).
-  4. candidates sorted by (logit desc, id asc); keep top_k (0 = all).
+  4. candidates sorted by (logit desc, id asc); keep top_k (0 = all). (With top_k, a heap picks the
+     k first and only those are sorted: the same set and order, without sorting the vocabulary.)
+     With no top-k, top-p or min-p nothing is cut off, and the candidates stay in id order.
   5. softmax over the candidates; keep the shortest prefix whose mass reaches top_p; keep those
      with p >= min_p * p_max.
   6. draw u in [0, 1) from splitmix64(rng_state) and walk the cumulative mass.
@@ -35,6 +37,35 @@ cdef int _compare(const void* a, const void* b) noexcept nogil:
     if x.logit < y.logit:
         return 1
     return -1 if x.token_id < y.token_id else (1 if x.token_id > y.token_id else 0)
+
+
+cdef inline void _sift_down(Candidate* heap, Py_ssize_t size, Py_ssize_t i) noexcept nogil:
+    # heap order: the root is the candidate that sorts last (the worst kept so far)
+    cdef Py_ssize_t child
+    cdef Candidate tmp
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            return
+        if child + 1 < size and _compare(&heap[child + 1], &heap[child]) > 0:
+            child += 1
+        if _compare(&heap[child], &heap[i]) <= 0:
+            return
+        tmp = heap[i]
+        heap[i] = heap[child]
+        heap[child] = tmp
+        i = child
+
+
+cdef void _select_best(Candidate* cand, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Move the k candidates that sort first (logit desc, id asc) to cand[:k], in any order."""
+    cdef Py_ssize_t i
+    for i in range(k // 2 - 1, -1, -1):
+        _sift_down(cand, k, i)
+    for i in range(k, n):
+        if _compare(&cand[i], &cand[0]) < 0:
+            cand[0] = cand[i]
+            _sift_down(cand, k, 0)
 
 
 cdef inline uint64_t _splitmix64(uint64_t* state) noexcept nogil:
@@ -113,9 +144,11 @@ cdef int64_t _sample(const float[::1] logits, const int64_t[::1] history_ids, do
             cand[n].logit = x
             cand[n].token_id = i
             n += 1
-    qsort(cand, n, sizeof(Candidate), _compare)
-    if top_k > 0 and top_k < n:
+    if top_k > 0 and top_k < n:  # keep the top_k best first (a heap: O(V log k), not a sort of V)
+        _select_best(cand, n, top_k)
         n = top_k
+    if top_k > 0 or top_p < 1.0 or min_p > 0.0:  # nothing is cut off otherwise: walk in id order
+        qsort(cand, n, sizeof(Candidate), _compare)
     total = 0.0
     for i in range(n):
         work[i] = exp(cand[i].logit - best)

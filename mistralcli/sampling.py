@@ -114,8 +114,8 @@ def sample_reference(logits, history_ids, temperature, top_k, top_p, min_p, repe
     scaled = work / temperature
     best = scaled.max()
     ids = np.nonzero(scaled >= best - CUTOFF)[0]
-    order = np.lexsort((ids, -scaled[ids]))  # logit descending, then id ascending
-    ids = ids[order]
+    if top_k > 0 or top_p < 1.0 or min_p > 0.0:  # else nothing is cut off: keep id order
+        ids = ids[np.lexsort((ids, -scaled[ids]))]  # logit descending, then id ascending
     if 0 < top_k < len(ids):
         ids = ids[:top_k]
     weights = np.exp(scaled[ids] - best)

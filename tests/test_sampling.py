@@ -33,6 +33,18 @@ def test_cython_matches_reference(setting):
         assert fast[0] == ref[0]  # both advanced their RNG the same number of times
 
 
+@pytest.mark.parametrize("top_k", [0, 1, 40, 3000])
+def test_full_vocabulary_with_ties_matches_reference(top_k):
+    """49,152 logits rounded to 0.1 (many ties): the heap selection and the id-order walk agree."""
+    rng = np.random.default_rng(top_k)
+    logits = np.round(rng.standard_normal(49152) * 2, 1).astype(np.float32)
+    none = np.array([], np.int64)
+    for top_p in (1.0, 0.9):
+        fast, ref = rng_state(3), rng_state(3)
+        got = [sampler.sample(logits, none, 1.0, top_k, top_p, 0.0, 1.0, 0.0, 0.0, fast) for _ in range(10)]
+        assert got == [sample_reference(logits, none, 1.0, top_k, top_p, 0.0, 1.0, 0.0, 0.0, ref) for _ in range(10)]
+
+
 def test_uniform_draws_match_reference_rng():
     fast, ref = rng_state(7), rng_state(7)
     from mistralcli.sampling import _splitmix64_uniform
