@@ -181,3 +181,16 @@ def test_gguf_index_cache_gives_the_readers_views(tmp_path, monkeypatch, smollm2
         u = cached.tensors[name]
         assert (u.ggml_type, u.shape, u.data.dtype, u.data.shape) == (t.ggml_type, t.shape, t.data.dtype, t.data.shape)
         assert np.array_equal(u.data, t.data), name
+
+
+def test_tokenizer_and_model_read_the_same_source(tiny_dir, tmp_path, smollm2_path):
+    """A directory with config.json and a stray .gguf is a HF directory for both loaders."""
+    from mistralcli.loading.loader import load_tokenizer
+
+    directory, _ = tiny_dir
+    copy = tmp_path / "mixed"
+    shutil.copytree(directory, copy)
+    (copy / "other.gguf").symlink_to(smollm2_path)
+    tokenizer, path = load_tokenizer(str(copy))
+    assert path == copy and load_model(str(copy)).path == copy
+    assert tokenizer.encode("Hello world!") == [19556, 905, 17]

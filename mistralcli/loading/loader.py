@@ -29,7 +29,7 @@ class LoadedModel:
 def load_tokenizer(spec: str | None) -> tuple[Tokenizer, Path]:
     """Just the tokenizer (no weights are read) for `mistral tokenize`."""
     path = resolve_model(spec)
-    if path.is_dir() and not list(path.glob("*.gguf")):
+    if _is_hf_directory(path):
         return Tokenizer.from_directory(path), path
     gguf = open_gguf(_gguf_in(path))
     return Tokenizer.from_gguf_metadata(gguf.metadata, gguf.path), gguf.path
@@ -38,9 +38,14 @@ def load_tokenizer(spec: str | None) -> tuple[Tokenizer, Path]:
 def load_model(spec: str | None, backend: str = "cpu", threads: int | None = None) -> LoadedModel:
     path = resolve_model(spec)
     ops = get_ops(backend, threads=threads)
-    if path.is_dir() and (path / "config.json").is_file():
+    if _is_hf_directory(path):
         return _load_directory(path, ops)
     return _load_gguf(_gguf_in(path), ops)
+
+
+def _is_hf_directory(path: Path) -> bool:
+    """A Hugging Face model directory (config.json); anything else is, or holds, a GGUF file."""
+    return path.is_dir() and (path / "config.json").is_file()
 
 
 def _gguf_in(path: Path) -> Path:
