@@ -23,6 +23,12 @@ cdef extern from "kernels/qdot.h" nogil:
     void mcli_dequant_row(int qtype, const uint8_t *row, float *out, int64_t k)
     mcli_dot_fn mcli_select(int qtype, int level)
 
+include "blas.pxi"
+
+cdef extern from "kernels/gemm.h" nogil:
+    int mcli_matmul_gemm(mcli_sgemm_fn sgemm, int qtype, const uint8_t *w, int64_t row_bytes, int64_t n,
+                         int64_t k, const float *x, int64_t t, float *out, int num_threads)
+
 SIMD_LEVEL = mcli_simd_level()
 # GGML types with C products (and dequantization): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K
 SUPPORTED_TYPES = (2, 3, 6, 7, 8, 12, 13, 14)
@@ -99,3 +105,23 @@ def matmul_float(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1]
     for n in prange(num_rows, nogil=True, schedule="static", num_threads=max(1, num_threads)):
         for t in range(num_tokens):
             out[t, n] = fdot(&w[n, 0], &x[t, 0], k)
+
+
+
+def matmul_gemm(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] w, int qtype, int num_threads=1):
+    """out (T, N) = x (T, K) @ w^T by float32 GEMM on dequantized tiles of w (any type of DEQUANT_TYPES or
+    FLOAT_TYPES); the compute-bound prefill path (kernels/gemm.h)."""
+    if qtype not in DEQUANT_TYPES and qtype not in FLOAT_TYPES:
+        raise ValueError(f"GGML type {qtype} has no C dequantizer")
+    cdef mcli_sgemm_fn sgemm = blas_sgemm()
+    cdef Py_ssize_t num_tokens = x.shape[0], k = x.shape[1], num_rows = w.shape[0]
+    if out.shape[0] != num_tokens or out.shape[1] != num_rows:
+        raise ValueError("shape mismatch")
+    if num_tokens == 0 or num_rows == 0:
+        return
+    cdef int failed
+    with nogil:
+        failed = mcli_matmul_gemm(sgemm, qtype, &w[0, 0], w.shape[1], num_rows, k, &x[0, 0], num_tokens,
+                                  &out[0, 0], max(1, num_threads))
+    if failed:
+        raise MemoryError("no memory for the GEMM tile buffers")

@@ -9,24 +9,9 @@ from gguf import quants
 
 from mistralcli._ext import qmatmul
 from mistralcli.loading.gguf_file import open_gguf
+from quant_blocks import random_blocks  # noqa: E402
 
 TYPES = [QT(t) for t in qmatmul.DEQUANT_TYPES]
-# Byte offsets of the fp16 fields in each block: random bytes there could be inf or NaN.
-FP16_FIELDS = {QT.Q4_0: [0], QT.Q4_1: [0, 2], QT.Q5_0: [0], QT.Q5_1: [0, 2], QT.Q8_0: [0],
-               QT.Q4_K: [0, 2], QT.Q5_K: [0, 2], QT.Q6_K: [208], QT.Q2_K: [80, 82], QT.Q3_K: [108],
-               QT.IQ4_NL: [0], QT.IQ4_XS: [0]}
-
-
-def random_blocks(qtype, rows, blocks_per_row, seed):
-    rng = np.random.default_rng(seed)
-    type_size = GGML_QUANT_SIZES[qtype][1]
-    data = rng.integers(0, 256, (rows, blocks_per_row, type_size), dtype=np.uint8)
-    for offset in FP16_FIELDS[qtype]:
-        scales = (rng.standard_normal((rows, blocks_per_row)) * 0.05).astype(np.float16)
-        data[:, :, offset : offset + 2] = scales.view(np.uint8).reshape(rows, blocks_per_row, 2)
-    return data.reshape(rows, blocks_per_row * type_size)
-
-
 def c_dequantize(data, qtype, cols, threads=2):
     out = np.empty((data.shape[0], cols), np.float32)
     qmatmul.dequantize(out, data, int(qtype), 0, threads)

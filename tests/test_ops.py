@@ -3,12 +3,14 @@ float32 rounding (tolerance: 1e-4 relative to the output scale)."""
 
 import numpy as np
 import pytest
+from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as QT
 from gguf import quants
 
 from mistralcli.loading.gguf_file import open_gguf
 from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.ops import get_ops
+from quant_blocks import random_blocks  # noqa: E402
 
 FUSED = [QT.Q4_0, QT.Q4_1, QT.Q8_0]
 
@@ -25,7 +27,11 @@ def random_weight(qtype, rows=48, cols=256, seed=0) -> QuantTensor:
         return QuantTensor.from_array("w", dense)
     if qtype == QT.F16:
         return QuantTensor.from_array("w", dense.astype(np.float16))
-    return QuantTensor("w", qtype, (rows, cols), quants.quantize(dense, qtype))
+    try:
+        return QuantTensor("w", qtype, (rows, cols), quants.quantize(dense, qtype))
+    except NotImplementedError:  # gguf quantizes only some types: random blocks for the others
+        block_weights = GGML_QUANT_SIZES[qtype][0]
+        return QuantTensor("w", qtype, (rows, cols), random_blocks(qtype, rows, cols // block_weights, seed))
 
 
 @pytest.mark.parametrize("qtype", FUSED)
@@ -47,6 +53,40 @@ def test_matmul_matches_reference(ops, qtype, num_tokens):
     got = cpu.matmul(x, w)
     assert got.shape == expected.shape == (num_tokens, w.shape[0])
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+GEMM_TYPES = [QT.F32, QT.F16, QT.BF16, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0, QT.Q2_K, QT.Q3_K, QT.Q4_K,
+              QT.Q5_K, QT.Q6_K, QT.IQ4_NL, QT.IQ4_XS]
+
+
+@pytest.mark.parametrize("qtype", GEMM_TYPES)
+@pytest.mark.parametrize("num_tokens", [1, 24, 70])
+def test_gemm_path_matches_reference(ops, qtype, num_tokens):
+    """The prefill path (dequantized tiles + BLAS sgemm) against x @ dequantize(w)^T in float64: 1e-5
+    of the output scale. 200 rows split into tiles unevenly over 2 and 3 threads."""
+    from mistralcli._ext import qmatmul
+
+    _, cpu = ops
+    w = random_weight(qtype, rows=200, seed=11)
+    x = np.random.default_rng(4).standard_normal((num_tokens, w.shape[1])).astype(np.float32)
+    expected = x.astype(np.float64) @ quants.dequantize(w.data, qtype).astype(np.float64).T
+    raw = np.ascontiguousarray(w.data).view(np.uint8).reshape(w.shape[0], -1)
+    for threads in (1, 2, 3):
+        got = np.full((num_tokens, w.shape[0]), np.nan, dtype=np.float32)
+        qmatmul.matmul_gemm(got, x, raw, int(qtype), threads)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(cpu.matmul(x, w), expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+def test_gemm_path_rejects_bad_input():
+    from mistralcli._ext import qmatmul
+
+    w = random_weight(QT.Q4_0, rows=16)
+    x = np.zeros((30, w.shape[1]), np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        qmatmul.matmul_gemm(np.empty((30, 15), np.float32), x, w.data, int(QT.Q4_0), 2)
+    with pytest.raises(ValueError, match="no C dequantizer"):
+        qmatmul.matmul_gemm(np.empty((30, 16), np.float32), x, w.data, int(QT.Q8_K), 2)
 
 
 def test_real_tensors_of_smollm2(ops, smollm2_path):
@@ -101,6 +141,45 @@ def test_causal_attention_matches_reference(ops, num_heads, num_kv_heads, past):
     portable = np.empty_like(q)
     attention.causal_attention(portable, q, k, v, q_pos, k_pos, 0.125, 1, 0)
     np.testing.assert_allclose(portable, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_heads,num_kv_heads,past,num_tokens", [(9, 3, 0, 130), (4, 4, 37, 64), (8, 1, 5, 16),
+                                                                    (2, 2, 0, 1)])
+@pytest.mark.parametrize("level", [0, 2])
+def test_attention_gemm_path_matches_reference(ops, num_heads, num_kv_heads, past, num_tokens, level):
+    """Blocks of 64 queries, keys cut at the last visible one, softmax in C (portable and AVX2): 1e-5."""
+    from mistralcli._ext import attention
+
+    ref, cpu = ops
+    rng = np.random.default_rng(past + num_tokens)
+    d = 64
+    q = rng.standard_normal((num_tokens, num_heads, d)).astype(np.float32)
+    k = rng.standard_normal((past + num_tokens, num_kv_heads, d)).astype(np.float32) * 2
+    v = rng.standard_normal((past + num_tokens, num_kv_heads, d)).astype(np.float32)
+    q_pos = np.arange(past, past + num_tokens)
+    k_pos = np.arange(past + num_tokens)
+    expected = ref.attention(q, k, v, q_pos, k_pos, 0.125)
+    for threads in (1, 2):
+        got = np.full_like(q, np.nan)
+        attention.causal_attention_gemm(got, q, k, v, q_pos, k_pos, 0.125, threads, level)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(cpu.attention(q, k, v, q_pos, k_pos, 0.125), expected, rtol=0, atol=1e-5)
+
+
+def test_attention_gemm_path_with_unordered_keys(ops):
+    """Keys need not be stored by position: masking goes by k_positions, whatever their order."""
+    from mistralcli._ext import attention
+
+    ref, _ = ops
+    rng = np.random.default_rng(9)
+    q = rng.standard_normal((20, 2, 32)).astype(np.float32)
+    k = rng.standard_normal((30, 1, 32)).astype(np.float32)
+    v = rng.standard_normal((30, 1, 32)).astype(np.float32)
+    k_pos = rng.permutation(30)
+    q_pos = np.arange(10, 30)
+    got = np.empty_like(q)
+    attention.causal_attention_gemm(got, q, k, v, q_pos, k_pos, 0.2, 2)
+    np.testing.assert_allclose(got, ref.attention(q, k, v, q_pos, k_pos, 0.2), rtol=0, atol=1e-5)
 
 
 def test_embedding_rows_bit_exact(ops, smollm2_path):

@@ -47,6 +47,21 @@ MCLI_AVX2 static inline __m256 mcli_exp8(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+/* p[s] = exp(p[s] - best) (0 for -inf) and *total = their sum, 8 at a time; returns how many were done */
+MCLI_AVX2 static int64_t mcli_exp_shift8(float *p, int64_t n, float best, float *total) {
+    __m256 vbest = _mm256_set1_ps(best), vtotal = _mm256_setzero_ps();
+    int64_t s = 0;
+    for (; s + 8 <= n; s += 8) { /* masked keys hold -inf: exp gives 0 (clamped, then * 0) */
+        __m256 sc = _mm256_loadu_ps(p + s);
+        __m256 valid = _mm256_cmp_ps(sc, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+        __m256 e = _mm256_and_ps(mcli_exp8(_mm256_sub_ps(sc, vbest)), valid);
+        _mm256_storeu_ps(p + s, e);
+        vtotal = _mm256_add_ps(vtotal, e);
+    }
+    *total = mcli_hsum(vtotal);
+    return s;
+}
+
 MCLI_AVX2 static void mcli_attend_avx2(const float *qh, const float *k, const float *v, const int64_t *k_pos, int64_t limit,
                                        int64_t num_keys, int64_t stride, int d, float scale, float *scores, float *out) {
     float best = -INFINITY;
@@ -58,16 +73,8 @@ MCLI_AVX2 static void mcli_attend_avx2(const float *qh, const float *k, const fl
         scores[s] = mcli_hsum(acc) * scale;
         best = scores[s] > best ? scores[s] : best;
     }
-    int64_t s = 0;
-    __m256 vbest = _mm256_set1_ps(best), vtotal = _mm256_setzero_ps();
-    for (; s + 8 <= num_keys; s += 8) { /* masked keys hold -inf: exp gives 0 (clamped, then * 0) */
-        __m256 sc = _mm256_loadu_ps(scores + s);
-        __m256 valid = _mm256_cmp_ps(sc, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ);
-        __m256 p = _mm256_and_ps(mcli_exp8(_mm256_sub_ps(sc, vbest)), valid);
-        _mm256_storeu_ps(scores + s, p);
-        vtotal = _mm256_add_ps(vtotal, p);
-    }
-    float total = mcli_hsum(vtotal);
+    float total;
+    int64_t s = mcli_exp_shift8(scores, num_keys, best, &total);
     for (; s < num_keys; s++) {
         scores[s] = scores[s] == -INFINITY ? 0.0f : expf(scores[s] - best);
         total += scores[s];

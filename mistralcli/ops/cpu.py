@@ -1,12 +1,13 @@
 """CPU backend: C/SIMD products over quantized blocks, C attention, a one-call decode step.
 
-Products with the block formats of `qmatmul.SUPPORTED_TYPES` go through `_ext.qmatmul` for any
-number of tokens: int16 activations, integer multiply-adds on the raw blocks, parallel over rows
-(measured on SmolLM2, prefill of 128 tokens: 240 tok/s, against 70 for dequantize + BLAS on two
-contending thread pools). Other formats are dequantized in tiles (C where it knows the format)
-and multiplied with BLAS.
-
-Creating CpuOps holds BLAS to one thread for the whole process (see __init__).
+Two paths, picked by the number of tokens (measured on SmolLM2's matrices, 2 threads):
+- a few tokens (decode, short chunks): `qmatmul.matmul`, int16 activations multiplied with the raw
+  blocks, one pass over the weights; memory-bound.
+- GEMM_MIN_TOKENS and more (prefill): `qmatmul.matmul_gemm`, tiles of weight rows dequantized into
+  L2 and multiplied by BLAS sgemm in float32; compute-bound, 3-4x the int16 products at 512 tokens,
+  and the float model's arithmetic. Attention likewise: two GEMMs per head and block of queries.
+Our OpenMP team calls BLAS from each of its threads, so BLAS itself gets one thread for the whole
+process (two pools of spinning threads on two cores starve each other).
 """
 
 import os
@@ -26,7 +27,8 @@ FUSED_TYPES = {QT(t) for t in qmatmul.SUPPORTED_TYPES}
 DEQUANT_TYPES = {QT(t) for t in qmatmul.DEQUANT_TYPES}
 FLOAT_TYPES = {QT(t) for t in qmatmul.FLOAT_TYPES}
 TILE_ROWS = 1024
-MAX_FLOAT_DOT_TOKENS = 4  # more tokens than this: BLAS GEMM wins on float weights
+GEMM_MIN_TOKENS = 24  # from here on the GEMM path is faster (16 tokens: even; 32: 1.3-2x)
+ATTENTION_GEMM_MIN_TOKENS = 16
 
 
 def available_cores() -> int:
@@ -43,27 +45,24 @@ class CpuOps(ReferenceOps):
     def __init__(self, threads: int | None = None):
         super().__init__(threads)
         self.num_threads = max(1, threads or available_cores())
-        # The heavy products are ours (OpenMP); BLAS only does small attention products. Its idle
-        # threads spin and would take the cores from our team, so it gets one thread.
+        # Our OpenMP threads each call BLAS; BLAS's own idle threads would spin and take the cores
+        # from our team, so it gets one thread.
+        qmatmul.load_blas()  # scipy's BLAS, loaded first so that the limit reaches it too
         threadpool_limits(1, user_api="blas")
 
     def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
         """x (T, K) float32 @ w (N, K)^T -> (T, N) float32."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if w.ggml_type in FLOAT_TYPES:
-            if x.shape[0] <= MAX_FLOAT_DOT_TOKENS:  # decode: one pass over the weights, all cores
-                out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
-                qmatmul.matmul_float(out, x, np.ascontiguousarray(w.data).view(np.uint8), int(w.ggml_type), self.num_threads)
-                return out
-            with threadpool_limits(self.num_threads, user_api="blas"):  # prefill: a float GEMM
-                if w.ggml_type == QT.F32:
-                    return x @ w.data.T
-                return self._tiled(x, w)
-        if w.ggml_type in FUSED_TYPES:
-            out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
+        out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
+        if x.shape[0] >= GEMM_MIN_TOKENS and (w.ggml_type in DEQUANT_TYPES or w.ggml_type in FLOAT_TYPES):
+            qmatmul.matmul_gemm(out, x, _raw_rows(w), int(w.ggml_type), self.num_threads)
+        elif w.ggml_type in FLOAT_TYPES:
+            qmatmul.matmul_float(out, x, _raw_rows(w), int(w.ggml_type), self.num_threads)
+        elif w.ggml_type in FUSED_TYPES:
             qmatmul.matmul(out, x, w.data, int(w.ggml_type), self.num_threads)
-            return out
-        return self._tiled(x, w)
+        else:
+            return self._tiled(x, w)
+        return out
 
     def _tiled(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
         """x @ w^T through float32 tiles of w's rows and BLAS."""
@@ -97,7 +96,8 @@ class CpuOps(ReferenceOps):
         """Causal GQA attention (C, parallel over queries and heads); see ReferenceOps."""
         q = np.ascontiguousarray(q, dtype=np.float32)
         out = np.empty_like(q)
-        attention.causal_attention(out, q, np.ascontiguousarray(k), np.ascontiguousarray(v),
+        kernel = attention.causal_attention_gemm if len(q) >= ATTENTION_GEMM_MIN_TOKENS else attention.causal_attention
+        kernel(out, q, np.ascontiguousarray(k), np.ascontiguousarray(v),
                                    np.ascontiguousarray(q_positions, dtype=np.int64),
                                    np.ascontiguousarray(k_positions, dtype=np.int64), scale, self.num_threads)
         return out
@@ -127,6 +127,11 @@ class CpuOps(ReferenceOps):
         out = np.empty((stop - start, w.shape[1]), dtype=np.float32)
         qmatmul.dequantize(out, w.data, int(w.ggml_type), start, self.num_threads)
         return out
+
+
+def _raw_rows(w: QuantTensor) -> np.ndarray:
+    """w's rows as raw bytes (N, row bytes), the kernels' view of every type."""
+    return np.ascontiguousarray(w.data).view(np.uint8).reshape(w.shape[0], -1)
 
 
 class FusedLlamaDecoder:
