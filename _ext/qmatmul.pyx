@@ -32,8 +32,8 @@ cdef extern from "kernels/gemm.h" nogil:
 SIMD_LEVEL = mcli_simd_level()
 # GGML types with C products (and dequantization): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K
 SUPPORTED_TYPES = (2, 3, 6, 7, 8, 12, 13, 14)
-# and dequantization only: Q2_K, Q3_K, IQ4_NL, IQ4_XS
-DEQUANT_TYPES = SUPPORTED_TYPES + (10, 11, 20, 23)
+# and dequantization only: Q2_K, Q3_K, Q8_K, IQ4_NL, IQ4_XS
+DEQUANT_TYPES = SUPPORTED_TYPES + (10, 11, 15, 20, 23)
 # Float weights with C products (float activations): F32, F16, BF16, given as raw bytes
 FLOAT_TYPES = (0, 1, 30)
 

@@ -154,15 +154,15 @@ def test_config_json_errors(tmp_path):
 def test_unsupported_tensor_type_is_named(tmp_path):
     import gguf
 
-    path = tmp_path / "q8k.gguf"
+    path = tmp_path / "q8_1.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
-    type_size = gguf.GGML_QUANT_SIZES[QT.Q8_K][1]
-    writer.add_tensor("blk.0.attn_q.weight", np.zeros((4, type_size), np.uint8), raw_dtype=QT.Q8_K)
+    type_size = gguf.GGML_QUANT_SIZES[QT.Q8_1][1]  # llama.cpp's activation format: no dequantizer anywhere
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((4, type_size), np.uint8), raw_dtype=QT.Q8_1)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(ModelLoadError, match="'blk.0.attn_q.weight' has unsupported type Q8_K") as info:
+    with pytest.raises(ModelLoadError, match="'blk.0.attn_q.weight' has unsupported type Q8_1") as info:
         open_gguf(path)
     assert str(path) in str(info.value)
 

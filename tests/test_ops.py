@@ -27,6 +27,8 @@ def random_weight(qtype, rows=48, cols=256, seed=0) -> QuantTensor:
         return QuantTensor.from_array("w", dense)
     if qtype == QT.F16:
         return QuantTensor.from_array("w", dense.astype(np.float16))
+    if qtype == QT.BF16:  # raw bfloat16 bits, as the loader gives them
+        return QuantTensor("w", qtype, (rows, cols), quants.quantize(dense, qtype).view(np.uint16))
     try:
         return QuantTensor("w", qtype, (rows, cols), quants.quantize(dense, qtype))
     except NotImplementedError:  # gguf quantizes only some types: random blocks for the others
@@ -56,7 +58,7 @@ def test_matmul_matches_reference(ops, qtype, num_tokens):
 
 
 GEMM_TYPES = [QT.F32, QT.F16, QT.BF16, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0, QT.Q2_K, QT.Q3_K, QT.Q4_K,
-              QT.Q5_K, QT.Q6_K, QT.IQ4_NL, QT.IQ4_XS]
+              QT.Q5_K, QT.Q6_K, QT.Q8_K, QT.IQ4_NL, QT.IQ4_XS]
 
 
 @pytest.mark.parametrize("qtype", GEMM_TYPES)
@@ -69,7 +71,7 @@ def test_gemm_path_matches_reference(ops, qtype, num_tokens):
     _, cpu = ops
     w = random_weight(qtype, rows=200, seed=11)
     x = np.random.default_rng(4).standard_normal((num_tokens, w.shape[1])).astype(np.float32)
-    expected = x.astype(np.float64) @ quants.dequantize(w.data, qtype).astype(np.float64).T
+    expected = x.astype(np.float64) @ w.dequantize().astype(np.float64).T
     raw = np.ascontiguousarray(w.data).view(np.uint8).reshape(w.shape[0], -1)
     for threads in (1, 2, 3):
         got = np.full((num_tokens, w.shape[0]), np.nan, dtype=np.float32)
@@ -86,7 +88,7 @@ def test_gemm_path_rejects_bad_input():
     with pytest.raises(ValueError, match="shape"):
         qmatmul.matmul_gemm(np.empty((30, 15), np.float32), x, w.data, int(QT.Q4_0), 2)
     with pytest.raises(ValueError, match="no C dequantizer"):
-        qmatmul.matmul_gemm(np.empty((30, 16), np.float32), x, w.data, int(QT.Q8_K), 2)
+        qmatmul.matmul_gemm(np.empty((30, 16), np.float32), x, w.data, int(QT.Q8_1), 2)
 
 
 def test_real_tensors_of_smollm2(ops, smollm2_path):

@@ -60,7 +60,7 @@ typedef float (*mcli_dot_fn)(const uint8_t *row, const int16_t *xq, const float 
 typedef void (*mcli_dot_multi_fn)(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,
                                   int64_t nb, int num_tokens, float *out, int64_t out_stride);
 
-enum { MCLI_Q5_0 = 6, MCLI_Q5_1 = 7, MCLI_Q2_K = 10, MCLI_Q3_K = 11, MCLI_Q4_K = 12, MCLI_Q5_K = 13, MCLI_Q6_K = 14,
+enum { MCLI_Q5_0 = 6, MCLI_Q5_1 = 7, MCLI_Q2_K = 10, MCLI_Q3_K = 11, MCLI_Q4_K = 12, MCLI_Q5_K = 13, MCLI_Q6_K = 14, MCLI_Q8_K = 15,
        MCLI_IQ4_NL = 20, MCLI_IQ4_XS = 23 };
 
 #ifdef MCLI_X86

@@ -26,7 +26,9 @@
  *        from scales[s % 8] >> 4*(s / 8), high 2 bits from scales[8 + s % 4] >> 2*(s / 4)
  *   IQ4_NL (18): | d fp16 | qs[16] |  w = d * KVALUES[nibble] (nibbles as Q4_0)
  *   IQ4_XS (136): | d fp16 | scales_h u16 | scales_l[4] | qs[128] |  8 sub-blocks of 32 as IQ4_NL with
- *        scale (scales_l[s/2] >> 4*(s%2) & 15 | (scales_h >> 2s & 3) << 4) - 32 */
+ *        scale (scales_l[s/2] >> 4*(s%2) & 15 | (scales_h >> 2s & 3) << 4) - 32
+ *   Q8_K (292): | d float32 | qs[256] int8 | bsums[16] int16 |  w[j] = d*qs[j] (bsums: sums of 16 qs,
+ *        which only llama.cpp's dot products read) */
 static const int8_t MCLI_IQ4_KVALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 /* Q4_K/Q5_K sub-block j (0..7): 6-bit scale and min.
@@ -57,12 +59,13 @@ static int mcli_block_bytes(int qtype) {
     case MCLI_Q3_K: return 110;
     case MCLI_IQ4_NL: return 18;
     case MCLI_IQ4_XS: return 136;
+    case MCLI_Q8_K: return 292;
     }
     return 0;
 }
 
 static int mcli_block_weights(int qtype) {
-    return (qtype >= MCLI_Q2_K && qtype <= MCLI_Q6_K) || qtype == MCLI_IQ4_XS ? 256 : 32;
+    return (qtype >= MCLI_Q2_K && qtype <= MCLI_Q8_K) || qtype == MCLI_IQ4_XS ? 256 : 32;
 }
 
 static void mcli_dequant_block(int qtype, const uint8_t *blk, float *out) {
@@ -157,6 +160,11 @@ static void mcli_dequant_block(int qtype, const uint8_t *blk, float *out) {
                 out[32 * sub + j + 16] = dl * (float)MCLI_IQ4_KVALUES[qs[16 * sub + j] >> 4];
             }
         }
+    } break;
+    case MCLI_Q8_K: {
+        float d;
+        memcpy(&d, blk, 4);
+        for (int j = 0; j < 256; j++) out[j] = d * (float)(int8_t)blk[4 + j];
     } break;
     case MCLI_Q6_K: {
         const uint8_t *ql = blk, *qh = blk + 128;

@@ -15,10 +15,10 @@ import os
 from functools import cache
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, quants
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 
 from mistralcli.errors import ModelLoadError
-from mistralcli.loading.quant_tensor import DENSE_DTYPES, QuantTensor
+from mistralcli.loading.quant_tensor import DENSE_DTYPES, QuantTensor, dequantize_blocks
 from mistralcli.paths import cache_dir
 
 INDEX_VERSION = 1
@@ -125,13 +125,13 @@ def _read(path: Path) -> tuple[GGUFFile, dict[str, int]]:
 
 @cache
 def is_computable(ggml_type: GGMLQuantizationType) -> bool:
-    """Whether weights of this type can be used: dense floats, or blocks gguf can dequantize."""
+    """Whether weights of this type can be used: dense floats, or blocks with a NumPy dequantizer."""
     if ggml_type in DENSE_DTYPES:
         return True
     if ggml_type not in GGML_QUANT_SIZES:
         return False
     try:
-        quants.dequantize(np.zeros((1, GGML_QUANT_SIZES[ggml_type][1]), np.uint8), ggml_type)
+        dequantize_blocks(np.zeros((1, GGML_QUANT_SIZES[ggml_type][1]), np.uint8), ggml_type)
     except NotImplementedError:
         return False
     return True
