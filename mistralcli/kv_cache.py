@@ -16,8 +16,10 @@ class KVCache:
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int = 256,
                  max_capacity: int | None = None):
         self.max_capacity = max_capacity
+        # np.zeros (not zeros_like, not pad): the OS hands out zero pages as they are first written, so
+        # memory grows with the tokens stored, not with the capacity
         self.k = np.zeros((num_layers, capacity, num_kv_heads, head_dim), dtype=np.float32)
-        self.v = np.zeros_like(self.k)
+        self.v = np.zeros(self.k.shape, dtype=np.float32)
         self.lengths = np.zeros(num_layers, dtype=np.int64)
 
     @property
@@ -47,6 +49,9 @@ class KVCache:
             if needed > self.max_capacity:
                 raise ValueError(f"sequence of {needed} tokens exceeds the context length {self.max_capacity}")
             capacity = min(capacity, self.max_capacity)
-        pad = [(0, 0), (0, capacity - self.k.shape[1]), (0, 0), (0, 0)]
-        self.k = np.pad(self.k, pad)
-        self.v = np.pad(self.v, pad)
+        used = int(self.lengths.max())
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = np.zeros((old.shape[0], capacity, *old.shape[2:]), dtype=old.dtype)
+            new[:, :used] = old[:, :used]
+            setattr(self, name, new)
