@@ -39,7 +39,7 @@ FLOAT_TYPES = (0, 1, 30)
 
 
 def simd_name():
-    return {0: "portable", 2: "avx2"}.get(SIMD_LEVEL, "portable")
+    return {0: "portable", 2: "avx2", 3: "avx512-vnni"}.get(SIMD_LEVEL, "portable")
 
 
 def quantize_x16(const float[:, ::1] x):

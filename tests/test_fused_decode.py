@@ -13,23 +13,30 @@ from mistralcli.kv_cache import KVCache
 from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.ops import get_ops
 
-LEVELS = sorted({0, qmatmul.SIMD_LEVEL})
+# portable, AVX2 and the best this CPU has (AVX-512 VNNI where present)
+LEVELS = sorted({0, qmatmul.SIMD_LEVEL} | ({2} if qmatmul.SIMD_LEVEL >= 2 else set()))
 
 
 @pytest.mark.parametrize("qtype", [QT(t) for t in qmatmul.SUPPORTED_TYPES], ids=lambda t: t.name)
 @pytest.mark.parametrize("level", LEVELS)
 def test_block_products_match_reference(qtype, level):
     """int16 activations: within 1e-4 of the output scale (float32 weights times float32 x)."""
-    from test_dequant import random_blocks
+    from quant_blocks import random_blocks
 
     rng = np.random.default_rng(int(qtype))
-    w = random_blocks(qtype, rows=70, blocks_per_row=512 // GGML_QUANT_SIZES[qtype][0], seed=int(qtype))
-    x = (rng.standard_normal((3, 512)) * rng.uniform(0.1, 10, (3, 1))).astype(np.float32)
+    blocks = 17 if GGML_QUANT_SIZES[qtype][0] == 32 else 3  # odd: the kernels that take blocks in pairs end on one
+    k = blocks * GGML_QUANT_SIZES[qtype][0]
+    w = random_blocks(qtype, rows=70, blocks_per_row=blocks, seed=int(qtype))
+    x = (rng.standard_normal((3, k)) * rng.uniform(0.1, 10, (3, 1))).astype(np.float32)
     x[1, :32] = 0.0  # an all-zero block quantizes to zeros with scale 0
     expected = x @ quants.dequantize(w, qtype).T
     out = np.empty((3, 70), np.float32)
-    qmatmul.matmul(out, x, w, int(qtype), 2, level)
+    qmatmul.matmul(out, x, w, int(qtype), 2, level)  # 3 tokens: the many-token kernels
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    for t in range(3):  # one token: the decode dot products
+        one = np.empty((1, 70), np.float32)
+        qmatmul.matmul(one, x[t : t + 1], w, int(qtype), 2, level)
+        np.testing.assert_allclose(one, expected[t : t + 1], rtol=0, atol=1e-4 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("qtype", [QT.F32, QT.F16, QT.BF16], ids=lambda t: t.name)

@@ -70,6 +70,7 @@ enum { MCLI_Q5_0 = 6, MCLI_Q5_1 = 7, MCLI_Q2_K = 10, MCLI_Q3_K = 11, MCLI_Q4_K =
 #define MCLI_PREFETCH 4096
 #endif
 #define MCLI_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define MCLI_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
 /* fp16 -> fp32 in one instruction (every AVX2 CPU has F16C) */
 MCLI_AVX2 static inline float mcli_fp16_f16c(const uint8_t *p) {
@@ -87,14 +88,24 @@ MCLI_AVX2 static inline float mcli_hsum(__m256 v) {
 
 #endif
 
+/* 0: portable C; 2: AVX2 + FMA + F16C; 3: and AVX-512 (F, BW, VL, DQ) with VNNI.
+ * MISTRALCLI_NO_SIMD=1 forces 0; MISTRALCLI_SIMD=2 caps the level (to compare or to work around a CPU). */
 static int mcli_simd_level(void) {
     const char *off = getenv("MISTRALCLI_NO_SIMD");
     if (off && off[0] && off[0] != '0') return 0;
+    int level = 0;
 #ifdef MCLI_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+        level = 2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni"))
+            level = 3;
+    }
 #endif
-    return 0;
+    const char *cap = getenv("MISTRALCLI_SIMD");
+    if (cap && cap[0] >= '0' && cap[0] <= '9' && atoi(cap) < level) level = atoi(cap);
+    return level;
 }
 
 #endif

@@ -123,6 +123,63 @@ MCLI_AVX2 static float mcli_dot_q8_0_avx2(const uint8_t *row, const int16_t *xq,
     return mcli_hsum(_mm256_add_ps(acc0, acc1));
 }
 
+/* ---- AVX-512 with VNNI: two blocks per step -----------------------------------------------------
+ * The 16 quant bytes of blocks b and b+1 share one 256-bit register; their low nibbles (weights 0-15
+ * of each) and high nibbles (16-31) widen to 32 int16 each, against the activations rearranged to
+ * match (xA[0..15] xB[0..15] and xA[16..31] xB[16..31], one lane shuffle each). vpdpwssd leaves
+ * block b's partial sums in int32 lanes 0-7 and b+1's in 8-15, scaled by d*xscale per half.
+ * The two fp16 pairs (d, m) convert in one instruction. Measured on SmolLM2's Q4_1 matrices held in
+ * L2, one thread: 8.7 -> 10.9 GB/s; the whole decode step, which streams from memory: +3-10 %. */
+MCLI_AVX512 static inline __m512 mcli_q4_pair_avx512(const uint8_t *qa, const uint8_t *qb, const int16_t *xq, __m512i offset) {
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)qa)),
+                                        _mm_loadu_si128((const __m128i *)qb), 1);
+    __m512i lo = _mm512_add_epi16(_mm512_cvtepu8_epi16(_mm256_and_si256(v, mask)), offset);
+    __m512i hi = _mm512_add_epi16(_mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask)), offset);
+    __m512i x0 = _mm512_loadu_si512((const void *)xq), x1 = _mm512_loadu_si512((const void *)(xq + 32));
+    __m512i acc = _mm512_dpwssd_epi32(_mm512_setzero_si512(), lo, _mm512_shuffle_i64x2(x0, x1, 0x44));
+    acc = _mm512_dpwssd_epi32(acc, hi, _mm512_shuffle_i64x2(x0, x1, 0xEE));
+    return _mm512_cvtepi32_ps(acc);
+}
+
+/* (d, m) fp16 pairs of two blocks `stride` bytes apart -> [dA, mA, dB, mB] */
+MCLI_AVX512 static inline __m128 mcli_dm_pair(const uint8_t *row, int stride) {
+    uint32_t a, b;
+    memcpy(&a, row, 4);
+    memcpy(&b, row + stride, 4);
+    return _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)b, (int)a));
+}
+
+/* HAS_MIN 1: Q4_1 (20-byte blocks, w = d*q + m); 0: Q4_0 (18-byte blocks, w = d*(q - 8)) */
+#define MCLI_DEFINE_Q4_AVX512(NAME, BLOCK, QS, OFFSET, HAS_MIN, SCALAR)                                       \
+    MCLI_AVX512 static float NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,   \
+                                  int64_t nb) {                                                                    \
+        const __m512i offset = _mm512_set1_epi16(OFFSET);                                                          \
+        const __m512i spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);                  \
+        __m512 acc = _mm512_setzero_ps();                                                                          \
+        __m128 macc = _mm_setzero_ps();                                                                            \
+        int64_t b = 0;                                                                                             \
+        for (; b + 1 < nb; b += 2, row += 2 * BLOCK, xq += 64) {                                                   \
+            _mm_prefetch((const char *)row + MCLI_PREFETCH, _MM_HINT_T0);                                          \
+            __m128 dm = HAS_MIN ? mcli_dm_pair(row, BLOCK)                                                         \
+                                : _mm_set_ps(0.0f, mcli_fp16_f16c(row + BLOCK), 0.0f, mcli_fp16_f16c(row));         \
+            /* [xscale_b, xsum_b, xscale_b+1, xsum_b+1] */                                                         \
+            __m128 xs = _mm_unpacklo_ps(_mm_castpd_ps(_mm_load_sd((const double *)(xscale + b))),                   \
+                                        _mm_castpd_ps(_mm_load_sd((const double *)(xsum + b))));                    \
+            __m128 prod = _mm_mul_ps(dm, xs); /* [dA*xsA, mA*sumA, dB*xsB, mB*sumB] */                              \
+            macc = _mm_add_ps(macc, prod);                                                                         \
+            __m512 scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(prod));                             \
+            acc = _mm512_fmadd_ps(mcli_q4_pair_avx512(row + QS, row + BLOCK + QS, xq, offset), scale, acc);        \
+        }                                                                                                          \
+        float total = _mm512_reduce_add_ps(acc);                                                                   \
+        if (HAS_MIN) total += _mm_cvtss_f32(_mm_shuffle_ps(macc, macc, 1)) + _mm_cvtss_f32(_mm_shuffle_ps(macc, macc, 3)); \
+        if (b < nb) total += SCALAR(row, xq, xscale + b, xsum + b, 1);                                             \
+        return total;                                                                                              \
+    }
+
+MCLI_DEFINE_Q4_AVX512(mcli_dot_q4_0_avx512, 18, 2, -8, 0, mcli_dot_q4_0_avx2)
+MCLI_DEFINE_Q4_AVX512(mcli_dot_q4_1_avx512, 20, 4, 0, 1, mcli_dot_q4_1_avx2)
+
 /* ---- many tokens: one weight row against a tile of 4 activation rows ---------------------------
  * The block is unpacked to int16 once and multiplied with 4 tokens, so prefill costs about half
  * of 4 separate dot products. xq (T, K), xscale/xsum (T, K/32); out[t * out_stride]. */
@@ -383,6 +440,12 @@ static mcli_fdot_fn mcli_select_float(int qtype, int level) {
 /* The dot function for a GGML type at the given SIMD level (NULL: type not handled here). */
 static mcli_dot_fn mcli_select(int qtype, int level) {
 #ifdef MCLI_X86
+    if (level >= 3) {
+        switch (qtype) {
+        case MCLI_Q4_0: return mcli_dot_q4_0_avx512;
+        case MCLI_Q4_1: return mcli_dot_q4_1_avx512;
+        }
+    }
     if (level >= 2) {
         switch (qtype) {
         case MCLI_Q4_0: return mcli_dot_q4_0_avx2;
