@@ -19,7 +19,7 @@ def extension(name: str, openmp: bool = True) -> Extension:
     )
 
 
-extensions = [extension("sampler", openmp=False)] + [
+extensions = [extension("sampler", openmp=False), extension("block_pool", openmp=False)] + [
     extension(name) for name in ("qmatmul", "attention", "elementwise", "llama_step")
 ]
 
@@ -30,6 +30,7 @@ setup(
         "mistralcli.tokenizer",
         "mistralcli.models",
         "mistralcli.ops",
+        "mistralcli.engine",
         "mistralcli._ext",
         "mistralcli.numba_kernels",
         "mistralcli.numba_kernels.cpu",
