@@ -4,7 +4,19 @@ A model calls `update(layer, positions, k, v)` once per layer per forward and at
 returns; it never looks inside. The paged cache of the engine implements the same method.
 """
 
+import mmap
+
 import numpy as np
+
+
+def lazy_zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """float32 zeros whose memory is taken page by page as it is first written, so a cache uses memory
+    for the tokens it holds, not for its capacity. An anonymous mmap, with 4 KiB pages: numpy's own
+    large arrays ask for 2 MiB huge pages, and one token written into each layer's stretch of a fresh
+    cache then cost 2 MiB per layer (measured: 43 MiB after a 30-token prompt on SmolLM2)."""
+    count = int(np.prod(shape))
+    buffer = mmap.mmap(-1, max(1, count * 4), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buffer, dtype=np.float32, count=count).reshape(shape)
 
 
 class KVCache:
@@ -16,10 +28,8 @@ class KVCache:
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int = 256,
                  max_capacity: int | None = None):
         self.max_capacity = max_capacity
-        # np.zeros (not zeros_like, not pad): the OS hands out zero pages as they are first written, so
-        # memory grows with the tokens stored, not with the capacity
-        self.k = np.zeros((num_layers, capacity, num_kv_heads, head_dim), dtype=np.float32)
-        self.v = np.zeros(self.k.shape, dtype=np.float32)
+        self.k = lazy_zeros((num_layers, capacity, num_kv_heads, head_dim))
+        self.v = lazy_zeros(self.k.shape)
         self.lengths = np.zeros(num_layers, dtype=np.int64)
 
     @property
@@ -52,6 +62,6 @@ class KVCache:
         used = int(self.lengths.max())
         for name in ("k", "v"):
             old = getattr(self, name)
-            new = np.zeros((old.shape[0], capacity, *old.shape[2:]), dtype=old.dtype)
+            new = lazy_zeros((old.shape[0], capacity, *old.shape[2:]))
             new[:, :used] = old[:, :used]
             setattr(self, name, new)
