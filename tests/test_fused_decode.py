@@ -39,6 +39,25 @@ def test_block_products_match_reference(qtype, level):
         np.testing.assert_allclose(one, expected[t : t + 1], rtol=0, atol=1e-4 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("qtype", [QT(t) for t in qmatmul.SUPPORTED_TYPES], ids=lambda t: t.name)
+@pytest.mark.parametrize("level", LEVELS)
+def test_block_products_are_batch_invariant(qtype, level):
+    """A token's result is the same bits alone, in a tile, or in a tile's remainder: the engine's
+    batched decode then gives each request what it would get alone."""
+    from quant_blocks import random_blocks
+
+    blocks = 17 if GGML_QUANT_SIZES[qtype][0] == 32 else 3
+    k = blocks * GGML_QUANT_SIZES[qtype][0]
+    w = random_blocks(qtype, rows=40, blocks_per_row=blocks, seed=3)
+    x = np.random.default_rng(8).standard_normal((13, k)).astype(np.float32)
+    every = np.empty((13, 40), np.float32)
+    qmatmul.matmul(every, x, w, int(qtype), 2, level)
+    for start, stop in [(0, 1), (12, 13), (3, 8), (1, 10), (4, 13)]:
+        part = np.empty((stop - start, 40), np.float32)
+        qmatmul.matmul(part, x[start:stop], w, int(qtype), 1, level)
+        assert part.tobytes() == every[start:stop].tobytes(), (start, stop)
+
+
 @pytest.mark.parametrize("qtype", [QT.F32, QT.F16, QT.BF16], ids=lambda t: t.name)
 @pytest.mark.parametrize("level", LEVELS)
 def test_float_weight_products(qtype, level):

@@ -56,73 +56,6 @@ static float mcli_dot_q8_0_scalar(const uint8_t *row, const int16_t *xq, const f
 
 /* ---- AVX2 ---------------------------------------------------------------------------------- */
 #ifdef MCLI_X86
-/* 16 nibble bytes -> int32 partial sums (8 lanes) of w[0..31] * xq[0..31], w = nibble + offset */
-MCLI_AVX2 static inline __m256i mcli_nibbles_madd(const uint8_t *qs, const int16_t *xq, __m256i offset) {
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    __m128i v = _mm_loadu_si128((const __m128i *)qs);
-    __m256i lo = _mm256_add_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(v, mask)), offset);
-    __m256i hi = _mm256_add_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), mask)), offset);
-    __m256i x0 = _mm256_loadu_si256((const __m256i *)xq);
-    __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + 16));
-    return _mm256_add_epi32(_mm256_madd_epi16(lo, x0), _mm256_madd_epi16(hi, x1));
-}
-
-MCLI_AVX2 static float mcli_dot_q4_0_avx2(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) {
-    (void)xsum;
-    __m256 acc = _mm256_setzero_ps();
-    const __m256i offset = _mm256_set1_epi16(-8);
-    for (int64_t b = 0; b < nb; b++, row += 18, xq += 32) {
-        __m256 p = _mm256_cvtepi32_ps(mcli_nibbles_madd(row + 2, xq, offset));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16_f16c(row) * xscale[b]), p, acc);
-    }
-    return mcli_hsum(acc);
-}
-
-MCLI_AVX2 static float mcli_dot_q4_1_avx2(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) {
-    /* two blocks per iteration into two accumulators: the FMA chains overlap */
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float macc = 0.0f;
-    const __m256i zero = _mm256_setzero_si256();
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2, row += 40, xq += 64) {
-        _mm_prefetch((const char *)row + MCLI_PREFETCH, _MM_HINT_T0);
-        __m256 p0 = _mm256_cvtepi32_ps(mcli_nibbles_madd(row + 4, xq, zero));
-        __m256 p1 = _mm256_cvtepi32_ps(mcli_nibbles_madd(row + 24, xq + 32, zero));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16_f16c(row) * xscale[b]), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16_f16c(row + 20) * xscale[b + 1]), p1, acc1);
-        macc += mcli_fp16_f16c(row + 2) * xsum[b] + mcli_fp16_f16c(row + 22) * xsum[b + 1];
-    }
-    for (; b < nb; b++, row += 20, xq += 32) {
-        __m256 p = _mm256_cvtepi32_ps(mcli_nibbles_madd(row + 4, xq, zero));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16_f16c(row) * xscale[b]), p, acc0);
-        macc += mcli_fp16_f16c(row + 2) * xsum[b];
-    }
-    return mcli_hsum(_mm256_add_ps(acc0, acc1)) + macc;
-}
-
-MCLI_AVX2 static inline __m256 mcli_q8_block(const uint8_t *row, const int16_t *xq) {
-    __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(row + 2)));
-    __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(row + 18)));
-    __m256i x0 = _mm256_loadu_si256((const __m256i *)xq);
-    __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + 16));
-    return _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1)));
-}
-
-MCLI_AVX2 static float mcli_dot_q8_0_avx2(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) {
-    (void)xsum;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2, row += 68, xq += 64) {
-        _mm_prefetch((const char *)row + MCLI_PREFETCH, _MM_HINT_T0);
-        _mm_prefetch((const char *)row + MCLI_PREFETCH + 64, _MM_HINT_T0);
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16_f16c(row) * xscale[b]), mcli_q8_block(row, xq), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16_f16c(row + 34) * xscale[b + 1]), mcli_q8_block(row + 34, xq + 32), acc1);
-    }
-    for (; b < nb; b++, row += 34, xq += 32)
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16_f16c(row) * xscale[b]), mcli_q8_block(row, xq), acc0);
-    return mcli_hsum(_mm256_add_ps(acc0, acc1));
-}
-
 /* ---- AVX-512 with VNNI: two blocks per step -----------------------------------------------------
  * The 16 quant bytes of blocks b and b+1 share one 256-bit register; their low nibbles (weights 0-15
  * of each) and high nibbles (16-31) widen to 32 int16 each, against the activations rearranged to
@@ -130,18 +63,6 @@ MCLI_AVX2 static float mcli_dot_q8_0_avx2(const uint8_t *row, const int16_t *xq,
  * block b's partial sums in int32 lanes 0-7 and b+1's in 8-15, scaled by d*xscale per half.
  * The two fp16 pairs (d, m) convert in one instruction. Measured on SmolLM2's Q4_1 matrices held in
  * L2, one thread: 8.7 -> 10.9 GB/s; the whole decode step, which streams from memory: +3-10 %. */
-MCLI_AVX512 static inline __m512 mcli_q4_pair_avx512(const uint8_t *qa, const uint8_t *qb, const int16_t *xq, __m512i offset) {
-    const __m256i mask = _mm256_set1_epi8(0x0F);
-    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)qa)),
-                                        _mm_loadu_si128((const __m128i *)qb), 1);
-    __m512i lo = _mm512_add_epi16(_mm512_cvtepu8_epi16(_mm256_and_si256(v, mask)), offset);
-    __m512i hi = _mm512_add_epi16(_mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask)), offset);
-    __m512i x0 = _mm512_loadu_si512((const void *)xq), x1 = _mm512_loadu_si512((const void *)(xq + 32));
-    __m512i acc = _mm512_dpwssd_epi32(_mm512_setzero_si512(), lo, _mm512_shuffle_i64x2(x0, x1, 0x44));
-    acc = _mm512_dpwssd_epi32(acc, hi, _mm512_shuffle_i64x2(x0, x1, 0xEE));
-    return _mm512_cvtepi32_ps(acc);
-}
-
 /* (d, m) fp16 pairs of two blocks `stride` bytes apart -> [dA, mA, dB, mB] */
 MCLI_AVX512 static inline __m128 mcli_dm_pair(const uint8_t *row, int stride) {
     uint32_t a, b;
@@ -150,35 +71,77 @@ MCLI_AVX512 static inline __m128 mcli_dm_pair(const uint8_t *row, int stride) {
     return _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)b, (int)a));
 }
 
-/* HAS_MIN 1: Q4_1 (20-byte blocks, w = d*q + m); 0: Q4_0 (18-byte blocks, w = d*(q - 8)) */
-#define MCLI_DEFINE_Q4_AVX512(NAME, BLOCK, QS, OFFSET, HAS_MIN, SCALAR)                                       \
-    MCLI_AVX512 static float NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,   \
-                                  int64_t nb) {                                                                    \
+/* One weight row against NT tokens (a compile-time count): each token's sums go through the same
+ * operations in the same order whatever NT is, so a token's result does not depend on how many
+ * others share the call (batch invariance; the tests check it bit for bit).
+ * HAS_MIN 1: Q4_1 (20-byte blocks, w = d*q + m); 0: Q4_0 (18-byte blocks, w = d*(q - 8)). */
+#define MCLI_DEFINE_Q4_AVX512_TILE(NAME, NT, BLOCK, QS, OFFSET, HAS_MIN, SCALAR_ONE)                             \
+    MCLI_AVX512 static inline void NAME(const uint8_t *row, const int16_t *xq, const float *xscale,                \
+                                        const float *xsum, int64_t nb, float *out, int64_t out_stride) {           \
+        const int64_t k = nb * 32;                                                                                 \
         const __m512i offset = _mm512_set1_epi16(OFFSET);                                                          \
+        const __m256i mask = _mm256_set1_epi8(0x0F);                           \
         const __m512i spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);                  \
-        __m512 acc = _mm512_setzero_ps();                                                                          \
-        __m128 macc = _mm_setzero_ps();                                                                            \
+        __m512 acc[NT];                                                                                            \
+        __m128 macc[NT];                                                                                           \
+        for (int i = 0; i < NT; i++) { acc[i] = _mm512_setzero_ps(); macc[i] = _mm_setzero_ps(); }               \
+        const uint8_t *blk = row;                                                                                  \
         int64_t b = 0;                                                                                             \
-        for (; b + 1 < nb; b += 2, row += 2 * BLOCK, xq += 64) {                                                   \
-            _mm_prefetch((const char *)row + MCLI_PREFETCH, _MM_HINT_T0);                                          \
-            __m128 dm = HAS_MIN ? mcli_dm_pair(row, BLOCK)                                                         \
-                                : _mm_set_ps(0.0f, mcli_fp16_f16c(row + BLOCK), 0.0f, mcli_fp16_f16c(row));         \
-            /* [xscale_b, xsum_b, xscale_b+1, xsum_b+1] */                                                         \
-            __m128 xs = _mm_unpacklo_ps(_mm_castpd_ps(_mm_load_sd((const double *)(xscale + b))),                   \
-                                        _mm_castpd_ps(_mm_load_sd((const double *)(xsum + b))));                    \
-            __m128 prod = _mm_mul_ps(dm, xs); /* [dA*xsA, mA*sumA, dB*xsB, mB*sumB] */                              \
-            macc = _mm_add_ps(macc, prod);                                                                         \
-            __m512 scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(prod));                             \
-            acc = _mm512_fmadd_ps(mcli_q4_pair_avx512(row + QS, row + BLOCK + QS, xq, offset), scale, acc);        \
+        for (; b + 1 < nb; b += 2, blk += 2 * BLOCK) {                                                             \
+            _mm_prefetch((const char *)blk + MCLI_PREFETCH, _MM_HINT_T0);                                          \
+            __m128 dm = HAS_MIN ? mcli_dm_pair(blk, BLOCK)                                                         \
+                                : _mm_set_ps(0.0f, mcli_fp16_f16c(blk + BLOCK), 0.0f, mcli_fp16_f16c(blk));         \
+            __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(blk + QS))), \
+                                                _mm_loadu_si128((const __m128i *)(blk + BLOCK + QS)), 1);          \
+            const __m512i lo = _mm512_add_epi16(_mm512_cvtepu8_epi16(_mm256_and_si256(v, mask)), offset); \
+            const __m512i hi = _mm512_add_epi16(                                                                   \
+                _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask)), offset); \
+            for (int i = 0; i < NT; i++) {                                                                         \
+                const int16_t *x = xq + i * k + 32 * b;                                                            \
+                __m512i x0 = _mm512_loadu_si512((const void *)x), x1 = _mm512_loadu_si512((const void *)(x + 32)); \
+                __m512i s = _mm512_dpwssd_epi32(_mm512_setzero_si512(), lo, _mm512_shuffle_i64x2(x0, x1, 0x44));   \
+                s = _mm512_dpwssd_epi32(s, hi, _mm512_shuffle_i64x2(x0, x1, 0xEE));                                \
+                /* [xscale_b, xsum_b, xscale_b+1, xsum_b+1] of token i */                                          \
+                __m128 xs = _mm_unpacklo_ps(_mm_castpd_ps(_mm_load_sd((const double *)(xscale + i * nb + b))),      \
+                                            _mm_castpd_ps(_mm_load_sd((const double *)(xsum + i * nb + b))));       \
+                __m128 prod = _mm_mul_ps(dm, xs); /* [dA*xsA, mA*sumA, dB*xsB, mB*sumB] */                          \
+                macc[i] = _mm_add_ps(macc[i], prod);                                                               \
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s),                                                    \
+                                         _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(prod)), acc[i]);     \
+            }                                                                                                      \
         }                                                                                                          \
-        float total = _mm512_reduce_add_ps(acc);                                                                   \
-        if (HAS_MIN) total += _mm_cvtss_f32(_mm_shuffle_ps(macc, macc, 1)) + _mm_cvtss_f32(_mm_shuffle_ps(macc, macc, 3)); \
-        if (b < nb) total += SCALAR(row, xq, xscale + b, xsum + b, 1);                                             \
-        return total;                                                                                              \
+        for (int i = 0; i < NT; i++) {                                                                             \
+            float total = _mm512_reduce_add_ps(acc[i]);                                                            \
+            if (HAS_MIN)                                                                                           \
+                total += _mm_cvtss_f32(_mm_shuffle_ps(macc[i], macc[i], 1)) + _mm_cvtss_f32(_mm_shuffle_ps(macc[i], macc[i], 3)); \
+            if (b < nb) total += SCALAR_ONE(blk, xq + i * k + 32 * b, xscale + i * nb + b, xsum + i * nb + b, 1);  \
+            out[i * out_stride] = total;                                                                           \
+        }                                                                                                          \
     }
 
-MCLI_DEFINE_Q4_AVX512(mcli_dot_q4_0_avx512, 18, 2, -8, 0, mcli_dot_q4_0_avx2)
-MCLI_DEFINE_Q4_AVX512(mcli_dot_q4_1_avx512, 20, 4, 0, 1, mcli_dot_q4_1_avx2)
+/* tokens in tiles of 4, the rest one at a time; the one-token dot is the 1-tile */
+#define MCLI_DEFINE_Q4_AVX512(NAME, BLOCK, QS, OFFSET, HAS_MIN, SCALAR_ONE)                                     \
+    MCLI_DEFINE_Q4_AVX512_TILE(NAME##_t4, 4, BLOCK, QS, OFFSET, HAS_MIN, SCALAR_ONE)                               \
+    MCLI_DEFINE_Q4_AVX512_TILE(NAME##_t1, 1, BLOCK, QS, OFFSET, HAS_MIN, SCALAR_ONE)                               \
+    MCLI_AVX512 static float NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,   \
+                                  int64_t nb) {                                                                    \
+        float out;                                                                                                 \
+        NAME##_t1(row, xq, xscale, xsum, nb, &out, 1);                                                             \
+        return out;                                                                                                \
+    }                                                                                                              \
+    MCLI_AVX512 static void NAME##_multi(const uint8_t *row, const int16_t *xq, const float *xscale,               \
+                                         const float *xsum, int64_t nb, int num_tokens, float *out,                \
+                                         int64_t out_stride) {                                                     \
+        const int64_t k = nb * 32;                                                                                 \
+        int t = 0;                                                                                                 \
+        for (; t + 4 <= num_tokens; t += 4)                                                                        \
+            NAME##_t4(row, xq + t * k, xscale + t * nb, xsum + t * nb, nb, out + t * out_stride, out_stride);      \
+        for (; t < num_tokens; t++)                                                                                \
+            NAME##_t1(row, xq + t * k, xscale + t * nb, xsum + t * nb, nb, out + t * out_stride, out_stride);      \
+    }
+
+MCLI_DEFINE_Q4_AVX512(mcli_dot_q4_0_avx512, 18, 2, -8, 0, mcli_dot_q4_0_scalar)
+MCLI_DEFINE_Q4_AVX512(mcli_dot_q4_1_avx512, 20, 4, 0, 1, mcli_dot_q4_1_scalar)
 
 /* ---- many tokens: one weight row against a tile of 4 activation rows ---------------------------
  * The block is unpacked to int16 once and multiplied with 4 tokens, so prefill costs about half
@@ -196,37 +159,49 @@ MCLI_AVX2 static inline __m256 mcli_madd_block(__m256i w0, __m256i w1, const int
 }
 
 #define MCLI_TILE 8
-/* block_bytes, header offset of the quants, unpack statement, has_min (Q4_1's m) */
+/* One weight row against NT tokens; as in the AVX-512 tiles, a token's operations do not depend
+ * on NT (batch invariance). BLOCK_BYTES, the unpack statement (w0, w1 from blk), HAS_MIN (Q4_1's m). */
+#define MCLI_DEFINE_MULTI_TILE(NAME, NT, BLOCK_BYTES, UNPACK, HAS_MIN)                                         \
+    MCLI_AVX2 static inline void NAME(const uint8_t *row, const int16_t *xq, const float *xscale,                 \
+                                      const float *xsum, int64_t nb, float *out, int64_t out_stride) {            \
+        const int64_t k = nb * 32;                                                                                \
+        __m256 acc[NT];                                                                                           \
+        float macc[NT];                                                                                           \
+        for (int i = 0; i < NT; i++) { acc[i] = _mm256_setzero_ps(); macc[i] = 0.0f; }                          \
+        const uint8_t *blk = row;                                                                                 \
+        for (int64_t b = 0; b < nb; b++, blk += BLOCK_BYTES) {                                                    \
+            if ((b & 1) == 0) _mm_prefetch((const char *)blk + MCLI_PREFETCH, _MM_HINT_T0);                       \
+            __m256i w0, w1;                                                                                       \
+            UNPACK;                                                                                               \
+            const float d = mcli_fp16_f16c(blk), m = HAS_MIN ? mcli_fp16_f16c(blk + 2) : 0.0f;                   \
+            for (int i = 0; i < NT; i++) {                                                                        \
+                __m256 p = mcli_madd_block(w0, w1, xq + i * k + 32 * b);                                          \
+                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * xscale[i * nb + b]), p, acc[i]);                     \
+                if (HAS_MIN) macc[i] += m * xsum[i * nb + b];                                                     \
+            }                                                                                                     \
+        }                                                                                                         \
+        for (int i = 0; i < NT; i++) out[i * out_stride] = mcli_hsum(acc[i]) + macc[i];                          \
+    }
+
 #define MCLI_DEFINE_MULTI(NAME, BLOCK_BYTES, UNPACK, HAS_MIN)                                                   \
+    MCLI_DEFINE_MULTI_TILE(NAME##_tile, MCLI_TILE, BLOCK_BYTES, UNPACK, HAS_MIN)                                  \
+    MCLI_DEFINE_MULTI_TILE(NAME##_t1, 1, BLOCK_BYTES, UNPACK, HAS_MIN)                                            \
+    MCLI_AVX2 static float NAME##_one(const uint8_t *row, const int16_t *xq, const float *xscale,                 \
+                                      const float *xsum, int64_t nb) {                                            \
+        float out;                                                                                                \
+        NAME##_t1(row, xq, xscale, xsum, nb, &out, 1);                                                            \
+        return out;                                                                                               \
+    }                                                                                                             \
     MCLI_AVX2 static void NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,     \
                                int64_t nb, int num_tokens, float *out, int64_t out_stride) {                      \
         const int64_t k = nb * 32;                                                                                \
-        int t0 = 0;                                                                                               \
-        for (; t0 + MCLI_TILE <= num_tokens; t0 += MCLI_TILE) {                                                   \
-            __m256 acc[MCLI_TILE];                                                                                \
-            float macc[MCLI_TILE];                                                                                \
-            for (int i = 0; i < MCLI_TILE; i++) { acc[i] = _mm256_setzero_ps(); macc[i] = 0.0f; }              \
-            const uint8_t *blk = row;                                                                             \
-            for (int64_t b = 0; b < nb; b++, blk += BLOCK_BYTES) {                                                \
-                __m256i w0, w1;                                                                                   \
-                UNPACK;                                                                                           \
-                const float d = mcli_fp16_f16c(blk), m = HAS_MIN ? mcli_fp16_f16c(blk + 2) : 0.0f;               \
-                for (int i = 0; i < MCLI_TILE; i++) {                                                             \
-                    const int64_t t = t0 + i;                                                                     \
-                    __m256 p = mcli_madd_block(w0, w1, xq + t * k + 32 * b);                                      \
-                    acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * xscale[t * nb + b]), p, acc[i]);                 \
-                    if (HAS_MIN) macc[i] += m * xsum[t * nb + b];                                                 \
-                }                                                                                                 \
-            }                                                                                                     \
-            for (int i = 0; i < MCLI_TILE; i++) out[(t0 + i) * out_stride] = mcli_hsum(acc[i]) + macc[i];       \
-        }                                                                                                         \
-        for (; t0 < num_tokens; t0++)                                                                             \
-            out[t0 * out_stride] = NAME##_one(row, xq + t0 * k, xscale + t0 * nb, xsum + t0 * nb, nb);           \
+        int t = 0;                                                                                                \
+        for (; t + MCLI_TILE <= num_tokens; t += MCLI_TILE)                                                       \
+            NAME##_tile(row, xq + t * k, xscale + t * nb, xsum + t * nb, nb, out + t * out_stride, out_stride);  \
+        for (; t < num_tokens; t++)                                                                               \
+            NAME##_t1(row, xq + t * k, xscale + t * nb, xsum + t * nb, nb, out + t * out_stride, out_stride);    \
     }
 
-#define mcli_dot_q4_0_multi_one mcli_dot_q4_0_avx2
-#define mcli_dot_q4_1_multi_one mcli_dot_q4_1_avx2
-#define mcli_dot_q8_0_multi_one mcli_dot_q8_0_avx2
 MCLI_DEFINE_MULTI(mcli_dot_q4_0_multi, 18, mcli_unpack_nibbles(blk + 2, -8, &w0, &w1), 0)
 MCLI_DEFINE_MULTI(mcli_dot_q4_1_multi, 20, mcli_unpack_nibbles(blk + 4, 0, &w0, &w1), 1)
 MCLI_DEFINE_MULTI(mcli_dot_q8_0_multi, 34,
@@ -448,9 +423,9 @@ static mcli_dot_fn mcli_select(int qtype, int level) {
     }
     if (level >= 2) {
         switch (qtype) {
-        case MCLI_Q4_0: return mcli_dot_q4_0_avx2;
-        case MCLI_Q4_1: return mcli_dot_q4_1_avx2;
-        case MCLI_Q8_0: return mcli_dot_q8_0_avx2;
+        case MCLI_Q4_0: return mcli_dot_q4_0_multi_one;
+        case MCLI_Q4_1: return mcli_dot_q4_1_multi_one;
+        case MCLI_Q8_0: return mcli_dot_q8_0_multi_one;
         case MCLI_Q5_0: return mcli_dot_q5_0_avx2;
         case MCLI_Q5_1: return mcli_dot_q5_1_avx2;
         case MCLI_Q4_K: return mcli_dot_q4_k_avx2;
@@ -474,9 +449,16 @@ static mcli_dot_fn mcli_select(int qtype, int level) {
     return NULL;
 }
 
-/* The many-token product for a GGML type (NULL: use the one-token dot per token). */
+/* The many-token product for a GGML type (NULL: use the one-token dot per token). Either way a
+ * token's result is the one-token dot's, bit for bit, whatever the other tokens (batch invariance). */
 static mcli_dot_multi_fn mcli_select_multi(int qtype, int level) {
 #ifdef MCLI_X86
+    if (level >= 3) {
+        switch (qtype) {
+        case MCLI_Q4_0: return mcli_dot_q4_0_avx512_multi;
+        case MCLI_Q4_1: return mcli_dot_q4_1_avx512_multi;
+        }
+    }
     if (level >= 2) {
         switch (qtype) {
         case MCLI_Q4_0: return mcli_dot_q4_0_multi;
