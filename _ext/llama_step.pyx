@@ -1,7 +1,9 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""A llama-family decode step (all layers and the logits) in one C call: kernels/llama_step.h."""
+"""A llama-family decode step (all layers and the logits, a batch of sequences) in one C call:
+kernels/llama_step.h. Legend: B sequences, L layers, NB blocks of BS slots, Hkv key/value heads,
+D head dim, V vocabulary."""
 
-from libc.stdint cimport int16_t, int64_t, uint8_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t
 from libc.stdlib cimport calloc, free
 
 import numpy as np
@@ -10,14 +12,19 @@ cdef extern from "kernels/llama_step.h" nogil:
     ctypedef float (*mcli_dot_fn)(const uint8_t *row, const int16_t *xq, const float *xscale,
                                   const float *xsum, int64_t nb)
     ctypedef float (*mcli_fdot_fn)(const uint8_t *row, const float *x, int64_t k)
+    ctypedef void (*mcli_dot_multi_fn)(const uint8_t *row, const int16_t *xq, const float *xscale,
+                                       const float *xsum, int64_t nb, int num_tokens, float *out,
+                                       int64_t out_stride)
     int mcli_simd_level()
     mcli_dot_fn mcli_select(int qtype, int level)
+    mcli_dot_multi_fn mcli_select_multi(int qtype, int level)
     mcli_fdot_fn mcli_select_float(int qtype, int level)
     ctypedef struct mcli_weight:
         const uint8_t *data
         int qtype
         int64_t rows, cols, row_bytes
         mcli_dot_fn dot
+        mcli_dot_multi_fn multi
         mcli_fdot_fn fdot
     ctypedef struct mcli_layer:
         mcli_weight q, k, v, o, gate, up, down
@@ -50,8 +57,14 @@ cdef extern from "kernels/llama_step.h" nogil:
         int16_t *xq
         float *xs
         float *xm
-    void mcli_llama_step(const mcli_model *m, int64_t token, int64_t pos, float *k_cache, float *v_cache,
-                         int64_t capacity, float *logits, const mcli_scratch *s, int num_threads)
+        int64_t xq_stride, scores_stride
+    ctypedef struct mcli_paged_kv:
+        float *k
+        float *v
+        int64_t num_blocks, block_size, max_blocks
+        const int32_t *block_tables
+    void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *tokens, const int64_t *positions,
+                           const mcli_paged_kv *kv, float *logits, const mcli_scratch *s, int num_threads)
 
 FLOAT_TYPES = {0: np.float32, 1: np.float16, 30: np.uint16}  # F32, F16, BF16 (raw bits)
 SUPPORTED_TYPES = tuple(FLOAT_TYPES) + (2, 3, 6, 7, 8, 12, 13, 14)  # and the block types of qdot.h
@@ -71,13 +84,14 @@ cdef const float *_floats_of(object array):
 
 
 cdef class LlamaStep:
-    """Holds the C view of a model's weights and the scratch buffers; call it once per token."""
+    """Holds the C view of a model's weights and the scratch buffers; `decode` runs one step for a batch."""
 
     cdef mcli_model model
     cdef mcli_layer *layers
     cdef mcli_scratch scratch
     cdef list keep  # the arrays the C structs point into
     cdef object buffers
+    cdef int batch_capacity
     cdef int64_t scores_capacity
     cdef int simd_level
     cdef public int num_threads
@@ -132,29 +146,48 @@ cdef class LlamaStep:
         cdef const double[::1] inv_view = inv
         m.inv_freq = &inv_view[0]
         m.layers = self.layers
-        widest = max(m.hidden, m.num_heads * m.head_dim, m.ffn)
-        self.buffers = {name: np.zeros(size, np.float32) for name, size in (
-            ("h", m.hidden), ("x", max(m.hidden, m.num_heads * m.head_dim)), ("q", m.num_heads * m.head_dim),
-            ("k", m.num_kv_heads * m.head_dim), ("v", m.num_kv_heads * m.head_dim),
-            ("attn", m.num_heads * m.head_dim), ("gate", m.ffn), ("up", m.ffn),
-            ("xs", widest // 32 + 1), ("xm", widest // 32 + 1), ("cos", m.head_dim // 2), ("sin", m.head_dim // 2))}
-        self.buffers["xq"] = np.zeros(widest + 32, np.int16)
-        s = &self.scratch
-        s.h = self._buffer("h")
-        s.x = self._buffer("x")
-        s.q = self._buffer("q")
-        s.k = self._buffer("k")
-        s.v = self._buffer("v")
-        s.attn = self._buffer("attn")
-        s.gate = self._buffer("gate")
-        s.up = self._buffer("up")
-        s.xs = self._buffer("xs")
-        s.xm = self._buffer("xm")
-        s.cos_ = self._buffer("cos")
-        s.sin_ = self._buffer("sin")
-        cdef int16_t[::1] xq = self.buffers["xq"]
-        s.xq = &xq[0]
+        self.batch_capacity = 0
         self.scores_capacity = 0
+        self._ensure(1, 1)
+
+    cdef _ensure(self, int batch, int64_t seq):
+        """Scratch for `batch` sequences and keys up to `seq` (grown, never shrunk)."""
+        cdef mcli_model *m = &self.model
+        cdef mcli_scratch *s = &self.scratch
+        if batch > self.batch_capacity:
+            widest = max(m.hidden, m.num_heads * m.head_dim, m.ffn)
+            sizes = {"h": m.hidden, "x": m.hidden, "q": m.num_heads * m.head_dim, "k": m.num_kv_heads * m.head_dim,
+                     "v": m.num_kv_heads * m.head_dim, "attn": m.num_heads * m.head_dim, "gate": m.ffn, "up": m.ffn,
+                     "xs": widest // 32 + 1, "xm": widest // 32 + 1, "cos": m.head_dim // 2, "sin": m.head_dim // 2}
+            self.buffers = {name: np.zeros(batch * size, np.float32) for name, size in sizes.items()} | {
+                "scores": self.buffers["scores"] if self.buffers else np.zeros(1, np.float32)}
+            self.buffers["xq"] = np.zeros(batch * widest + 32, np.int16)
+            s.h = self._buffer("h")
+            s.x = self._buffer("x")
+            s.q = self._buffer("q")
+            s.k = self._buffer("k")
+            s.v = self._buffer("v")
+            s.attn = self._buffer("attn")
+            s.gate = self._buffer("gate")
+            s.up = self._buffer("up")
+            s.xs = self._buffer("xs")
+            s.xm = self._buffer("xm")
+            s.cos_ = self._buffer("cos")
+            s.sin_ = self._buffer("sin")
+            s.xq_stride = widest
+            s.scores = self._buffer("scores")
+            self._set_xq()
+            self.batch_capacity = batch
+        if seq > self.scores_capacity:
+            capacity = max(seq, 2 * self.scores_capacity)
+            self.buffers["scores"] = np.zeros(max(1, self.num_threads) * capacity, np.float32)
+            s.scores = self._buffer("scores")
+            s.scores_stride = capacity
+            self.scores_capacity = capacity
+
+    cdef _set_xq(self):
+        cdef int16_t[::1] xq = self.buffers["xq"]
+        self.scratch.xq = &xq[0]
 
     def __dealloc__(self):
         free(self.layers)
@@ -185,27 +218,49 @@ cdef class LlamaStep:
         w.cols = tensor.shape[1]
         w.row_bytes = data.shape[1]
         w.dot = NULL if qtype in FLOAT_TYPES else mcli_select(qtype, self.simd_level)
+        w.multi = NULL if qtype in FLOAT_TYPES else mcli_select_multi(qtype, self.simd_level)
         w.fdot = mcli_select_float(qtype, self.simd_level) if qtype in FLOAT_TYPES else NULL
 
-    def __call__(self, int64_t token, int64_t pos, float[:, :, :, ::1] k_cache, float[:, :, :, ::1] v_cache,
-                 float[::1] logits):
-        """Run every layer for `token` at `pos`; write logits (V,).
-
-        k_cache, v_cache: (layers, S, Hkv, D) float32; position `pos` is written, 0..pos are read.
-        """
-        cdef int64_t capacity = k_cache.shape[1]
-        if pos >= capacity or k_cache.shape[0] != self.model.num_layers or logits.shape[0] != self.model.vocab:
+    def decode(self, const int64_t[::1] tokens, const int64_t[::1] positions, const int32_t[:, ::1] block_tables,
+               float[:, :, :, :, ::1] k_cache, float[:, :, :, :, ::1] v_cache, float[:, ::1] logits):
+        """One token for each of B sequences: tokens, positions (B,); block_tables (B, max blocks) int32;
+        k_cache, v_cache (L, NB, BS, Hkv, D) float32 (each token's keys and values are written at its
+        position; the positions before it are read); logits (B, V) are written."""
+        cdef int num_seqs = tokens.shape[0], i
+        cdef mcli_paged_kv kv
+        if num_seqs == 0:
+            return
+        if positions.shape[0] != num_seqs or block_tables.shape[0] < num_seqs or logits.shape[0] < num_seqs:
+            raise ValueError("tokens, positions, block tables and logits disagree on the batch size")
+        if (k_cache.shape[0] != self.model.num_layers or k_cache.shape[3] != self.model.num_kv_heads
+                or k_cache.shape[4] != self.model.head_dim or tuple(v_cache.shape) != tuple(k_cache.shape)
+                or logits.shape[1] != self.model.vocab):
             raise ValueError("cache or logits buffer does not fit the model")
-        if not 0 <= token < self.model.embed.rows:
-            raise ValueError(f"token id {token} is outside the vocabulary")
-        if capacity > self.scores_capacity:
-            self.buffers["scores"] = np.zeros((self.model.num_heads, capacity), np.float32)
-            self.scratch.scores = self._buffer_2d("scores")
-            self.scores_capacity = capacity
+        kv.num_blocks = k_cache.shape[1]
+        kv.block_size = k_cache.shape[2]
+        kv.max_blocks = block_tables.shape[1]
+        cdef int64_t longest = 0
+        for i in range(num_seqs):
+            if not 0 <= tokens[i] < self.model.embed.rows:
+                raise ValueError(f"token id {tokens[i]} is outside the vocabulary")
+            if positions[i] < 0 or positions[i] // kv.block_size >= kv.max_blocks:
+                raise ValueError(f"position {positions[i]} is beyond the block table")
+            for j in range(positions[i] // kv.block_size + 1):
+                if not 0 <= block_tables[i, j] < kv.num_blocks:
+                    raise ValueError(f"block {block_tables[i, j]} is not in the cache")
+            longest = max(longest, positions[i] + 1)
+        self._ensure(num_seqs, longest)
+        kv.k = &k_cache[0, 0, 0, 0, 0]
+        kv.v = &v_cache[0, 0, 0, 0, 0]
+        kv.block_tables = &block_tables[0, 0]
         with nogil:
-            mcli_llama_step(&self.model, token, pos, &k_cache[0, 0, 0, 0], &v_cache[0, 0, 0, 0], capacity,
-                            &logits[0], &self.scratch, self.num_threads)
+            mcli_llama_decode(&self.model, num_seqs, &tokens[0], &positions[0], &kv, &logits[0, 0], &self.scratch,
+                              self.num_threads)
 
-    cdef float *_buffer_2d(self, name):
-        cdef float[:, ::1] view = self.buffers[name]
-        return &view[0, 0]
+    def __call__(self, int64_t token, int64_t pos, k_cache, v_cache, float[::1] logits):
+        """One token of one sequence with a contiguous cache: k_cache, v_cache (L, S, Hkv, D) float32, a
+        paged cache of one block of S slots; logits (V,)."""
+        if pos >= k_cache.shape[1]:
+            raise ValueError("cache or logits buffer does not fit the model")
+        self.decode(np.array([token], np.int64), np.array([pos], np.int64), np.zeros((1, 1), np.int32),
+                    k_cache[:, None], v_cache[:, None], np.asarray(logits)[None])

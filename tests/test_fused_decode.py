@@ -133,3 +133,53 @@ def test_unsupported_weight_types_fall_back(smollm2):
     layers[0]["attn_q"] = QuantTensor(q.name, QT.IQ4_NL, q.shape, iq4)  # dequantized in C, no product
     with pytest.raises(ValueError, match="IQ4_NL"):
         LlamaStep(model.args, layers, model.output_norm, model.output, model.embed, model.inv_freq)
+
+
+def test_batched_paged_decode_is_the_same_bits_as_alone(smollm2):
+    """Four sequences of different lengths in a paged cache (blocks of 4, scattered over the pool):
+    decoded together in lockstep, every step's logits and every cached key equal decoding each alone."""
+    model = smollm2.model
+    a = model.args
+    step = LlamaStep(a, model.layers, model.output_norm, model.output, model.embed, model.inv_freq, 2)
+    rng = np.random.default_rng(0)
+    lengths = [3, 7, 12, 20]
+    prompts = [rng.integers(100, 40000, n) for n in lengths]
+    block_size, num_blocks = 4, 24
+    tables = rng.permutation(num_blocks)[:20].astype(np.int32).reshape(4, 5)
+    shape = (a.num_hidden_layers, num_blocks, block_size, a.num_key_value_heads, a.head_dim)
+    vocab = model.output.shape[0]
+
+    def fresh():
+        return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+
+    alone_k, alone_v = fresh()
+    alone = {}
+    for s, prompt in enumerate(prompts):
+        for p, token in enumerate(prompt):
+            logits = np.empty((1, vocab), np.float32)
+            step.decode(np.array([token]), np.array([p]), tables[s : s + 1], alone_k, alone_v, logits)
+            alone[s, p] = logits[0]
+    batch_k, batch_v = fresh()
+    for p in range(max(lengths)):
+        seqs = [s for s in range(4) if p < lengths[s]]
+        logits = np.empty((len(seqs), vocab), np.float32)
+        step.decode(np.array([prompts[s][p] for s in seqs]), np.full(len(seqs), p), np.ascontiguousarray(tables[seqs]),
+                    batch_k, batch_v, logits)
+        for i, s in enumerate(seqs):
+            assert logits[i].tobytes() == alone[s, p].tobytes(), (s, p)
+    assert batch_k.tobytes() == alone_k.tobytes() and batch_v.tobytes() == alone_v.tobytes()
+
+
+def test_decode_rejects_what_does_not_fit(smollm2):
+    model = smollm2.model
+    a = model.args
+    step = LlamaStep(a, model.layers, model.output_norm, model.output, model.embed, model.inv_freq, 1)
+    shape = (a.num_hidden_layers, 2, 4, a.num_key_value_heads, a.head_dim)
+    k, v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    logits = np.empty((1, model.output.shape[0]), np.float32)
+    with pytest.raises(ValueError, match="beyond the block table"):
+        step.decode(np.array([1]), np.array([8]), np.zeros((1, 2), np.int32), k, v, logits)
+    with pytest.raises(ValueError, match="not in the cache"):
+        step.decode(np.array([1]), np.array([5]), np.array([[0, 2]], np.int32), k, v, logits)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        step.decode(np.array([10**6]), np.array([0]), np.zeros((1, 2), np.int32), k, v, logits)

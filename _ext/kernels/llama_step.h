@@ -1,11 +1,19 @@
-/* One decode step of a llama-family model in a single call: every layer, then the logits.
+/* One decode step of a llama-family model for a batch of sequences in a single call: every layer,
+ * then the logits, one new token per sequence.
  *
  * One OpenMP team lives for the whole step: matrix-vector products split their rows over it
- * (`omp for`), attention splits its heads, and the small serial parts (norms, rope, activation
- * quantization) run in `omp single`. Weights are raw GGML blocks (see qdot.h) or float32 rows.
+ * (`omp for`) and multiply each row with every sequence's token while the row is in cache;
+ * attention splits the (sequence, head) pairs; norms, rope and activation quantization split the
+ * sequences. A token's arithmetic does not depend on the rest of the batch (qdot.h's products are
+ * batch invariant), so a request decodes to the same bits alone or among others.
  *
- * Buffers (D head dim, H heads, Hkv key/value heads, F ffn size, S cache capacity):
- *   k_cache, v_cache (layers, S, Hkv, D) float32; cos, sin (D/2,); logits (V,)
+ * The KV cache is paged: k_cache, v_cache (layers, num_blocks, block_size, Hkv, D) float32; slot p
+ * of sequence b lives in block block_tables[b * max_blocks + p / block_size], offset p % block_size.
+ * A contiguous one-sequence cache is the case num_blocks = 1, block_size = capacity.
+ *
+ * Scratch (B the batch capacity, D head dim, H heads, Hkv key/value heads, F ffn size, W the widest
+ * input of a product, S the longest sequence): h, x (B, hidden); q, attn (B, H*D); k, v (B, Hkv*D);
+ * gate, up (B, F); xq (B, W) int16, xs, xm (B, W/32); cos_, sin_ (B, D/2); scores (threads, S).
  */
 #ifndef MCLI_LLAMA_STEP_H
 #define MCLI_LLAMA_STEP_H
@@ -19,10 +27,11 @@
 
 typedef struct {
     const uint8_t *data;
-    int qtype;         /* GGML type: a block format of qdot.h, or F32/F16/BF16 */
+    int qtype;               /* GGML type: a block format of qdot.h, or F32/F16/BF16 */
     int64_t rows, cols, row_bytes;
-    mcli_dot_fn dot;   /* block formats: int16 activations */
-    mcli_fdot_fn fdot; /* float formats: float activations */
+    mcli_dot_fn dot;         /* block formats: int16 activations */
+    mcli_dot_multi_fn multi; /* block formats with a many-token kernel (else dot per token) */
+    mcli_fdot_fn fdot;       /* float formats: float activations */
 } mcli_weight;
 
 typedef struct {
@@ -41,18 +50,26 @@ typedef struct {
     const mcli_layer *layers;
 } mcli_model;
 
-/* Scratch: one struct of buffers sized for the model (allocated by the caller). */
+/* Scratch: one struct of buffers sized for the model and a batch capacity (see the top). */
 typedef struct {
-    float *h, *x, *q, *k, *v, *attn, *gate, *up, *scores; /* scores: (H, S) */
-    float *cos_, *sin_;                                     /* (D/2,) */
+    float *h, *x, *q, *k, *v, *attn, *gate, *up, *scores;
+    float *cos_, *sin_;
     int16_t *xq;
     float *xs, *xm;
+    int64_t xq_stride, scores_stride; /* xq row length W (xs, xm: W/32); scores row length S */
 } mcli_scratch;
 
-/* Rows of up to 3 matrices that read the same x (q/k/v, gate/up) split over the team at once,
- * so they cost one barrier. x is given as floats and as int16 blocks (prepared by the caller). */
+typedef struct {
+    float *k, *v;
+    int64_t num_blocks, block_size, max_blocks;
+    const int32_t *block_tables; /* (B, max_blocks) */
+} mcli_paged_kv;
+
+/* Rows of up to 3 matrices that read the same inputs (q/k/v, gate/up) split over the team at once,
+ * so they cost one barrier. x (B, K) floats, also quantized into s->xq (B, K) by the caller;
+ * outs[i] (B, rows_i). */
 static void mcli_matvec_n(int count, const mcli_weight *const *ws, float *const *outs, const float *const *biases,
-                          const float *x, const mcli_scratch *s) {
+                          const float *x, int num_seqs, const mcli_scratch *s) {
     int64_t total = 0, n;
     for (int i = 0; i < count; i++) total += ws[i]->rows;
 #pragma omp for schedule(static)
@@ -62,123 +79,164 @@ static void mcli_matvec_n(int count, const mcli_weight *const *ws, float *const 
         while (r >= ws[i]->rows) r -= ws[i++]->rows;
         const mcli_weight *w = ws[i];
         const uint8_t *row = w->data + r * w->row_bytes;
-        float y = w->dot ? w->dot(row, s->xq, s->xs, s->xm, w->cols / 32) : w->fdot(row, x, w->cols);
-        outs[i][r] = biases[i] ? y + biases[i][r] : y;
+        const int64_t rows = w->rows, k = w->cols, nb = k / 32;
+        float *out = outs[i] + r;
+        if (w->multi) {
+            w->multi(row, s->xq, s->xs, s->xm, nb, num_seqs, out, rows);
+        } else {
+            for (int b = 0; b < num_seqs; b++)
+                out[b * rows] = w->dot ? w->dot(row, s->xq + b * k, s->xs + b * nb, s->xm + b * nb, nb)
+                                       : w->fdot(row, x + b * k, k);
+        }
+        if (biases[i])
+            for (int b = 0; b < num_seqs; b++) out[b * rows] += biases[i][r];
     }
 }
 
-static void mcli_matvec(const mcli_weight *w, const float *x, const mcli_scratch *s, float *out, const float *bias) {
+static void mcli_matvec(const mcli_weight *w, const float *x, int num_seqs, const mcli_scratch *s, float *out,
+                        const float *bias) {
     const mcli_weight *ws[1] = {w};
     float *outs[1] = {out};
     const float *biases[1] = {bias};
-    mcli_matvec_n(1, ws, outs, biases, x, s);
+    mcli_matvec_n(1, ws, outs, biases, x, num_seqs, s);
 }
 
-/* Quantize x (n,) into the scratch int16 blocks (serial; callers wrap it in omp single). */
-static void mcli_prepare(const mcli_scratch *s, const float *x, int n) { mcli_quantize_x16(x, n, s->xq, s->xs, s->xm); }
+/* Quantize x (B, n) into the scratch int16 blocks, rows of n (callers are inside the team). */
+static void mcli_prepare(const mcli_scratch *s, const float *x, int n, int num_seqs) {
+    int b;
+#pragma omp for schedule(static)
+    for (b = 0; b < num_seqs; b++)
+        mcli_quantize_x16(x + (int64_t)b * n, n, s->xq + (int64_t)b * n, s->xs + (int64_t)b * (n / 32),
+                          s->xm + (int64_t)b * (n / 32));
+}
 
-static void mcli_llama_step(const mcli_model *m, int64_t token, int64_t pos, float *k_cache, float *v_cache,
-                            int64_t capacity, float *logits, const mcli_scratch *s, int num_threads) {
-    const int hidden = m->hidden, d = m->head_dim, nh = m->num_heads, nkv = m->num_kv_heads;
-    const int group = nh / nkv, q_dim = nh * d, kv_dim = nkv * d;
-    const int64_t seq = pos + 1;
-    const float scale = 1.0f / sqrtf((float)d);
-    const uint8_t *embed_row = m->embed.data + token * m->embed.row_bytes;
-    if (m->embed.qtype == MCLI_F32) {
-        memcpy(s->h, embed_row, sizeof(float) * hidden);
-    } else if (m->embed.qtype == MCLI_F16 || m->embed.qtype == MCLI_BF16) {
-        for (int i = 0; i < hidden; i++)
-            s->h[i] = m->embed.qtype == MCLI_F16 ? mcli_fp16(embed_row + 2 * i) : mcli_bf16(embed_row + 2 * i);
-    } else {
-        mcli_dequant_row(m->embed.qtype, embed_row, s->h, hidden);
+/* h += x, then x = rmsnorm(h) * norm and its int16 blocks, per sequence (add: 0 to skip the sum) */
+static void mcli_residual_norm(const mcli_scratch *s, const float *norm, int hidden, float eps, int num_seqs, int add) {
+    int b;
+#pragma omp for schedule(static)
+    for (b = 0; b < num_seqs; b++) {
+        float *h = s->h + (int64_t)b * hidden, *x = s->x + (int64_t)b * hidden;
+        if (add)
+            for (int i = 0; i < hidden; i++) h[i] += x[i];
+        mcli_rmsnorm(x, h, norm, hidden, eps);
+        mcli_quantize_x16(x, hidden, s->xq + (int64_t)b * hidden, s->xs + (int64_t)b * (hidden / 32),
+                          s->xm + (int64_t)b * (hidden / 32));
     }
-    float *cos_ = s->cos_, *sin_ = s->sin_;
-    for (int i = 0; i < d / 2; i++) { /* angles in double, as the Python side computes them */
-        cos_[i] = (float)cos((double)pos * m->inv_freq[i]);
-        sin_[i] = (float)sin((double)pos * m->inv_freq[i]);
+}
+
+/* the K/V slot of sequence b's position p in layer l */
+static inline int64_t mcli_slot(const mcli_paged_kv *kv, int l, int b, int64_t p, int kv_dim) {
+    const int64_t block = kv->block_tables[(int64_t)b * kv->max_blocks + p / kv->block_size];
+    return (((int64_t)l * kv->num_blocks + block) * kv->block_size + p % kv->block_size) * kv_dim;
+}
+
+static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *tokens, const int64_t *positions,
+                              const mcli_paged_kv *kv, float *logits, const mcli_scratch *s, int num_threads) {
+    const int hidden = m->hidden, d = m->head_dim, nh = m->num_heads, nkv = m->num_kv_heads;
+    const int group = nh / nkv, q_dim = nh * d, kv_dim = nkv * d, half = d / 2;
+    const float scale = 1.0f / sqrtf((float)d);
+    for (int b = 0; b < num_seqs; b++) {
+        const uint8_t *embed_row = m->embed.data + tokens[b] * m->embed.row_bytes;
+        float *h = s->h + (int64_t)b * hidden;
+        if (m->embed.qtype == MCLI_F32) {
+            memcpy(h, embed_row, sizeof(float) * hidden);
+        } else if (m->embed.qtype == MCLI_F16 || m->embed.qtype == MCLI_BF16) {
+            for (int i = 0; i < hidden; i++)
+                h[i] = m->embed.qtype == MCLI_F16 ? mcli_fp16(embed_row + 2 * i) : mcli_bf16(embed_row + 2 * i);
+        } else {
+            mcli_dequant_row(m->embed.qtype, embed_row, h, hidden);
+        }
+        for (int i = 0; i < half; i++) { /* angles in double, as the Python side computes them */
+            s->cos_[b * half + i] = (float)cos((double)positions[b] * m->inv_freq[i]);
+            s->sin_[b * half + i] = (float)sin((double)positions[b] * m->inv_freq[i]);
+        }
     }
 #pragma omp parallel num_threads(num_threads)
     {
-#pragma omp single
-        {
-            mcli_rmsnorm(s->x, s->h, m->layers[0].attn_norm, hidden, m->eps);
-            mcli_prepare(s, s->x, hidden);
-        }
+#ifdef _OPENMP
+        float *scores = s->scores + (int64_t)omp_get_thread_num() * s->scores_stride;
+#else
+        float *scores = s->scores;
+#endif
+        mcli_residual_norm(s, m->layers[0].attn_norm, hidden, m->eps, num_seqs, 0);
         for (int l = 0; l < m->num_layers; l++) {
             const mcli_layer *L = &m->layers[l];
-            float *kc = k_cache + (int64_t)l * capacity * kv_dim, *vc = v_cache + (int64_t)l * capacity * kv_dim;
             {
                 const mcli_weight *ws[3] = {&L->q, &L->k, &L->v};
                 float *outs[3] = {s->q, s->k, s->v};
                 const float *biases[3] = {L->q_bias, L->k_bias, L->v_bias};
-                mcli_matvec_n(3, ws, outs, biases, s->x, s);
+                mcli_matvec_n(3, ws, outs, biases, s->x, num_seqs, s);
             }
-#pragma omp single
-            {
-                mcli_rope(s->q, nh, d, cos_, sin_, m->rope_interleaved);
-                mcli_rope(s->k, nkv, d, cos_, sin_, m->rope_interleaved);
-                memcpy(kc + pos * kv_dim, s->k, sizeof(float) * kv_dim);
-                memcpy(vc + pos * kv_dim, s->v, sizeof(float) * kv_dim);
-            }
-            int h;
+            int b;
 #pragma omp for schedule(static)
-            for (h = 0; h < nh; h++) {
-                const float *qh = s->q + h * d;
-                float *sc = s->scores + (int64_t)h * capacity, *out = s->attn + h * d;
-                const int kvh = h / group;
+            for (b = 0; b < num_seqs; b++) {
+                float *q = s->q + (int64_t)b * q_dim, *k = s->k + (int64_t)b * kv_dim, *v = s->v + (int64_t)b * kv_dim;
+                mcli_rope(q, nh, d, s->cos_ + b * half, s->sin_ + b * half, m->rope_interleaved);
+                mcli_rope(k, nkv, d, s->cos_ + b * half, s->sin_ + b * half, m->rope_interleaved);
+                const int64_t slot = mcli_slot(kv, l, b, positions[b], kv_dim);
+                memcpy(kv->k + slot, k, sizeof(float) * kv_dim);
+                memcpy(kv->v + slot, v, sizeof(float) * kv_dim);
+            }
+            int job;
+#pragma omp for schedule(static)
+            for (job = 0; job < num_seqs * nh; job++) {
+                const int bb = job / nh, h = job % nh, kvh = h / group;
+                const int64_t seq = positions[bb] + 1;
+                const float *qh = s->q + (int64_t)bb * q_dim + h * d;
+                float *out = s->attn + (int64_t)bb * q_dim + h * d;
+                const int32_t *table = kv->block_tables + (int64_t)bb * kv->max_blocks;
+                const int64_t bs = kv->block_size, layer_base = (int64_t)l * kv->num_blocks * bs * kv_dim;
                 float best = -INFINITY, total = 0.0f;
-                for (int64_t t = 0; t < seq; t++) {
-                    const float *kt = kc + t * kv_dim + kvh * d;
-                    float dot = 0.0f;
-                    for (int i = 0; i < d; i++) dot += qh[i] * kt[i];
-                    sc[t] = dot * scale;
-                    best = sc[t] > best ? sc[t] : best;
+                for (int64_t t0 = 0; t0 < seq; t0 += bs) { /* keys block by block, in position order */
+                    const float *kb = kv->k + layer_base + (int64_t)table[t0 / bs] * bs * kv_dim + kvh * d;
+                    for (int64_t t = t0; t < seq && t < t0 + bs; t++) {
+                        const float *kt = kb + (t - t0) * kv_dim;
+                        float dot = 0.0f;
+                        for (int i = 0; i < d; i++) dot += qh[i] * kt[i];
+                        scores[t] = dot * scale;
+                        best = scores[t] > best ? scores[t] : best;
+                    }
                 }
                 for (int64_t t = 0; t < seq; t++) {
-                    sc[t] = expf(sc[t] - best);
-                    total += sc[t];
+                    scores[t] = expf(scores[t] - best);
+                    total += scores[t];
                 }
                 for (int i = 0; i < d; i++) out[i] = 0.0f;
-                for (int64_t t = 0; t < seq; t++) {
-                    const float *vt = vc + t * kv_dim + kvh * d;
-                    const float p = sc[t] / total;
-                    for (int i = 0; i < d; i++) out[i] += p * vt[i];
+                for (int64_t t0 = 0; t0 < seq; t0 += bs) {
+                    const float *vb = kv->v + layer_base + (int64_t)table[t0 / bs] * bs * kv_dim + kvh * d;
+                    for (int64_t t = t0; t < seq && t < t0 + bs; t++) {
+                        const float *vt = vb + (t - t0) * kv_dim;
+                        const float p = scores[t] / total;
+                        for (int i = 0; i < d; i++) out[i] += p * vt[i];
+                    }
                 }
                 if (d % 32 == 0) /* this head's blocks of the o-projection input, here: no serial pass */
-                    mcli_quantize_x16(out, d, s->xq + h * d, s->xs + h * d / 32, s->xm + h * d / 32);
+                    mcli_quantize_x16(out, d, s->xq + (int64_t)bb * q_dim + h * d,
+                                      s->xs + (int64_t)bb * (q_dim / 32) + h * d / 32,
+                                      s->xm + (int64_t)bb * (q_dim / 32) + h * d / 32);
             }
-            if (d % 32) {
-#pragma omp single
-                mcli_prepare(s, s->attn, q_dim);
-            }
-            mcli_matvec(&L->o, s->attn, s, s->x, L->o_bias);
-#pragma omp single
-            {
-                for (int i = 0; i < hidden; i++) s->h[i] += s->x[i];
-                mcli_rmsnorm(s->x, s->h, L->ffn_norm, hidden, m->eps);
-                mcli_prepare(s, s->x, hidden);
-            }
+            if (d % 32) mcli_prepare(s, s->attn, q_dim, num_seqs);
+            mcli_matvec(&L->o, s->attn, num_seqs, s, s->x, L->o_bias);
+            mcli_residual_norm(s, L->ffn_norm, hidden, m->eps, num_seqs, 1);
             {
                 const mcli_weight *ws[2] = {&L->gate, &L->up};
                 float *outs[2] = {s->gate, s->up};
                 const float *biases[2] = {NULL, NULL};
-                mcli_matvec_n(2, ws, outs, biases, s->x, s);
+                mcli_matvec_n(2, ws, outs, biases, s->x, num_seqs, s);
             }
-#pragma omp single
-            {
-                mcli_swiglu(s->gate, s->gate, s->up, m->ffn);
-                mcli_prepare(s, s->gate, m->ffn);
+#pragma omp for schedule(static)
+            for (b = 0; b < num_seqs; b++) {
+                float *gate = s->gate + (int64_t)b * m->ffn;
+                mcli_swiglu(gate, gate, s->up + (int64_t)b * m->ffn, m->ffn);
+                mcli_quantize_x16(gate, m->ffn, s->xq + (int64_t)b * m->ffn, s->xs + (int64_t)b * (m->ffn / 32),
+                                  s->xm + (int64_t)b * (m->ffn / 32));
             }
-            mcli_matvec(&L->down, s->gate, s, s->x, NULL);
-#pragma omp single
-            { /* the residual, then the next layer's (or the output's) norm in the same serial stretch */
-                for (int i = 0; i < hidden; i++) s->h[i] += s->x[i];
-                const float *norm = l + 1 < m->num_layers ? m->layers[l + 1].attn_norm : m->output_norm;
-                mcli_rmsnorm(s->x, s->h, norm, hidden, m->eps);
-                mcli_prepare(s, s->x, hidden);
-            }
+            mcli_matvec(&L->down, s->gate, num_seqs, s, s->x, NULL);
+            /* the residual, then the next layer's (or the output's) norm */
+            mcli_residual_norm(s, l + 1 < m->num_layers ? m->layers[l + 1].attn_norm : m->output_norm, hidden, m->eps,
+                               num_seqs, 1);
         }
-        mcli_matvec(&m->output, s->x, s, logits, NULL);
+        mcli_matvec(&m->output, s->x, num_seqs, s, logits, NULL);
     }
 }
 
