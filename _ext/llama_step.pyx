@@ -35,7 +35,7 @@ cdef extern from "kernels/llama_step.h" nogil:
         const float *v_bias
         const float *o_bias
     ctypedef struct mcli_model:
-        int num_layers, hidden, num_heads, num_kv_heads, head_dim, ffn, vocab, rope_interleaved
+        int num_layers, hidden, num_heads, num_kv_heads, head_dim, ffn, vocab, rope_interleaved, simd_level
         float eps
         const float *output_norm
         mcli_weight output
@@ -133,6 +133,7 @@ cdef class LlamaStep:
         m.ffn = args.intermediate_size
         m.vocab = output.shape[0]
         m.rope_interleaved = 1 if args.rope_interleaved else 0
+        m.simd_level = self.simd_level
         m.eps = args.rms_norm_eps
         m.output_norm = self._floats(output_norm)
         self._weight(&m.output, output)
