@@ -65,7 +65,7 @@ def causal_attention(float[:, :, ::1] out, const float[:, :, ::1] q, const float
     cdef mcli_attend_fn attend = mcli_select_attend(SIMD_LEVEL if simd_level < 0 else simd_level, <int>d)
     cdef float *scores
     with nogil, parallel(num_threads=max(1, num_threads)):
-        scores = <float *>malloc(max(1, num_keys) * sizeof(float))
+        scores = <float *>malloc(((num_keys + 7) // 8 * 8 + 8) * sizeof(float))
         for job in prange(num_tokens * num_heads, schedule="static"):
             t = job // num_heads
             h = job % num_heads

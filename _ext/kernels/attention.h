@@ -2,7 +2,8 @@
  * (scores with their maximum, then softmax-weighted values); AVX2 for the dot products, the
  * exponentials (8 at a time) and the value sums, chosen at run time like qdot.h.
  *
- * q (T, H, D), k/v (S, Hkv, D) float32, q_pos (T,), k_pos (S,) int64, out (T, H, D).
+ * q (T, H, D), k/v (S, Hkv, D) float32, q_pos (T,), k_pos (S,) int64, out (T, H, D); scores
+ * scratch of S rounded up to a multiple of 8.
  * A query at position p sees the keys at positions <= p. */
 #ifndef MCLI_ATTENTION_H
 #define MCLI_ATTENTION_H
@@ -73,12 +74,13 @@ MCLI_AVX2 static void mcli_attend_avx2(const float *qh, const float *k, const fl
         scores[s] = mcli_hsum(acc) * scale;
         best = scores[s] > best ? scores[s] : best;
     }
+    /* every exponential 8-wide, the last group padded with masked keys (scores has room for them): a
+     * key's weight is then the same bits whatever the number of keys after it, so a query gets the
+     * same answer in a prompt cut into any chunks (the engine's batch invariance) */
+    const int64_t padded = (num_keys + 7) / 8 * 8;
+    for (int64_t s = num_keys; s < padded; s++) scores[s] = -INFINITY;
     float total;
-    int64_t s = mcli_exp_shift8(scores, num_keys, best, &total);
-    for (; s < num_keys; s++) {
-        scores[s] = scores[s] == -INFINITY ? 0.0f : expf(scores[s] - best);
-        total += scores[s];
-    }
+    mcli_exp_shift8(scores, padded, best, &total);
     for (int i = 0; i < d; i += 8) _mm256_storeu_ps(out + i, _mm256_setzero_ps());
     for (int64_t t = 0; t < num_keys; t++) {
         if (scores[t] == 0.0f) continue;

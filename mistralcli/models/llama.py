@@ -120,7 +120,7 @@ class LlamaModel:
         if not all_logits:
             h = h[-1:]
         h = ops.rmsnorm(h, self.output_norm, a.rms_norm_eps)
-        return ops.matmul(h, self.output)
+        return ops.logits(h, self.output)
 
     def _linear(self, x, layer, name):
         y = self.ops.matmul(x, layer[name])

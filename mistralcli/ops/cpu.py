@@ -28,6 +28,7 @@ DEQUANT_TYPES = {QT(t) for t in qmatmul.DEQUANT_TYPES}
 FLOAT_TYPES = {QT(t) for t in qmatmul.FLOAT_TYPES}
 TILE_ROWS = 1024
 GEMM_MIN_TOKENS = 24  # from here on the GEMM path is faster (16 tokens: even; 32: 1.3-2x)
+GEMM_PAD_TOKENS = 8  # BLAS gives a row the same bits from 7 rows up (fewer go another way: see batch_invariant)
 ATTENTION_GEMM_MIN_TOKENS = 16
 
 
@@ -49,12 +50,24 @@ class CpuOps(ReferenceOps):
         # from our team, so it gets one thread.
         qmatmul.load_blas()  # scipy's BLAS, loaded first so that the limit reaches it too
         threadpool_limits(1, user_api="blas")
+        # The engine's setting: a prompt token gets the same bits in a chunk of any length. Every product
+        # of a forward (a prompt chunk) goes through the GEMM path, padded to GEMM_PAD_TOKENS rows
+        # (OpenBLAS sends 1-3 rows to other kernels), and attention goes query by query (the GEMM
+        # attention's blocks of queries depend on where a chunk starts). Decode tokens never come here.
+        self.batch_invariant = False
 
     def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
         """x (T, K) float32 @ w (N, K)^T -> (T, N) float32."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
-        if x.shape[0] >= GEMM_MIN_TOKENS and (w.ggml_type in DEQUANT_TYPES or w.ggml_type in FLOAT_TYPES):
+        gemm_ok = w.ggml_type in DEQUANT_TYPES or w.ggml_type in FLOAT_TYPES
+        if self.batch_invariant and gemm_ok and x.shape[0] < GEMM_PAD_TOKENS:
+            padded = np.zeros((GEMM_PAD_TOKENS, x.shape[1]), dtype=np.float32)
+            padded[: len(x)] = x
+            full = np.empty((GEMM_PAD_TOKENS, w.shape[0]), dtype=np.float32)
+            qmatmul.matmul_gemm(full, padded, _raw_rows(w), int(w.ggml_type), self.num_threads)
+            return full[: len(x)].copy()
+        if (x.shape[0] >= GEMM_MIN_TOKENS or self.batch_invariant) and gemm_ok:
             qmatmul.matmul_gemm(out, x, _raw_rows(w), int(w.ggml_type), self.num_threads)
         elif w.ggml_type in FLOAT_TYPES:
             qmatmul.matmul_float(out, x, _raw_rows(w), int(w.ggml_type), self.num_threads)
@@ -62,6 +75,16 @@ class CpuOps(ReferenceOps):
             qmatmul.matmul(out, x, w.data, int(w.ggml_type), self.num_threads)
         else:
             return self._tiled(x, w)
+        return out
+
+    def logits(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
+        """The output projection through the block products whatever the number of rows: the logits of a
+        prompt's last token are then the same bits however many prompts end in the same step."""
+        if w.ggml_type not in FUSED_TYPES:
+            return self.matmul(x, w)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
+        qmatmul.matmul(out, x, w.data, int(w.ggml_type), self.num_threads)
         return out
 
     def _tiled(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
@@ -96,7 +119,8 @@ class CpuOps(ReferenceOps):
         """Causal GQA attention (C, parallel over queries and heads); see ReferenceOps."""
         q = np.ascontiguousarray(q, dtype=np.float32)
         out = np.empty_like(q)
-        kernel = attention.causal_attention_gemm if len(q) >= ATTENTION_GEMM_MIN_TOKENS else attention.causal_attention
+        use_gemm = len(q) >= ATTENTION_GEMM_MIN_TOKENS and not self.batch_invariant
+        kernel = attention.causal_attention_gemm if use_gemm else attention.causal_attention
         kernel(out, q, np.ascontiguousarray(k), np.ascontiguousarray(v),
                                    np.ascontiguousarray(q_positions, dtype=np.int64),
                                    np.ascontiguousarray(k_positions, dtype=np.int64), scale, self.num_threads)

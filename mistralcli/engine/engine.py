@@ -1,0 +1,178 @@
+"""Engine: many requests at once over a paged KV cache. Three verbs: `add_request`, `step`,
+`has_unfinished`; generation, streaming, the server and chat are loops over them.
+
+Each step schedules a batch (scheduler.py), computes it (model_runner.py), then samples the next
+token of every sequence whose tokens are all computed, and finishes those that stop.
+"""
+
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+
+from mistralcli.engine.block_manager import BlockManager
+from mistralcli.engine.model_runner import ModelRunner
+from mistralcli.engine.paged_cache import PagedKVCache
+from mistralcli.engine.scheduler import Scheduler, SchedulerConfig
+from mistralcli.engine.sequence import Sequence
+from mistralcli.errors import MistralError
+from mistralcli.sampling import SamplingParams
+
+DEFAULT_KV_MEMORY_FRACTION = 0.3  # of the memory available at start, when no --kv-cache-mb is given
+
+
+class RequestError(MistralError):
+    """A request the engine cannot take (it was not queued)."""
+
+
+@dataclass
+class EngineConfig:
+    max_num_seqs: int = 16
+    max_num_batched_tokens: int = 512
+    block_size: int = 16
+    kv_cache_mb: float | None = None  # None: DEFAULT_KV_MEMORY_FRACTION of available memory, at most what
+    #                                   max_num_seqs full contexts need
+
+    def __post_init__(self):
+        if self.block_size < 1:
+            raise ValueError("block_size must be at least 1")
+        if self.kv_cache_mb is not None and self.kv_cache_mb <= 0:
+            raise ValueError("kv_cache_mb must be positive")
+        SchedulerConfig(self.max_num_seqs, self.max_num_batched_tokens)  # validates those two
+
+
+@dataclass
+class RequestOutput:
+    """What one step produced for one request."""
+
+    request_id: str
+    new_token_ids: list[int]
+    finished: bool
+    finish_reason: str | None = None
+    num_prompt_tokens: int = 0
+    num_output_tokens: int = 0
+    num_cached_tokens: int = 0
+
+
+@dataclass
+class EngineCounters:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    steps: int = 0
+    finished_requests: int = 0
+    ttft_s: list[float] = field(default_factory=list)  # per request, from arrival to its first token
+
+
+def available_memory_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+class Engine:
+    def __init__(self, model, tokenizer, context_length: int, config: EngineConfig | None = None):
+        self.config = config = config or EngineConfig()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        a = model.args
+        per_block = PagedKVCache.bytes_per_block(a.num_hidden_layers, config.block_size, a.num_key_value_heads,
+                                                 a.head_dim)
+        if config.kv_cache_mb is not None:
+            budget = int(config.kv_cache_mb * 2**20)
+        else:
+            budget = int(DEFAULT_KV_MEMORY_FRACTION * available_memory_bytes())
+            budget = min(budget, config.max_num_seqs * (context_length + config.block_size) * per_block // config.block_size)
+        num_blocks = budget // per_block
+        if num_blocks < 1:
+            raise MistralError(f"a KV cache of {budget / 2**20:.1f} MiB holds no block of {config.block_size} tokens "
+                               f"({per_block / 2**20:.2f} MiB each)")
+        self.kv_cache_bytes = num_blocks * per_block
+        self.blocks = BlockManager(num_blocks, config.block_size)
+        self.cache = PagedKVCache(a.num_hidden_layers, num_blocks, config.block_size, a.num_key_value_heads, a.head_dim)
+        self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
+        self.runner = ModelRunner(model, self.cache, self.blocks)
+        self.counters = EngineCounters()
+        self._requests: dict[str, Sequence] = {}
+        self._seq_ids = itertools.count()
+
+    @property
+    def max_tokens_in_cache(self) -> int:
+        return self.blocks.num_blocks * self.config.block_size
+
+    def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams | None = None,
+                    max_tokens: int = 256, stop_token_ids=None) -> None:
+        """Queue a request. Raises RequestError (and queues nothing) for an empty prompt, a prompt that
+        does not fit the context or the KV cache, or a request id already in use."""
+        if request_id in self._requests:
+            raise RequestError(f"request id {request_id!r} is already in use")
+        if not prompt_ids:
+            raise RequestError("the prompt is empty")
+        if len(prompt_ids) >= self.context_length:
+            raise RequestError(f"the prompt is {len(prompt_ids)} tokens; the model's context holds {self.context_length}")
+        if len(prompt_ids) >= self.max_tokens_in_cache:
+            raise RequestError(f"the prompt is {len(prompt_ids)} tokens; the KV cache holds {self.max_tokens_in_cache}")
+        if max_tokens < 1:
+            raise RequestError("max_tokens must be at least 1")
+        vocab = self.runner.vocab_size
+        if any(not 0 <= t < vocab for t in prompt_ids):
+            raise RequestError(f"the prompt has token ids outside the vocabulary (0..{vocab - 1})")
+        stops = self.tokenizer.eog_token_ids if stop_token_ids is None else stop_token_ids
+        seq = Sequence(next(self._seq_ids), request_id, list(prompt_ids), params or SamplingParams(),
+                       min(max_tokens, self.context_length - len(prompt_ids)), frozenset(stops))
+        self._requests[request_id] = seq
+        self.scheduler.add(seq)
+
+    def abort(self, request_id: str) -> bool:
+        """Stop a request now and free its blocks; False if it is not (or no longer) in the engine."""
+        seq = self._requests.pop(request_id, None)
+        if seq is None:
+            return False
+        self.scheduler.finish(seq, "abort")
+        return True
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    def step(self) -> list[RequestOutput]:
+        """Compute one batch; return what each request in it produced."""
+        batch = self.scheduler.schedule()
+        outputs = {}
+        for seq in batch.out_of_blocks:
+            outputs[seq.request_id] = self._finish(seq, "length")
+        if batch.is_empty:
+            return list(outputs.values())
+        self.counters.steps += 1
+        for seq, num_computed, logits in self.runner.execute(batch):
+            seq.num_computed += num_computed
+            self.blocks.commit(seq.seq_id, seq.num_computed)
+            if seq.num_computed < seq.num_tokens:
+                continue  # a prompt chunk, or replaying outputs after a preemption
+            token = seq.sampler(logits, seq.token_ids)
+            if seq.first_token_s is None:
+                seq.first_token_s = time.perf_counter()
+                self.counters.ttft_s.append(seq.first_token_s - seq.arrival_s)
+            if token in seq.stop_token_ids:
+                outputs[seq.request_id] = self._finish(seq, "stop")
+                continue
+            seq.output_ids.append(token)
+            self.counters.generated_tokens += 1
+            reason = "length" if len(seq.output_ids) >= seq.max_tokens else None
+            outputs[seq.request_id] = self._finish(seq, reason, [token]) if reason else self._output(seq, [token])
+        return list(outputs.values())
+
+    def _output(self, seq: Sequence, new_ids: list[int], finished: bool = False) -> RequestOutput:
+        return RequestOutput(seq.request_id, new_ids, finished, seq.finish_reason, seq.num_prompt_tokens,
+                             len(seq.output_ids), seq.num_cached_tokens)
+
+    def _finish(self, seq: Sequence, reason: str, new_ids: list[int] | None = None) -> RequestOutput:
+        self.scheduler.finish(seq, reason)
+        self._requests.pop(seq.request_id, None)
+        self.counters.finished_requests += 1
+        self.counters.prompt_tokens += seq.num_prompt_tokens
+        return self._output(seq, new_ids or [], True)

@@ -1,0 +1,56 @@
+"""PagedKVCache: the engine's key/value arrays, in blocks, and a one-sequence view the models write
+through (the `update` interface of kv_cache.KVCache).
+
+k, v: (layers, num_blocks, block_size, Hkv, D) float32, taken from the OS page by page as written.
+"""
+
+import numpy as np
+
+from mistralcli.kv_cache import lazy_zeros
+
+
+class PagedKVCache:
+    def __init__(self, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int):
+        self.block_size = block_size
+        self.k = lazy_zeros((num_layers, num_blocks, block_size, num_kv_heads, head_dim))
+        self.v = lazy_zeros(self.k.shape)
+
+    @staticmethod
+    def bytes_per_block(num_layers: int, block_size: int, num_kv_heads: int, head_dim: int) -> int:
+        return 2 * num_layers * block_size * num_kv_heads * head_dim * 4
+
+    @property
+    def num_blocks(self) -> int:
+        return self.k.shape[1]
+
+    def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        """Copy whole blocks src -> dst in every layer (copy-on-write of a shared block)."""
+        for src, dst in copies:
+            self.k[:, dst] = self.k[:, src]
+            self.v[:, dst] = self.v[:, src]
+
+    def view(self, block_ids: list[int]) -> "SequenceView":
+        return SequenceView(self, np.asarray(block_ids, dtype=np.int64))
+
+
+class SequenceView:
+    """One sequence's slots in the paged cache, as a model's forward sees a cache."""
+
+    def __init__(self, cache: PagedKVCache, block_ids: np.ndarray):
+        self.cache = cache
+        self.block_ids = block_ids
+
+    def _slots(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bs = self.cache.block_size
+        return self.block_ids[positions // bs], positions % bs
+
+    def update(self, layer: int, positions: np.ndarray, k: np.ndarray, v: np.ndarray):
+        """Store k, v (T, Hkv, D) at positions (T,); return (keys (S, Hkv, D), values, key_positions (S,))
+        for positions 0 .. max(positions), in position order."""
+        positions = np.asarray(positions, dtype=np.int64)
+        blocks, offsets = self._slots(positions)
+        self.cache.k[layer, blocks, offsets] = k
+        self.cache.v[layer, blocks, offsets] = v
+        every = np.arange(int(positions.max()) + 1)
+        blocks, offsets = self._slots(every)
+        return self.cache.k[layer, blocks, offsets], self.cache.v[layer, blocks, offsets], every

@@ -1,0 +1,58 @@
+"""Sequence: one request's tokens, where its computation stands, and its state."""
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+from mistralcli.sampling import Sampler, SamplingParams
+
+
+class SequenceStatus(Enum):
+    WAITING = "waiting"  # queued, or preempted: holds no KV blocks
+    RUNNING = "running"  # holds blocks; prefilling (in chunks) or decoding
+    FINISHED = "finished"
+
+
+@dataclass
+class Sequence:
+    """token_ids = prompt_ids + output_ids. The keys and values of the first `num_computed` tokens are in
+    the cache. Prompt tokens are computed by the prefill path and output tokens by the decode step,
+    also when a preempted sequence recomputes them (so its numbers do not change)."""
+
+    seq_id: int
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_tokens: int
+    stop_token_ids: frozenset[int] = frozenset()
+    output_ids: list[int] = field(default_factory=list)
+    status: SequenceStatus = SequenceStatus.WAITING
+    num_computed: int = 0
+    finish_reason: str | None = None  # "stop", "length" or "abort"
+    arrival_s: float = field(default_factory=time.perf_counter)
+    first_token_s: float | None = None
+    num_cached_tokens: int = 0  # prompt tokens found in the prefix cache when last allocated
+    num_preemptions: int = 0
+
+    def __post_init__(self):
+        self.sampler = Sampler(self.params)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.prompt_ids + self.output_ids
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def is_prefilling(self) -> bool:
+        return self.num_computed < self.num_prompt_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED

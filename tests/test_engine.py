@@ -1,0 +1,128 @@
+"""The engine on SmolLM2: a request's greedy output is the same alone, batched with 15 others, cut
+into prompt chunks, preempted and recomputed, or sharing a cached prefix; cancelled and finished
+requests give every block back; bad requests are refused before they are queued."""
+
+import numpy as np
+import pytest
+
+from mistralcli.engine.engine import Engine, EngineConfig, RequestError
+from mistralcli.sampling import SamplingParams
+
+GREEDY = SamplingParams(temperature=0)
+
+
+@pytest.fixture(scope="module")
+def lm(smollm2_path):
+    from mistralcli.loading.loader import load_model
+
+    return load_model(str(smollm2_path), threads=2)
+
+
+def engine(lm, **config):
+    return Engine(lm.model, lm.tokenizer, lm.context_length, EngineConfig(**config))
+
+
+def prompts(count, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, 90, count)
+    return [[int(t) for t in rng.integers(100, 40000, n)] for n in lengths]
+
+
+def run(eng, requests, max_tokens=12, params=GREEDY):
+    for i, ids in enumerate(requests):
+        eng.add_request(str(i), ids, params, max_tokens=max_tokens, stop_token_ids=())
+    outputs = {str(i): [] for i in range(len(requests))}
+    finished = set()
+    while eng.has_unfinished():
+        for out in eng.step():
+            assert out.request_id not in finished, "output after finishing"
+            outputs[out.request_id] += out.new_token_ids
+            if out.finished:
+                finished.add(out.request_id)
+    assert finished == set(outputs), "every request finished"
+    return [outputs[str(i)] for i in range(len(requests))]
+
+
+def alone(lm, requests, max_tokens=12, params=GREEDY):
+    return [run(engine(lm, kv_cache_mb=32), [ids], max_tokens, params)[0] for ids in requests]
+
+
+def test_batched_with_15_others_equals_alone(lm):
+    requests = prompts(16)
+    eng = engine(lm, kv_cache_mb=64, max_num_batched_tokens=64)  # long prompts go in chunks beside decodes
+    batched = run(eng, requests)
+    assert batched == alone(lm, requests)
+    assert all(len(out) == 12 for out in batched)
+    assert eng.blocks.num_free_blocks == eng.blocks.num_blocks
+
+
+def test_preempted_requests_finish_with_the_same_text(lm):
+    requests = prompts(6, seed=1)
+    eng = engine(lm, kv_cache_mb=8, block_size=8, max_num_seqs=6)  # 22 blocks of 8: not all fit at once
+    outputs = run(eng, requests, max_tokens=24)
+    assert eng.scheduler.num_preemptions > 0
+    assert outputs == alone(lm, requests, max_tokens=24)
+    assert eng.blocks.num_free_blocks == eng.blocks.num_blocks
+
+
+def test_shared_prefix_is_computed_once(lm):
+    rng = np.random.default_rng(2)
+    prefix = [int(t) for t in rng.integers(100, 40000, 200)]
+    first, second = prefix + [11, 12, 13], prefix + [21, 22]
+    eng = engine(lm, kv_cache_mb=64)
+    assert run(eng, [first]) == alone(lm, [first])
+    eng.add_request("again", second, GREEDY, max_tokens=12, stop_token_ids=())
+    got, cached = [], None
+    while eng.has_unfinished():
+        for out in eng.step():
+            got += out.new_token_ids
+            cached = out.num_cached_tokens
+    assert cached == 192  # the 12 full blocks of 16 in the prefix; the rest is computed
+    assert eng.blocks.num_prefix_hits == 192
+    assert got == alone(lm, [second])[0]
+
+
+def test_same_seed_same_sample_whatever_else_runs(lm):
+    sampled = SamplingParams(temperature=0.9, seed=7)
+    requests = prompts(5, seed=3)
+    together = run(engine(lm, kv_cache_mb=64), requests, params=sampled)
+    assert together == alone(lm, requests, params=sampled)
+
+
+def test_cancel_frees_every_block(lm):
+    eng = engine(lm, kv_cache_mb=16)
+    for i, ids in enumerate(prompts(4, seed=4)):
+        eng.add_request(str(i), ids, GREEDY, max_tokens=50, stop_token_ids=())
+    for _ in range(3):
+        eng.step()
+    assert eng.blocks.num_free_blocks < eng.blocks.num_blocks
+    assert all(eng.abort(str(i)) for i in range(4))
+    assert not eng.abort("0") and not eng.has_unfinished()
+    assert eng.blocks.num_free_blocks == eng.blocks.num_blocks
+
+
+def test_bad_requests_are_refused_and_nothing_is_queued(lm):
+    eng = engine(lm, kv_cache_mb=1)
+    with pytest.raises(RequestError, match="empty"):
+        eng.add_request("a", [], GREEDY)
+    with pytest.raises(RequestError, match="KV cache holds"):
+        eng.add_request("b", [5] * eng.max_tokens_in_cache, GREEDY)
+    with pytest.raises(RequestError, match="context holds"):
+        eng.add_request("c", [5] * lm.context_length, GREEDY)
+    with pytest.raises(RequestError, match="outside the vocabulary"):
+        eng.add_request("d", [5, 10**7], GREEDY)
+    eng.add_request("e", [5, 6], GREEDY)
+    with pytest.raises(RequestError, match="already in use"):
+        eng.add_request("e", [5, 6], GREEDY)
+    assert len(eng.scheduler.waiting) == 1
+
+
+def test_a_sequence_longer_than_the_pool_ends_with_length(lm):
+    eng = engine(lm, kv_cache_mb=0.7, block_size=8)  # a handful of blocks
+    capacity = eng.max_tokens_in_cache
+    eng.add_request("long", [5] * (capacity - 3), GREEDY, max_tokens=100, stop_token_ids=())
+    outs = []
+    while eng.has_unfinished():
+        outs += eng.step()
+    assert outs[-1].finished and outs[-1].finish_reason == "length"
+    assert eng.blocks.num_free_blocks == eng.blocks.num_blocks
