@@ -1,17 +1,13 @@
-"""The generation loop for one request: prefill the prompt, then sample until a stop.
-
-A thin loop over model.forward and the sampler; the engine (batching, paged cache) replaces it.
-"""
+"""Generation of one request as text: a thin loop over the engine's steps, decoding tokens to text
+as they come (never splitting a UTF-8 character)."""
 
 import codecs
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from mistralcli.errors import MistralError
-from mistralcli.kv_cache import KVCache
-from mistralcli.sampling import Sampler, SamplingParams
+from mistralcli.sampling import SamplingParams
 
 
 @dataclass
@@ -48,42 +44,56 @@ class IncrementalDetokenizer:
 
 
 def generate(model, tokenizer, prompt_ids: list[int], params: SamplingParams, max_tokens: int,
-             context_length: int, stats: GenerationStats | None = None):
-    """Yield text pieces as they are generated; fill `stats` (finish_reason "stop" or "length")."""
+             context_length: int, stats: GenerationStats | None = None, engine=None):
+    """Yield text pieces as they are generated; fill `stats` (finish_reason "stop" or "length").
+
+    One request through the engine (a private one sized for it, unless `engine` is given)."""
+    from mistralcli.engine.engine import Engine, EngineConfig, RequestError
+
     stats = stats if stats is not None else GenerationStats()
     if not prompt_ids:
         raise MistralError("the prompt is empty")
     if len(prompt_ids) >= context_length:
         raise MistralError(f"the prompt is {len(prompt_ids)} tokens; the model's context holds {context_length}")
-    a = model.args
-    cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, max_capacity=context_length)
-    sampler = Sampler(params)
-    detok = IncrementalDetokenizer(tokenizer)
-    history = list(prompt_ids)
-    stats.prompt_tokens = len(prompt_ids)
-
-    start = time.perf_counter()
-    logits = model.forward(np.asarray(prompt_ids), np.arange(len(prompt_ids)), cache)
-    stats.prompt_s = time.perf_counter() - start
-    start = time.perf_counter()
     max_tokens = min(max_tokens, context_length - len(prompt_ids))
-    stats.finish_reason = "length"
-    while stats.completion_tokens < max_tokens:
-        token = sampler(logits[-1], history)
-        if token in tokenizer.eog_token_ids:
-            stats.finish_reason = "stop"
-            break
-        history.append(token)
-        stats.token_ids.append(token)
-        stats.completion_tokens += 1
-        text = detok.push(token)
-        if text:
-            yield text
-        if stats.completion_tokens >= max_tokens:
-            break
-        logits = model.forward(np.array([token]), np.array([len(history) - 1]), cache)
-        stats.decode_steps += 1
+    if engine is None:
+        a = model.args
+        tokens = len(prompt_ids) + max_tokens + 16
+        per_token = 2 * a.num_hidden_layers * a.num_key_value_heads * a.head_dim * 4
+        engine = Engine(model, tokenizer, context_length, EngineConfig(max_num_seqs=1, kv_cache_mb=tokens * per_token / 2**20))
+    detok = IncrementalDetokenizer(tokenizer)
+    stats.prompt_tokens = len(prompt_ids)
+    request_id = f"generate-{id(stats)}"
+    try:
+        engine.add_request(request_id, list(prompt_ids), params, max_tokens=max_tokens)
+    except RequestError as exc:
+        raise MistralError(str(exc)) from None
+    start = time.perf_counter()
+    first = None
+    try:
+        finished = False
+        while not finished:
+            for out in engine.step():
+                if out.request_id != request_id:
+                    continue
+                now = time.perf_counter()
+                if first is None:
+                    first = now
+                    stats.prompt_s = now - start
+                else:
+                    stats.decode_steps += len(out.new_token_ids)
+                for token in out.new_token_ids:
+                    stats.token_ids.append(token)
+                    stats.completion_tokens += 1
+                    text = detok.push(token)
+                    if text:
+                        yield text
+                if out.finished:
+                    stats.finish_reason = out.finish_reason
+                    finished = True
+    finally:
+        engine.abort(request_id)  # a reader that stops early (a closed pipe) frees the blocks
     tail = detok.flush()
     if tail:
         yield tail
-    stats.generation_s = time.perf_counter() - start
+    stats.generation_s = time.perf_counter() - first if first is not None else 0.0
