@@ -61,7 +61,6 @@ def generate(model, tokenizer, prompt_ids: list[int], params: SamplingParams, ma
         tokens = len(prompt_ids) + max_tokens + 16
         per_token = 2 * a.num_hidden_layers * a.num_key_value_heads * a.head_dim * 4
         engine = Engine(model, tokenizer, context_length, EngineConfig(max_num_seqs=1, kv_cache_mb=tokens * per_token / 2**20))
-    detok = IncrementalDetokenizer(tokenizer)
     stats.prompt_tokens = len(prompt_ids)
     request_id = f"generate-{id(stats)}"
     try:
@@ -82,18 +81,13 @@ def generate(model, tokenizer, prompt_ids: list[int], params: SamplingParams, ma
                     stats.prompt_s = now - start
                 else:
                     stats.decode_steps += len(out.new_token_ids)
-                for token in out.new_token_ids:
-                    stats.token_ids.append(token)
-                    stats.completion_tokens += 1
-                    text = detok.push(token)
-                    if text:
-                        yield text
+                stats.token_ids += out.new_token_ids
+                stats.completion_tokens += len(out.new_token_ids)
+                if out.text:
+                    yield out.text
                 if out.finished:
                     stats.finish_reason = out.finish_reason
                     finished = True
     finally:
         engine.abort(request_id)  # a reader that stops early (a closed pipe) frees the blocks
-    tail = detok.flush()
-    if tail:
-        yield tail
     stats.generation_s = time.perf_counter() - first if first is not None else 0.0

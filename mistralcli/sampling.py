@@ -5,7 +5,7 @@ arguments, follows the same steps (documented in _ext/sampler.pyx) and must pick
 """
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,8 +28,19 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     penalty_last_n: int = 64
     seed: int | None = None
+    # what to generate (the engine's side; names as in vLLM's SamplingParams)
+    max_tokens: int | None = None  # None: until a stop, or the context is full
+    min_tokens: int = 0  # no stop token (the model's or stop_token_ids) before this many tokens
+    ignore_eos: bool = False  # the model's end-of-generation tokens do not stop it
+    stop_token_ids: list[int] = field(default_factory=list)  # more tokens that stop it (not in the output)
+    stop: list[str] = field(default_factory=list)  # strings that stop it (not in the output)
+    logprobs: int | None = None  # per output token: its log-probability and the `logprobs` most likely ones
 
     def __post_init__(self):
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = list(self.stop)
+        self.stop_token_ids = list(self.stop_token_ids)
         checks = [
             (self.temperature >= 0, "temperature must be >= 0"),
             (self.top_k >= 0, "top_k must be >= 0 (0 disables it)"),
@@ -39,6 +50,12 @@ class SamplingParams:
             (-2 <= self.presence_penalty <= 2, "presence_penalty must be in [-2, 2]"),
             (-2 <= self.frequency_penalty <= 2, "frequency_penalty must be in [-2, 2]"),
             (self.penalty_last_n >= 0, "penalty_last_n must be >= 0"),
+            (self.max_tokens is None or self.max_tokens >= 1, "max_tokens must be >= 1"),
+            (self.min_tokens >= 0, "min_tokens must be >= 0"),
+            (self.max_tokens is None or self.min_tokens <= self.max_tokens, "min_tokens must be <= max_tokens"),
+            (all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids), "stop_token_ids must be token ids"),
+            (all(isinstance(t, str) and t for t in self.stop), "stop strings must be non-empty strings"),
+            (self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs must be in [0, 20]"),
         ]
         for ok, message in checks:
             if not ok:

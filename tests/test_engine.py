@@ -8,7 +8,7 @@ import pytest
 from mistralcli.engine.engine import Engine, EngineConfig, RequestError
 from mistralcli.sampling import SamplingParams
 
-GREEDY = SamplingParams(temperature=0)
+GREEDY = SamplingParams(temperature=0, ignore_eos=True)  # random prompts: no early end
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def prompts(count, seed=0):
 
 def run(eng, requests, max_tokens=12, params=GREEDY):
     for i, ids in enumerate(requests):
-        eng.add_request(str(i), ids, params, max_tokens=max_tokens, stop_token_ids=())
+        eng.add_request(str(i), ids, params, max_tokens=max_tokens)
     outputs = {str(i): [] for i in range(len(requests))}
     finished = set()
     while eng.has_unfinished():
@@ -71,7 +71,7 @@ def test_shared_prefix_is_computed_once(lm):
     first, second = prefix + [11, 12, 13], prefix + [21, 22]
     eng = engine(lm, kv_cache_mb=64)
     assert run(eng, [first]) == alone(lm, [first])
-    eng.add_request("again", second, GREEDY, max_tokens=12, stop_token_ids=())
+    eng.add_request("again", second, GREEDY, max_tokens=12)
     got, cached = [], None
     while eng.has_unfinished():
         for out in eng.step():
@@ -83,7 +83,7 @@ def test_shared_prefix_is_computed_once(lm):
 
 
 def test_same_seed_same_sample_whatever_else_runs(lm):
-    sampled = SamplingParams(temperature=0.9, seed=7)
+    sampled = SamplingParams(temperature=0.9, seed=7, ignore_eos=True)
     requests = prompts(5, seed=3)
     together = run(engine(lm, kv_cache_mb=64), requests, params=sampled)
     assert together == alone(lm, requests, params=sampled)
@@ -92,7 +92,7 @@ def test_same_seed_same_sample_whatever_else_runs(lm):
 def test_cancel_frees_every_block(lm):
     eng = engine(lm, kv_cache_mb=16)
     for i, ids in enumerate(prompts(4, seed=4)):
-        eng.add_request(str(i), ids, GREEDY, max_tokens=50, stop_token_ids=())
+        eng.add_request(str(i), ids, GREEDY, max_tokens=50)
     for _ in range(3):
         eng.step()
     assert eng.blocks.num_free_blocks < eng.blocks.num_blocks
@@ -120,9 +120,76 @@ def test_bad_requests_are_refused_and_nothing_is_queued(lm):
 def test_a_sequence_longer_than_the_pool_ends_with_length(lm):
     eng = engine(lm, kv_cache_mb=0.7, block_size=8)  # a handful of blocks
     capacity = eng.max_tokens_in_cache
-    eng.add_request("long", [5] * (capacity - 3), GREEDY, max_tokens=100, stop_token_ids=())
+    eng.add_request("long", [5] * (capacity - 3), GREEDY, max_tokens=100)
     outs = []
     while eng.has_unfinished():
         outs += eng.step()
     assert outs[-1].finished and outs[-1].finish_reason == "length"
     assert eng.blocks.num_free_blocks == eng.blocks.num_blocks
+
+
+def collect(eng, request_id):
+    tokens, text, last = [], "", None
+    while eng.has_unfinished():
+        for out in eng.step():
+            if out.request_id == request_id:
+                tokens += out.new_token_ids
+                text += out.text
+                last = out
+    return tokens, text, last
+
+
+def test_stop_strings_cut_the_text_and_nothing_after_a_match_leaks(lm):
+    eng = engine(lm, kv_cache_mb=16)
+    ids = lm.tokenizer.encode("1, 2, 3, 4,")
+    eng.add_request("free", ids, SamplingParams(temperature=0, ignore_eos=True, max_tokens=20))
+    _, free_text, _ = collect(eng, "free")
+    assert " 7, 8" in free_text  # the continuation counts on
+    eng.add_request("stopped", ids, SamplingParams(temperature=0, stop=[" 7, 8", "never"], max_tokens=20))
+    tokens, text, last = collect(eng, "stopped")
+    assert last.finished and last.finish_reason == "stop"
+    assert text == free_text[: free_text.index(" 7, 8")]
+    assert eng.blocks.num_free_blocks == eng.blocks.num_blocks
+
+
+def test_output_text_holds_back_a_possible_stop_across_tokens():
+    from mistralcli.engine.output_text import OutputText
+
+    class Bytes:  # a tokenizer whose tokens are single characters
+        def decode_bytes(self, ids, skip_special=True):
+            return bytes(ids)
+
+    text = OutputText(Bytes(), ["END"])
+    pieces = [text.push(ord(c)) for c in "abcENx"]
+    assert [p for p, _ in pieces] == ["a", "b", "c", "", "", "ENx"]  # "E", "EN" might start "END"
+    assert [text.push(ord(c)) for c in "yEND"] == [("y", False), ("", False), ("", False), ("", True)]
+    assert text.text == "abcENxy"
+
+
+def test_min_tokens_logprobs_and_length(lm):
+    eng = engine(lm, kv_cache_mb=16)
+    ids = lm.tokenizer.encode("The capital of France is")
+    eos = sorted(lm.tokenizer.eog_token_ids)
+    eng.add_request("a", ids, SamplingParams(temperature=0, min_tokens=6, max_tokens=6, logprobs=3,
+                                             stop_token_ids=eos))
+    logprobs = []
+    while eng.has_unfinished():
+        for out in eng.step():
+            logprobs += out.logprobs or []
+            last = out
+    assert last.finish_reason == "length" and last.num_output_tokens == 6 and len(logprobs) == 6
+    for entry in logprobs:
+        assert len(entry.top) == 3 and entry.top[0][0] == entry.token_id  # greedy picks the likeliest
+        assert entry.top[0][1] >= entry.top[1][1] >= entry.top[2][1] and entry.logprob <= 0
+        assert entry.token_id not in eos
+
+
+def test_token_logprob_is_the_log_softmax():
+    from mistralcli.engine.engine import token_logprob
+
+    logits = np.array([1.0, 3.0, -np.inf, 2.0, 0.5], dtype=np.float32)
+    expected = logits.astype(np.float64) - np.log(np.exp(logits[np.isfinite(logits)].astype(np.float64)).sum())
+    got = token_logprob(logits, 3, 2)
+    assert got.token_id == 3 and got.logprob == pytest.approx(expected[3])
+    assert [i for i, _ in got.top] == [1, 3] and got.top[0][1] == pytest.approx(expected[1])
+    assert token_logprob(logits, 0, 0).top == []

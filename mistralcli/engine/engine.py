@@ -10,8 +10,11 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mistralcli.engine.block_manager import BlockManager
 from mistralcli.engine.model_runner import ModelRunner
+from mistralcli.engine.output_text import OutputText
 from mistralcli.engine.paged_cache import PagedKVCache
 from mistralcli.engine.scheduler import Scheduler, SchedulerConfig
 from mistralcli.engine.sequence import Sequence
@@ -42,16 +45,25 @@ class EngineConfig:
 
 
 @dataclass
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]  # the most likely tokens at that step (id, logprob), best first
+
+
+@dataclass
 class RequestOutput:
-    """What one step produced for one request."""
+    """What one step produced for one request: new tokens, and the text now final (see OutputText)."""
 
     request_id: str
     new_token_ids: list[int]
+    text: str
     finished: bool
     finish_reason: str | None = None
     num_prompt_tokens: int = 0
     num_output_tokens: int = 0
     num_cached_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -106,9 +118,13 @@ class Engine:
         return self.blocks.num_blocks * self.config.block_size
 
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams | None = None,
-                    max_tokens: int = 256, stop_token_ids=None) -> None:
-        """Queue a request. Raises RequestError (and queues nothing) for an empty prompt, a prompt that
-        does not fit the context or the KV cache, or a request id already in use."""
+                    max_tokens: int | None = None) -> None:
+        """Queue a request (max_tokens, when given, overrides params.max_tokens). Raises RequestError (and
+        queues nothing) for an empty prompt, a prompt that does not fit the context or the KV cache,
+        token ids outside the vocabulary, or a request id already in use."""
+        params = params or SamplingParams()
+        max_tokens = max_tokens if max_tokens is not None else params.max_tokens
+        max_tokens = max_tokens if max_tokens is not None else self.context_length
         if request_id in self._requests:
             raise RequestError(f"request id {request_id!r} is already in use")
         if not prompt_ids:
@@ -122,9 +138,10 @@ class Engine:
         vocab = self.runner.vocab_size
         if any(not 0 <= t < vocab for t in prompt_ids):
             raise RequestError(f"the prompt has token ids outside the vocabulary (0..{vocab - 1})")
-        stops = self.tokenizer.eog_token_ids if stop_token_ids is None else stop_token_ids
-        seq = Sequence(next(self._seq_ids), request_id, list(prompt_ids), params or SamplingParams(),
+        stops = set(params.stop_token_ids) | (set() if params.ignore_eos else set(self.tokenizer.eog_token_ids))
+        seq = Sequence(next(self._seq_ids), request_id, list(prompt_ids), params,
                        min(max_tokens, self.context_length - len(prompt_ids)), frozenset(stops))
+        seq.text = OutputText(self.tokenizer, params.stop)
         self._requests[request_id] = seq
         self.scheduler.add(seq)
 
@@ -144,7 +161,7 @@ class Engine:
         batch = self.scheduler.schedule()
         outputs = {}
         for seq in batch.out_of_blocks:
-            outputs[seq.request_id] = self._finish(seq, "length")
+            outputs[seq.request_id] = self._finish(seq, "length", [], seq.text.finish())
         if batch.is_empty:
             return list(outputs.values())
         self.counters.steps += 1
@@ -153,26 +170,50 @@ class Engine:
             self.blocks.commit(seq.seq_id, seq.num_computed)
             if seq.num_computed < seq.num_tokens:
                 continue  # a prompt chunk, or replaying outputs after a preemption
-            token = seq.sampler(logits, seq.token_ids)
-            if seq.first_token_s is None:
-                seq.first_token_s = time.perf_counter()
-                self.counters.ttft_s.append(seq.first_token_s - seq.arrival_s)
-            if token in seq.stop_token_ids:
-                outputs[seq.request_id] = self._finish(seq, "stop")
-                continue
-            seq.output_ids.append(token)
-            self.counters.generated_tokens += 1
-            reason = "length" if len(seq.output_ids) >= seq.max_tokens else None
-            outputs[seq.request_id] = self._finish(seq, reason, [token]) if reason else self._output(seq, [token])
+            outputs[seq.request_id] = self._sample(seq, logits)
         return list(outputs.values())
 
-    def _output(self, seq: Sequence, new_ids: list[int], finished: bool = False) -> RequestOutput:
-        return RequestOutput(seq.request_id, new_ids, finished, seq.finish_reason, seq.num_prompt_tokens,
-                             len(seq.output_ids), seq.num_cached_tokens)
+    def _sample(self, seq: Sequence, logits: np.ndarray) -> RequestOutput:
+        """Pick seq's next token, add it, and say what that produced."""
+        params = seq.params
+        if len(seq.output_ids) < params.min_tokens and seq.stop_token_ids:
+            logits = logits.copy()
+            logits[list(seq.stop_token_ids)] = -np.inf
+        token = seq.sampler(logits, seq.token_ids)
+        logprobs = [token_logprob(logits, token, params.logprobs)] if params.logprobs is not None else None
+        if seq.first_token_s is None:
+            seq.first_token_s = time.perf_counter()
+            self.counters.ttft_s.append(seq.first_token_s - seq.arrival_s)
+        if token in seq.stop_token_ids:
+            return self._finish(seq, "stop", [], seq.text.finish(), logprobs)
+        seq.output_ids.append(token)
+        self.counters.generated_tokens += 1
+        text, matched = seq.text.push(token)
+        if matched:
+            return self._finish(seq, "stop", [token], text, logprobs)
+        if len(seq.output_ids) >= seq.max_tokens:
+            return self._finish(seq, "length", [token], text + seq.text.finish(), logprobs)
+        return self._output(seq, [token], text, False, logprobs)
 
-    def _finish(self, seq: Sequence, reason: str, new_ids: list[int] | None = None) -> RequestOutput:
+    def _output(self, seq: Sequence, new_ids: list[int], text: str, finished: bool, logprobs=None) -> RequestOutput:
+        return RequestOutput(seq.request_id, new_ids, text, finished, seq.finish_reason, seq.num_prompt_tokens,
+                             len(seq.output_ids), seq.num_cached_tokens, logprobs)
+
+    def _finish(self, seq: Sequence, reason: str, new_ids: list[int] | None = None, text: str = "",
+                logprobs=None) -> RequestOutput:
         self.scheduler.finish(seq, reason)
         self._requests.pop(seq.request_id, None)
         self.counters.finished_requests += 1
         self.counters.prompt_tokens += seq.num_prompt_tokens
-        return self._output(seq, new_ids or [], True)
+        return self._output(seq, new_ids or [], text, True, logprobs)
+
+
+def token_logprob(logits: np.ndarray, token: int, top: int) -> TokenLogprob:
+    """log-softmax of the model's logits (before any sampling setting): the token's and the top ones."""
+    logits = logits.astype(np.float64)
+    finite = np.isfinite(logits)
+    peak = logits[finite].max()
+    lse = peak + np.log(np.exp(logits[finite] - peak).sum())
+    best = np.argpartition(-logits, top)[:top] if top else np.empty(0, dtype=np.int64)
+    best = best[np.argsort(-logits[best], kind="stable")]
+    return TokenLogprob(int(token), float(logits[token] - lse), [(int(i), float(logits[i] - lse)) for i in best])
