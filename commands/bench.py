@@ -31,13 +31,24 @@ def bench(
     repetitions: int = typer.Option(5, "--repetitions", "-r", min=1, help="Measured runs of each figure (after one warm-up)."),
     threads: int = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: all cores)."),
     compare: str = typer.Option(None, "--compare", help="Measure a peer in the same run: llama-cpp."),
+    concurrency: str = typer.Option(None, "--concurrency", "-c",
+                                    help="Concurrent requests through the engine, comma-separated (e.g. 1,4,16): "
+                                         "aggregate and per-stream tok/s, TTFT and inter-token latency, "
+                                         "with a prompt of the first --prompt-tokens length."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ):
     """Measure load time, prefill and decode speed, time to first token and peak memory.
 
     Example: mistral bench --prompt-tokens 128,512 --gen-tokens 128 --compare llama-cpp
+
+    Example: mistral bench --concurrency 1,4,16 --prompt-tokens 128 --gen-tokens 64 --json
     """
     lengths = _lengths(prompt_tokens)
+    if concurrency is not None:
+        levels = _lengths(concurrency)
+        if compare is not None:
+            raise typer.BadParameter("--compare measures single streams; leave out --concurrency", param_hint="--compare")
+        return _bench_concurrency(model, levels, lengths[0], gen_tokens, repetitions, threads, as_json)
     if compare is not None and compare not in PEERS:
         raise typer.BadParameter(f"unknown peer {compare!r} (known: {', '.join(PEERS)})", param_hint="--compare")
     if compare == "llama-cpp" and importlib.util.find_spec("llama_cpp") is None:
@@ -82,6 +93,49 @@ def bench(
         _print_table(result, ours, peer)
 
 
+def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threads, as_json):
+    import time
+
+    from mistralcli import bench as b
+    from mistralcli._ext import qmatmul
+    from mistralcli.loading.loader import load_model
+
+    console = stderr_console()
+    threads = threads or os.cpu_count() or 1
+    say = console.print if not as_json or console.is_terminal else (lambda *_: None)
+    start = time.perf_counter()
+    loaded = load_model(model, threads=threads)
+    load_s = time.perf_counter() - start
+    with console.status("benchmarking concurrent requests…") if console.is_terminal else nullcontext():
+        figures = b.bench_concurrency(loaded, levels, prompt_len, gen_tokens, repetitions, progress=say)
+    result = {
+        "mode": "offline",
+        "model": loaded.name,
+        "model_path": str(loaded.path),
+        "machine": {"threads": threads, "cpu_count": os.cpu_count(), "simd": qmatmul.simd_name()},
+        "settings": {"concurrency": levels, "prompt_tokens": prompt_len, "gen_tokens": gen_tokens,
+                     "repetitions": repetitions},
+        "engines": {"mistralcli": {"engine": "mistralcli", "load_s": load_s, "concurrency": figures,
+                                   "peak_rss_mib": b.peak_rss_mib()}},
+    }
+    if as_json:
+        print(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['model']} · {threads} threads · prompt {prompt_len}, {gen_tokens} generated per request")
+    for column in ("requests", "aggregate tok/s", "per stream tok/s", "TTFT p50 / p95, s", "inter-token p50 / p95, ms",
+                   "engine overhead"):
+        table.add_column(column, justify="right")
+    for n, f in figures.items():
+        table.add_row(n, _cell(f["aggregate_tok_s"]), _cell(f["per_stream_tok_s"]),
+                      f"{f['ttft_s']['p50']:.3f} / {f['ttft_s']['p95']:.3f}",
+                      f"{1000 * f['itl_s']['p50']:.1f} / {1000 * f['itl_s']['p95']:.1f}" if f["itl_s"]["count"] else "-",
+                      f"{100 * f['engine_overhead_fraction']:.1f}%")
+    Console(no_color="NO_COLOR" in os.environ).print(table)
+
+
 def _run_llama_cpp(path, threads, gen_tokens, repetitions, lengths):
     from mistralcli.bench import EngineFigures
     from mistralcli.errors import MistralError
@@ -98,6 +152,8 @@ def _run_llama_cpp(path, threads, gen_tokens, repetitions, lengths):
 
 
 def _cell(s: dict, digits: int = 1) -> str:
+    if s["median"] is None:
+        return "-"
     return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}..{s['max']:.{digits}f}]"
 
 

@@ -19,6 +19,8 @@ DECODE_PROMPT_TOKENS = 16
 
 
 def summary(values: list[float]) -> dict:
+    if not values:
+        return {"median": None, "min": None, "max": None, "values": []}
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
@@ -157,3 +159,64 @@ def ratios(ours: EngineFigures, peer: EngineFigures) -> dict:
     out["load"] = peer.load_s / ours.load_s
     out["peak_rss"] = peer.peak_rss_mib / ours.peak_rss_mib
     return out
+
+
+def percentiles(values: list[float]) -> dict:
+    """p50 and p95 (nearest rank), and the count."""
+    if not values:
+        return {"p50": None, "p95": None, "count": 0}
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]  # noqa: E731
+    return {"p50": pick(0.50), "p95": pick(0.95), "count": len(ordered)}
+
+
+def bench_concurrency(loaded, levels: list[int], prompt_tokens: int, gen_tokens: int, repetitions: int,
+                      progress=None) -> dict:
+    """N requests at once through the engine, for each N in levels: aggregate and per-stream generated tok/s
+    (median [min..max] over repetitions), time to first token and inter-token latency (p50/p95 over every
+    request and token of all repetitions), and the engine's share of the step time.
+
+    The same fields as the HTTP mode's (`mistral bench --url`), so one report compares both."""
+    from mistralcli.engine.engine import Engine, EngineConfig
+    from mistralcli.sampling import SamplingParams
+
+    params = SamplingParams(temperature=0, ignore_eos=True, max_tokens=gen_tokens)
+    ids = prompt_ids(loaded.tokenizer.encode, prompt_tokens)
+    results = {}
+    for n in levels:
+        engine = Engine(loaded.model, loaded.tokenizer, loaded.context_length,
+                        EngineConfig(max_num_seqs=max(n, 1), kv_cache_mb=None))
+        aggregate, per_stream, ttft, itl, errors = [], [], [], [], 0
+        for rep in range(repetitions + 1):  # the first is a warm-up
+            engine.counters.step_s = engine.counters.model_s = 0.0
+            start = time.perf_counter()
+            for i in range(n):
+                engine.add_request(f"{rep}-{i}", ids, params)
+            last, first, counts = {}, {}, {}
+            rep_itl = []
+            while engine.has_unfinished():
+                for out in engine.step():
+                    now = time.perf_counter()
+                    if out.new_token_ids:
+                        if out.request_id in last:
+                            rep_itl.append(now - last[out.request_id])
+                        else:
+                            first[out.request_id] = now
+                        last[out.request_id] = now
+                        counts[out.request_id] = counts.get(out.request_id, 0) + len(out.new_token_ids)
+                    if out.finished and out.finish_reason not in ("length", "stop"):
+                        errors += 1
+            wall = time.perf_counter() - start
+            if rep == 0:
+                continue
+            aggregate.append(sum(counts.values()) / wall)
+            per_stream += [(counts[r] - 1) / (last[r] - first[r]) for r in counts if counts[r] > 1 and last[r] > first[r]]
+            ttft += [first[r] - start for r in first]
+            itl += rep_itl
+            overhead = 1 - engine.counters.model_s / engine.counters.step_s if engine.counters.step_s else 0.0
+        results[str(n)] = {"aggregate_tok_s": summary(aggregate), "per_stream_tok_s": summary(per_stream),
+                           "ttft_s": percentiles(ttft), "itl_s": percentiles(itl), "errors": errors,
+                           "engine_overhead_fraction": overhead}
+        if progress:
+            progress(f"mistralcli concurrency {n}: {results[str(n)]['aggregate_tok_s']['median']:.1f} tok/s aggregate")
+    return results

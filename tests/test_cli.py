@@ -155,6 +155,20 @@ def test_bench_json(smollm2_path):
     assert_clean_error(mistral("bench", "--compare", "vllm"), 2, "unknown peer")
 
 
+def test_bench_concurrency_json(smollm2_path):
+    result = mistral("bench", "--model", str(smollm2_path), "-c", "1,3", "-p", "16", "-n", "5", "-r", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    figures = out["engines"]["mistralcli"]["concurrency"]
+    assert set(figures) == {"1", "3"} and out["settings"]["concurrency"] == [1, 3]
+    for n, f in figures.items():
+        assert f["errors"] == 0 and f["aggregate_tok_s"]["median"] > 0 and f["per_stream_tok_s"]["median"] > 0
+        assert f["ttft_s"]["count"] == int(n) and f["itl_s"]["count"] == 4 * int(n)  # 5 tokens: 4 gaps each
+        assert 0 < f["ttft_s"]["p50"] <= f["ttft_s"]["p95"] and 0 <= f["engine_overhead_fraction"] < 1
+    assert_clean_error(mistral("bench", "-c", "0"), 2, ">= 1")
+    assert_clean_error(mistral("bench", "-c", "2", "--compare", "llama-cpp"), 2, "leave out --concurrency")
+
+
 
 def test_bench_compare_llama_cpp(smollm2_path):
     import importlib.util

@@ -73,6 +73,8 @@ class EngineCounters:
     steps: int = 0
     finished_requests: int = 0
     ttft_s: list[float] = field(default_factory=list)  # per request, from arrival to its first token
+    step_s: float = 0.0  # in step() in all
+    model_s: float = 0.0  # of which in the model (ModelRunner.execute); the rest is the engine's overhead
 
 
 def available_memory_bytes() -> int:
@@ -158,6 +160,13 @@ class Engine:
 
     def step(self) -> list[RequestOutput]:
         """Compute one batch; return what each request in it produced."""
+        start = time.perf_counter()
+        try:
+            return self._step()
+        finally:
+            self.counters.step_s += time.perf_counter() - start
+
+    def _step(self) -> list[RequestOutput]:
         batch = self.scheduler.schedule()
         outputs = {}
         for seq in batch.out_of_blocks:
@@ -165,7 +174,10 @@ class Engine:
         if batch.is_empty:
             return list(outputs.values())
         self.counters.steps += 1
-        for seq, num_computed, logits in self.runner.execute(batch):
+        start = time.perf_counter()
+        results = self.runner.execute(batch)
+        self.counters.model_s += time.perf_counter() - start
+        for seq, num_computed, logits in results:
             seq.num_computed += num_computed
             self.blocks.commit(seq.seq_id, seq.num_computed)
             if seq.num_computed < seq.num_tokens:
