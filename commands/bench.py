@@ -47,7 +47,7 @@ def bench(
     if concurrency is not None:
         levels = _lengths(concurrency)
         if compare is not None:
-            raise typer.BadParameter("--compare measures single streams; leave out --concurrency", param_hint="--compare")
+            raise typer.BadParameter("not with --concurrency", param_hint="--compare")
         return _bench_concurrency(model, levels, lengths[0], gen_tokens, repetitions, threads, as_json)
     if compare is not None and compare not in PEERS:
         raise typer.BadParameter(f"unknown peer {compare!r} (known: {', '.join(PEERS)})", param_hint="--compare")

@@ -166,7 +166,7 @@ def test_bench_concurrency_json(smollm2_path):
         assert f["ttft_s"]["count"] == int(n) and f["itl_s"]["count"] == 4 * int(n)  # 5 tokens: 4 gaps each
         assert 0 < f["ttft_s"]["p50"] <= f["ttft_s"]["p95"] and 0 <= f["engine_overhead_fraction"] < 1
     assert_clean_error(mistral("bench", "-c", "0"), 2, ">= 1")
-    assert_clean_error(mistral("bench", "-c", "2", "--compare", "llama-cpp"), 2, "leave out --concurrency")
+    assert_clean_error(mistral("bench", "-c", "2", "--compare", "llama-cpp"), 2, "not with --concurrency")
 
 
 
