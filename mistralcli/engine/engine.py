@@ -129,6 +129,17 @@ class Engine:
         max_tokens = max_tokens if max_tokens is not None else self.context_length
         if request_id in self._requests:
             raise RequestError(f"request id {request_id!r} is already in use")
+        self.validate(prompt_ids, max_tokens)
+        stops = set(params.stop_token_ids) | (set() if params.ignore_eos else set(self.tokenizer.eog_token_ids))
+        seq = Sequence(next(self._seq_ids), request_id, list(prompt_ids), params,
+                       min(max_tokens, self.context_length - len(prompt_ids)), frozenset(stops))
+        seq.text = OutputText(self.tokenizer, params.stop)
+        self._requests[request_id] = seq
+        self.scheduler.add(seq)
+
+    def validate(self, prompt_ids: list[int], max_tokens: int = 1) -> None:
+        """Raise RequestError if a request with this prompt could not be queued (changes nothing; safe to
+        call from another thread than the one stepping the engine)."""
         if not prompt_ids:
             raise RequestError("the prompt is empty")
         if len(prompt_ids) >= self.context_length:
@@ -140,12 +151,6 @@ class Engine:
         vocab = self.runner.vocab_size
         if any(not 0 <= t < vocab for t in prompt_ids):
             raise RequestError(f"the prompt has token ids outside the vocabulary (0..{vocab - 1})")
-        stops = set(params.stop_token_ids) | (set() if params.ignore_eos else set(self.tokenizer.eog_token_ids))
-        seq = Sequence(next(self._seq_ids), request_id, list(prompt_ids), params,
-                       min(max_tokens, self.context_length - len(prompt_ids)), frozenset(stops))
-        seq.text = OutputText(self.tokenizer, params.stop)
-        self._requests[request_id] = seq
-        self.scheduler.add(seq)
 
     def abort(self, request_id: str) -> bool:
         """Stop a request now and free its blocks; False if it is not (or no longer) in the engine."""
