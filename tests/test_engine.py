@@ -193,3 +193,18 @@ def test_token_logprob_is_the_log_softmax():
     assert got.token_id == 3 and got.logprob == pytest.approx(expected[3])
     assert [i for i, _ in got.top] == [1, 3] and got.top[0][1] == pytest.approx(expected[1])
     assert token_logprob(logits, 0, 0).top == []
+
+
+def test_stats_and_histograms(lm):
+    from mistralcli.engine.metrics import Histogram
+
+    eng = engine(lm, kv_cache_mb=16)
+    run(eng, prompts(3, seed=5), max_tokens=4)
+    stats = eng.stats()
+    assert stats["running"] == stats["waiting"] == 0 and stats["kv_blocks_used"] == 0
+    assert stats["generated_tokens"] == 12 and stats["finished_requests"] == 3 and stats["steps"] > 0
+    assert eng.counters.ttft_s.count == 3 and eng.counters.itl_s.count == 9
+    h = Histogram((0.1, 1.0))
+    for value in (0.05, 0.1, 0.5, 3.0):
+        h.observe(value)
+    assert h.cumulative() == [(0.1, 2), (1.0, 3), (float("inf"), 4)] and h.total == pytest.approx(3.65)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mistralcli.engine.block_manager import BlockManager
+from mistralcli.engine.metrics import EngineCounters
 from mistralcli.engine.model_runner import ModelRunner
 from mistralcli.engine.output_text import OutputText
 from mistralcli.engine.paged_cache import PagedKVCache
@@ -64,17 +65,6 @@ class RequestOutput:
     num_output_tokens: int = 0
     num_cached_tokens: int = 0
     logprobs: list[TokenLogprob] | None = None
-
-
-@dataclass
-class EngineCounters:
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    steps: int = 0
-    finished_requests: int = 0
-    ttft_s: list[float] = field(default_factory=list)  # per request, from arrival to its first token
-    step_s: float = 0.0  # in step() in all
-    model_s: float = 0.0  # of which in the model (ModelRunner.execute); the rest is the engine's overhead
 
 
 def available_memory_bytes() -> int:
@@ -163,6 +153,17 @@ class Engine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
 
+    def stats(self) -> dict:
+        """A snapshot for metrics: queues, KV blocks, prefix cache, tokens (see metrics.EngineCounters)."""
+        blocks = self.blocks
+        return {"running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
+                "kv_blocks_total": blocks.num_blocks, "kv_blocks_free": blocks.num_free_blocks,
+                "kv_blocks_used": blocks.num_blocks - blocks.num_free_blocks,
+                "prefix_cache_queries": blocks.num_prefix_queries, "prefix_cache_hits": blocks.num_prefix_hits,
+                "prefix_cache_hit_rate": blocks.prefix_hit_rate, "preemptions": self.scheduler.num_preemptions,
+                "prompt_tokens": self.counters.prompt_tokens, "generated_tokens": self.counters.generated_tokens,
+                "finished_requests": self.counters.finished_requests, "steps": self.counters.steps}
+
     def step(self) -> list[RequestOutput]:
         """Compute one batch; return what each request in it produced."""
         start = time.perf_counter()
@@ -198,9 +199,13 @@ class Engine:
             logits[list(seq.stop_token_ids)] = -np.inf
         token = seq.sampler(logits, seq.token_ids)
         logprobs = [token_logprob(logits, token, params.logprobs)] if params.logprobs is not None else None
+        now = time.perf_counter()
         if seq.first_token_s is None:
-            seq.first_token_s = time.perf_counter()
-            self.counters.ttft_s.append(seq.first_token_s - seq.arrival_s)
+            seq.first_token_s = now
+            self.counters.ttft_s.observe(now - seq.arrival_s)
+        else:
+            self.counters.itl_s.observe(now - seq.last_token_s)
+        seq.last_token_s = now
         if token in seq.stop_token_ids:
             return self._finish(seq, "stop", [], seq.text.finish(), logprobs)
         seq.output_ids.append(token)

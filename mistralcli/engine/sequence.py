@@ -31,6 +31,7 @@ class Sequence:
     finish_reason: str | None = None  # "stop", "length" or "abort"
     arrival_s: float = field(default_factory=time.perf_counter)
     first_token_s: float | None = None
+    last_token_s: float | None = None
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache when last allocated
     num_preemptions: int = 0
 
