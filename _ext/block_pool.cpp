@@ -15,7 +15,7 @@
             "-ffp-contract=off"
         ],
         "include_dirs": [
-            "/tmp/pip-build-env-blb1zc_l/overlay/lib/python3.11/site-packages/numpy/_core/include",
+            "/tmp/pip-build-env-qou8vsa5/overlay/lib/python3.11/site-packages/numpy/_core/include",
             "_ext"
         ],
         "language": "c++",

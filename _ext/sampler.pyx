@@ -13,12 +13,17 @@ Steps, all in float64:
   4. candidates sorted by (logit desc, id asc); keep top_k (0 = all). (With top_k, a heap picks the
      k first and only those are sorted: the same set and order, without sorting the vocabulary.)
      With no top-k, top-p or min-p nothing is cut off, and the candidates stay in id order.
-  5. softmax over the candidates; keep the shortest prefix whose mass reaches top_p; keep those
-     with p >= min_p * p_max.
+  5. softmax over the candidates. typical_p < 1 (locally typical sampling, as transformers): keep
+     the candidates whose -log p is closest to the entropy, fewest first, until their mass reaches
+     typical_p (ties by the step-4 order), and leave them in the step-4 order. Then keep the
+     shortest prefix whose mass reaches top_p; keep those with p >= min_p * p_max.
   6. draw u in [0, 1) from splitmix64(rng_state) and walk the cumulative mass.
+
+DRY ("don't repeat yourself") penalties are computed before, by `dry_penalties`, and subtracted
+from the logits by the caller.
 """
 
-from libc.math cimport exp
+from libc.math cimport exp, fabs, log, pow
 from libc.stdlib cimport malloc, free, qsort
 from libc.stdint cimport uint64_t, int64_t
 
@@ -27,6 +32,21 @@ cdef double CUTOFF = 30.0
 cdef struct Candidate:
     double logit
     int64_t token_id
+
+
+cdef struct Ranked:
+    double key
+    Py_ssize_t index
+
+
+cdef int _compare_ranked(const void* a, const void* b) noexcept nogil:
+    cdef const Ranked* x = <const Ranked*>a
+    cdef const Ranked* y = <const Ranked*>b
+    if x.key < y.key:
+        return -1
+    if x.key > y.key:
+        return 1
+    return -1 if x.index < y.index else (1 if x.index > y.index else 0)
 
 
 cdef int _compare(const void* a, const void* b) noexcept nogil:
@@ -83,34 +103,70 @@ def uniform(uint64_t[::1] rng_state):
 
 def sample(const float[::1] logits, const int64_t[::1] history_ids, double temperature, int top_k,
            double top_p, double min_p, double repetition_penalty, double presence_penalty,
-           double frequency_penalty, uint64_t[::1] rng_state):
+           double frequency_penalty, uint64_t[::1] rng_state, double typical_p=1.0):
     """Return one token id sampled from logits (V,); rng_state (1,) uint64 is advanced in place."""
     cdef Py_ssize_t vocab = logits.shape[0]
     cdef int64_t result
     cdef double* work = <double*>malloc(vocab * sizeof(double))
     cdef int* counts = <int*>malloc(vocab * sizeof(int))
     cdef Candidate* cand = <Candidate*>malloc(vocab * sizeof(Candidate))
-    if work == NULL or counts == NULL or cand == NULL:
-        free(work); free(counts); free(cand)
+    cdef Ranked* ranked = <Ranked*>malloc(vocab * sizeof(Ranked))
+    if work == NULL or counts == NULL or cand == NULL or ranked == NULL:
+        free(work); free(counts); free(cand); free(ranked)
         raise MemoryError()
     with nogil:
         result = _sample(logits, history_ids, temperature, top_k, top_p, min_p, repetition_penalty,
-                         presence_penalty, frequency_penalty, &rng_state[0], work, counts, cand)
+                         presence_penalty, frequency_penalty, typical_p, &rng_state[0], work, counts, cand,
+                         ranked)
     free(work)
     free(counts)
     free(cand)
+    free(ranked)
     return result
+
+
+def dry_penalties(const int64_t[::1] history_ids, double multiplier, double base, int allowed_length,
+                  const unsigned char[::1] is_breaker, double[::1] penalties):
+    """DRY: for every earlier place where the tokens just before it repeat the end of the history,
+    the token that followed there is penalised multiplier * base^(length - allowed_length), length
+    being how many tokens repeat (at least allowed_length; a sequence breaker ends a repeat). The
+    largest penalty per token is written into penalties (V,), which must start at 0."""
+    cdef Py_ssize_t n = history_ids.shape[0], vocab = penalties.shape[0], i, length
+    cdef int64_t last, follower
+    cdef double value
+    if n < 2 or multiplier <= 0.0:
+        return
+    last = history_ids[n - 1]
+    if last < 0 or last >= vocab or is_breaker[last]:
+        return
+    with nogil:
+        for i in range(n - 2, -1, -1):  # history[i] is a candidate end of an earlier repeat
+            if history_ids[i] != last:
+                continue
+            length = 0
+            while length <= i and history_ids[i - length] == history_ids[n - 1 - length]:
+                if history_ids[i - length] < 0 or history_ids[i - length] >= vocab or is_breaker[history_ids[i - length]]:
+                    break
+                length += 1
+            if length < allowed_length:
+                continue
+            follower = history_ids[i + 1]
+            if follower < 0 or follower >= vocab:
+                continue
+            value = multiplier * pow(base, <double>(length - allowed_length))
+            if value > penalties[follower]:
+                penalties[follower] = value
 
 
 cdef int64_t _sample(const float[::1] logits, const int64_t[::1] history_ids, double temperature,
                      int top_k, double top_p, double min_p, double repetition_penalty,
-                     double presence_penalty, double frequency_penalty, uint64_t* rng_state,
-                     double* work, int* counts, Candidate* cand) noexcept nogil:
+                     double presence_penalty, double frequency_penalty, double typical_p, uint64_t* rng_state,
+                     double* work, int* counts, Candidate* cand, Ranked* ranked) noexcept nogil:
     cdef Py_ssize_t vocab = logits.shape[0]
     cdef Py_ssize_t n_hist = history_ids.shape[0]
     cdef Py_ssize_t i, n, keep
     cdef int64_t tok
-    cdef double best, total, cum, u, p_max, x
+    cdef double best, total, cum, u, p_max, x, entropy, prob
     for i in range(vocab):
         work[i] = logits[i]
     if n_hist > 0 and (repetition_penalty != 1.0 or presence_penalty != 0.0 or frequency_penalty != 0.0):
@@ -147,12 +203,42 @@ cdef int64_t _sample(const float[::1] logits, const int64_t[::1] history_ids, do
     if top_k > 0 and top_k < n:  # keep the top_k best first (a heap: O(V log k), not a sort of V)
         _select_best(cand, n, top_k)
         n = top_k
-    if top_k > 0 or top_p < 1.0 or min_p > 0.0:  # nothing is cut off otherwise: walk in id order
+    if top_k > 0 or top_p < 1.0 or min_p > 0.0 or typical_p < 1.0:  # nothing is cut off otherwise: id order
         qsort(cand, n, sizeof(Candidate), _compare)
     total = 0.0
     for i in range(n):
         work[i] = exp(cand[i].logit - best)
         total += work[i]
+    if typical_p < 1.0 and n > 1:
+        entropy = 0.0
+        for i in range(n):
+            prob = work[i] / total
+            if prob > 0.0:
+                entropy -= prob * log(prob)
+        for i in range(n):
+            prob = work[i] / total
+            ranked[i].key = fabs(-log(prob) - entropy) if prob > 0.0 else 1e300
+            ranked[i].index = i
+        qsort(ranked, n, sizeof(Ranked), _compare_ranked)
+        cum = 0.0
+        keep = n
+        for i in range(n):
+            cum += work[ranked[i].index] / total
+            if cum >= typical_p:
+                keep = i + 1
+                break
+        for i in range(keep, n):  # out of the typical set: weight 0, compacted away below
+            work[ranked[i].index] = -1.0
+        keep = 0
+        for i in range(n):
+            if work[i] >= 0.0:
+                work[keep] = work[i]
+                cand[keep] = cand[i]
+                keep += 1
+        n = keep
+        total = 0.0
+        for i in range(n):
+            total += work[i]
     keep = n
     if top_p < 1.0:
         cum = 0.0

@@ -28,6 +28,16 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     penalty_last_n: int = 64
     seed: int | None = None
+    typical_p: float = 1.0  # locally typical sampling (1 disables it)
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+    allowed_token_ids: list[int] | None = None  # only these may be sampled
+    banned_token_ids: list[int] = field(default_factory=list)  # these are never sampled
+    # DRY ("don't repeat yourself"), as in koboldcpp and llama.cpp; multiplier 0 disables it
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_sequence_breakers: list[str] = field(default_factory=lambda: ["\n", ":", "\"", "*"])
+    dry_penalty_last_n: int = 0  # how far back DRY looks, 0: the whole context
     # what to generate (the engine's side; names as in vLLM's SamplingParams)
     max_tokens: int | None = None  # None: until a stop, or the context is full
     min_tokens: int = 0  # no stop token (the model's or stop_token_ids) before this many tokens
@@ -41,6 +51,7 @@ class SamplingParams:
             self.stop = [self.stop]
         self.stop = list(self.stop)
         self.stop_token_ids = list(self.stop_token_ids)
+        self.logit_bias = {int(k): float(v) for k, v in dict(self.logit_bias).items()}
         checks = [
             (self.temperature >= 0, "temperature must be >= 0"),
             (self.top_k >= 0, "top_k must be >= 0 (0 disables it)"),
@@ -56,6 +67,13 @@ class SamplingParams:
             (all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids), "stop_token_ids must be token ids"),
             (all(isinstance(t, str) and t for t in self.stop), "stop strings must be non-empty strings"),
             (self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs must be in [0, 20]"),
+            (0 < self.typical_p <= 1, "typical_p must be in (0, 1]"),
+            (all(-100 <= v <= 100 for v in self.logit_bias.values()), "logit_bias values must be in [-100, 100]"),
+            (self.allowed_token_ids is None or len(self.allowed_token_ids) > 0, "allowed_token_ids must not be empty"),
+            (self.dry_multiplier >= 0, "dry_multiplier must be >= 0"),
+            (self.dry_base >= 1, "dry_base must be >= 1"),
+            (self.dry_allowed_length >= 1, "dry_allowed_length must be >= 1"),
+            (self.dry_penalty_last_n >= 0, "dry_penalty_last_n must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -90,19 +108,75 @@ def rng_state(seed: int | None) -> np.ndarray:
 
 
 class Sampler:
-    """Samples one request's tokens with its own RNG, so the same seed gives the same tokens."""
+    """Samples one request's tokens with its own RNG, so the same seed gives the same tokens.
 
-    def __init__(self, params: SamplingParams):
+    dry_breakers: (V,) uint8, 1 for tokens that end a DRY repeat (see dry_breaker_mask); needed when
+    params.dry_multiplier > 0."""
+
+    def __init__(self, params: SamplingParams, dry_breakers: np.ndarray | None = None):
         self.params = params
         self.rng = rng_state(params.seed)
+        self.dry_breakers = dry_breakers
 
     def __call__(self, logits: np.ndarray, history_ids) -> int:
         """logits (V,) float32; history_ids: the tokens so far (prompt and output)."""
         p = self.params
+        logits = process_logits(np.asarray(logits, dtype=np.float32), history_ids, p, self.dry_breakers)
         recent = np.asarray(history_ids[-p.penalty_last_n:] if p.penalty_last_n else [], dtype=np.int64)
-        return _sampler.sample(np.ascontiguousarray(logits, dtype=np.float32), recent, p.temperature, p.top_k,
-                               p.top_p, p.min_p, p.repetition_penalty, p.presence_penalty,
-                               p.frequency_penalty, self.rng)
+        return _sampler.sample(logits, recent, p.temperature, p.top_k, p.top_p, p.min_p, p.repetition_penalty,
+                               p.presence_penalty, p.frequency_penalty, self.rng, p.typical_p)
+
+
+def process_logits(logits: np.ndarray, history_ids, p: SamplingParams, dry_breakers: np.ndarray | None) -> np.ndarray:
+    """logit_bias, allowed and banned tokens, DRY: the steps before the sampler's own (a new array when
+    any applies)."""
+    if not (p.logit_bias or p.allowed_token_ids is not None or p.banned_token_ids or p.dry_multiplier > 0):
+        return np.ascontiguousarray(logits, dtype=np.float32)
+    out = np.array(logits, dtype=np.float32)
+    vocab = len(out)
+    if p.logit_bias:
+        ids = np.fromiter((t for t in p.logit_bias if 0 <= t < vocab), dtype=np.int64)
+        out[ids] += np.array([p.logit_bias[int(t)] for t in ids], dtype=np.float32)
+    if p.allowed_token_ids is not None:
+        mask = np.ones(vocab, dtype=bool)
+        mask[[t for t in p.allowed_token_ids if 0 <= t < vocab]] = False
+        out[mask] = -np.inf
+    if p.banned_token_ids:
+        out[[t for t in p.banned_token_ids if 0 <= t < vocab]] = -np.inf
+    if p.dry_multiplier > 0 and len(history_ids) > 1:
+        history = np.asarray(history_ids[-p.dry_penalty_last_n:] if p.dry_penalty_last_n else history_ids, dtype=np.int64)
+        breakers = dry_breakers if dry_breakers is not None else np.zeros(vocab, dtype=np.uint8)
+        penalties = np.zeros(vocab, dtype=np.float64)
+        _sampler.dry_penalties(history, p.dry_multiplier, p.dry_base, p.dry_allowed_length, breakers, penalties)
+        out -= penalties.astype(np.float32)
+    return out
+
+
+def dry_breaker_mask(token_texts: list[str], breakers: list[str]) -> np.ndarray:
+    """(V,) uint8: 1 for tokens whose text contains a sequence breaker (they end a DRY repeat)."""
+    mask = np.zeros(len(token_texts), dtype=np.uint8)
+    if breakers:
+        for i, text in enumerate(token_texts):
+            if any(b in text for b in breakers):
+                mask[i] = 1
+    return mask
+
+
+def dry_penalties_reference(history_ids, multiplier, base, allowed_length, is_breaker, vocab) -> np.ndarray:
+    """NumPy-side reference of `_ext.sampler.dry_penalties` (returns the (V,) penalties)."""
+    history = [int(t) for t in history_ids]
+    penalties = np.zeros(vocab, dtype=np.float64)
+    n = len(history)
+    if n < 2 or multiplier <= 0 or is_breaker[history[-1]]:
+        return penalties
+    for i in range(n - 1):
+        length = 0
+        while length <= i and history[i - length] == history[n - 1 - length] and not is_breaker[history[i - length]]:
+            length += 1
+        if length >= allowed_length:
+            follower = history[i + 1]
+            penalties[follower] = max(penalties[follower], multiplier * base ** (length - allowed_length))
+    return penalties
 
 
 def _splitmix64_uniform(state: np.ndarray) -> float:
@@ -115,7 +189,7 @@ def _splitmix64_uniform(state: np.ndarray) -> float:
 
 
 def sample_reference(logits, history_ids, temperature, top_k, top_p, min_p, repetition_penalty,
-                     presence_penalty, frequency_penalty, rng_state) -> int:
+                     presence_penalty, frequency_penalty, rng_state, typical_p=1.0) -> int:
     """NumPy reference of `_ext.sampler.sample` (same arguments, same result)."""
     work = np.asarray(logits, dtype=np.float64).copy()
     history = np.asarray(history_ids, dtype=np.int64)
@@ -131,12 +205,25 @@ def sample_reference(logits, history_ids, temperature, top_k, top_p, min_p, repe
     scaled = work / temperature
     best = scaled.max()
     ids = np.nonzero(scaled >= best - CUTOFF)[0]
-    if top_k > 0 or top_p < 1.0 or min_p > 0.0:  # else nothing is cut off: keep id order
+    if top_k > 0 or top_p < 1.0 or min_p > 0.0 or typical_p < 1.0:  # else nothing is cut off: keep id order
         ids = ids[np.lexsort((ids, -scaled[ids]))]  # logit descending, then id ascending
     if 0 < top_k < len(ids):
         ids = ids[:top_k]
     weights = np.exp(scaled[ids] - best)
     total = weights.sum()
+    if typical_p < 1.0 and len(ids) > 1:
+        probs = weights / total
+        with np.errstate(divide="ignore"):
+            surprise = -np.log(probs)
+        entropy = -(probs[probs > 0] * np.log(probs[probs > 0])).sum()
+        deviation = np.where(probs > 0, np.abs(surprise - entropy), 1e300)
+        order = np.lexsort((np.arange(len(ids)), deviation))  # closest to the entropy first, then step-4 order
+        cum = np.cumsum(probs[order])
+        reached = np.nonzero(cum >= typical_p)[0]
+        count = int(reached[0]) + 1 if len(reached) else len(ids)
+        kept = np.sort(order[:count])
+        ids, weights = ids[kept], weights[kept]
+        total = weights.sum()
     keep = len(ids)
     if top_p < 1.0:
         cum = np.cumsum(weights / total)

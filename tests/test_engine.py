@@ -208,3 +208,13 @@ def test_stats_and_histograms(lm):
     for value in (0.05, 0.1, 0.5, 3.0):
         h.observe(value)
     assert h.cumulative() == [(0.1, 2), (1.0, 3), (float("inf"), 4)] and h.total == pytest.approx(3.65)
+
+
+def test_dry_breaks_a_loop_the_greedy_model_falls_into(lm):
+    ids = lm.tokenizer.encode("1, 2, 3, 1, 2, 3, 1, 2, 3,")
+    texts = []
+    for dry in (0.0, 0.8):
+        eng = engine(lm, kv_cache_mb=16)
+        eng.add_request("a", ids, SamplingParams(temperature=0, ignore_eos=True, max_tokens=8, dry_multiplier=dry))
+        texts.append(collect(eng, "a")[1])
+    assert texts[0].startswith(" 1, 2, 3") and not texts[1].startswith(" 1, 2, 3")

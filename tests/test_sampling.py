@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mistralcli._ext import sampler
-from mistralcli.sampling import Sampler, SamplingParams, recommended_sampling, rng_state, sample_reference
+from mistralcli.sampling import (Sampler, SamplingParams, dry_breaker_mask, dry_penalties_reference, process_logits,
+                                 recommended_sampling, rng_state, sample_reference)
 
 SETTINGS = [
     # temperature, top_k, top_p, min_p, repetition, presence, frequency
@@ -31,6 +32,68 @@ def test_cython_matches_reference(setting):
         want = [sample_reference(logits, history, *setting, ref) for _ in range(8)]
         assert got == want
         assert fast[0] == ref[0]  # both advanced their RNG the same number of times
+
+
+@pytest.mark.parametrize("typical_p", [0.2, 0.9, 0.999])
+@pytest.mark.parametrize("top_k,top_p,min_p", [(0, 1.0, 0.0), (40, 0.9, 0.05)])
+def test_typical_p_matches_reference(typical_p, top_k, top_p, min_p):
+    rng = np.random.default_rng(int(typical_p * 1000) + top_k)
+    for trial in range(30):
+        vocab = int(rng.integers(2, 2000))
+        logits = (rng.standard_normal(vocab) * rng.uniform(0.5, 5)).astype(np.float32)
+        none = np.array([], np.int64)
+        fast, ref = rng_state(trial), rng_state(trial)
+        args = (1.0, top_k, top_p, min_p, 1.0, 0.0, 0.0)
+        got = [sampler.sample(logits, none, *args, fast, typical_p) for _ in range(6)]
+        assert got == [sample_reference(logits, none, *args, ref, typical_p) for _ in range(6)]
+
+
+def test_typical_p_keeps_the_tokens_nearest_the_entropy():
+    # probabilities 0.5, 0.3, 0.2: entropy 1.03 nats; -log p = 0.69, 1.20, 1.61: 0.3 is the most typical,
+    # then 0.5; a typical mass of 0.75 keeps those two, and sampling never gives the third
+    logits = np.log(np.array([0.5, 0.3, 0.2])).astype(np.float32)
+    state = rng_state(0)
+    drawn = {sampler.sample(logits, np.array([], np.int64), 1.0, 0, 1.0, 0.0, 1.0, 0.0, 0.0, state, 0.75)
+             for _ in range(300)}
+    assert drawn == {0, 1}
+
+
+def test_dry_penalises_what_would_extend_a_repeat():
+    # history: A B C D ... A B C -> D would repeat "A B C D": penalised for a repeat of length 3
+    a, b, c, d, x = 1, 2, 3, 4, 5
+    history = np.array([a, b, c, d, x, x, a, b, c], np.int64)
+    breakers = np.zeros(10, np.uint8)
+    penalties = np.zeros(10)
+    sampler.dry_penalties(history, 0.8, 1.75, 2, breakers, penalties)
+    assert penalties[d] == pytest.approx(0.8 * 1.75 ** (3 - 2)) and penalties.sum() == penalties[d]
+    np.testing.assert_array_equal(penalties, dry_penalties_reference(history, 0.8, 1.75, 2, breakers, 10))
+    breakers[b] = 1  # a breaker inside the repeat shortens it below the allowed length
+    penalties[:] = 0
+    sampler.dry_penalties(history, 0.8, 1.75, 2, breakers, penalties)
+    assert not penalties.any()
+
+
+def test_dry_matches_reference_on_random_histories():
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        vocab = 12
+        history = rng.integers(0, vocab, int(rng.integers(0, 80)))
+        breakers = (rng.random(vocab) < 0.15).astype(np.uint8)
+        allowed = int(rng.integers(1, 4))
+        penalties = np.zeros(vocab)
+        sampler.dry_penalties(history, 1.1, 1.5, allowed, breakers, penalties)
+        np.testing.assert_allclose(penalties, dry_penalties_reference(history, 1.1, 1.5, allowed, breakers, vocab),
+                                   rtol=1e-12)
+
+
+def test_logit_bias_allowed_and_banned_tokens():
+    logits = np.zeros(8, np.float32)
+    params = SamplingParams(temperature=0, logit_bias={3: 5.0, 7: 100.0}, banned_token_ids=[7])
+    assert Sampler(params)(logits, []) == 3
+    assert Sampler(SamplingParams(temperature=1.0, allowed_token_ids=[2, 5], seed=1))(logits, []) in (2, 5)
+    out = process_logits(logits, [], SamplingParams(allowed_token_ids=[1], logit_bias={1: 2.0}), None)
+    assert out[1] == 2.0 and np.isneginf(out[[0, 2, 3, 4, 5, 6, 7]]).all()
+    assert dry_breaker_mask(["a", "b\n", ":x", "y"], ["\n", ":"]).tolist() == [0, 1, 1, 0]
 
 
 @pytest.mark.parametrize("top_k", [0, 1, 40, 3000])
@@ -99,7 +162,11 @@ def test_same_seed_same_tokens():
 
 
 @pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(top_k=-1),
-                                 dict(min_p=2), dict(repetition_penalty=0), dict(presence_penalty=3)])
+                                 dict(min_p=2), dict(repetition_penalty=0), dict(presence_penalty=3),
+                                 dict(typical_p=0), dict(logit_bias={1: 200}), dict(allowed_token_ids=[]),
+                                 dict(dry_multiplier=-1), dict(dry_base=0.5), dict(dry_allowed_length=0),
+                                 dict(max_tokens=0), dict(min_tokens=5, max_tokens=2), dict(stop=[""]),
+                                 dict(logprobs=21), dict(stop_token_ids=[-1])])
 def test_invalid_params_are_rejected(bad):
     with pytest.raises(ValueError):
         SamplingParams(**bad)

@@ -8,7 +8,7 @@ token of every sequence whose tokens are all computed, and finishes those that s
 import itertools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from mistralcli.engine.paged_cache import PagedKVCache
 from mistralcli.engine.scheduler import Scheduler, SchedulerConfig
 from mistralcli.engine.sequence import Sequence
 from mistralcli.errors import MistralError
-from mistralcli.sampling import SamplingParams
+from mistralcli.sampling import SamplingParams, dry_breaker_mask
 
 DEFAULT_KV_MEMORY_FRACTION = 0.3  # of the memory available at start, when no --kv-cache-mb is given
 
@@ -124,8 +124,19 @@ class Engine:
         seq = Sequence(next(self._seq_ids), request_id, list(prompt_ids), params,
                        min(max_tokens, self.context_length - len(prompt_ids)), frozenset(stops))
         seq.text = OutputText(self.tokenizer, params.stop)
+        if params.dry_multiplier > 0:
+            seq.sampler.dry_breakers = self._dry_breakers(tuple(params.dry_sequence_breakers))
         self._requests[request_id] = seq
         self.scheduler.add(seq)
+
+    def _dry_breakers(self, breakers: tuple[str, ...]) -> np.ndarray:
+        """Which tokens end a DRY repeat (their text holds a breaker), computed once per set of breakers."""
+        cache = self.__dict__.setdefault("_breaker_masks", {})
+        if breakers not in cache:
+            texts = [piece.decode("utf-8", errors="replace") for piece in self.tokenizer.token_bytes]
+            texts += [""] * (self.runner.vocab_size - len(texts))
+            cache[breakers] = dry_breaker_mask(texts, list(breakers))
+        return cache[breakers]
 
     def validate(self, prompt_ids: list[int], max_tokens: int = 1) -> None:
         """Raise RequestError if a request with this prompt could not be queued (changes nothing; safe to
