@@ -117,7 +117,8 @@ class LLM:
         try:
             for result, p in zip(results, params):
                 self.engine.add_request(result.request_id, result.prompt_token_ids, p)
-                result.outputs = [CompletionOutput(0, "", [], None, [] if p.logprobs is not None else None)]
+                result.outputs = [CompletionOutput(i, "", [], None, [] if p.logprobs is not None else None)
+                                  for i in range(p.n)]
                 result.finished = False
                 by_id[result.request_id] = result
             while any(not r.finished for r in by_id.values()):
@@ -125,7 +126,7 @@ class LLM:
                     result = by_id.get(out.request_id)
                     if result is None:
                         continue
-                    completion = result.outputs[0]
+                    completion = result.outputs[out.index]
                     completion.token_ids += out.new_token_ids
                     completion.text += out.text
                     if out.logprobs:
@@ -133,7 +134,7 @@ class LLM:
                     if out.finished:
                         completion.finish_reason = out.finish_reason
                         result.num_cached_tokens = out.num_cached_tokens
-                        result.finished = True
+                        result.finished = all(c.finish_reason is not None for c in result.outputs)
         finally:
             for request_id, result in by_id.items():
                 if not result.finished:

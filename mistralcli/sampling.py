@@ -45,6 +45,7 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)  # more tokens that stop it (not in the output)
     stop: list[str] = field(default_factory=list)  # strings that stop it (not in the output)
     logprobs: int | None = None  # per output token: its log-probability and the `logprobs` most likely ones
+    n: int = 1  # choices per prompt: they share the prompt's KV blocks (seeds seed, seed + 1, ...)
 
     def __post_init__(self):
         if isinstance(self.stop, str):
@@ -68,6 +69,7 @@ class SamplingParams:
             (all(isinstance(t, str) and t for t in self.stop), "stop strings must be non-empty strings"),
             (self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs must be in [0, 20]"),
             (0 < self.typical_p <= 1, "typical_p must be in (0, 1]"),
+            (1 <= self.n <= 128, "n must be in [1, 128]"),
             (all(-100 <= v <= 100 for v in self.logit_bias.values()), "logit_bias values must be in [-100, 100]"),
             (self.allowed_token_ids is None or len(self.allowed_token_ids) > 0, "allowed_token_ids must not be empty"),
             (self.dry_multiplier >= 0, "dry_multiplier must be >= 0"),

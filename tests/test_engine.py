@@ -218,3 +218,23 @@ def test_dry_breaks_a_loop_the_greedy_model_falls_into(lm):
         eng.add_request("a", ids, SamplingParams(temperature=0, ignore_eos=True, max_tokens=8, dry_multiplier=dry))
         texts.append(collect(eng, "a")[1])
     assert texts[0].startswith(" 1, 2, 3") and not texts[1].startswith(" 1, 2, 3")
+
+
+def test_n_choices_share_the_prompt_and_each_is_its_own_seeded_request(lm):
+    ids = prompts(1, seed=6)[0]
+    params = SamplingParams(temperature=1.0, seed=40, n=3, ignore_eos=True, max_tokens=10)
+    eng = engine(lm, kv_cache_mb=16)
+    eng.add_request("r", ids, params)
+    choices, finished = {}, set()
+    while eng.has_unfinished():
+        for out in eng.step():
+            assert out.request_id == "r"
+            choices.setdefault(out.index, []).extend(out.new_token_ids)
+            if out.finished:
+                finished.add(out.index)
+    assert finished == {0, 1, 2} and eng.blocks.num_free_blocks == eng.blocks.num_blocks
+    for index in range(3):
+        single = SamplingParams(temperature=1.0, seed=40 + index, ignore_eos=True, max_tokens=10)
+        assert choices[index] == alone(lm, [ids], 10, single)[0]
+    assert len({tuple(c) for c in choices.values()}) > 1
+    assert eng.stats()["finished_requests"] == 1

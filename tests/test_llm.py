@@ -43,3 +43,10 @@ def test_token_ids_and_per_prompt_params(llm):
     assert longer.outputs[0].token_ids[:2] == short.outputs[0].token_ids
     with pytest.raises(ValueError, match="2 sampling params for 1 prompts"):
         llm.generate(["x"], [SamplingParams(), SamplingParams()])
+
+
+def test_n_choices_come_back_by_index(llm):
+    [out] = llm.generate("Once upon a time", SamplingParams(temperature=1.0, seed=3, n=2, max_tokens=6, ignore_eos=True))
+    assert [c.index for c in out.outputs] == [0, 1]
+    assert all(len(c.token_ids) == 6 and c.finish_reason == "length" for c in out.outputs)
+    assert out.usage.completion_tokens == 12

@@ -8,7 +8,7 @@ token of every sequence whose tokens are all computed, and finishes those that s
 import itertools
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from mistralcli.engine.model_runner import ModelRunner
 from mistralcli.engine.output_text import OutputText
 from mistralcli.engine.paged_cache import PagedKVCache
 from mistralcli.engine.scheduler import Scheduler, SchedulerConfig
-from mistralcli.engine.sequence import Sequence
+from mistralcli.engine.sequence import Sequence, SequenceStatus
 from mistralcli.errors import MistralError
 from mistralcli.sampling import SamplingParams, dry_breaker_mask
 
@@ -65,6 +65,7 @@ class RequestOutput:
     num_output_tokens: int = 0
     num_cached_tokens: int = 0
     logprobs: list[TokenLogprob] | None = None
+    index: int = 0  # the choice (of the request's n) this is about; `finished` is that choice's
 
 
 def available_memory_bytes() -> int:
@@ -102,7 +103,7 @@ class Engine:
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
         self.runner = ModelRunner(model, self.cache, self.blocks)
         self.counters = EngineCounters()
-        self._requests: dict[str, Sequence] = {}
+        self._requests: dict[str, list[Sequence]] = {}  # request id -> its choices (one until it forks)
         self._seq_ids = itertools.count()
 
     @property
@@ -126,7 +127,7 @@ class Engine:
         seq.text = OutputText(self.tokenizer, params.stop)
         if params.dry_multiplier > 0:
             seq.sampler.dry_breakers = self._dry_breakers(tuple(params.dry_sequence_breakers))
-        self._requests[request_id] = seq
+        self._requests[request_id] = [seq]
         self.scheduler.add(seq)
 
     def _dry_breakers(self, breakers: tuple[str, ...]) -> np.ndarray:
@@ -155,10 +156,12 @@ class Engine:
 
     def abort(self, request_id: str) -> bool:
         """Stop a request now and free its blocks; False if it is not (or no longer) in the engine."""
-        seq = self._requests.pop(request_id, None)
-        if seq is None:
+        seqs = self._requests.pop(request_id, None)
+        if seqs is None:
             return False
-        self.scheduler.finish(seq, "abort")
+        for seq in seqs:
+            if not seq.is_finished:
+                self.scheduler.finish(seq, "abort")
         return True
 
     def has_unfinished(self) -> bool:
@@ -187,7 +190,7 @@ class Engine:
         batch = self.scheduler.schedule()
         outputs = {}
         for seq in batch.out_of_blocks:
-            outputs[seq.request_id] = self._finish(seq, "length", [], seq.text.finish())
+            outputs[seq.request_id, seq.index] = self._finish(seq, "length", [], seq.text.finish())
         if batch.is_empty:
             return list(outputs.values())
         self.counters.steps += 1
@@ -199,8 +202,29 @@ class Engine:
             self.blocks.commit(seq.seq_id, seq.num_computed)
             if seq.num_computed < seq.num_tokens:
                 continue  # a prompt chunk, or replaying outputs after a preemption
-            outputs[seq.request_id] = self._sample(seq, logits)
+            choices = [seq]
+            if seq.params.n > 1 and not seq.output_ids and len(self._requests.get(seq.request_id, ())) == 1:
+                choices += self._fork(seq)
+            for choice in choices:
+                outputs[choice.request_id, choice.index] = self._sample(choice, logits)
         return list(outputs.values())
+
+    def _fork(self, seq: Sequence) -> list[Sequence]:
+        """The other n - 1 choices of seq's request, sharing its prompt blocks (copied when written)."""
+        children = []
+        for index in range(1, seq.params.n):
+            seed = None if seq.params.seed is None else seq.params.seed + index
+            params = replace(seq.params, seed=seed)
+            child = Sequence(next(self._seq_ids), seq.request_id, list(seq.prompt_ids), params, seq.max_tokens,
+                             seq.stop_token_ids, status=SequenceStatus.RUNNING, num_computed=seq.num_computed,
+                             arrival_s=seq.arrival_s, num_cached_tokens=seq.num_cached_tokens, index=index)
+            child.text = OutputText(self.tokenizer, params.stop)
+            child.sampler.dry_breakers = seq.sampler.dry_breakers
+            self.blocks.fork(seq.seq_id, child.seq_id)
+            self.scheduler.running.append(child)
+            self._requests[seq.request_id].append(child)
+            children.append(child)
+        return children
 
     def _sample(self, seq: Sequence, logits: np.ndarray) -> RequestOutput:
         """Pick seq's next token, add it, and say what that produced."""
@@ -230,14 +254,16 @@ class Engine:
 
     def _output(self, seq: Sequence, new_ids: list[int], text: str, finished: bool, logprobs=None) -> RequestOutput:
         return RequestOutput(seq.request_id, new_ids, text, finished, seq.finish_reason, seq.num_prompt_tokens,
-                             len(seq.output_ids), seq.num_cached_tokens, logprobs)
+                             len(seq.output_ids), seq.num_cached_tokens, logprobs, seq.index)
 
     def _finish(self, seq: Sequence, reason: str, new_ids: list[int] | None = None, text: str = "",
                 logprobs=None) -> RequestOutput:
         self.scheduler.finish(seq, reason)
-        self._requests.pop(seq.request_id, None)
-        self.counters.finished_requests += 1
-        self.counters.prompt_tokens += seq.num_prompt_tokens
+        choices = self._requests.get(seq.request_id, [])
+        if all(choice.is_finished for choice in choices):
+            self._requests.pop(seq.request_id, None)
+            self.counters.finished_requests += 1
+            self.counters.prompt_tokens += seq.num_prompt_tokens
         return self._output(seq, new_ids or [], text, True, logprobs)
 
 

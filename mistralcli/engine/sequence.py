@@ -34,6 +34,7 @@ class Sequence:
     last_token_s: float | None = None
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache when last allocated
     num_preemptions: int = 0
+    index: int = 0  # which of the request's n choices
 
     def __post_init__(self):
         self.sampler = Sampler(self.params)
