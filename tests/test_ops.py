@@ -125,17 +125,20 @@ def test_rmsnorm_rope_attention_reference_against_direct_formulas(ops):
     np.testing.assert_allclose(out[0], np.repeat(v[0], 3, axis=0), rtol=1e-6)
 
 
+def attention_case(seed, num_tokens, num_heads, num_kv_heads, past, d=64):
+    """q (T, H, D) for positions past..past+T-1, k/v (past+T, Hkv, D) and the positions."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((num_tokens, num_heads, d)).astype(np.float32)
+    k = rng.standard_normal((past + num_tokens, num_kv_heads, d)).astype(np.float32) * 2
+    v = rng.standard_normal((past + num_tokens, num_kv_heads, d)).astype(np.float32)
+    return q, k, v, np.arange(past, past + num_tokens), np.arange(past + num_tokens)
+
+
 @pytest.mark.parametrize("num_heads,num_kv_heads,past", [(9, 3, 0), (4, 4, 5), (8, 1, 17)])
 def test_causal_attention_matches_reference(ops, num_heads, num_kv_heads, past):
     """The C kernel (AVX2 with its own exp, and the portable path) against NumPy: tolerance 1e-5."""
     ref, cpu = ops
-    rng = np.random.default_rng(num_heads)
-    num_tokens, d = 7, 64
-    q = rng.standard_normal((num_tokens, num_heads, d)).astype(np.float32)
-    k = rng.standard_normal((past + num_tokens, num_kv_heads, d)).astype(np.float32) * 2
-    v = rng.standard_normal((past + num_tokens, num_kv_heads, d)).astype(np.float32)
-    q_pos = np.arange(past, past + num_tokens)
-    k_pos = np.arange(past + num_tokens)
+    q, k, v, q_pos, k_pos = attention_case(num_heads, 7, num_heads, num_kv_heads, past)
     expected = ref.attention(q, k, v, q_pos, k_pos, 0.125)
     np.testing.assert_allclose(cpu.attention(q, k, v, q_pos, k_pos, 0.125), expected, rtol=0, atol=1e-5)
     from mistralcli._ext import attention
@@ -153,13 +156,7 @@ def test_attention_gemm_path_matches_reference(ops, num_heads, num_kv_heads, pas
     from mistralcli._ext import attention
 
     ref, cpu = ops
-    rng = np.random.default_rng(past + num_tokens)
-    d = 64
-    q = rng.standard_normal((num_tokens, num_heads, d)).astype(np.float32)
-    k = rng.standard_normal((past + num_tokens, num_kv_heads, d)).astype(np.float32) * 2
-    v = rng.standard_normal((past + num_tokens, num_kv_heads, d)).astype(np.float32)
-    q_pos = np.arange(past, past + num_tokens)
-    k_pos = np.arange(past + num_tokens)
+    q, k, v, q_pos, k_pos = attention_case(past + num_tokens, num_tokens, num_heads, num_kv_heads, past)
     expected = ref.attention(q, k, v, q_pos, k_pos, 0.125)
     for threads in (1, 2):
         got = np.full_like(q, np.nan)
