@@ -34,7 +34,7 @@ class ScheduledBatch:
     decodes: list[Sequence] = field(default_factory=list)  # one token each, at num_computed
     copies: list[tuple[int, int]] = field(default_factory=list)  # (src, dst) blocks, before computing
     preempted: list[Sequence] = field(default_factory=list)
-    out_of_blocks: list[Sequence] = field(default_factory=list)  # alone, and the pool holds no more of it
+    out_of_blocks: list[Sequence] = field(default_factory=list)  # the pool cannot hold more of these: they end
 
     @property
     def is_empty(self) -> bool:
@@ -78,6 +78,11 @@ class Scheduler:
             budget -= 1
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
+            if self.blocks.blocks_for(seq.num_tokens) > self.blocks.num_blocks:
+                # preempted after it outgrew the whole pool: it can never be recomputed
+                self.waiting.popleft()
+                batch.out_of_blocks.append(seq)
+                continue
             if not self.blocks.can_allocate(seq.token_ids):
                 break
             self.waiting.popleft()
