@@ -23,6 +23,11 @@ def run(
     top_k: int = typer.Option(None, "--top-k", min=0, help=SAMPLING_HELP.format("40; 0 disables it")),
     min_p: float = typer.Option(None, "--min-p", min=0.0, max=1.0, help=SAMPLING_HELP.format("0.05")),
     repeat_penalty: float = typer.Option(None, "--repeat-penalty", min=0.0, help=SAMPLING_HELP.format("1.0, off")),
+    typical_p: float = typer.Option(None, "--typical-p", min=0.0, max=1.0, help=SAMPLING_HELP.format("1.0, off")),
+    dry_multiplier: float = typer.Option(None, "--dry-multiplier", min=0.0,
+                                         help="DRY repetition penalty strength (0 = off; 0.8 is a usual choice)."),
+    stop: list[str] = typer.Option(None, "--stop", help="Stop before this text (repeat the flag for several)."),
+    ignore_eos: bool = typer.Option(False, "--ignore-eos", help="Keep going past the model's end-of-text token."),
     seed: int = typer.Option(None, "--seed", help="Random seed: the same seed gives the same answer."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for the kernels."),
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
@@ -33,7 +38,8 @@ def run(
     Example: mistral run "What is the capital of France?"   |   echo "Summarize: ..." | mistral run -
     """
     text = read_text_argument(prompt)
-    given = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repeat_penalty)
+    given = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repeat_penalty,
+                 typical_p=typical_p, dry_multiplier=dry_multiplier, stop=stop or None, ignore_eos=ignore_eos or None)
     given = {k: v for k, v in given.items() if v is not None}
 
     from mistralcli.generation import GenerationStats, generate

@@ -184,3 +184,16 @@ def test_bench_compare_llama_cpp(smollm2_path):
     assert set(peer) == set(out["engines"]["mistralcli"])  # one schema for every engine
     assert peer["decode_tok_s"]["median"] > 0
     assert set(out["ratios_vs_llama_cpp"]) == {"prefill_16", "decode", "ttft", "load", "peak_rss"}
+
+
+def test_run_stop_strings_and_dry(smollm2_path):
+    counting = mistral("run", "--raw", "1, 2, 3, 4,", "--model", str(smollm2_path), "--temperature", "0", "-n", "30",
+                       "--stop", " 9", "--stop", "never", "--json")
+    assert counting.returncode == 0, counting.stderr
+    out = json.loads(counting.stdout)
+    assert out["text"] == " 5, 6, 7, 8," and out["finish_reason"] == "stop"
+    loop = ("run", "--raw", "1, 2, 3, 1, 2, 3, 1, 2, 3,", "--model", str(smollm2_path), "--temperature", "0", "-n", "10",
+            "--ignore-eos", "--json")
+    plain, dry = mistral(*loop), mistral(*loop, "--dry-multiplier", "0.8")
+    assert json.loads(plain.stdout)["text"].startswith(" 1, 2, 3")
+    assert not json.loads(dry.stdout)["text"].startswith(" 1, 2, 3")
