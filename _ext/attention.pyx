@@ -5,7 +5,7 @@ Legend: T queries, S keys, H query heads, Hkv key/value heads, D head dim.
 """
 
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
 cdef extern from "kernels/attention.h" nogil:
@@ -14,6 +14,9 @@ cdef extern from "kernels/attention.h" nogil:
                                     float *scores, float *out)
     int mcli_simd_level()
     mcli_attend_fn mcli_select_attend(int level, int d)
+    void mcli_attend_paged_query(const float *qh, const float *k, const float *v, const int32_t *table, int64_t bs,
+                                 int64_t num_keys, int64_t stride, int d, float scale, float *scores, float *out,
+                                 int level)
 
 include "blas.pxi"
 
@@ -71,4 +74,40 @@ def causal_attention(float[:, :, ::1] out, const float[:, :, ::1] q, const float
             h = job % num_heads
             attend(&q[t, h, 0], &k[0, h // group, 0], &v[0, h // group, 0], &k_positions[0], q_positions[t],
                    num_keys, num_kv * d, <int>d, scale, scores, &out[t, h, 0])
+        free(scores)
+
+
+def paged_attention(float[:, :, ::1] out, const float[:, :, ::1] q, const float[:, :, :, ::1] k,
+                    const float[:, :, :, ::1] v, const int32_t[:, ::1] block_tables, const int32_t[::1] seq_index,
+                    const int64_t[::1] q_positions, float scale, int num_threads=1, int simd_level=-1):
+    """out (T, H, D): causal attention of prompt queries q (T, H, D) over one layer of the paged cache,
+    k, v (NB, BS, Hkv, D). Query t belongs to the sequence whose blocks are block_tables[seq_index[t]] and
+    sees its positions 0..q_positions[t]. Parallel over (query, head); reference: ReferenceOps.paged_attention."""
+    cdef Py_ssize_t num_tokens = q.shape[0], num_heads = q.shape[1], d = q.shape[2]
+    cdef Py_ssize_t num_kv = k.shape[2], bs = k.shape[1], job, t, h, longest = 0
+    if (num_kv == 0 or num_heads % num_kv or k.shape[3] != d or tuple(v.shape) != tuple(k.shape)
+            or tuple(out.shape) != tuple(q.shape) or seq_index.shape[0] != num_tokens
+            or q_positions.shape[0] != num_tokens):
+        raise ValueError("attention shapes do not match")
+    for t in range(num_tokens):
+        if not 0 <= seq_index[t] < block_tables.shape[0]:
+            raise ValueError(f"query {t} names sequence {seq_index[t]}, not in the block tables")
+        if q_positions[t] < 0 or q_positions[t] // bs >= block_tables.shape[1]:
+            raise ValueError(f"position {q_positions[t]} is beyond the block table")
+        for h in range(q_positions[t] // bs + 1):
+            if not 0 <= block_tables[seq_index[t], h] < k.shape[0]:
+                raise ValueError(f"block {block_tables[seq_index[t], h]} is not in the cache")
+        longest = max(longest, q_positions[t] + 1)
+    if num_tokens == 0:
+        return
+    cdef int group = num_heads // num_kv, level = SIMD_LEVEL if simd_level < 0 else simd_level
+    cdef float *scores
+    with nogil, parallel(num_threads=max(1, num_threads)):
+        scores = <float *>malloc(((longest + 7) // 8 * 8 + 8) * sizeof(float))
+        for job in prange(num_tokens * num_heads, schedule="static"):
+            t = job // num_heads
+            h = job % num_heads
+            mcli_attend_paged_query(&q[t, h, 0], &k[0, 0, h // group, 0], &v[0, 0, h // group, 0],
+                                    &block_tables[seq_index[t], 0], bs, q_positions[t] + 1, num_kv * d, <int>d,
+                                    scale, scores, &out[t, h, 0], level)
         free(scores)

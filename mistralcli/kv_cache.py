@@ -1,7 +1,8 @@
 """The KV-cache interface the models write through, and a simple contiguous cache for one sequence.
 
-A model calls `update(layer, positions, k, v)` once per layer per forward and attends over what it
-returns; it never looks inside. The paged cache of the engine implements the same method.
+A model calls `attend(layer, q, k, v, positions, scale, ops)` once per layer per forward: the cache
+stores the new keys and values and runs the attention over what it holds (`update` stores and
+returns them). The engine's paged cache implements the same methods.
 """
 
 import mmap
@@ -45,6 +46,12 @@ class KVCache:
         length = max(int(self.lengths[layer]), end)
         self.lengths[layer] = length
         return self.k[layer, :length], self.v[layer, :length], np.arange(length)
+
+    def attend(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, positions: np.ndarray, scale: float,
+               ops) -> np.ndarray:
+        """Store k, v (T, Hkv, D) at positions, then attend q (T, H, D) causally over the cache: (T, H, D)."""
+        keys, values, key_positions = self.update(layer, positions, k, v)
+        return ops.attention(q, keys, values, positions, key_positions, scale)
 
     def ensure(self, needed: int) -> None:
         """Make room for positions < needed."""

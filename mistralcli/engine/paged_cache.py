@@ -44,6 +44,15 @@ class SequenceView:
         bs = self.cache.block_size
         return self.block_ids[positions // bs], positions % bs
 
+    def attend(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, positions: np.ndarray, scale: float,
+               ops) -> np.ndarray:
+        """Store k, v at positions; attend q over this sequence's blocks where they lie (ops.paged_attention)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        blocks, offsets = self._slots(positions)
+        self.cache.k[layer, blocks, offsets] = k
+        self.cache.v[layer, blocks, offsets] = v
+        return ops.paged_attention(q, self.cache.k[layer], self.cache.v[layer], self.block_ids, positions, scale)
+
     def update(self, layer: int, positions: np.ndarray, k: np.ndarray, v: np.ndarray):
         """Store k, v (T, Hkv, D) at positions (T,); return (keys (S, Hkv, D), values, key_positions (S,))
         for positions 0 .. max(positions), in position order."""

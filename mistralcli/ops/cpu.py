@@ -52,8 +52,9 @@ class CpuOps(ReferenceOps):
         threadpool_limits(1, user_api="blas")
         # The engine's setting: a prompt token gets the same bits in a chunk of any length. Every product
         # of a forward (a prompt chunk) goes through the GEMM path, padded to GEMM_PAD_TOKENS rows
-        # (OpenBLAS sends 1-3 rows to other kernels), and attention goes query by query (the GEMM
-        # attention's blocks of queries depend on where a chunk starts). Decode tokens never come here.
+        # (OpenBLAS sends 1-3 rows to other kernels); its attention is paged_attention, query by query
+        # (the GEMM attention's blocks of queries depend on where a chunk starts). Decode tokens never
+        # come here.
         self.batch_invariant = False
 
     def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
@@ -119,11 +120,20 @@ class CpuOps(ReferenceOps):
         """Causal GQA attention (C, parallel over queries and heads); see ReferenceOps."""
         q = np.ascontiguousarray(q, dtype=np.float32)
         out = np.empty_like(q)
-        use_gemm = len(q) >= ATTENTION_GEMM_MIN_TOKENS and not self.batch_invariant
-        kernel = attention.causal_attention_gemm if use_gemm else attention.causal_attention
+        kernel = attention.causal_attention_gemm if len(q) >= ATTENTION_GEMM_MIN_TOKENS else attention.causal_attention
         kernel(out, q, np.ascontiguousarray(k), np.ascontiguousarray(v),
                                    np.ascontiguousarray(q_positions, dtype=np.int64),
                                    np.ascontiguousarray(k_positions, dtype=np.int64), scale, self.num_threads)
+        return out
+
+    def paged_attention(self, q, k, v, block_table, q_positions, scale: float) -> np.ndarray:
+        """As ReferenceOps.paged_attention, in C: each query reads its keys block by block (nothing is
+        gathered), with arithmetic that does not depend on the other queries (kernels/attention.h)."""
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        out = np.empty_like(q)
+        tables = np.ascontiguousarray(block_table, dtype=np.int32).reshape(1, -1)
+        attention.paged_attention(out, q, k, v, tables, np.zeros(len(q), np.int32),
+                                  np.ascontiguousarray(q_positions, dtype=np.int64), scale, self.num_threads)
         return out
 
     def fused_decoder(self, model):
