@@ -181,9 +181,10 @@ cdef class LlamaStep:
             self.batch_capacity = batch
         if seq > self.scores_capacity:
             capacity = max(seq, 2 * self.scores_capacity)
-            self.buffers["scores"] = np.zeros(max(1, self.num_threads) * capacity, np.float32)
+            stride = (capacity + 7) // 8 * 8 + 8  # attention pads its scores to a multiple of 8
+            self.buffers["scores"] = np.zeros(max(1, self.num_threads) * stride, np.float32)
             s.scores = self._buffer("scores")
-            s.scores_stride = capacity
+            s.scores_stride = stride
             self.scores_capacity = capacity
 
     cdef _set_xq(self):

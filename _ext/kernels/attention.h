@@ -63,28 +63,36 @@ MCLI_AVX2 static int64_t mcli_exp_shift8(float *p, int64_t n, float best, float 
     return s;
 }
 
+/* keys and values of one sequence, block by block in position order (see mcli_attend_paged_query) */
+#define MCLI_FOR_EACH_SLOT(T, BASE, ARRAY, TABLE, BS, NUM_KEYS, STRIDE, BODY)                                  \
+    for (int64_t t0_ = 0; t0_ < (NUM_KEYS); t0_ += (BS)) {                                                  \
+        const float *block_ = (ARRAY) + (int64_t)(TABLE)[t0_ / (BS)] * (BS) * (STRIDE);                     \
+        for (int64_t T = t0_; T < (NUM_KEYS) && T < t0_ + (BS); T++) {                                      \
+            const float *BASE = block_ + (T - t0_) * (STRIDE);                                              \
+            BODY                                                                                            \
+        }                                                                                                   \
+    }
+
 MCLI_AVX2 static void mcli_attend_paged_query_avx2(const float *qh, const float *k, const float *v, const int32_t *table,
                                                    int64_t bs, int64_t num_keys, int64_t stride, int d, float scale,
                                                    float *scores, float *out) {
     float best = -INFINITY;
-    for (int64_t t = 0; t < num_keys; t++) {
-        const float *kt = k + ((int64_t)table[t / bs] * bs + t % bs) * stride;
+    MCLI_FOR_EACH_SLOT(t, kt, k, table, bs, num_keys, stride, {
         __m256 acc = _mm256_setzero_ps();
         for (int i = 0; i < d; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), _mm256_loadu_ps(kt + i), acc);
         scores[t] = mcli_hsum(acc) * scale;
         best = scores[t] > best ? scores[t] : best;
-    }
+    })
     const int64_t padded = (num_keys + 7) / 8 * 8; /* every exponential 8-wide, as in mcli_attend_avx2 */
     for (int64_t t = num_keys; t < padded; t++) scores[t] = -INFINITY;
     float total;
     mcli_exp_shift8(scores, padded, best, &total);
     for (int i = 0; i < d; i += 8) _mm256_storeu_ps(out + i, _mm256_setzero_ps());
-    for (int64_t t = 0; t < num_keys; t++) {
-        const float *vt = v + ((int64_t)table[t / bs] * bs + t % bs) * stride;
+    MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, num_keys, stride, {
         const __m256 p = _mm256_set1_ps(scores[t]);
         for (int i = 0; i < d; i += 8)
             _mm256_storeu_ps(out + i, _mm256_fmadd_ps(p, _mm256_loadu_ps(vt + i), _mm256_loadu_ps(out + i)));
-    }
+    })
     const __m256 inv = _mm256_set1_ps(1.0f / total);
     for (int i = 0; i < d; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), inv));
 }
@@ -120,10 +128,11 @@ MCLI_AVX2 static void mcli_attend_avx2(const float *qh, const float *k, const fl
 }
 #endif
 
-/* ---- prompt queries against a paged cache ---------------------------------------------------------
- * k, v: one layer of the paged cache (NB, BS, Hkv, D); table: the query's sequence's blocks; the
- * query at position p sees positions 0..p, read block by block in position order. The arithmetic of
- * a query does not depend on the other queries of the call (how a prompt is cut into chunks). */
+/* ---- one query against a paged cache (prompt chunks, and the decode step) ----------------------
+ * k, v: one layer of the paged cache (NB, BS, Hkv, D) at the query's kv head; table: the query's
+ * sequence's blocks; the query sees positions 0..num_keys-1, read block by block in position order;
+ * scores: scratch of num_keys rounded up to 8. The arithmetic of a query does not depend on the other
+ * queries of a call, nor on how a prompt is cut into chunks. */
 static void mcli_attend_paged_query(const float *qh, const float *k, const float *v, const int32_t *table, int64_t bs,
                                     int64_t num_keys, int64_t stride, int d, float scale, float *scores, float *out,
                                     int level) {
@@ -136,22 +145,20 @@ static void mcli_attend_paged_query(const float *qh, const float *k, const float
     (void)level;
 #endif
     float best = -INFINITY, total = 0.0f;
-    for (int64_t t = 0; t < num_keys; t++) {
-        const float *kt = k + ((int64_t)table[t / bs] * bs + t % bs) * stride;
+    MCLI_FOR_EACH_SLOT(t, kt, k, table, bs, num_keys, stride, {
         float dot = 0.0f;
         for (int i = 0; i < d; i++) dot += qh[i] * kt[i];
         scores[t] = dot * scale;
         best = scores[t] > best ? scores[t] : best;
-    }
+    })
     for (int64_t t = 0; t < num_keys; t++) {
         scores[t] = expf(scores[t] - best);
         total += scores[t];
     }
     for (int i = 0; i < d; i++) out[i] = 0.0f;
-    for (int64_t t = 0; t < num_keys; t++) {
-        const float *vt = v + ((int64_t)table[t / bs] * bs + t % bs) * stride;
+    MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, num_keys, stride, {
         for (int i = 0; i < d; i++) out[i] += scores[t] * vt[i];
-    }
+    })
     for (int i = 0; i < d; i++) out[i] /= total;
 }
 

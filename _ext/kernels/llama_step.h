@@ -132,72 +132,6 @@ static inline int64_t mcli_slot(const mcli_paged_kv *kv, int l, int b, int64_t p
     return (((int64_t)l * kv->num_blocks + block) * kv->block_size + p % kv->block_size) * kv_dim;
 }
 
-/* One query head against the keys and values of positions 0..seq-1 of one sequence, block by block in
- * position order: k, v point at this layer's and this kv head's first slot; scores (seq,) scratch. */
-static void mcli_attend_paged(const float *qh, const float *k, const float *v, const int32_t *table, int64_t bs,
-                              int64_t seq, int kv_dim, int d, float scale, float *scores, float *out) {
-    float best = -INFINITY, total = 0.0f;
-    for (int64_t t0 = 0; t0 < seq; t0 += bs) {
-        const float *kb = k + (int64_t)table[t0 / bs] * bs * kv_dim;
-        for (int64_t t = t0; t < seq && t < t0 + bs; t++) {
-            const float *kt = kb + (t - t0) * kv_dim;
-            float dot = 0.0f;
-            for (int i = 0; i < d; i++) dot += qh[i] * kt[i];
-            scores[t] = dot * scale;
-            best = scores[t] > best ? scores[t] : best;
-        }
-    }
-    for (int64_t t = 0; t < seq; t++) {
-        scores[t] = expf(scores[t] - best);
-        total += scores[t];
-    }
-    for (int i = 0; i < d; i++) out[i] = 0.0f;
-    for (int64_t t0 = 0; t0 < seq; t0 += bs) {
-        const float *vb = v + (int64_t)table[t0 / bs] * bs * kv_dim;
-        for (int64_t t = t0; t < seq && t < t0 + bs; t++) {
-            const float *vt = vb + (t - t0) * kv_dim;
-            const float p = scores[t] / total;
-            for (int i = 0; i < d; i++) out[i] += p * vt[i];
-        }
-    }
-}
-
-#ifdef MCLI_X86
-/* The same with 8-wide dot products, exponentials and value sums (d a multiple of 8). */
-MCLI_AVX2 static void mcli_attend_paged_avx2(const float *qh, const float *k, const float *v, const int32_t *table,
-                                             int64_t bs, int64_t seq, int kv_dim, int d, float scale, float *scores,
-                                             float *out) {
-    float best = -INFINITY, total;
-    for (int64_t t0 = 0; t0 < seq; t0 += bs) {
-        const float *kb = k + (int64_t)table[t0 / bs] * bs * kv_dim;
-        for (int64_t t = t0; t < seq && t < t0 + bs; t++) {
-            const float *kt = kb + (t - t0) * kv_dim;
-            __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(qh), _mm256_loadu_ps(kt));
-            for (int i = 8; i < d; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), _mm256_loadu_ps(kt + i), acc);
-            scores[t] = mcli_hsum(acc) * scale;
-            best = scores[t] > best ? scores[t] : best;
-        }
-    }
-    int64_t t = mcli_exp_shift8(scores, seq, best, &total);
-    for (; t < seq; t++) {
-        scores[t] = expf(scores[t] - best);
-        total += scores[t];
-    }
-    for (int i = 0; i < d; i += 8) _mm256_storeu_ps(out + i, _mm256_setzero_ps());
-    for (int64_t t0 = 0; t0 < seq; t0 += bs) {
-        const float *vb = v + (int64_t)table[t0 / bs] * bs * kv_dim;
-        for (int64_t t = t0; t < seq && t < t0 + bs; t++) {
-            const float *vt = vb + (t - t0) * kv_dim;
-            const __m256 p = _mm256_set1_ps(scores[t]);
-            for (int i = 0; i < d; i += 8)
-                _mm256_storeu_ps(out + i, _mm256_fmadd_ps(p, _mm256_loadu_ps(vt + i), _mm256_loadu_ps(out + i)));
-        }
-    }
-    const __m256 inv = _mm256_set1_ps(1.0f / total);
-    for (int i = 0; i < d; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), inv));
-}
-#endif
-
 static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *tokens, const int64_t *positions,
                               const mcli_paged_kv *kv, float *logits, const mcli_scratch *s, int num_threads) {
     const int hidden = m->hidden, d = m->head_dim, nh = m->num_heads, nkv = m->num_kv_heads;
@@ -254,14 +188,8 @@ static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *
                 float *out = s->attn + (int64_t)bb * q_dim + h * d;
                 const int32_t *table = kv->block_tables + (int64_t)bb * kv->max_blocks;
                 const int64_t layer_base = (int64_t)l * kv->num_blocks * kv->block_size * kv_dim + kvh * d;
-#ifdef MCLI_X86
-                if (m->simd_level >= 2 && d % 8 == 0)
-                    mcli_attend_paged_avx2(qh, kv->k + layer_base, kv->v + layer_base, table, kv->block_size, seq,
-                                           kv_dim, d, scale, scores, out);
-                else
-#endif
-                    mcli_attend_paged(qh, kv->k + layer_base, kv->v + layer_base, table, kv->block_size, seq, kv_dim,
-                                      d, scale, scores, out);
+                mcli_attend_paged_query(qh, kv->k + layer_base, kv->v + layer_base, table, kv->block_size, seq, kv_dim, d,
+                                        scale, scores, out, m->simd_level);
                 if (d % 32 == 0) /* this head's blocks of the o-projection input, here: no serial pass */
                     mcli_quantize_x16(out, d, s->xq + (int64_t)bb * q_dim + h * d,
                                       s->xs + (int64_t)bb * (q_dim / 32) + h * d / 32,
