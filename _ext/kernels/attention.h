@@ -73,28 +73,64 @@ MCLI_AVX2 static int64_t mcli_exp_shift8(float *p, int64_t n, float best, float 
         }                                                                                                   \
     }
 
+/* 8 vectors of 8 partial sums -> one vector whose lane j is the sum of a[j] (a fixed tree per lane) */
+MCLI_AVX2 static inline __m256 mcli_sum8x8(const __m256 *a) {
+    const __m256 s01 = _mm256_hadd_ps(a[0], a[1]), s23 = _mm256_hadd_ps(a[2], a[3]);
+    const __m256 s45 = _mm256_hadd_ps(a[4], a[5]), s67 = _mm256_hadd_ps(a[6], a[7]);
+    const __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
+    return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+#define MCLI_ATTN_MAX_D 512
+static const float MCLI_ZERO_KEY[MCLI_ATTN_MAX_D] = {0};
+
+/* Keys 8 at a time, from key 0 (a padded last group reads a zero key and is masked), so every key's
+ * score goes through the same operations wherever the query's keys end; values summed in registers,
+ * 64 dimensions at a time, keys in position order. */
 MCLI_AVX2 static void mcli_attend_paged_query_avx2(const float *qh, const float *k, const float *v, const int32_t *table,
                                                    int64_t bs, int64_t num_keys, int64_t stride, int d, float scale,
                                                    float *scores, float *out) {
-    float best = -INFINITY;
-    MCLI_FOR_EACH_SLOT(t, kt, k, table, bs, num_keys, stride, {
-        __m256 acc = _mm256_setzero_ps();
-        for (int i = 0; i < d; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), _mm256_loadu_ps(kt + i), acc);
-        scores[t] = mcli_hsum(acc) * scale;
-        best = scores[t] > best ? scores[t] : best;
-    })
-    const int64_t padded = (num_keys + 7) / 8 * 8; /* every exponential 8-wide, as in mcli_attend_avx2 */
-    for (int64_t t = num_keys; t < padded; t++) scores[t] = -INFINITY;
+    const int64_t padded = (num_keys + 7) / 8 * 8;
+    const __m256 vscale = _mm256_set1_ps(scale);
+    __m256 vbest = _mm256_set1_ps(-INFINITY);
+    int64_t block = 0, offset = 0; /* slot of key t0: table[block], offset */
+    for (int64_t t0 = 0; t0 < padded; t0 += 8) {
+        const float *key[8];
+        for (int j = 0; j < 8; j++) {
+            key[j] = t0 + j < num_keys ? k + ((int64_t)table[block] * bs + offset) * stride : MCLI_ZERO_KEY;
+            if (++offset == bs) { offset = 0; block++; }
+        }
+        __m256 acc[8];
+        for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+        for (int i = 0; i < d; i += 8) {
+            const __m256 q8 = _mm256_loadu_ps(qh + i);
+            for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(q8, _mm256_loadu_ps(key[j] + i), acc[j]);
+        }
+        __m256 s8 = _mm256_mul_ps(mcli_sum8x8(acc), vscale);
+        if (t0 + 8 > num_keys) { /* the padding: masked */
+            const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(num_keys - t0)), lane));
+            s8 = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), s8, valid);
+        }
+        _mm256_storeu_ps(scores + t0, s8);
+        vbest = _mm256_max_ps(vbest, s8);
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vbest), _mm256_extractf128_ps(vbest, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
     float total;
-    mcli_exp_shift8(scores, padded, best, &total);
-    for (int i = 0; i < d; i += 8) _mm256_storeu_ps(out + i, _mm256_setzero_ps());
-    MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, num_keys, stride, {
-        const __m256 p = _mm256_set1_ps(scores[t]);
-        for (int i = 0; i < d; i += 8)
-            _mm256_storeu_ps(out + i, _mm256_fmadd_ps(p, _mm256_loadu_ps(vt + i), _mm256_loadu_ps(out + i)));
-    })
+    mcli_exp_shift8(scores, padded, _mm_cvtss_f32(m4), &total);
     const __m256 inv = _mm256_set1_ps(1.0f / total);
-    for (int i = 0; i < d; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), inv));
+    for (int i0 = 0; i0 < d; i0 += 64) { /* 64 dimensions in registers, keys in position order */
+        const int width = d - i0 < 64 ? d - i0 : 64;
+        __m256 o[8];
+        for (int c = 0; c < 8; c++) o[c] = _mm256_setzero_ps();
+        MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, num_keys, stride, {
+            const __m256 p = _mm256_set1_ps(scores[t]);
+            for (int c = 0; c < width / 8; c++) o[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vt + i0 + 8 * c), o[c]);
+        })
+        for (int c = 0; c < width / 8; c++) _mm256_storeu_ps(out + i0 + 8 * c, _mm256_mul_ps(o[c], inv));
+    }
 }
 
 MCLI_AVX2 static void mcli_attend_avx2(const float *qh, const float *k, const float *v, const int64_t *k_pos, int64_t limit,
@@ -137,7 +173,7 @@ static void mcli_attend_paged_query(const float *qh, const float *k, const float
                                     int64_t num_keys, int64_t stride, int d, float scale, float *scores, float *out,
                                     int level) {
 #ifdef MCLI_X86
-    if (level >= 2 && d % 8 == 0) {
+    if (level >= 2 && d % 8 == 0 && d <= MCLI_ATTN_MAX_D) {
         mcli_attend_paged_query_avx2(qh, k, v, table, bs, num_keys, stride, d, scale, scores, out);
         return;
     }
