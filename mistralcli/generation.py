@@ -49,6 +49,7 @@ def generate(model, tokenizer, prompt_ids: list[int], params: SamplingParams, ma
 
     One request through the engine (a private one sized for it, unless `engine` is given)."""
     from mistralcli.engine.engine import Engine, EngineConfig, RequestError
+    from mistralcli.engine.paged_cache import PagedKVCache
 
     stats = stats if stats is not None else GenerationStats()
     if not prompt_ids:
@@ -59,7 +60,7 @@ def generate(model, tokenizer, prompt_ids: list[int], params: SamplingParams, ma
     if engine is None:
         a = model.args
         tokens = len(prompt_ids) + max_tokens + 16
-        per_token = 2 * a.num_hidden_layers * a.num_key_value_heads * a.head_dim * 4
+        per_token = PagedKVCache.bytes_per_block(a.num_hidden_layers, 1, a.num_key_value_heads, a.head_dim)
         engine = Engine(model, tokenizer, context_length, EngineConfig(max_num_seqs=1, kv_cache_mb=tokens * per_token / 2**20))
     stats.prompt_tokens = len(prompt_ids)
     request_id = f"generate-{id(stats)}"

@@ -1,8 +1,8 @@
 """The KV-cache interface the models write through, and a simple contiguous cache for one sequence.
 
 A model calls `attend(layer, q, k, v, positions, scale, ops)` once per layer per forward: the cache
-stores the new keys and values and runs the attention over what it holds (`update` stores and
-returns them). The engine's paged cache implements the same methods.
+stores the new keys and values and runs the attention over what it holds. The engine's paged cache
+(engine/paged_cache.py) implements the same method, attending where the keys lie.
 """
 
 import mmap

@@ -42,8 +42,7 @@ class AsyncEngine:
         if self.error is not None or self._stopping:
             raise EngineDeadError(f"the engine is not running ({self.error or 'shut down'})")
         params = params or SamplingParams()
-        max_tokens = params.max_tokens if params.max_tokens is not None else self.engine.context_length
-        self.engine.validate(prompt_ids, max_tokens)
+        self.engine.validate(prompt_ids, self.engine.max_tokens_for(params))
         request_id = request_id or f"req-{next(self._ids)}"
         outputs: asyncio.Queue = asyncio.Queue()
         with self._streams_lock:

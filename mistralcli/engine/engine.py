@@ -105,6 +105,7 @@ class Engine:
         self.counters = EngineCounters()
         self._requests: dict[str, list[Sequence]] = {}  # request id -> its choices (one until it forks)
         self._seq_ids = itertools.count()
+        self._breaker_masks: dict[tuple[str, ...], np.ndarray] = {}
 
     @property
     def max_tokens_in_cache(self) -> int:
@@ -116,8 +117,7 @@ class Engine:
         queues nothing) for an empty prompt, a prompt that does not fit the context or the KV cache,
         token ids outside the vocabulary, or a request id already in use."""
         params = params or SamplingParams()
-        max_tokens = max_tokens if max_tokens is not None else params.max_tokens
-        max_tokens = max_tokens if max_tokens is not None else self.context_length
+        max_tokens = self.max_tokens_for(params, max_tokens)
         if request_id in self._requests:
             raise RequestError(f"request id {request_id!r} is already in use")
         self.validate(prompt_ids, max_tokens)
@@ -130,14 +130,19 @@ class Engine:
         self._requests[request_id] = [seq]
         self.scheduler.add(seq)
 
+    def max_tokens_for(self, params: SamplingParams, override: int | None = None) -> int:
+        """The most tokens a request may generate: override, else params.max_tokens, else the context."""
+        if override is not None:
+            return override
+        return params.max_tokens if params.max_tokens is not None else self.context_length
+
     def _dry_breakers(self, breakers: tuple[str, ...]) -> np.ndarray:
         """Which tokens end a DRY repeat (their text holds a breaker), computed once per set of breakers."""
-        cache = self.__dict__.setdefault("_breaker_masks", {})
-        if breakers not in cache:
+        if breakers not in self._breaker_masks:
             texts = [piece.decode("utf-8", errors="replace") for piece in self.tokenizer.token_bytes]
             texts += [""] * (self.runner.vocab_size - len(texts))
-            cache[breakers] = dry_breaker_mask(texts, list(breakers))
-        return cache[breakers]
+            self._breaker_masks[breakers] = dry_breaker_mask(texts, list(breakers))
+        return self._breaker_masks[breakers]
 
     def validate(self, prompt_ids: list[int], max_tokens: int = 1) -> None:
         """Raise RequestError if a request with this prompt could not be queued (changes nothing; safe to

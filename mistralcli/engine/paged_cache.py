@@ -1,5 +1,5 @@
 """PagedKVCache: the engine's key/value arrays, in blocks, and a one-sequence view the models write
-through (the `update` interface of kv_cache.KVCache).
+and attend through (the `attend` method of kv_cache.KVCache).
 
 k, v: (layers, num_blocks, block_size, Hkv, D) float32, taken from the OS page by page as written.
 """
@@ -52,14 +52,3 @@ class SequenceView:
         self.cache.k[layer, blocks, offsets] = k
         self.cache.v[layer, blocks, offsets] = v
         return ops.paged_attention(q, self.cache.k[layer], self.cache.v[layer], self.block_ids, positions, scale)
-
-    def update(self, layer: int, positions: np.ndarray, k: np.ndarray, v: np.ndarray):
-        """Store k, v (T, Hkv, D) at positions (T,); return (keys (S, Hkv, D), values, key_positions (S,))
-        for positions 0 .. max(positions), in position order."""
-        positions = np.asarray(positions, dtype=np.int64)
-        blocks, offsets = self._slots(positions)
-        self.cache.k[layer, blocks, offsets] = k
-        self.cache.v[layer, blocks, offsets] = v
-        every = np.arange(int(positions.max()) + 1)
-        blocks, offsets = self._slots(every)
-        return self.cache.k[layer, blocks, offsets], self.cache.v[layer, blocks, offsets], every
