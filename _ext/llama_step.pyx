@@ -19,6 +19,9 @@ cdef extern from "kernels/llama_step.h" nogil:
     mcli_dot_fn mcli_select(int qtype, int level)
     mcli_dot_multi_fn mcli_select_multi(int qtype, int level)
     mcli_fdot_fn mcli_select_float(int qtype, int level)
+    ctypedef void (*mcli_rows_fn)(const uint8_t *w, int64_t row_bytes, int64_t nrows, const void *a, float *out,
+                                  int64_t out_stride)
+    mcli_rows_fn mcli_select_rows(int qtype, int level)
     ctypedef struct mcli_weight:
         const uint8_t *data
         int qtype
@@ -26,6 +29,7 @@ cdef extern from "kernels/llama_step.h" nogil:
         mcli_dot_fn dot
         mcli_dot_multi_fn multi
         mcli_fdot_fn fdot
+        mcli_rows_fn rows_fn
     ctypedef struct mcli_layer:
         mcli_weight q, k, v, o, gate, up, down
         const float *attn_norm
@@ -57,6 +61,9 @@ cdef extern from "kernels/llama_step.h" nogil:
         int16_t *xq
         float *xs
         float *xm
+        int32_t *xt
+        float *xst
+        float *xmt
         int64_t xq_stride, scores_stride
     ctypedef struct mcli_paged_kv:
         float *k
@@ -163,6 +170,10 @@ cdef class LlamaStep:
             self.buffers = {name: np.zeros(batch * size, np.float32) for name, size in sizes.items()} | {
                 "scores": self.buffers["scores"] if self.buffers else np.zeros(1, np.float32)}
             self.buffers["xq"] = np.zeros(batch * widest + 32, np.int16)
+            lanes = (batch + 15) // 16 * (widest // 32)  # the lanes layout (kernels/qrows.h)
+            self.buffers["xst"] = np.zeros(lanes * 16, np.float32)
+            self.buffers["xmt"] = np.zeros(lanes * 16, np.float32)
+            self.buffers["xt"] = np.zeros(lanes * 256, np.int32)
             s.h = self._buffer("h")
             s.x = self._buffer("x")
             s.q = self._buffer("q")
@@ -173,6 +184,8 @@ cdef class LlamaStep:
             s.up = self._buffer("up")
             s.xs = self._buffer("xs")
             s.xm = self._buffer("xm")
+            s.xst = self._buffer("xst")
+            s.xmt = self._buffer("xmt")
             s.cos_ = self._buffer("cos")
             s.sin_ = self._buffer("sin")
             s.xq_stride = widest
@@ -189,7 +202,10 @@ cdef class LlamaStep:
 
     cdef _set_xq(self):
         cdef int16_t[::1] xq = self.buffers["xq"]
+        cdef int32_t[::1] xt = self.buffers["xt"]
         self.scratch.xq = &xq[0]
+        # the lanes layout serves the AVX-512 row kernels only (kernels/qrows.h)
+        self.scratch.xt = &xt[0] if self.simd_level >= 3 else NULL
 
     def __dealloc__(self):
         free(self.layers)
@@ -222,6 +238,7 @@ cdef class LlamaStep:
         w.dot = NULL if qtype in FLOAT_TYPES else mcli_select(qtype, self.simd_level)
         w.multi = NULL if qtype in FLOAT_TYPES else mcli_select_multi(qtype, self.simd_level)
         w.fdot = mcli_select_float(qtype, self.simd_level) if qtype in FLOAT_TYPES else NULL
+        w.rows_fn = NULL if qtype in FLOAT_TYPES else mcli_select_rows(qtype, self.simd_level)
 
     def decode(self, const int64_t[::1] tokens, const int64_t[::1] positions, const int32_t[:, ::1] block_tables,
                float[:, :, :, :, ::1] k_cache, float[:, :, :, :, ::1] v_cache, float[:, ::1] logits):
@@ -266,3 +283,4 @@ cdef class LlamaStep:
             raise ValueError("cache or logits buffer does not fit the model")
         self.decode(np.array([token], np.int64), np.array([pos], np.int64), np.zeros((1, 1), np.int32),
                     k_cache[:, None], v_cache[:, None], np.asarray(logits)[None])
+

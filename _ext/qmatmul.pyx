@@ -5,7 +5,7 @@ Legend: T tokens, K input features, N output rows, RB bytes per weight row.
 """
 
 from cython.parallel cimport prange
-from libc.stdint cimport int16_t, int64_t, uint8_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t
 
 import numpy as np
 
@@ -19,9 +19,29 @@ cdef extern from "kernels/qdot.h" nogil:
     ctypedef float (*mcli_fdot_fn)(const uint8_t *row, const float *x, int64_t k)
     mcli_fdot_fn mcli_select_float(int qtype, int level)
     void mcli_quantize_x16(const float *x, int64_t k, int16_t *xq, float *xscale, float *xsum)
+    void mcli_quantize_x16_portable(const float *x, int64_t k, int16_t *xq, float *xscale, float *xsum)
     int mcli_simd_level()
     void mcli_dequant_row(int qtype, const uint8_t *row, float *out, int64_t k)
     mcli_dot_fn mcli_select(int qtype, int level)
+
+cdef extern from "kernels/qrows.h" nogil:
+    ctypedef struct mcli_acts:
+        const int16_t *xq
+        const float *xs
+        const float *xm
+        const int32_t *xt
+        const float *xst
+        const float *xmt
+        int64_t k
+        int num_tokens
+    ctypedef void (*mcli_rows_fn)(const uint8_t *w, int64_t row_bytes, int64_t nrows, const mcli_acts *a,
+                                  float *out, int64_t out_stride)
+    mcli_rows_fn mcli_select_rows(int qtype, int level)
+    void mcli_rows_ref(int qtype, const uint8_t *w, int64_t row_bytes, int64_t nrows, const mcli_acts *a, float *out,
+                       int64_t out_stride)
+    void mcli_lanes_put(const int16_t *xq, const float *xs, const float *xm, int64_t k, int64_t t, int32_t *xt,
+                        float *xst, float *xmt)
+    int MCLI_LANES_MIN
 
 include "blas.pxi"
 
@@ -42,8 +62,9 @@ def simd_name():
     return {0: "portable", 2: "avx2", 3: "avx512-vnni"}.get(SIMD_LEVEL, "portable")
 
 
-def quantize_x16(const float[:, ::1] x):
-    """x (T, K) -> (xq (T, K) int16, xscale (T, K/32), xsum (T, K/32))."""
+def quantize_x16(const float[:, ::1] x, bint portable=False):
+    """x (T, K) -> (xq (T, K) int16, xscale (T, K/32), xsum (T, K/32)); portable: the plain C loop that
+    the vector code matches bit for bit."""
     cdef Py_ssize_t t, num_tokens = x.shape[0], k = x.shape[1]
     xq = np.empty((num_tokens, k), dtype=np.int16)
     xscale = np.empty((num_tokens, k // 32), dtype=np.float32)
@@ -52,8 +73,37 @@ def quantize_x16(const float[:, ::1] x):
     cdef float[:, ::1] s = xscale, m = xsum
     with nogil:
         for t in range(num_tokens):
-            mcli_quantize_x16(&x[t, 0], k, &q[t, 0], &s[t, 0], &m[t, 0])
+            if portable:
+                mcli_quantize_x16_portable(&x[t, 0], k, &q[t, 0], &s[t, 0], &m[t, 0])
+            else:
+                mcli_quantize_x16(&x[t, 0], k, &q[t, 0], &s[t, 0], &m[t, 0])
     return xq, xscale, xsum
+
+
+def has_row_kernels(int qtype):
+    """Whether this CPU multiplies qtype through kernels/qrows.h (batch-invariant by construction)."""
+    return mcli_select_rows(qtype, SIMD_LEVEL) != NULL
+
+
+def matmul_rows_reference(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] w, int qtype):
+    """out (T, N): the portable statement of qrows.h's arithmetic (Q4_0, Q4_1, Q8_0), which its SIMD kernels
+    equal bit for bit."""
+    if qtype not in (2, 3, 8):
+        raise ValueError(f"GGML type {qtype} has no row kernel")
+    xq_arr, xs_arr, xm_arr = quantize_x16(x)
+    cdef int16_t[:, ::1] xq = xq_arr
+    cdef float[:, ::1] xs = xs_arr, xm = xm_arr
+    cdef mcli_acts a
+    a.xq = &xq[0, 0]
+    a.xs = &xs[0, 0]
+    a.xm = &xm[0, 0]
+    a.xt = NULL
+    a.xst = NULL
+    a.xmt = NULL
+    a.k = x.shape[1]
+    a.num_tokens = <int>x.shape[0]
+    with nogil:
+        mcli_rows_ref(qtype, &w[0, 0], w.shape[1], w.shape[0], &a, &out[0, 0], out.shape[1])
 
 
 def matmul(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] w, int qtype, int num_threads=0,
@@ -73,12 +123,45 @@ def matmul(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] w, in
     cdef float[:, ::1] xs = xs_arr, xm = xm_arr
     if num_threads <= 0:
         num_threads = 1
+    cdef mcli_rows_fn rows_fn = mcli_select_rows(qtype, level)
+    if rows_fn != NULL:
+        _matmul_rows(rows_fn, out, w, xq, xs, xm, num_threads)
+        return
     for n in prange(num_rows, nogil=True, schedule="static", num_threads=num_threads):
         if multi != NULL and num_tokens > 1:
             multi(&w[n, 0], &xq[0, 0], &xs[0, 0], &xm[0, 0], nb, <int>num_tokens, &out[0, n], num_rows)
         else:
             for t in range(num_tokens):
                 out[t, n] = dot(&w[n, 0], &xq[t, 0], &xs[t, 0], &xm[t, 0], nb)
+
+
+cdef _matmul_rows(mcli_rows_fn rows_fn, float[:, ::1] out, const uint8_t[:, ::1] w, const int16_t[:, ::1] xq,
+                  const float[:, ::1] xs, const float[:, ::1] xm, int num_threads):
+    """qrows.h's kernels: units of 16 rows, the tokens in lanes when there are enough of them."""
+    cdef Py_ssize_t num_tokens = xq.shape[0], k = xq.shape[1], num_rows = w.shape[0], u, t, r0
+    cdef int64_t nb = k // 32, groups = (num_tokens + 15) // 16
+    xt_arr = np.zeros(groups * nb * 256, np.int32)
+    xst_arr = np.zeros(groups * nb * 16, np.float32)
+    xmt_arr = np.zeros(groups * nb * 16, np.float32)
+    cdef int32_t[::1] xt = xt_arr
+    cdef float[::1] xst = xst_arr, xmt = xmt_arr
+    cdef mcli_acts a
+    a.xq = &xq[0, 0]
+    a.xs = &xs[0, 0]
+    a.xm = &xm[0, 0]
+    a.xt = NULL
+    a.xst = &xst[0]
+    a.xmt = &xmt[0]
+    a.k = k
+    a.num_tokens = <int>num_tokens
+    if num_tokens >= MCLI_LANES_MIN:
+        with nogil:
+            for t in range(num_tokens):
+                mcli_lanes_put(&xq[t, 0], &xs[t, 0], &xm[t, 0], k, t, &xt[0], &xst[0], &xmt[0])
+        a.xt = &xt[0]
+    for u in prange((num_rows + 15) // 16, nogil=True, schedule="static", num_threads=num_threads):
+        r0 = 16 * u
+        rows_fn(&w[r0, 0], w.shape[1], min(16, num_rows - r0), &a, &out[0, r0], num_rows)
 
 
 def dequantize(float[:, ::1] out, const uint8_t[:, ::1] w, int qtype, Py_ssize_t row_start, int num_threads=1):

@@ -183,3 +183,40 @@ def test_decode_rejects_what_does_not_fit(smollm2):
         step.decode(np.array([1]), np.array([5]), np.array([[0, 2]], np.int32), k, v, logits)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         step.decode(np.array([10**6]), np.array([0]), np.zeros((1, 2), np.int32), k, v, logits)
+
+ROW_TYPES = [QT.Q4_0, QT.Q4_1, QT.Q8_0]
+
+
+@pytest.mark.parametrize("qtype", ROW_TYPES, ids=lambda t: t.name)
+def test_row_kernels_equal_their_portable_statement(qtype):
+    """kernels/qrows.h (AVX-512): one token with rows in lanes, many with tokens in lanes; both are
+    the portable statement's arithmetic bit for bit, for any token count (lanes groups, remainders),
+    odd block counts and rows beyond the last 16."""
+    if not qmatmul.has_row_kernels(int(qtype)):
+        pytest.skip("no AVX-512 VNNI on this CPU")
+    from quant_blocks import random_blocks
+
+    rng = np.random.default_rng(int(qtype) + 11)
+    for blocks, rows in [(17, 53), (18, 32), (3, 16)]:
+        k = 32 * blocks
+        w = random_blocks(qtype, rows=rows, blocks_per_row=blocks, seed=blocks)
+        x = (rng.standard_normal((40, k)) * rng.uniform(0.1, 10, (40, 1))).astype(np.float32)
+        expected = np.empty((40, rows), np.float32)
+        qmatmul.matmul_rows_reference(expected, x, w, int(qtype))
+        dense = x.astype(np.float64) @ quants.dequantize(w, qtype).T.astype(np.float64)
+        np.testing.assert_allclose(expected, dense, rtol=0, atol=1e-4 * np.abs(dense).max())
+        for num_tokens in [1, 2, 5, 6, 16, 17, 23, 40]:
+            out = np.empty((num_tokens, rows), np.float32)
+            qmatmul.matmul(out, x[:num_tokens], w, int(qtype), 2)
+            assert out.tobytes() == expected[:num_tokens].tobytes(), (blocks, rows, num_tokens)
+
+
+def test_vector_quantization_equals_the_portable_loop():
+    """The int16 activation blocks (values, scales and sums) are the same bits on every CPU."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((9, 576)) * rng.uniform(1e-3, 1e3, (9, 1))).astype(np.float32)
+    x[2, :32] = 0.0
+    x[3, 32:64] = -7.25
+    fast, portable = qmatmul.quantize_x16(x), qmatmul.quantize_x16(x, portable=True)
+    for a, b in zip(fast, portable):
+        assert a.tobytes() == b.tobytes()

@@ -21,6 +21,7 @@
 #include "attention.h"
 #include "elementwise.h"
 #include "qdot.h"
+#include "qrows.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -33,6 +34,7 @@ typedef struct {
     mcli_dot_fn dot;         /* block formats: int16 activations */
     mcli_dot_multi_fn multi; /* block formats with a many-token kernel (else dot per token) */
     mcli_fdot_fn fdot;       /* float formats: float activations */
+    mcli_rows_fn rows_fn;    /* Q4_0/Q4_1/Q8_0 with AVX-512: qrows.h's kernels, 16 rows a call (else dot/multi) */
 } mcli_weight;
 
 typedef struct {
@@ -58,8 +60,36 @@ typedef struct {
     float *cos_, *sin_;
     int16_t *xq;
     float *xs, *xm;
+    int32_t *xt;      /* the lanes layout of xq (qrows.h): (ceil(B/16), W/32, 16, 16) */
+    float *xst, *xmt; /* and of xs, xm: (ceil(B/16), W/32, 16) */
     int64_t xq_stride, scores_stride; /* xq row length W (xs, xm: W/32); scores row length S */
 } mcli_scratch;
+
+/* whether this batch's products take the tokens-in-lanes kernels (so the lanes layout is filled;
+ * s->xt is only set on a CPU with AVX-512, where the row kernels run) */
+static inline int mcli_use_lanes(const mcli_scratch *s, int num_seqs) { return s->xt && num_seqs >= MCLI_LANES_MIN; }
+
+/* Quantize n values of sequence b's x into its int16 blocks of a row of `width` (blocks from block0). */
+static inline void mcli_quantize_seq(const mcli_scratch *s, const float *x, int64_t n, int64_t width, int b,
+                                     int64_t block0) {
+    const int64_t nb = width / 32;
+    mcli_quantize_x16(x, n, s->xq + (int64_t)b * width + 32 * block0, s->xs + (int64_t)b * nb + block0,
+                      s->xm + (int64_t)b * nb + block0);
+}
+
+/* The batch's int16 blocks (rows of k) into the lanes layout, split over the team by block, so no
+ * two threads write one cache line (as they would splitting by sequence: a line holds 16 of them). */
+static void mcli_fill_lanes(const mcli_scratch *s, int64_t k, int num_seqs) {
+    const int64_t nb = k / 32, groups = (num_seqs + 15) / 16;
+    int64_t j;
+#pragma omp for schedule(static)
+    for (j = 0; j < groups * nb; j++) {
+        const int64_t g = j / nb, blk = j % nb;
+        for (int64_t t = 16 * g; t < num_seqs && t < 16 * g + 16; t++)
+            mcli_lanes_put_blocks(s->xq + t * k + 32 * blk, s->xs + t * nb + blk, s->xm + t * nb + blk, 1,
+                                  s->xt + j * 256 + t % 16, s->xst + j * 16 + t % 16, s->xmt + j * 16 + t % 16);
+    }
+}
 
 typedef struct {
     float *k, *v;
@@ -72,17 +102,31 @@ typedef struct {
  * outs[i] (B, rows_i). */
 static void mcli_matvec_n(int count, const mcli_weight *const *ws, float *const *outs, const float *const *biases,
                           const float *x, int num_seqs, const mcli_scratch *s) {
-    int64_t total = 0, n;
-    for (int i = 0; i < count; i++) total += ws[i]->rows;
+    int64_t total = 0, n, units[3];
+    for (int i = 0; i < count; i++) { /* a unit of work: 16 rows for the row kernels, else one row */
+        units[i] = ws[i]->rows_fn ? (ws[i]->rows + 15) / 16 : ws[i]->rows;
+        total += units[i];
+    }
+    const int lanes = mcli_use_lanes(s, num_seqs);
+    if (lanes) mcli_fill_lanes(s, ws[0]->cols, num_seqs);
 #pragma omp for schedule(static)
     for (n = 0; n < total; n++) {
         int i = 0;
-        int64_t r = n;
-        while (r >= ws[i]->rows) r -= ws[i++]->rows;
+        int64_t u = n;
+        while (u >= units[i]) u -= units[i++];
         const mcli_weight *w = ws[i];
-        const uint8_t *row = w->data + r * w->row_bytes;
         const int64_t rows = w->rows, k = w->cols, nb = k / 32;
-        float *out = outs[i] + r;
+        if (w->rows_fn) {
+            const int64_t r0 = 16 * u, count_rows = rows - r0 < 16 ? rows - r0 : 16;
+            const mcli_acts a = {s->xq, s->xs, s->xm, lanes ? s->xt : NULL, s->xst, s->xmt, k, num_seqs};
+            w->rows_fn(w->data + r0 * w->row_bytes, w->row_bytes, count_rows, &a, outs[i] + r0, rows);
+            if (biases[i])
+                for (int b = 0; b < num_seqs; b++)
+                    for (int64_t r = r0; r < r0 + count_rows; r++) outs[i][b * rows + r] += biases[i][r];
+            continue;
+        }
+        const uint8_t *row = w->data + u * w->row_bytes;
+        float *out = outs[i] + u;
         if (w->multi) {
             w->multi(row, s->xq, s->xs, s->xm, nb, num_seqs, out, rows);
         } else {
@@ -91,7 +135,7 @@ static void mcli_matvec_n(int count, const mcli_weight *const *ws, float *const 
                                        : w->fdot(row, x + b * k, k);
         }
         if (biases[i])
-            for (int b = 0; b < num_seqs; b++) out[b * rows] += biases[i][r];
+            for (int b = 0; b < num_seqs; b++) out[b * rows] += biases[i][u];
     }
 }
 
@@ -107,9 +151,7 @@ static void mcli_matvec(const mcli_weight *w, const float *x, int num_seqs, cons
 static void mcli_prepare(const mcli_scratch *s, const float *x, int n, int num_seqs) {
     int b;
 #pragma omp for schedule(static)
-    for (b = 0; b < num_seqs; b++)
-        mcli_quantize_x16(x + (int64_t)b * n, n, s->xq + (int64_t)b * n, s->xs + (int64_t)b * (n / 32),
-                          s->xm + (int64_t)b * (n / 32));
+    for (b = 0; b < num_seqs; b++) mcli_quantize_seq(s, x + (int64_t)b * n, n, n, b, 0);
 }
 
 /* h += x, then x = rmsnorm(h) * norm and its int16 blocks, per sequence (add: 0 to skip the sum) */
@@ -121,8 +163,7 @@ static void mcli_residual_norm(const mcli_scratch *s, const float *norm, int hid
         if (add)
             for (int i = 0; i < hidden; i++) h[i] += x[i];
         mcli_rmsnorm(x, h, norm, hidden, eps);
-        mcli_quantize_x16(x, hidden, s->xq + (int64_t)b * hidden, s->xs + (int64_t)b * (hidden / 32),
-                          s->xm + (int64_t)b * (hidden / 32));
+        mcli_quantize_seq(s, x, hidden, hidden, b, 0);
     }
 }
 
@@ -191,9 +232,7 @@ static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *
                 mcli_attend_paged_query(qh, kv->k + layer_base, kv->v + layer_base, table, kv->block_size, seq, kv_dim, d,
                                         scale, scores, out, m->simd_level);
                 if (d % 32 == 0) /* this head's blocks of the o-projection input, here: no serial pass */
-                    mcli_quantize_x16(out, d, s->xq + (int64_t)bb * q_dim + h * d,
-                                      s->xs + (int64_t)bb * (q_dim / 32) + h * d / 32,
-                                      s->xm + (int64_t)bb * (q_dim / 32) + h * d / 32);
+                    mcli_quantize_seq(s, out, d, q_dim, bb, h * d / 32);
             }
             if (d % 32) mcli_prepare(s, s->attn, q_dim, num_seqs);
             mcli_matvec(&L->o, s->attn, num_seqs, s, s->x, L->o_bias);
@@ -208,8 +247,7 @@ static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *
             for (b = 0; b < num_seqs; b++) {
                 float *gate = s->gate + (int64_t)b * m->ffn;
                 mcli_swiglu(gate, gate, s->up + (int64_t)b * m->ffn, m->ffn);
-                mcli_quantize_x16(gate, m->ffn, s->xq + (int64_t)b * m->ffn, s->xs + (int64_t)b * (m->ffn / 32),
-                                  s->xm + (int64_t)b * (m->ffn / 32));
+                mcli_quantize_seq(s, gate, m->ffn, m->ffn, b, 0);
             }
             mcli_matvec(&L->down, s->gate, num_seqs, s, s->x, NULL);
             /* the residual, then the next layer's (or the output's) norm */
