@@ -31,6 +31,7 @@ setup(
         "mistralcli.models",
         "mistralcli.ops",
         "mistralcli.engine",
+        "mistralcli.server",
         "mistralcli._ext",
         "mistralcli.numba_kernels",
         "mistralcli.numba_kernels.cpu",

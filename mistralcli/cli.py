@@ -6,7 +6,7 @@ import sys
 import typer
 
 from mistralcli import __version__
-from mistralcli.commands import bench, detokenize, run, tokenize
+from mistralcli.commands import bench, detokenize, run, serve, tokenize
 from mistralcli.errors import MistralError
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ app.command("run")(run.run)
 app.command("tokenize")(tokenize.tokenize)
 app.command("detokenize")(detokenize.detokenize)
 app.command("bench")(bench.bench)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

@@ -1,0 +1,235 @@
+"""The OpenAI request shapes the server takes, as pydantic models: they validate a request (a bad one
+is a 400 naming the field) and give /openapi.json its schemas. `sampling_params` turns a request into
+the engine's SamplingParams.
+
+Fields OpenAI defines keep its names, ranges and defaults; the engine's extensions (top_k, min_p,
+typical_p, repetition_penalty, dry_*, min_tokens, ignore_eos, ...) are named as vLLM names them.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mistralcli.sampling import SamplingParams
+
+MAX_N = 16
+MAX_TOP_LOGPROBS = 20
+
+
+class _Request(BaseModel):
+    # unknown fields are ignored, as OpenAI's API does for forward compatibility
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(_Request):
+    include_usage: bool = False
+
+
+class _Sampling(_Request):
+    """What chat and text completions share."""
+
+    model: str | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    seed: int | None = None
+    user: str | None = None
+    # extensions
+    top_k: Annotated[int, Field(ge=-1)] | None = None
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    typical_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None
+    penalty_last_n: Annotated[int, Field(ge=0)] | None = None
+    dry_multiplier: Annotated[float, Field(ge=0.0)] | None = None
+    dry_base: Annotated[float, Field(gt=1.0)] | None = None
+    dry_allowed_length: Annotated[int, Field(ge=1)] | None = None
+    dry_penalty_last_n: Annotated[int, Field(ge=0)] | None = None
+    dry_sequence_breakers: list[str] | None = None
+    min_tokens: Annotated[int, Field(ge=0)] = 0
+    ignore_eos: bool = False
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    allowed_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    banned_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value):
+        stops = [value] if isinstance(value, str) else value
+        if stops is not None and any(not s for s in stops):
+            raise ValueError("a stop string may not be empty")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_keys(cls, value):
+        for key in value or {}:
+            if not key.lstrip("-").isdigit() or int(key) < 0:
+                raise ValueError(f"logit_bias keys are token ids; got {key!r}")
+        return value
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+
+class TextContent(_Request):
+    type: Literal["text"]
+    text: str
+
+
+class FunctionCall(_Request):
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCall(_Request):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(_Request):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextContent] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class FunctionDefinition(_Request):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Request):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Any = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    add_generation_prompt: bool = True
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def template_messages(self) -> list[dict]:
+        """The conversation as chat templates expect it (content as one string)."""
+        out = []
+        for m in self.messages:
+            message = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            if m.name:
+                message["name"] = m.name
+            if m.tool_calls:
+                message["tool_calls"] = [c.model_dump(exclude_none=True) for c in m.tool_calls]
+            if m.tool_call_id:
+                message["tool_call_id"] = m.tool_call_id
+            out.append(message)
+        return out
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | Annotated[
+        list[str], Field(min_length=1)] | Annotated[list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]],
+                                                    Field(min_length=1)]
+    echo: bool = False
+    logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    suffix: str | None = None
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value):
+        if value:
+            raise ValueError("suffix (fill-in-the-middle) is not supported")
+        return value
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: text, or token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if p and isinstance(p[0], int):
+            return [list(p)]
+        return list(p)
+
+
+class TokenizeRequest(_Request):
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[Tool] | None = None
+
+
+class DetokenizeRequest(_Request):
+    model: str | None = None
+    tokens: list[Annotated[int, Field(ge=0)]]
+
+
+class ChatTemplateRequest(_Request):
+    model: str | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    tools: list[Tool] | None = None
+    add_generation_prompt: bool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+
+
+# the server's defaults where a request says nothing and the model recommends nothing: OpenAI's
+# (temperature 1, top_p 1) with the engine's other filters off
+SERVER_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0}
+
+
+def sampling_params(request: _Sampling, model_defaults: dict, logprobs: int | None, max_tokens: int | None,
+                    vocab_size: int) -> SamplingParams:
+    """The engine's SamplingParams for a request. Raises ValueError with a message naming the field."""
+    values = {**SERVER_DEFAULTS, **model_defaults}
+    for name in ("temperature", "top_p", "min_p", "typical_p", "repetition_penalty", "penalty_last_n", "seed",
+                 "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers"):
+        value = getattr(request, name)
+        if value is not None:
+            values[name] = value
+    if request.top_k is not None:
+        values["top_k"] = max(0, request.top_k)  # -1 (vLLM's "off") is 0 here
+    values.update(presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
+                  min_tokens=request.min_tokens, ignore_eos=request.ignore_eos, n=request.n, max_tokens=max_tokens,
+                  logprobs=logprobs)
+    stops = request.stop
+    values["stop"] = [stops] if isinstance(stops, str) else list(stops or [])
+    for name in ("stop_token_ids", "allowed_token_ids", "banned_token_ids"):
+        ids = getattr(request, name)
+        if ids is not None:
+            bad = [i for i in ids if i >= vocab_size]
+            if bad:
+                raise ValueError(f"{name}: token id {bad[0]} is outside the vocabulary ({vocab_size} tokens)")
+            values[name] = list(ids)
+    if request.logit_bias:
+        bias = {int(k): v for k, v in request.logit_bias.items()}
+        bad = [i for i in bias if i >= vocab_size]
+        if bad:
+            raise ValueError(f"logit_bias: token id {bad[0]} is outside the vocabulary ({vocab_size} tokens)")
+        values["logit_bias"] = bias
+    if request.min_tokens and max_tokens is not None and request.min_tokens > max_tokens:
+        raise ValueError("min_tokens is larger than max_tokens")
+    return SamplingParams(**values)

@@ -1,0 +1,48 @@
+"""Running the server: bind, say where, serve until SIGINT/SIGTERM, then shut down gracefully (stop
+accepting, let the requests in flight finish for a while, cancel the rest, stop the engine)."""
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+
+async def serve_app(app: tornado.web.Application, host: str, port: int, *, shutdown_timeout: float = 30.0,
+                    on_ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None) -> None:
+    """Serve `app` (from make_app) on host:port (0: a free port) until SIGINT/SIGTERM or `stop` is set."""
+    state = app.mistral_state
+    # tornado drops bodies over max_body_size without a word; above our own limit, up to this size,
+    # a request gets the 413 in OpenAI's shape
+    server = tornado.httpserver.HTTPServer(app, max_body_size=8 * state.settings.max_body_bytes + (1 << 20),
+                                           idle_connection_timeout=600)
+    sockets = tornado.netutil.bind_sockets(port, host)
+    server.add_sockets(sockets)
+    bound = sockets[0].getsockname()
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
+    if on_ready is not None:
+        on_ready(f"http://{shown}:{bound[1]}")
+    await stop.wait()
+    state.shutting_down = True
+    server.stop()  # no new connections; /ready says 503 to those still open
+    deadline = time.monotonic() + shutdown_timeout
+    while state.in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for request_id in list(state.in_flight):
+        state.engine.cancel(request_id)
+    await asyncio.sleep(0.05)
+    try:
+        await asyncio.wait_for(server.close_all_connections(), timeout=5.0)
+    except asyncio.TimeoutError:
+        pass
+    state.engine.shutdown()
