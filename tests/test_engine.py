@@ -82,6 +82,26 @@ def test_shared_prefix_is_computed_once(lm):
     assert got == alone(lm, [second])[0]
 
 
+def test_a_cached_prefix_gives_the_same_bits_as_computing_it(lm):
+    """The logprobs (so the logits, to the bit) of a prompt whose first blocks come from the prefix cache
+    equal those of the prompt computed whole: a prompt chunk's products do not depend on its length."""
+    ids = prompts(1, seed=9)[0] + list(range(200, 240))
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=9, logprobs=3, ignore_eos=True)
+
+    def once(eng, request_id):
+        eng.add_request(request_id, ids, params, max_tokens=8)
+        outs = []
+        while eng.has_unfinished():
+            outs += [o for o in eng.step() if o.request_id == request_id]
+        return [(e.token_id, e.logprob, e.top) for o in outs for e in o.logprobs], outs[-1].num_cached_tokens
+
+    eng = engine(lm, kv_cache_mb=64)
+    cold, cached_cold = once(eng, "cold")
+    warm, cached_warm = once(eng, "warm")
+    assert cached_cold == 0 and cached_warm > 0
+    assert warm == cold
+
+
 def test_same_seed_same_sample_whatever_else_runs(lm):
     sampled = SamplingParams(temperature=0.9, seed=7, ignore_eos=True)
     requests = prompts(5, seed=3)

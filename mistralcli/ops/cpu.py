@@ -62,6 +62,11 @@ class CpuOps(ReferenceOps):
         x = np.ascontiguousarray(x, dtype=np.float32)
         out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
         gemm_ok = w.ggml_type in DEQUANT_TYPES or w.ggml_type in FLOAT_TYPES
+        if self.batch_invariant and w.ggml_type in FUSED_TYPES and qmatmul.has_row_kernels(int(w.ggml_type)):
+            # kernels/qrows.h: a token's bits whatever the other tokens, by construction (BLAS gives no
+            # such promise: its small-matrix paths sum in another order), and as fast as the GEMM here
+            qmatmul.matmul(out, x, w.data, int(w.ggml_type), self.num_threads)
+            return out
         if self.batch_invariant and gemm_ok and x.shape[0] < GEMM_PAD_TOKENS:
             padded = np.zeros((GEMM_PAD_TOKENS, x.shape[1]), dtype=np.float32)
             padded[: len(x)] = x

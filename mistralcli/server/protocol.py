@@ -18,7 +18,7 @@ MAX_TOP_LOGPROBS = 20
 
 class _Request(BaseModel):
     # unknown fields are ignored, as OpenAI's API does for forward compatibility
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class StreamOptions(_Request):
