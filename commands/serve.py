@@ -1,7 +1,6 @@
 """`mistral serve`: the OpenAI-compatible HTTP server (mistralcli/server)."""
 
 import asyncio
-import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path

@@ -120,6 +120,21 @@ class Tool(_Request):
     function: FunctionDefinition
 
 
+def template_messages(messages: list[ChatMessage]) -> list[dict]:
+    """A conversation as chat templates expect it (content as one string, developer as system)."""
+    out = []
+    for m in messages:
+        message = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        if m.name:
+            message["name"] = m.name
+        if m.tool_calls:
+            message["tool_calls"] = [c.model_dump(exclude_none=True) for c in m.tool_calls]
+        if m.tool_call_id:
+            message["tool_call_id"] = m.tool_call_id
+        out.append(message)
+    return out
+
+
 class ChatCompletionRequest(_Sampling):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -134,18 +149,7 @@ class ChatCompletionRequest(_Sampling):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     def template_messages(self) -> list[dict]:
-        """The conversation as chat templates expect it (content as one string)."""
-        out = []
-        for m in self.messages:
-            message = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            if m.name:
-                message["name"] = m.name
-            if m.tool_calls:
-                message["tool_calls"] = [c.model_dump(exclude_none=True) for c in m.tool_calls]
-            if m.tool_call_id:
-                message["tool_call_id"] = m.tool_call_id
-            out.append(message)
-        return out
+        return template_messages(self.messages)
 
 
 class CompletionRequest(_Sampling):

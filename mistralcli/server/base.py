@@ -1,0 +1,193 @@
+"""What every handler of the server shares: OpenAI's error shape (APIError), the settings, the state
+(engine, limiter, metrics, requests in flight), and BaseHandler (keys, body limit, CORS, logs, JSON
+parsing into the pydantic models of protocol.py)."""
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import tornado.web
+from pydantic import ValidationError
+
+from mistralcli.engine.async_engine import AsyncEngine
+from mistralcli.engine.engine import Engine
+from mistralcli.errors import MistralError
+from mistralcli.server.limits import ApiKeys, RateLimit, RateLimiter
+from mistralcli.server.metrics import ServerMetrics
+
+DEFAULT_MAX_BODY_BYTES = 4 << 20
+
+
+class APIError(tornado.web.HTTPError):
+    """An error answered to the client in OpenAI's shape (an HTTPError, so tornado keeps its status)."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict | None = None):
+        super().__init__(status)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+@dataclass
+class ServerSettings:
+    model_name: str  # the id /v1/models lists and requests must name (or leave out)
+    chat_template: Any = None  # mistralcli.chat_template.ChatTemplate, or None: no chat completions
+    sampling_defaults: dict = field(default_factory=dict)  # the model's recommended sampling values
+    api_keys: ApiKeys = field(default_factory=ApiKeys)
+    rate_limit: RateLimit | None = None
+    cors_origins: tuple[str, ...] = ()  # "*" for any
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    access_log: TextIO | None = sys.stderr  # one line per request; None: quiet
+    request_log: TextIO | None = None  # one JSON line per request with its body and result
+
+
+class ServerState:
+    """What the handlers share: the engine, the settings, the limiter, the metrics, the requests in flight."""
+
+    def __init__(self, engine: AsyncEngine | Engine, settings: ServerSettings):
+        self.engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine(engine)
+        self.settings = settings
+        self.tokenizer = self.engine.engine.tokenizer
+        self.context_length = self.engine.engine.context_length
+        self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self.metrics = ServerMetrics(self.engine.engine)
+        self.created = int(time.time())
+        self.in_flight: set[str] = set()  # request ids being served
+        self.shutting_down = False
+
+    @property
+    def alive(self) -> bool:
+        return self.engine.error is None and self.engine._thread.is_alive()
+
+
+# ---- the handlers' common part --------------------------------------------------------------------
+class BaseHandler(tornado.web.RequestHandler):
+    route = ""
+    needs_key = True
+
+    def initialize(self, state: ServerState):
+        self.state = state
+        self.key = None
+        self.usage = None  # (prompt, completion) tokens, for the logs
+        self.log_record: dict = {}
+        self.set_default_headers()  # tornado called it before the state was here
+
+    def set_default_headers(self):
+        self.set_header("Content-Type", "application/json")
+        state = getattr(self, "state", None)
+        origins = state.settings.cors_origins if state is not None else ()
+        origin = self.request.headers.get("Origin")
+        if origin and ("*" in origins or origin in origins):
+            self.set_header("Access-Control-Allow-Origin", "*" if "*" in origins else origin)
+            self.set_header("Vary", "Origin")
+            self.set_header("Access-Control-Expose-Headers", "x-request-id, x-ratelimit-limit-requests, "
+                            "x-ratelimit-remaining-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, "
+                            "retry-after")
+
+    def prepare(self):
+        self.started = time.perf_counter()
+        if self.request.method == "OPTIONS":
+            return
+        if self.needs_key and self.state.settings.api_keys:
+            self.key = self.state.settings.api_keys.check(self.request.headers.get("Authorization"))
+            if self.key is None:
+                raise APIError(401, "a valid API key is required: send 'Authorization: Bearer KEY'",
+                               "authentication_error", code="invalid_api_key")
+        length = self.request.headers.get("Content-Length")
+        if (length and length.isdigit() and int(length) > self.state.settings.max_body_bytes) or \
+                len(self.request.body or b"") > self.state.settings.max_body_bytes:
+            raise APIError(413, f"the request body is larger than {self.state.settings.max_body_bytes} bytes",
+                           code="request_too_large")
+
+    def options(self, *args):  # CORS preflight
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+        self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    def write_error(self, status_code: int, **kwargs):
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, APIError):
+            error = exc
+        elif isinstance(exc, tornado.web.HTTPError) and status_code < 500:
+            error = APIError(status_code, exc.log_message or self._reason, code=None)
+        else:
+            error = APIError(status_code, "the server failed on this request; it has been logged", "server_error")
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(error.body()))
+
+    def log_exception(self, typ, value, tb):
+        if isinstance(value, APIError):
+            return  # the client's mistake, answered in the body
+        super().log_exception(typ, value, tb)
+
+    def on_finish(self):
+        seconds = time.perf_counter() - getattr(self, "started", time.perf_counter())
+        status = self.get_status()
+        self.state.metrics.observe(self.route or "other", status, seconds)
+        log = self.state.settings.access_log
+        usage = f" {self.usage[0]}+{self.usage[1]} tok" if self.usage else ""
+        if log is not None:
+            print(f"{self.request.method} {self.request.path} {status}{usage} {seconds * 1000:.0f} ms", file=log,
+                  flush=True)
+        record_log = self.state.settings.request_log
+        if record_log is not None:
+            record = {"time": time.time(), "method": self.request.method, "path": self.request.path,
+                      "status": status, "latency_s": round(seconds, 6),
+                      "usage": {"prompt_tokens": self.usage[0], "completion_tokens": self.usage[1]} if self.usage else None,
+                      **self.log_record}
+            record_log.write(json.dumps(record, ensure_ascii=False) + "\n")
+            record_log.flush()
+
+    # ---- helpers
+    def parse(self, model_cls):
+        """The JSON body as model_cls, or a 400 naming the field that is wrong."""
+        try:  # whatever the Content-Type says (curl -d sends a form's), as llama.cpp and vLLM do
+            body = json.loads(self.request.body or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise APIError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "the body must be a JSON object", code="invalid_json")
+        self.log_record["request"] = body
+        try:
+            return model_cls.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(part) for part in first["loc"] if not str(part).startswith(("function-after", "list[", "str", "int")))
+            message = first["msg"].removeprefix("Value error, ")
+            raise APIError(400, f"{param}: {message}" if param else message, param=param or None,
+                           code="invalid_value") from None
+
+    def check_model(self, name: str | None):
+        if name and name != self.state.settings.model_name:
+            raise APIError(404, f"the model {name!r} does not exist; this server serves "
+                                f"{self.state.settings.model_name!r}", param="model", code="model_not_found")
+
+    def write_json(self, obj, status: int = 200):
+        self.set_status(status)
+        self.finish(json.dumps(obj, ensure_ascii=False))
+
+    def render_chat(self, messages: list[dict], tools, add_generation_prompt: bool, kwargs: dict | None) -> str:
+        template = self.state.settings.chat_template
+        if template is None:
+            raise APIError(400, "this model has no chat template: use /v1/completions with plain text",
+                           param="messages", code="no_chat_template")
+        try:
+            return template.render(messages, add_generation_prompt=add_generation_prompt,
+                                   tools=[t.model_dump(exclude_none=True) for t in tools] if tools else None,
+                                   **(kwargs or {}))
+        except (MistralError, TypeError) as exc:
+            raise APIError(400, str(exc), param="messages", code="chat_template_error") from None
+
+    def encode_rendered(self, text: str) -> list[int]:
+        tokenizer = self.state.tokenizer
+        bos = tokenizer.bos_token
+        return tokenizer.encode(text, add_special=not (bos and text.startswith(bos)))
