@@ -35,6 +35,11 @@ def bench(
                                     help="Concurrent requests through the engine, comma-separated (e.g. 1,4,16): "
                                          "aggregate and per-stream tok/s, TTFT and inter-token latency, "
                                          "with a prompt of the first --prompt-tokens length."),
+    url: list[str] = typer.Option(None, "--url",
+                                  help="Benchmark the OpenAI-compatible server at this address over HTTP, at "
+                                       "--concurrency (default 1,4,16); NAME=URL names it. Repeat to compare servers."),
+    serve: bool = typer.Option(False, "--serve", help="Start `mistral serve` on --model and benchmark it over HTTP."),
+    api_key: str = typer.Option(None, "--api-key", help="Bearer key for --url servers."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ):
     """Measure load time, prefill and decode speed, time to first token and peak memory.
@@ -42,8 +47,18 @@ def bench(
     Example: mistral bench --prompt-tokens 128,512 --gen-tokens 128 --compare llama-cpp
 
     Example: mistral bench --concurrency 1,4,16 --prompt-tokens 128 --gen-tokens 64 --json
+
+    Example: mistral bench --serve --url llama-server=http://127.0.0.1:8080 --concurrency 1,4,16 -p 128 -n 64
     """
     lengths = _lengths(prompt_tokens)
+    if url or serve:
+        if compare is not None:
+            raise typer.BadParameter("not with --url or --serve (name the peer's server with --url)",
+                                     param_hint="--compare")
+        targets = [_url(spec) for spec in url or []]
+        levels = _lengths(concurrency) if concurrency is not None else [1, 4, 16]
+        return _bench_http(model, serve, targets, levels, lengths[0], gen_tokens, repetitions, threads, api_key,
+                           as_json)
     if concurrency is not None:
         levels = _lengths(concurrency)
         if compare is not None:
@@ -134,6 +149,97 @@ def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threa
                       f"{1000 * f['itl_s']['p50']:.1f} / {1000 * f['itl_s']['p95']:.1f}" if f["itl_s"]["count"] else "-",
                       f"{100 * f['engine_overhead_fraction']:.1f}%")
     Console(no_color="NO_COLOR" in os.environ).print(table)
+
+
+def _url(spec: str) -> tuple[str, str]:
+    name, sep, address = spec.partition("=")
+    if not sep:
+        name, address = "", spec
+    if not address.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"{spec!r}: an http:// or https:// address, optionally NAME=URL", param_hint="--url")
+    address = address.rstrip("/").removesuffix("/v1")
+    return name or address.split("://", 1)[1], address
+
+
+def _bench_http(model, serve, targets, levels, prompt_len, gen_tokens, repetitions, threads, api_key, as_json):
+    import asyncio
+    import time
+
+    from mistralcli import bench_http
+    from mistralcli.bench import peak_rss_mib
+    from mistralcli.errors import MistralError
+
+    console = stderr_console()
+    say = console.print if not as_json or console.is_terminal else (lambda *_: None)
+    try:
+        from mistralcli.loading.loader import load_tokenizer
+
+        tokenizer, _ = load_tokenizer(model)
+        encode, decode = tokenizer.encode, tokenizer.decode
+    except MistralError:  # no local tokenizer for these servers: prompts at about four characters a token
+        encode = decode = None
+
+    def prompts(n, tag):
+        return bench_http.prompt_texts(prompt_len, n, tag, encode, decode)
+
+    def run(base, name, api):
+        with console.status(f"benchmarking {name}…") if console.is_terminal else nullcontext():
+            try:
+                return asyncio.run(bench_http.bench_url(base, levels, prompts, gen_tokens, repetitions, api, say))
+            except OSError as exc:
+                raise MistralError(f"{name}: cannot reach {base}: {exc.strerror or exc}") from None
+
+    engines = {}
+    if serve:
+        start = time.perf_counter()
+        with bench_http.served(model, threads, max(levels)) as (base, proc):
+            load_s = time.perf_counter() - start
+            engines["mistralcli"] = {"engine": "mistralcli", "load_s": load_s, **run(base, "mistralcli", None),
+                                     "peak_rss_mib": peak_rss_mib(proc.pid)}
+    for name, base in targets:
+        engines[name] = {"engine": name, **run(base, name, api_key)}
+    result = {"mode": "http", "machine": {"threads": threads, "cpu_count": os.cpu_count()},
+              "settings": {"concurrency": levels, "prompt_tokens": prompt_len, "gen_tokens": gen_tokens,
+                           "repetitions": repetitions},
+              "engines": engines}
+    first, *others = list(engines)
+    if others:
+        result["ratios"] = {other: _http_ratios(engines[first]["concurrency"], engines[other]["concurrency"])
+                            for other in others}
+        result["ratios_relative_to"] = first
+    if as_json:
+        print(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"streaming /v1/completions · prompt ~{prompt_len} tokens, {gen_tokens} generated per request")
+    for column in ("server", "requests", "aggregate tok/s", "per stream tok/s", "TTFT p50 / p95, s",
+                   "inter-token p50 / p95, ms", "errors"):
+        table.add_column(column, justify="right")
+    for name, figures in engines.items():
+        for n, f in figures["concurrency"].items():
+            ttft = f"{f['ttft_s']['p50']:.3f} / {f['ttft_s']['p95']:.3f}" if f["ttft_s"]["count"] else "-"
+            itl = f"{1000 * f['itl_s']['p50']:.1f} / {1000 * f['itl_s']['p95']:.1f}" if f["itl_s"]["count"] else "-"
+            table.add_row(name, n, _cell(f["aggregate_tok_s"]), _cell(f["per_stream_tok_s"]), ttft, itl,
+                          str(f["errors"]))
+    out = Console(no_color="NO_COLOR" in os.environ)
+    out.print(table)
+    for other, by_level in result.get("ratios", {}).items():
+        out.print(f"{first} vs {other}: " + ", ".join(
+            f"{n} requests {r['aggregate']:.2f}x tok/s, {r['ttft_p50']:.2f}x TTFT" for n, r in by_level.items()
+            if r["aggregate"] is not None) + " (> 1: " + first + " is better)")
+
+
+def _http_ratios(ours: dict, theirs: dict) -> dict:
+    out = {}
+    for n, mine in ours.items():
+        peer = theirs.get(n)
+        ok = peer and mine["aggregate_tok_s"]["median"] and peer["aggregate_tok_s"]["median"]
+        out[n] = {"aggregate": mine["aggregate_tok_s"]["median"] / peer["aggregate_tok_s"]["median"] if ok else None,
+                  "ttft_p50": peer["ttft_s"]["p50"] / mine["ttft_s"]["p50"]
+                  if ok and mine["ttft_s"]["p50"] and peer["ttft_s"]["p50"] else None}
+    return out
 
 
 def _run_llama_cpp(path, threads, gen_tokens, repetitions, lengths):

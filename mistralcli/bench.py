@@ -39,16 +39,17 @@ class EngineFigures:
                 "decode_tok_s": self.decode_tok_s, "ttft_s": self.ttft_s, "peak_rss_mib": self.peak_rss_mib}
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory. Linux: VmHWM, which (unlike ru_maxrss) does not carry
-    over the parent's peak into a process started with fork + exec."""
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """A process's peak resident memory (default: this one's). Linux: VmHWM, which (unlike ru_maxrss)
+    does not carry over the parent's peak into a process started with fork + exec."""
     try:
-        with open("/proc/self/status") as status:
+        with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024
     except OSError:
-        pass
+        if pid != "self":
+            return float("nan")
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
 

@@ -197,12 +197,56 @@ def test_malformed_requests_get_openai_errors_and_nothing_is_queued(server):
             assert r.status_code == status, (method, path, body, r.text)
             error = r.json()["error"]
             assert set(error) == {"message", "type", "param", "code"} and error["message"], (path, body)
-        r = http.post("/v1/chat/completions", content=b"{" + b" " * (5 << 20) + b"}")
-        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+        # announced too large (answered before the body is read, however large), or chunked and too large
+        for body in (b"{" + b" " * (5 << 20) + b"}", b" " * (100 << 20), (b" " * (1 << 20) for _ in range(6))):
+            r = http.post("/v1/chat/completions", content=body)
+            assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
         assert http.get("/health").json() == {"status": "ok"}
     assert blocks_in_use(server) == 0
     text = httpx.get(server.url + "/metrics").text
     assert 'mistralcli_http_requests_total{route="/v1/chat/completions",status="400"}' in text
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def _weather_conversation() -> list[dict]:
+    """Two examples of the call format, so that SmolLM2-135M (whose template has no tools) follows it."""
+    messages = [{"role": "system", "content": 'To call a function, answer with <tool_call>{"name": NAME, '
+                                              '"arguments": ARGS}</tool_call> and nothing else.'}]
+    for city in ("London", "Berlin"):
+        messages += [{"role": "user", "content": f"What is the weather in {city}?"},
+                     {"role": "assistant", "content": f'<tool_call>{{"name": "get_weather", "arguments": '
+                                                      f'{{"city": "{city}"}}}}</tool_call>'}]
+    return messages + [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def test_tool_calls_whole_and_streamed(server):
+    c = client(server)
+    model = c.models.list().data[0].id
+    kw = dict(model=model, messages=_weather_conversation(), tools=[WEATHER_TOOL], temperature=0, max_tokens=40)
+    whole = c.chat.completions.create(**kw).choices[0]
+    assert whole.finish_reason == "tool_calls"
+    assert whole.message.content is None
+    [call] = whole.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+
+    chunks = list(c.chat.completions.create(**kw, stream=True))
+    assert not "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    deltas = [d for ch in chunks if ch.choices for d in ch.choices[0].delta.tool_calls or []]
+    assert [(d.index, d.function.name, json.loads(d.function.arguments)) for d in deltas] == \
+        [(0, "get_weather", {"city": "Paris"})]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+    # tool_choice "none": the same text comes back as content, not parsed
+    plain = c.chat.completions.create(**kw, tool_choice="none").choices[0]
+    assert plain.finish_reason in ("stop", "length") and "<tool_call>" in plain.message.content
+    # what the engine cannot force is refused, not ignored
+    r = httpx.post(server.url + "/v1/chat/completions", json={**kw, "tool_choice": "required"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice"
 
 
 def test_client_disconnect_mid_stream_frees_blocks(server):

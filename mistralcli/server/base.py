@@ -66,12 +66,17 @@ class ServerState:
 
 
 # ---- the handlers' common part --------------------------------------------------------------------
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
+    """The body streams in (prepare runs on the headers), so a body announced too large gets the 413 in
+    OpenAI's shape before it is read; one that turns out too large is dropped as it arrives."""
     route = ""
     needs_key = True
 
     def initialize(self, state: ServerState):
         self.state = state
+        self.chunks: list[bytes] = []
+        self.received = 0
         self.key = None
         self.usage = None  # (prompt, completion) tokens, for the logs
         self.log_record: dict = {}
@@ -99,10 +104,25 @@ class BaseHandler(tornado.web.RequestHandler):
                 raise APIError(401, "a valid API key is required: send 'Authorization: Bearer KEY'",
                                "authentication_error", code="invalid_api_key")
         length = self.request.headers.get("Content-Length")
-        if (length and length.isdigit() and int(length) > self.state.settings.max_body_bytes) or \
-                len(self.request.body or b"") > self.state.settings.max_body_bytes:
-            raise APIError(413, f"the request body is larger than {self.state.settings.max_body_bytes} bytes",
-                           code="request_too_large")
+        if length and length.isdigit() and int(length) > self.state.settings.max_body_bytes:
+            self._too_large()
+
+    def data_received(self, chunk: bytes):
+        self.received += len(chunk)
+        if self.received <= self.state.settings.max_body_bytes:
+            self.chunks.append(chunk)
+        else:
+            self.chunks.clear()
+
+    def _too_large(self):
+        raise APIError(413, f"the request body is larger than {self.state.settings.max_body_bytes} bytes",
+                       code="request_too_large")
+
+    @property
+    def body(self) -> bytes:
+        if self.received > self.state.settings.max_body_bytes:
+            self._too_large()
+        return b"".join(self.chunks)
 
     def options(self, *args):  # CORS preflight
         self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
@@ -151,7 +171,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def parse(self, model_cls):
         """The JSON body as model_cls, or a 400 naming the field that is wrong."""
         try:  # whatever the Content-Type says (curl -d sends a form's), as llama.cpp and vLLM do
-            body = json.loads(self.request.body or b"null")
+            body = json.loads(self.body or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             raise APIError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
         if not isinstance(body, dict):

@@ -11,7 +11,7 @@ from tornado.iostream import StreamClosedError
 
 from mistralcli.engine.async_engine import EngineDeadError
 from mistralcli.engine.engine import RequestError
-from mistralcli.server import protocol
+from mistralcli.server import protocol, tool_calls
 from mistralcli.server.base import APIError, BaseHandler, ServerState
 
 @dataclass
@@ -22,6 +22,8 @@ class _Choice:
     logprobs: list = field(default_factory=list)
     finish_reason: str | None = None
     started: bool = False
+    tools: tool_calls.StreamParser | None = None  # chat requests with tools: finds calls in the text
+    tool_calls: list = field(default_factory=list)
 
 
 def _finish_reason(reason: str | None) -> str:
@@ -34,6 +36,7 @@ class _GenerateHandler(BaseHandler):
     def initialize(self, state: ServerState):
         super().initialize(state)
         self.echo, self.n = False, 1  # text completions: the prompt before each choice's text; choices per prompt
+        self.parse_tools = False  # chat completions with tools (and tool_choice not "none")
         self.request_ids: list[str] = []
         self.tasks: list[asyncio.Task] = []
         self.closed = False
@@ -113,7 +116,8 @@ class _GenerateHandler(BaseHandler):
                 queue.put_nowait((i, None))
 
         self.tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
-        choices = {(i, j): _Choice(i * request.n + j) for i in range(len(prompts)) for j in range(request.n)}
+        choices = {(i, j): _Choice(i * request.n + j, tools=tool_calls.StreamParser() if self.parse_tools else None)
+                   for i in range(len(prompts)) for j in range(request.n)}
         usage = {"prompt_tokens": sum(len(ids) for ids in prompts), "completion_tokens": 0, "cached": 0}
         created = int(time.time())
         include_usage = bool(request.stream and request.stream_options and request.stream_options.include_usage)
@@ -136,11 +140,17 @@ class _GenerateHandler(BaseHandler):
                 if out.logprobs:
                     choice.logprobs += out.logprobs
                 usage["completion_tokens"] += len(out.new_token_ids)
+                text = out.text
+                if choice.tools is not None:
+                    text = choice.tools.feed(out.text)
+                    if out.finished:
+                        held, choice.tool_calls = choice.tools.finish()
+                        text += held
                 if out.finished:
-                    choice.finish_reason = _finish_reason(out.finish_reason)
+                    choice.finish_reason = "tool_calls" if choice.tool_calls else _finish_reason(out.finish_reason)
                     usage["cached"] = max(usage["cached"], out.num_cached_tokens)
                 if request.stream:
-                    await self._send_chunk(base, created, choice, out, prompt_texts, include_usage, logprobs)
+                    await self._send_chunk(base, created, choice, out, text, prompt_texts, include_usage, logprobs)
             self.usage = (usage["prompt_tokens"], usage["completion_tokens"])
             usage_body = {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
                           "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
@@ -224,17 +234,19 @@ class _GenerateHandler(BaseHandler):
             offset += len(text)
         return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs, "text_offset": offsets}
 
-    async def _send_chunk(self, base, created, choice: _Choice, out, prompt_texts, include_usage, logprobs):
+    async def _send_chunk(self, base, created, choice: _Choice, out, text, prompt_texts, include_usage, logprobs):
+        """One choice's new text (tool calls held back) as an SSE chunk."""
         if self.kind == "chat":
             delta = {} if choice.started else {"role": "assistant", "content": ""}
             choice.started = True
-            if out.text:
-                delta["content"] = out.text
+            if text:
+                delta["content"] = text
+            if out.finished and choice.tool_calls:
+                delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(choice.tool_calls)]
             body = {"index": choice.index, "delta": delta,
                     "logprobs": self._chat_logprobs(out.logprobs) if logprobs is not None and out.logprobs else None,
                     "finish_reason": choice.finish_reason if out.finished else None}
         else:
-            text = out.text
             if not choice.started:
                 choice.started = True
                 if self.echo:
@@ -242,7 +254,7 @@ class _GenerateHandler(BaseHandler):
             body = {"index": choice.index, "text": text,
                     "logprobs": self._text_logprobs(out.logprobs or [], 0) if logprobs is not None else None,
                     "finish_reason": choice.finish_reason if out.finished else None}
-        if not out.text and not out.finished and not (self.kind == "chat" and "role" in body["delta"]):
+        if not text and not out.finished and not (self.kind == "chat" and "role" in body["delta"]):
             return
         chunk = {"id": base, "object": self._chunk_object(), "created": created,
                  "model": self.state.settings.model_name, "choices": [body]}
@@ -252,9 +264,15 @@ class _GenerateHandler(BaseHandler):
             chunk["usage"] = None
         await self._sse(chunk)
 
+    @staticmethod
+    def _message(c: _Choice) -> dict:
+        if not c.tool_calls:
+            return {"role": "assistant", "content": c.text}
+        return {"role": "assistant", "content": tool_calls.parse(c.text)[0], "tool_calls": c.tool_calls}
+
     def _response(self, base, created, ordered, prompt_texts, usage, logprobs, n) -> dict:
         if self.kind == "chat":
-            choices = [{"index": c.index, "message": {"role": "assistant", "content": c.text},
+            choices = [{"index": c.index, "message": self._message(c),
                         "logprobs": self._chat_logprobs(c.logprobs) if logprobs is not None else None,
                         "finish_reason": c.finish_reason} for c in ordered]
             return {"id": base, "object": "chat.completion", "created": created,
@@ -281,6 +299,7 @@ class ChatCompletionsHandler(_GenerateHandler):
             raise APIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs", code="invalid_value")
         text = self.render_chat(request.template_messages(), request.tools, request.add_generation_prompt,
                                 request.chat_template_kwargs)
+        self.parse_tools = bool(request.tools) and request.tool_choice != "none"
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         await self.generate(request, [self.encode_rendered(text)], [None], logprobs)
 
