@@ -185,7 +185,8 @@ def _bench_http(model, serve, targets, levels, prompt_len, gen_tokens, repetitio
     def run(base, name, api):
         with console.status(f"benchmarking {name}…") if console.is_terminal else nullcontext():
             try:
-                return asyncio.run(bench_http.bench_url(base, levels, prompts, gen_tokens, repetitions, api, say))
+                return asyncio.run(bench_http.bench_url(base, levels, prompts, gen_tokens, repetitions, api, say,
+                                                        name))
             except OSError as exc:
                 raise MistralError(f"{name}: cannot reach {base}: {exc.strerror or exc}") from None
 

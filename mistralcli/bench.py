@@ -182,7 +182,11 @@ def bench_concurrency(loaded, levels: list[int], prompt_tokens: int, gen_tokens:
     from mistralcli.sampling import SamplingParams
 
     params = SamplingParams(temperature=0, ignore_eos=True, max_tokens=gen_tokens)
-    ids = prompt_ids(loaded.tokenizer.encode, prompt_tokens)
+    filler = prompt_ids(loaded.tokenizer.encode, prompt_tokens)
+
+    def distinct(tag: str) -> list[int]:  # each request opens differently: no prefix-cache hits between them
+        opening = loaded.tokenizer.encode(f"Request {tag}: ")
+        return (opening + filler)[:max(prompt_tokens, len(opening) + 1)]
     results = {}
     for n in levels:
         engine = Engine(loaded.model, loaded.tokenizer, loaded.context_length,
@@ -192,7 +196,7 @@ def bench_concurrency(loaded, levels: list[int], prompt_tokens: int, gen_tokens:
             engine.counters.step_s = engine.counters.model_s = 0.0
             start = time.perf_counter()
             for i in range(n):
-                engine.add_request(f"{rep}-{i}", ids, params)
+                engine.add_request(f"{rep}-{i}", distinct(f"{n}.{rep}-{i}"), params)
             last, first, counts = {}, {}, {}
             rep_itl = []
             while engine.has_unfinished():

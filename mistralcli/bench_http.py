@@ -134,7 +134,7 @@ def prompt_texts(prompt_tokens: int, count: int, tag: str, encode=None, decode=N
 
 
 async def bench_url(base: str, levels: list[int], prompts, gen_tokens: int, repetitions: int,
-                    api_key: str | None = None, progress=None) -> dict:
+                    api_key: str | None = None, progress=None, name: str | None = None) -> dict:
     """For each N in levels, N streaming completions at once (one warm-up round, then `repetitions`):
     the fields of bench.bench_concurrency. prompts(n, tag) gives the n prompt texts of one round."""
     client = http_client(max(levels))
@@ -167,7 +167,7 @@ async def bench_url(base: str, levels: list[int], prompts, gen_tokens: int, repe
                                "prompt_tokens_seen": summary([float(p) for p in prompt_lengths])["median"]}
             if progress:
                 median = results[str(n)]["aggregate_tok_s"]["median"]
-                progress(f"{base} concurrency {n}: "
+                progress(f"{name or base} concurrency {n}: "
                          + (f"{median:.1f} tok/s aggregate" if median is not None else "no request succeeded")
                          + (f", {errors} errors" if errors else ""))
         return {"url": base, "model": model, "owned_by": (models.get("data") or [{}])[0].get("owned_by"),
