@@ -90,6 +90,10 @@ def test_openai_sdk_chat_and_completion(server):
     assert choice.text.startswith("The capital of France is") and choice.finish_reason == "length"
     assert len(choice.logprobs.tokens) == 5 and all(len(t) <= 2 for t in choice.logprobs.top_logprobs)
     assert all(lp <= 0 for lp in choice.logprobs.token_logprobs)
+    # text completions stop at 16 tokens unless told otherwise, as OpenAI's do
+    default = c.completions.create(model="SmolLM2-135M-Instruct.Q4_1", prompt="Once upon a time",
+                                   extra_body={"ignore_eos": True})
+    assert default.usage.completion_tokens == 16 and default.choices[0].finish_reason == "length"
 
 
 def test_openai_sdk_streaming_equals_non_streaming(server):

@@ -160,6 +160,7 @@ class CompletionRequest(_Sampling):
     echo: bool = False
     logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     suffix: str | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = 16  # OpenAI's (and vLLM's) default for text completions
 
     @field_validator("suffix")
     @classmethod
