@@ -15,8 +15,8 @@ cdef extern from "kernels/attention.h" nogil:
     int mcli_simd_level()
     mcli_attend_fn mcli_select_attend(int level, int d)
     void mcli_attend_paged_query(const float *qh, const float *k, const float *v, const int32_t *table, int64_t bs,
-                                 int64_t num_keys, int64_t stride, int d, float scale, float *scores, float *out,
-                                 int level)
+                                 int64_t first, int64_t num_keys, int64_t stride, int d, float scale, float *scores,
+                                 float *out, int level)
 
 include "blas.pxi"
 
@@ -79,10 +79,12 @@ def causal_attention(float[:, :, ::1] out, const float[:, :, ::1] q, const float
 
 def paged_attention(float[:, :, ::1] out, const float[:, :, ::1] q, const float[:, :, :, ::1] k,
                     const float[:, :, :, ::1] v, const int32_t[:, ::1] block_tables, const int32_t[::1] seq_index,
-                    const int64_t[::1] q_positions, float scale, int num_threads=1, int simd_level=-1):
+                    const int64_t[::1] q_positions, float scale, int num_threads=1, int simd_level=-1,
+                    int64_t window=0):
     """out (T, H, D): causal attention of prompt queries q (T, H, D) over one layer of the paged cache,
     k, v (NB, BS, Hkv, D). Query t belongs to the sequence whose blocks are block_tables[seq_index[t]] and
-    sees its positions 0..q_positions[t]. Parallel over (query, head); reference: ReferenceOps.paged_attention."""
+    sees its positions 0..q_positions[t], or with a sliding window the last `window` of them. Parallel
+    over (query, head); reference: ReferenceOps.paged_attention."""
     cdef Py_ssize_t num_tokens = q.shape[0], num_heads = q.shape[1], d = q.shape[2]
     cdef Py_ssize_t num_kv = k.shape[2], bs = k.shape[1], job, t, h, longest = 0
     if (num_kv == 0 or num_heads % num_kv or k.shape[3] != d or tuple(v.shape) != tuple(k.shape)
@@ -108,6 +110,8 @@ def paged_attention(float[:, :, ::1] out, const float[:, :, ::1] q, const float[
             t = job // num_heads
             h = job % num_heads
             mcli_attend_paged_query(&q[t, h, 0], &k[0, 0, h // group, 0], &v[0, 0, h // group, 0],
-                                    &block_tables[seq_index[t], 0], bs, q_positions[t] + 1, num_kv * d, <int>d,
+                                    &block_tables[seq_index[t], 0], bs,
+                                    q_positions[t] + 1 - window if 0 < window <= q_positions[t] else 0,
+                                    q_positions[t] + 1, num_kv * d, <int>d,
                                     scale, scores, &out[t, h, 0], level)
         free(scores)

@@ -1,5 +1,5 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""RMSNorm, RoPE and SwiGLU over many tokens (prefill), parallel over tokens: kernels/elementwise.h.
+"""RMSNorm, RoPE, SwiGLU and GeGLU over many tokens (prefill), parallel over tokens: kernels/elementwise.h.
 
 Legend: T tokens, K features, H heads, D head dim, F ffn size. References: ReferenceOps.
 """
@@ -11,6 +11,7 @@ cdef extern from "kernels/elementwise.h" nogil:
     void mcli_rmsnorm(float *out, const float *x, const float *weight, int n, float eps)
     void mcli_rope(float *x, int num_heads, int d, const float *cos_, const float *sin_, int interleaved)
     void mcli_swiglu(float *out, const float *gate, const float *up, int64_t n)
+    void mcli_geglu_tanh(float *out, const float *gate, const float *up, int64_t n)
 
 
 def rmsnorm(float[:, ::1] out, const float[:, ::1] x, const float[::1] weight, float eps, int num_threads=1):
@@ -38,3 +39,12 @@ def swiglu(float[:, ::1] out, const float[:, ::1] gate, const float[:, ::1] up, 
         raise ValueError("swiglu shapes do not match")
     for t in prange(gate.shape[0], nogil=True, schedule="static", num_threads=max(1, num_threads)):
         mcli_swiglu(&out[t, 0], &gate[t, 0], &up[t, 0], gate.shape[1])
+
+
+def geglu_tanh(float[:, ::1] out, const float[:, ::1] gate, const float[:, ::1] up, int num_threads=1):
+    """out (T, F) = gelu_tanh(gate) * up."""
+    cdef Py_ssize_t t
+    if gate.shape[0] != up.shape[0] or gate.shape[1] != up.shape[1] or out.shape[0] != gate.shape[0]:
+        raise ValueError("geglu shapes do not match")
+    for t in prange(gate.shape[0], nogil=True, schedule="static", num_threads=max(1, num_threads)):
+        mcli_geglu_tanh(&out[t, 0], &gate[t, 0], &up[t, 0], gate.shape[1])

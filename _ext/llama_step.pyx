@@ -38,13 +38,18 @@ cdef extern from "kernels/llama_step.h" nogil:
         const float *k_bias
         const float *v_bias
         const float *o_bias
+        const float *q_norm
+        const float *k_norm
+        const float *post_attn_norm
+        const float *post_ffn_norm
+        int window, rope
     ctypedef struct mcli_model:
-        int num_layers, hidden, num_heads, num_kv_heads, head_dim, ffn, vocab, rope_interleaved, simd_level
-        float eps
+        int num_layers, hidden, num_heads, num_kv_heads, head_dim, ffn, vocab, rope_interleaved, simd_level, act
+        float eps, embed_scale, attn_scale
         const float *output_norm
         mcli_weight output
         mcli_weight embed
-        const double *inv_freq
+        const double *inv_freq[2]
         const mcli_layer *layers
     ctypedef struct mcli_scratch:
         float *h
@@ -106,9 +111,11 @@ cdef class LlamaStep:
     def __cinit__(self):
         self.layers = NULL
 
-    def __init__(self, args, layers, output_norm, output, embed, inv_freq, int num_threads=1, int simd_level=-1):
-        """args: LlamaArgs; layers: list of dicts of QuantTensor / float32 arrays (LlamaModel._layer);
-        output, embed: QuantTensor; inv_freq (D/2,) float64 rope frequencies."""
+    def __init__(self, args, layers, output_norm, output, embed, inv_freqs, int num_threads=1, int simd_level=-1, *,
+                 attn_scale, embed_scale=1.0, act="silu"):
+        """args: DecoderArgs; layers: list of dicts of QuantTensor / float32 arrays and the per-layer
+        "window" and "rope" (DecoderModel._layer); output, embed: QuantTensor; inv_freqs: one or two
+        (D/2,) float64 rope frequency tables; act: "silu" or "gelu_tanh"."""
         self.keep = []
         self.num_threads = num_threads
         self.simd_level = mcli_simd_level() if simd_level < 0 else simd_level
@@ -131,6 +138,14 @@ cdef class LlamaStep:
             self.layers[i].k_bias = self._floats(layer["attn_k_bias"])
             self.layers[i].v_bias = self._floats(layer["attn_v_bias"])
             self.layers[i].o_bias = self._floats(layer["attn_output_bias"])
+            self.layers[i].q_norm = self._floats(layer.get("attn_q_norm"))
+            self.layers[i].k_norm = self._floats(layer.get("attn_k_norm"))
+            self.layers[i].post_attn_norm = self._floats(layer.get("post_attention_norm"))
+            self.layers[i].post_ffn_norm = self._floats(layer.get("post_ffw_norm"))
+            self.layers[i].window = layer.get("window") or 0
+            self.layers[i].rope = layer.get("rope", 0)
+            if not 0 <= self.layers[i].rope < len(inv_freqs):
+                raise ValueError(f"layer {i} names rope table {self.layers[i].rope}")
         m = &self.model
         m.num_layers = n
         m.hidden = args.hidden_size
@@ -142,17 +157,27 @@ cdef class LlamaStep:
         m.rope_interleaved = 1 if args.rope_interleaved else 0
         m.simd_level = self.simd_level
         m.eps = args.rms_norm_eps
+        m.attn_scale = attn_scale
+        m.embed_scale = embed_scale
+        if act not in ("silu", "gelu_tanh"):
+            raise ValueError(f"no fused decode kernel for the activation {act!r}")
+        m.act = 1 if act == "gelu_tanh" else 0
         m.output_norm = self._floats(output_norm)
         self._weight(&m.output, output)
         if args.hidden_size % 32:
             raise ValueError("hidden size is not a multiple of 32")
         self._weight(&m.embed, embed)
-        inv = np.ascontiguousarray(inv_freq, dtype=np.float64)
-        if inv.shape[0] != args.head_dim // 2:
-            raise ValueError("inv_freq does not match the head dim")
-        self.keep.append(inv)
-        cdef const double[::1] inv_view = inv
-        m.inv_freq = &inv_view[0]
+        if not 1 <= len(inv_freqs) <= 2:
+            raise ValueError("one or two rope tables")
+        cdef const double[::1] inv_view
+        m.inv_freq[1] = NULL
+        for i, table in enumerate(inv_freqs):
+            inv = np.ascontiguousarray(table, dtype=np.float64)
+            if inv.shape[0] != args.head_dim // 2:
+                raise ValueError("inv_freq does not match the head dim")
+            self.keep.append(inv)
+            inv_view = inv
+            m.inv_freq[i] = &inv_view[0]
         m.layers = self.layers
         self.batch_capacity = 0
         self.scores_capacity = 0
@@ -166,7 +191,7 @@ cdef class LlamaStep:
             widest = max(m.hidden, m.num_heads * m.head_dim, m.ffn)
             sizes = {"h": m.hidden, "x": m.hidden, "q": m.num_heads * m.head_dim, "k": m.num_kv_heads * m.head_dim,
                      "v": m.num_kv_heads * m.head_dim, "attn": m.num_heads * m.head_dim, "gate": m.ffn, "up": m.ffn,
-                     "xs": widest // 32 + 1, "xm": widest // 32 + 1, "cos": m.head_dim // 2, "sin": m.head_dim // 2}
+                     "xs": widest // 32 + 1, "xm": widest // 32 + 1, "cos": m.head_dim, "sin": m.head_dim}  # 2 tables
             self.buffers = {name: np.zeros(batch * size, np.float32) for name, size in sizes.items()} | {
                 "scores": self.buffers["scores"] if self.buffers else np.zeros(1, np.float32)}
             self.buffers["xq"] = np.zeros(batch * widest + 32, np.int16)

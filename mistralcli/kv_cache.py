@@ -48,10 +48,11 @@ class KVCache:
         return self.k[layer, :length], self.v[layer, :length], np.arange(length)
 
     def attend(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, positions: np.ndarray, scale: float,
-               ops) -> np.ndarray:
-        """Store k, v (T, Hkv, D) at positions, then attend q (T, H, D) causally over the cache: (T, H, D)."""
+               ops, window: int = 0) -> np.ndarray:
+        """Store k, v (T, Hkv, D) at positions, then attend q (T, H, D) causally over the cache (the last
+        `window` positions only, when window > 0): (T, H, D)."""
         keys, values, key_positions = self.update(layer, positions, k, v)
-        return ops.attention(q, keys, values, positions, key_positions, scale)
+        return ops.attention(q, keys, values, positions, key_positions, scale, window)
 
     def ensure(self, needed: int) -> None:
         """Make room for positions < needed."""

@@ -8,7 +8,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf import quants
 
 from mistralcli._ext import qmatmul
-from mistralcli._ext.llama_step import LlamaStep
+from mistralcli.ops.cpu import decode_step
 from mistralcli.kv_cache import KVCache
 from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.ops import get_ops
@@ -103,7 +103,7 @@ def test_fused_step_matches_reference_forward(smollm2, level):
     model = smollm2.model
     a = model.args
     reference = type(model)(a, model.weights, get_ops("reference"))
-    step = LlamaStep(a, model.layers, model.output_norm, model.output, model.embed, model.inv_freq, 2, level)
+    step = decode_step(model, 2, level)
     ids = np.array(smollm2.tokenizer.encode("The capital of France is"))
     ref_cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim)
     our_cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, capacity=8)
@@ -119,7 +119,7 @@ def test_fused_step_matches_reference_forward(smollm2, level):
             assert int(np.argmax(got)) == int(np.argmax(expected))
             token = int(np.argmax(expected))
     finally:
-        model.fused_decoder.step = LlamaStep(a, model.layers, model.output_norm, model.output, model.embed, model.inv_freq, 2)
+        model.fused_decoder.step = decode_step(model, 2)
     assert our_cache.num_tokens == ref_cache.num_tokens == len(ids) + 6
 
 
@@ -132,7 +132,7 @@ def test_unsupported_weight_types_fall_back(smollm2):
     iq4 = random_blocks(QT.IQ4_NL, rows=q.shape[0], blocks_per_row=q.shape[1] // 32, seed=0)
     layers[0]["attn_q"] = QuantTensor(q.name, QT.IQ4_NL, q.shape, iq4)  # dequantized in C, no product
     with pytest.raises(ValueError, match="IQ4_NL"):
-        LlamaStep(model.args, layers, model.output_norm, model.output, model.embed, model.inv_freq)
+        decode_step(model, 1, layers=layers)
 
 
 def test_batched_paged_decode_is_the_same_bits_as_alone(smollm2):
@@ -140,7 +140,7 @@ def test_batched_paged_decode_is_the_same_bits_as_alone(smollm2):
     decoded together in lockstep, every step's logits and every cached key equal decoding each alone."""
     model = smollm2.model
     a = model.args
-    step = LlamaStep(a, model.layers, model.output_norm, model.output, model.embed, model.inv_freq, 2)
+    step = decode_step(model, 2)
     rng = np.random.default_rng(0)
     lengths = [3, 7, 12, 20]
     prompts = [rng.integers(100, 40000, n) for n in lengths]
@@ -173,7 +173,7 @@ def test_batched_paged_decode_is_the_same_bits_as_alone(smollm2):
 def test_decode_rejects_what_does_not_fit(smollm2):
     model = smollm2.model
     a = model.args
-    step = LlamaStep(a, model.layers, model.output_norm, model.output, model.embed, model.inv_freq, 1)
+    step = decode_step(model, 1)
     shape = (a.num_hidden_layers, 2, 4, a.num_key_value_heads, a.head_dim)
     k, v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     logits = np.empty((1, model.output.shape[0]), np.float32)

@@ -1,4 +1,4 @@
-"""Tiny random-weight Llama/Mistral checkpoints made with transformers, as oracles for our forward."""
+"""Tiny random-weight checkpoints (Llama, Mistral, Qwen2, Gemma 3) made with transformers, as oracles for our forward."""
 
 import numpy as np
 
@@ -12,8 +12,10 @@ def make_hf_model(kind: str = "llama", vocab_size: int = 512, seed: int = 0, **o
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
                 tie_word_embeddings=False, initializer_range=0.15)
     base.update(overrides)
-    config_cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig}[kind]
-    model_cls = {"llama": transformers.LlamaForCausalLM, "mistral": transformers.MistralForCausalLM}[kind]
+    config_cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
+                  "qwen2": transformers.Qwen2Config, "gemma3": transformers.Gemma3TextConfig}[kind]
+    model_cls = {"llama": transformers.LlamaForCausalLM, "mistral": transformers.MistralForCausalLM,
+                 "qwen2": transformers.Qwen2ForCausalLM, "gemma3": transformers.Gemma3ForCausalLM}[kind]
     config = config_cls(**base)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
@@ -22,6 +24,8 @@ def make_hf_model(kind: str = "llama", vocab_size: int = 512, seed: int = 0, **o
         for name, param in model.named_parameters():
             if "norm" in name:
                 param.copy_(1.0 + 0.3 * torch.randn_like(param))
+            elif name.endswith("bias"):  # zero at initialisation
+                param.copy_(0.3 * torch.randn_like(param))
     return model
 
 

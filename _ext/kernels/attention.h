@@ -63,12 +63,15 @@ MCLI_AVX2 static int64_t mcli_exp_shift8(float *p, int64_t n, float best, float 
     return s;
 }
 
-/* keys and values of one sequence, block by block in position order (see mcli_attend_paged_query) */
-#define MCLI_FOR_EACH_SLOT(T, BASE, ARRAY, TABLE, BS, NUM_KEYS, STRIDE, BODY)                                  \
-    for (int64_t t0_ = 0; t0_ < (NUM_KEYS); t0_ += (BS)) {                                                  \
-        const float *block_ = (ARRAY) + (int64_t)(TABLE)[t0_ / (BS)] * (BS) * (STRIDE);                     \
-        for (int64_t T = t0_; T < (NUM_KEYS) && T < t0_ + (BS); T++) {                                      \
-            const float *BASE = block_ + (T - t0_) * (STRIDE);                                              \
+/* keys and values of one sequence at positions FIRST..NUM_KEYS-1, block by block in position order
+ * (see mcli_attend_paged_query); T counts from 0 at FIRST */
+#define MCLI_FOR_EACH_SLOT(T, BASE, ARRAY, TABLE, BS, FIRST, NUM_KEYS, STRIDE, BODY)                           \
+    for (int64_t p_ = (FIRST); p_ < (NUM_KEYS);) {                                                          \
+        const int64_t blk_ = p_ / (BS), end_ = (blk_ + 1) * (BS) < (NUM_KEYS) ? (blk_ + 1) * (BS) : (NUM_KEYS); \
+        const float *block_ = (ARRAY) + (int64_t)(TABLE)[blk_] * (BS) * (STRIDE);                           \
+        for (; p_ < end_; p_++) {                                                                           \
+            const int64_t T = p_ - (FIRST);                                                                 \
+            const float *BASE = block_ + (p_ - blk_ * (BS)) * (STRIDE);                                     \
             BODY                                                                                            \
         }                                                                                                   \
     }
@@ -84,20 +87,20 @@ MCLI_AVX2 static inline __m256 mcli_sum8x8(const __m256 *a) {
 #define MCLI_ATTN_MAX_D 512
 static const float MCLI_ZERO_KEY[MCLI_ATTN_MAX_D] = {0};
 
-/* Keys 8 at a time, from key 0 (a padded last group reads a zero key and is masked), so every key's
+/* Keys 8 at a time, from the first (a padded last group reads a zero key and is masked), so every key's
  * score goes through the same operations wherever the query's keys end; values summed in registers,
  * 64 dimensions at a time, keys in position order. */
 MCLI_AVX2 static void mcli_attend_paged_query_avx2(const float *qh, const float *k, const float *v, const int32_t *table,
-                                                   int64_t bs, int64_t num_keys, int64_t stride, int d, float scale,
-                                                   float *scores, float *out) {
-    const int64_t padded = (num_keys + 7) / 8 * 8;
+                                                   int64_t bs, int64_t first, int64_t num_keys, int64_t stride, int d,
+                                                   float scale, float *scores, float *out) {
+    const int64_t n = num_keys - first, padded = (n + 7) / 8 * 8;
     const __m256 vscale = _mm256_set1_ps(scale);
     __m256 vbest = _mm256_set1_ps(-INFINITY);
-    int64_t block = 0, offset = 0; /* slot of key t0: table[block], offset */
+    int64_t block = first / bs, offset = first % bs; /* slot of key t0: table[block], offset */
     for (int64_t t0 = 0; t0 < padded; t0 += 8) {
         const float *key[8];
         for (int j = 0; j < 8; j++) {
-            key[j] = t0 + j < num_keys ? k + ((int64_t)table[block] * bs + offset) * stride : MCLI_ZERO_KEY;
+            key[j] = t0 + j < n ? k + ((int64_t)table[block] * bs + offset) * stride : MCLI_ZERO_KEY;
             if (++offset == bs) { offset = 0; block++; }
         }
         __m256 acc[8];
@@ -107,9 +110,9 @@ MCLI_AVX2 static void mcli_attend_paged_query_avx2(const float *qh, const float 
             for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(q8, _mm256_loadu_ps(key[j] + i), acc[j]);
         }
         __m256 s8 = _mm256_mul_ps(mcli_sum8x8(acc), vscale);
-        if (t0 + 8 > num_keys) { /* the padding: masked */
+        if (t0 + 8 > n) { /* the padding: masked */
             const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(num_keys - t0)), lane));
+            const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - t0)), lane));
             s8 = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), s8, valid);
         }
         _mm256_storeu_ps(scores + t0, s8);
@@ -125,7 +128,7 @@ MCLI_AVX2 static void mcli_attend_paged_query_avx2(const float *qh, const float 
         const int width = d - i0 < 64 ? d - i0 : 64;
         __m256 o[8];
         for (int c = 0; c < 8; c++) o[c] = _mm256_setzero_ps();
-        MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, num_keys, stride, {
+        MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, first, num_keys, stride, {
             const __m256 p = _mm256_set1_ps(scores[t]);
             for (int c = 0; c < width / 8; c++) o[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vt + i0 + 8 * c), o[c]);
         })
@@ -166,33 +169,34 @@ MCLI_AVX2 static void mcli_attend_avx2(const float *qh, const float *k, const fl
 
 /* ---- one query against a paged cache (prompt chunks, and the decode step) ----------------------
  * k, v: one layer of the paged cache (NB, BS, Hkv, D) at the query's kv head; table: the query's
- * sequence's blocks; the query sees positions 0..num_keys-1, read block by block in position order;
- * scores: scratch of num_keys rounded up to 8. The arithmetic of a query does not depend on the other
- * queries of a call, nor on how a prompt is cut into chunks. */
+ * sequence's blocks; the query sees positions first..num_keys-1 (first > 0: a sliding window), read
+ * block by block in position order; scores: scratch of num_keys - first rounded up to 8. The
+ * arithmetic of a query does not depend on the other queries of a call, nor on how a prompt is cut
+ * into chunks. */
 static void mcli_attend_paged_query(const float *qh, const float *k, const float *v, const int32_t *table, int64_t bs,
-                                    int64_t num_keys, int64_t stride, int d, float scale, float *scores, float *out,
-                                    int level) {
+                                    int64_t first, int64_t num_keys, int64_t stride, int d, float scale, float *scores,
+                                    float *out, int level) {
 #ifdef MCLI_X86
     if (level >= 2 && d % 8 == 0 && d <= MCLI_ATTN_MAX_D) {
-        mcli_attend_paged_query_avx2(qh, k, v, table, bs, num_keys, stride, d, scale, scores, out);
+        mcli_attend_paged_query_avx2(qh, k, v, table, bs, first, num_keys, stride, d, scale, scores, out);
         return;
     }
 #else
     (void)level;
 #endif
     float best = -INFINITY, total = 0.0f;
-    MCLI_FOR_EACH_SLOT(t, kt, k, table, bs, num_keys, stride, {
+    MCLI_FOR_EACH_SLOT(t, kt, k, table, bs, first, num_keys, stride, {
         float dot = 0.0f;
         for (int i = 0; i < d; i++) dot += qh[i] * kt[i];
         scores[t] = dot * scale;
         best = scores[t] > best ? scores[t] : best;
     })
-    for (int64_t t = 0; t < num_keys; t++) {
+    for (int64_t t = 0; t < num_keys - first; t++) {
         scores[t] = expf(scores[t] - best);
         total += scores[t];
     }
     for (int i = 0; i < d; i++) out[i] = 0.0f;
-    MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, num_keys, stride, {
+    MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, first, num_keys, stride, {
         for (int i = 0; i < d; i++) out[i] += scores[t] * vt[i];
     })
     for (int i = 0; i < d; i++) out[i] /= total;

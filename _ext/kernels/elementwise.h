@@ -1,5 +1,5 @@
-/* Per-token float kernels shared by the decode step and the prefill path: RMSNorm, RoPE, SwiGLU.
- * References: mistralcli.ops.reference (rmsnorm, rope, swiglu); RMSNorm sums squares in double. */
+/* Per-token float kernels shared by the decode step and the prefill path: RMSNorm, RoPE, SwiGLU, GeGLU.
+ * References: mistralcli.ops.reference (rmsnorm, rope, swiglu, geglu_tanh); RMSNorm sums squares in double. */
 #ifndef MCLI_ELEMENTWISE_H
 #define MCLI_ELEMENTWISE_H
 
@@ -28,6 +28,14 @@ static void mcli_rope(float *x, int num_heads, int d, const float *cos_, const f
 /* out (n,) = silu(gate) * up */
 static void mcli_swiglu(float *out, const float *gate, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+/* out (n,) = gelu_tanh(gate) * up, GELU's tanh approximation (Gemma's MLP) */
+static void mcli_geglu_tanh(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        out[i] = 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g))) * up[i];
+    }
 }
 
 #endif

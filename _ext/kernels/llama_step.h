@@ -13,7 +13,7 @@
  *
  * Scratch (B the batch capacity, D head dim, H heads, Hkv key/value heads, F ffn size, W the widest
  * input of a product, S the longest sequence): h, x (B, hidden); q, attn (B, H*D); k, v (B, Hkv*D);
- * gate, up (B, F); xq (B, W) int16, xs, xm (B, W/32); cos_, sin_ (B, D/2); scores (threads, S).
+ * gate, up (B, F); xq (B, W) int16, xs, xm (B, W/32); cos_, sin_ (2, B, D/2); scores (threads, S).
  */
 #ifndef MCLI_LLAMA_STEP_H
 #define MCLI_LLAMA_STEP_H
@@ -41,16 +41,23 @@ typedef struct {
     mcli_weight q, k, v, o, gate, up, down;
     const float *attn_norm, *ffn_norm;
     const float *q_bias, *k_bias, *v_bias, *o_bias; /* NULL when absent */
+    const float *q_norm, *k_norm;                   /* (D,) RMSNorm of each head of q and k before rope, or NULL */
+    const float *post_attn_norm, *post_ffn_norm;    /* RMSNorm of the attention / MLP output before the residual, or NULL */
+    int window;                                     /* attend to the last `window` positions only; 0: to all */
+    int rope;                                       /* the model's rope table this layer uses: 0 or 1 */
 } mcli_layer;
 
 typedef struct {
     int num_layers, hidden, num_heads, num_kv_heads, head_dim, ffn, vocab, rope_interleaved;
     int simd_level;          /* of mcli_simd_level(): 2 and up takes the AVX2 attention */
+    int act;                 /* the MLP: 0 silu(gate) * up, 1 gelu_tanh(gate) * up */
     float eps;
+    float embed_scale;       /* embedding rows are multiplied by it (1: as they are) */
+    float attn_scale;        /* of q.k */
     const float *output_norm;
     mcli_weight output;
     mcli_weight embed;       /* token_embd rows: dequantized here, one per step */
-    const double *inv_freq;  /* (D/2,) rope inverse frequencies */
+    const double *inv_freq[2]; /* (D/2,) rope inverse frequencies of tables 0 and 1 (NULL: no table 1) */
     const mcli_layer *layers;
 } mcli_model;
 
@@ -154,12 +161,15 @@ static void mcli_prepare(const mcli_scratch *s, const float *x, int n, int num_s
     for (b = 0; b < num_seqs; b++) mcli_quantize_seq(s, x + (int64_t)b * n, n, n, b, 0);
 }
 
-/* h += x, then x = rmsnorm(h) * norm and its int16 blocks, per sequence (add: 0 to skip the sum) */
-static void mcli_residual_norm(const mcli_scratch *s, const float *norm, int hidden, float eps, int num_seqs, int add) {
+/* h += x (x = rmsnorm(x) * post first, where post is given), then x = rmsnorm(h) * norm and its int16
+ * blocks, per sequence (add: 0 to skip the sum) */
+static void mcli_residual_norm(const mcli_scratch *s, const float *norm, int hidden, float eps, int num_seqs, int add,
+                               const float *post) {
     int b;
 #pragma omp for schedule(static)
     for (b = 0; b < num_seqs; b++) {
         float *h = s->h + (int64_t)b * hidden, *x = s->x + (int64_t)b * hidden;
+        if (add && post) mcli_rmsnorm(x, x, post, hidden, eps);
         if (add)
             for (int i = 0; i < hidden; i++) h[i] += x[i];
         mcli_rmsnorm(x, h, norm, hidden, eps);
@@ -177,7 +187,7 @@ static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *
                               const mcli_paged_kv *kv, float *logits, const mcli_scratch *s, int num_threads) {
     const int hidden = m->hidden, d = m->head_dim, nh = m->num_heads, nkv = m->num_kv_heads;
     const int group = nh / nkv, q_dim = nh * d, kv_dim = nkv * d, half = d / 2;
-    const float scale = 1.0f / sqrtf((float)d);
+    const float scale = m->attn_scale;
     for (int b = 0; b < num_seqs; b++) {
         const uint8_t *embed_row = m->embed.data + tokens[b] * m->embed.row_bytes;
         float *h = s->h + (int64_t)b * hidden;
@@ -189,10 +199,14 @@ static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *
         } else {
             mcli_dequant_row(m->embed.qtype, embed_row, h, hidden);
         }
-        for (int i = 0; i < half; i++) { /* angles in double, as the Python side computes them */
-            s->cos_[b * half + i] = (float)cos((double)positions[b] * m->inv_freq[i]);
-            s->sin_[b * half + i] = (float)sin((double)positions[b] * m->inv_freq[i]);
-        }
+        if (m->embed_scale != 1.0f)
+            for (int i = 0; i < hidden; i++) h[i] *= m->embed_scale;
+        for (int r = 0; r < 2 && m->inv_freq[r]; r++) /* angles in double, as the Python side computes them */
+            for (int i = 0; i < half; i++) {
+                const int64_t at = ((int64_t)r * num_seqs + b) * half + i;
+                s->cos_[at] = (float)cos((double)positions[b] * m->inv_freq[r][i]);
+                s->sin_[at] = (float)sin((double)positions[b] * m->inv_freq[r][i]);
+            }
     }
 #pragma omp parallel num_threads(num_threads)
     {
@@ -201,7 +215,7 @@ static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *
 #else
         float *scores = s->scores;
 #endif
-        mcli_residual_norm(s, m->layers[0].attn_norm, hidden, m->eps, num_seqs, 0);
+        mcli_residual_norm(s, m->layers[0].attn_norm, hidden, m->eps, num_seqs, 0, NULL);
         for (int l = 0; l < m->num_layers; l++) {
             const mcli_layer *L = &m->layers[l];
             {
@@ -214,8 +228,13 @@ static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *
 #pragma omp for schedule(static)
             for (b = 0; b < num_seqs; b++) {
                 float *q = s->q + (int64_t)b * q_dim, *k = s->k + (int64_t)b * kv_dim, *v = s->v + (int64_t)b * kv_dim;
-                mcli_rope(q, nh, d, s->cos_ + b * half, s->sin_ + b * half, m->rope_interleaved);
-                mcli_rope(k, nkv, d, s->cos_ + b * half, s->sin_ + b * half, m->rope_interleaved);
+                if (L->q_norm)
+                    for (int hh = 0; hh < nh; hh++) mcli_rmsnorm(q + hh * d, q + hh * d, L->q_norm, d, m->eps);
+                if (L->k_norm)
+                    for (int hh = 0; hh < nkv; hh++) mcli_rmsnorm(k + hh * d, k + hh * d, L->k_norm, d, m->eps);
+                const int64_t angles = ((int64_t)L->rope * num_seqs + b) * half;
+                mcli_rope(q, nh, d, s->cos_ + angles, s->sin_ + angles, m->rope_interleaved);
+                mcli_rope(k, nkv, d, s->cos_ + angles, s->sin_ + angles, m->rope_interleaved);
                 const int64_t slot = mcli_slot(kv, l, b, positions[b], kv_dim);
                 memcpy(kv->k + slot, k, sizeof(float) * kv_dim);
                 memcpy(kv->v + slot, v, sizeof(float) * kv_dim);
@@ -224,19 +243,19 @@ static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *
 #pragma omp for schedule(static)
             for (job = 0; job < num_seqs * nh; job++) {
                 const int bb = job / nh, h = job % nh, kvh = h / group;
-                const int64_t seq = positions[bb] + 1;
+                const int64_t seq = positions[bb] + 1, first = L->window && seq > L->window ? seq - L->window : 0;
                 const float *qh = s->q + (int64_t)bb * q_dim + h * d;
                 float *out = s->attn + (int64_t)bb * q_dim + h * d;
                 const int32_t *table = kv->block_tables + (int64_t)bb * kv->max_blocks;
                 const int64_t layer_base = (int64_t)l * kv->num_blocks * kv->block_size * kv_dim + kvh * d;
-                mcli_attend_paged_query(qh, kv->k + layer_base, kv->v + layer_base, table, kv->block_size, seq, kv_dim, d,
-                                        scale, scores, out, m->simd_level);
+                mcli_attend_paged_query(qh, kv->k + layer_base, kv->v + layer_base, table, kv->block_size, first, seq,
+                                        kv_dim, d, scale, scores, out, m->simd_level);
                 if (d % 32 == 0) /* this head's blocks of the o-projection input, here: no serial pass */
                     mcli_quantize_seq(s, out, d, q_dim, bb, h * d / 32);
             }
             if (d % 32) mcli_prepare(s, s->attn, q_dim, num_seqs);
             mcli_matvec(&L->o, s->attn, num_seqs, s, s->x, L->o_bias);
-            mcli_residual_norm(s, L->ffn_norm, hidden, m->eps, num_seqs, 1);
+            mcli_residual_norm(s, L->ffn_norm, hidden, m->eps, num_seqs, 1, L->post_attn_norm);
             {
                 const mcli_weight *ws[2] = {&L->gate, &L->up};
                 float *outs[2] = {s->gate, s->up};
@@ -246,13 +265,16 @@ static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *
 #pragma omp for schedule(static)
             for (b = 0; b < num_seqs; b++) {
                 float *gate = s->gate + (int64_t)b * m->ffn;
-                mcli_swiglu(gate, gate, s->up + (int64_t)b * m->ffn, m->ffn);
+                if (m->act == 1)
+                    mcli_geglu_tanh(gate, gate, s->up + (int64_t)b * m->ffn, m->ffn);
+                else
+                    mcli_swiglu(gate, gate, s->up + (int64_t)b * m->ffn, m->ffn);
                 mcli_quantize_seq(s, gate, m->ffn, m->ffn, b, 0);
             }
             mcli_matvec(&L->down, s->gate, num_seqs, s, s->x, NULL);
             /* the residual, then the next layer's (or the output's) norm */
             mcli_residual_norm(s, l + 1 < m->num_layers ? m->layers[l + 1].attn_norm : m->output_norm, hidden, m->eps,
-                               num_seqs, 1);
+                               num_seqs, 1, L->post_ffn_norm);
         }
         mcli_matvec(&m->output, s->x, num_seqs, s, logits, NULL);
     }

@@ -14,6 +14,7 @@ KEYS = {
     "rope_theta": "rope.freq_base",
     "max_position_embeddings": "context_length",
     "vocab_size": "vocab_size",
+    "sliding_window": "attention.sliding_window",
 }
 REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 

@@ -77,6 +77,7 @@ def _load_gguf(path: Path, ops) -> LoadedModel:
     if get_architecture(arch) is None:
         raise ModelLoadError(path, f"unsupported architecture {arch!r}")
     config = gguf_config.config_from_gguf(gguf.metadata, gguf.tensors.keys(), path)
+    config = get_architecture(arch).args_class.adapt_gguf(config, gguf.metadata, arch)
     model, args = _build(path, arch, config, gguf.tensors, ops)
     tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata, path)
     source = gguf.metadata.get("tokenizer.chat_template")
@@ -92,7 +93,7 @@ def _load_directory(path: Path, ops) -> LoadedModel:
     arch = HF_MODEL_TYPES.get(model_type)
     if arch is None:
         raise ModelLoadError(path, f"unsupported architecture {model_type!r}")
-    weights = safetensors_dir.load_weights(path)
+    weights = safetensors_dir.load_weights(path, get_architecture(arch).hf_names)
     model, args = _build(path, arch, config, weights, ops)
     tokenizer = Tokenizer.from_directory(path)
     template = None

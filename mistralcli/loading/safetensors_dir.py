@@ -30,8 +30,9 @@ HF_TO_GGUF = [
 _PATTERNS = [(re.compile(p + r"\Z"), repl) for p, repl in HF_TO_GGUF]
 
 
-def gguf_name(hf_name: str) -> str | None:
-    for pattern, repl in _PATTERNS:
+def gguf_name(hf_name: str, extra: list[tuple[str, str]] = ()) -> str | None:
+    """The GGUF name of a Hugging Face parameter: an architecture's own names (extra) first."""
+    for pattern, repl in [(re.compile(p + r"\Z"), r) for p, r in extra] + _PATTERNS:
         if pattern.match(hf_name):
             return pattern.sub(repl, hf_name)
     return None
@@ -61,14 +62,15 @@ def weight_files(directory: Path) -> list[Path]:
     return files
 
 
-def load_weights(directory: Path) -> dict[str, QuantTensor]:
-    """Every known tensor of the directory, renamed to GGUF names (float32/float16 kept as stored)."""
+def load_weights(directory: Path, extra_names: list[tuple[str, str]] = ()) -> dict[str, QuantTensor]:
+    """Every known tensor of the directory, renamed to GGUF names (float32/float16 kept as stored);
+    extra_names: an architecture's own (regex, GGUF name) pairs, tried first."""
     weights = {}
     for path in weight_files(directory):
         try:
             with safe_open(str(path), framework="numpy") as f:
                 for name in f.keys():
-                    ours = gguf_name(name)
+                    ours = gguf_name(name, extra_names)
                     if ours is None:
                         continue
                     if f.get_slice(name).get_dtype() == "BF16":

@@ -2,7 +2,9 @@
 
 ARCHITECTURES: dict[str, type] = {}
 # Hugging Face `model_type` / `architectures[0]` -> our architecture name.
-HF_MODEL_TYPES = {"llama": "llama", "mistral": "llama", "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama"}
+HF_MODEL_TYPES = {"llama": "llama", "mistral": "llama", "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama",
+                  "qwen2": "qwen2", "Qwen2ForCausalLM": "qwen2", "gemma3_text": "gemma3",
+                  "Gemma3ForCausalLM": "gemma3"}
 
 
 def register(name: str):
@@ -16,5 +18,5 @@ def register(name: str):
 def get_architecture(name: str):
     """The model class for an architecture name, or None if unsupported."""
     if not ARCHITECTURES:
-        from mistralcli.models import llama  # noqa: F401  (registers itself)
+        from mistralcli.models import gemma3, llama, qwen2  # noqa: F401  (each registers itself)
     return ARCHITECTURES.get(name)

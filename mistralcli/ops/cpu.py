@@ -20,7 +20,7 @@ from mistralcli._ext import attention, elementwise, qmatmul
 from mistralcli._ext.llama_step import LlamaStep
 from mistralcli.kv_cache import KVCache
 from mistralcli.loading.quant_tensor import QuantTensor
-from mistralcli.models.llama import LlamaModel
+from mistralcli.models.decoder import DecoderModel
 from mistralcli.ops.reference import ReferenceOps
 
 FUSED_TYPES = {QT(t) for t in qmatmul.SUPPORTED_TYPES}
@@ -121,8 +121,19 @@ class CpuOps(ReferenceOps):
         elementwise.swiglu(out, gate, np.ascontiguousarray(up, dtype=np.float32), self.num_threads)
         return out
 
-    def attention(self, q, k, v, q_positions, k_positions, scale: float) -> np.ndarray:
-        """Causal GQA attention (C, parallel over queries and heads); see ReferenceOps."""
+    def geglu_tanh(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+        """gelu_tanh(gate) * up, (T, F) (C)."""
+        gate = np.ascontiguousarray(gate, dtype=np.float32)
+        out = np.empty_like(gate)
+        elementwise.geglu_tanh(out, gate, np.ascontiguousarray(up, dtype=np.float32), self.num_threads)
+        return out
+
+    def attention(self, q, k, v, q_positions, k_positions, scale: float, window: int = 0) -> np.ndarray:
+        """Causal GQA attention (C, parallel over queries and heads); see ReferenceOps. A sliding window
+        that masks a key here goes through the reference (the contiguous cache serves tests and the
+        offline bench; the engine's paged attention has the window in C)."""
+        if window and len(k_positions) and int(np.max(q_positions)) - int(np.min(k_positions)) >= window:
+            return super().attention(q, k, v, q_positions, k_positions, scale, window)
         q = np.ascontiguousarray(q, dtype=np.float32)
         out = np.empty_like(q)
         kernel = attention.causal_attention_gemm if len(q) >= ATTENTION_GEMM_MIN_TOKENS else attention.causal_attention
@@ -131,19 +142,20 @@ class CpuOps(ReferenceOps):
                                    np.ascontiguousarray(k_positions, dtype=np.int64), scale, self.num_threads)
         return out
 
-    def paged_attention(self, q, k, v, block_table, q_positions, scale: float) -> np.ndarray:
+    def paged_attention(self, q, k, v, block_table, q_positions, scale: float, window: int = 0) -> np.ndarray:
         """As ReferenceOps.paged_attention, in C: each query reads its keys block by block (nothing is
         gathered), with arithmetic that does not depend on the other queries (kernels/attention.h)."""
         q = np.ascontiguousarray(q, dtype=np.float32)
         out = np.empty_like(q)
         tables = np.ascontiguousarray(block_table, dtype=np.int32).reshape(1, -1)
         attention.paged_attention(out, q, k, v, tables, np.zeros(len(q), np.int32),
-                                  np.ascontiguousarray(q_positions, dtype=np.int64), scale, self.num_threads)
+                                  np.ascontiguousarray(q_positions, dtype=np.int64), scale, self.num_threads,
+                                  window=window or 0)
         return out
 
     def fused_decoder(self, model):
         """The whole-model C decode step when every weight has a kernel there, else None."""
-        if type(model) is not LlamaModel:  # the C step knows exactly this architecture
+        if not isinstance(model, DecoderModel) or type(model).mlp is not DecoderModel.mlp:  # experts: op by op
             return None
         try:
             return FusedLlamaDecoder(model, self)
@@ -173,14 +185,21 @@ def _raw_rows(w: QuantTensor) -> np.ndarray:
     return np.ascontiguousarray(w.data).view(np.uint8).reshape(w.shape[0], -1)
 
 
+def decode_step(model, num_threads: int, simd_level: int = -1, layers: list | None = None) -> LlamaStep:
+    """The C decode step (kernels/llama_step.h) over a DecoderModel's weights (or other `layers`)."""
+    a = model.args
+    return LlamaStep(a, model.layers if layers is None else layers, model.output_norm, model.output, model.embed,
+                     model.inv_freqs, num_threads, simd_level, attn_scale=a.attn_scale, embed_scale=a.embed_scale,
+                     act="gelu_tanh" if a.hidden_act == "gelu_pytorch_tanh" else "silu")
+
+
 class FusedLlamaDecoder:
     """Decode one token through every layer in one C call (kernels/llama_step.h)."""
 
     def __init__(self, model, ops: CpuOps):
         self.model = model
         self.ops = ops
-        self.step = LlamaStep(model.args, model.layers, model.output_norm, model.output, model.embed,
-                              model.inv_freq, ops.num_threads)
+        self.step = decode_step(model, ops.num_threads)
 
     def can_run(self, cache) -> bool:
         return type(cache) is KVCache

@@ -1,5 +1,7 @@
 """NumPy reference ops: the oracle every faster backend is tested against (float32 throughout)."""
 
+import math
+
 import numpy as np
 
 from mistralcli.loading.quant_tensor import QuantTensor
@@ -54,25 +56,30 @@ class ReferenceOps:
             out[..., half:] = b * cos + a * sin
         return out
 
-    def paged_attention(self, q, k, v, block_table, q_positions, scale: float) -> np.ndarray:
+    def paged_attention(self, q, k, v, block_table, q_positions, scale: float, window: int = 0) -> np.ndarray:
         """Causal attention of one sequence's queries over one layer of a paged cache.
 
         q (T, H, D); k/v (NB, BS, Hkv, D); block_table (blocks,) the sequence's blocks in order;
-        q_positions (T,). A query at position p sees positions 0..p. -> (T, H, D)."""
+        q_positions (T,). A query at position p sees positions 0..p (the last `window` of them when
+        window > 0). -> (T, H, D)."""
         q_positions = np.asarray(q_positions, dtype=np.int64)
         every = np.arange(int(q_positions.max()) + 1)
         blocks, offsets = np.asarray(block_table)[every // k.shape[1]], every % k.shape[1]
-        return self.attention(q, k[blocks, offsets], v[blocks, offsets], q_positions, every, scale)
+        return self.attention(q, k[blocks, offsets], v[blocks, offsets], q_positions, every, scale, window)
 
-    def attention(self, q, k, v, q_positions, k_positions, scale: float) -> np.ndarray:
+    def attention(self, q, k, v, q_positions, k_positions, scale: float, window: int = 0) -> np.ndarray:
         """Causal GQA attention.
 
         q (T, H, D), k/v (S, Hkv, D), q_positions (T,), k_positions (S,) -> (T, H, D).
-        A query at position p sees the keys at positions <= p.
+        A query at position p sees the keys at positions <= p, and with a sliding window only those
+        > p - window (the last `window` positions, itself included), as transformers and llama.cpp mask.
         """
         num_heads, num_kv_heads = q.shape[1], k.shape[1]
         group = num_heads // num_kv_heads
+        q_positions, k_positions = np.asarray(q_positions), np.asarray(k_positions)
         mask = k_positions[None, :] <= q_positions[:, None]  # (T, S)
+        if window:
+            mask &= k_positions[None, :] > q_positions[:, None] - window
         out = np.empty_like(q)
         for kv_head in range(num_kv_heads):
             heads = slice(kv_head * group, (kv_head + 1) * group)
@@ -88,3 +95,8 @@ class ReferenceOps:
     def swiglu(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
         """silu(gate) * up, (T, F)."""
         return gate / (1.0 + np.exp(-gate)) * up
+
+    def geglu_tanh(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+        """gelu(gate) * up with GELU's tanh approximation (PyTorch's gelu(approximate="tanh")), (T, F)."""
+        inner = np.float32(math.sqrt(2.0 / math.pi)) * (gate + np.float32(0.044715) * gate * gate * gate)
+        return np.float32(0.5) * gate * (np.float32(1.0) + np.tanh(inner)) * up
