@@ -72,3 +72,23 @@ def test_streaming_sends_prose_before_the_call_starts():
     assert parser.feed(WEATHER[1:] + "</tool_call>") == ""
     held, calls = parser.finish()
     assert held == "" and len(calls) == 1
+
+
+@pytest.mark.parametrize("text", [WEATHER, f"  {WEATHER}\n", f"```json\n{WEATHER}\n```", f"[{WEATHER}]"])
+def test_a_bare_json_answer_naming_a_tool_is_a_call(text):
+    content, calls = parse(text, names=("get_weather",))
+    assert content is None and _names_and_args(calls) == [("get_weather", {"city": "Paris"})]
+    for step in (1, 5, 1000):
+        parser = StreamParser(("get_weather",))
+        sent = "".join(parser.feed(text[i:i + step]) for i in range(0, len(text), step))
+        held, calls = parser.finish()
+        assert sent == held == "" and len(calls) == 1 and parser.content() is None
+
+
+@pytest.mark.parametrize("text", ['{"name": "other_tool", "arguments": {}}', '{"answer": 42}', "{not json", "[1, 2]"])
+def test_bare_json_that_names_no_declared_tool_stays_content(text):
+    assert parse(text, names=("get_weather",)) == (text, [])
+    parser = StreamParser(("get_weather",))
+    sent = "".join(parser.feed(c) for c in text)
+    held, calls = parser.finish()
+    assert sent + held == text and calls == []

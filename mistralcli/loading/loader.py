@@ -80,7 +80,7 @@ def _load_gguf(path: Path, ops) -> LoadedModel:
     config = get_architecture(arch).args_class.adapt_gguf(config, gguf.metadata, arch)
     model, args = _build(path, arch, config, gguf.tensors, ops)
     tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata, path)
-    source = gguf.metadata.get("tokenizer.chat_template")
+    source = gguf.metadata.get("tokenizer.chat_template") or get_architecture(arch).default_chat_template
     template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token) if source else None
     name = gguf.metadata.get("general.name") or path.stem
     return LoadedModel(name, path, model, tokenizer, template, args.context_length,
@@ -97,7 +97,7 @@ def _load_directory(path: Path, ops) -> LoadedModel:
     model, args = _build(path, arch, config, weights, ops)
     tokenizer = Tokenizer.from_directory(path)
     template = None
-    source = _template_source(path)
+    source = _template_source(path) or get_architecture(arch).default_chat_template
     if source:
         template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token)
     generation_config = read_json(path / "generation_config.json")

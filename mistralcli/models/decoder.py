@@ -118,6 +118,7 @@ class DecoderModel:
 
     args_class = DecoderArgs
     hf_names: list[tuple[str, str]] = []  # this architecture's Hugging Face names -> GGUF names (regex)
+    default_chat_template: str | None = None  # for files that carry none
     NORMS = ("attn_norm", "ffn_norm", "attn_q_norm", "attn_k_norm", "post_attention_norm", "post_ffw_norm")
 
     def __init__(self, args: DecoderArgs, weights: dict[str, QuantTensor], ops):

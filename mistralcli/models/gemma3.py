@@ -15,6 +15,29 @@ from mistralcli.models.decoder import FULL, SLIDING, DecoderArgs, DecoderModel
 
 PATTERN = 6  # every sixth layer is global
 
+# Gemma's own chat template (as its instruction-tuned checkpoints ship it, text content only), for
+# files without one such as the base models' GGUFs: a system message opens the first user turn.
+CHAT_TEMPLATE = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = '' -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}
+    {%- endif -%}
+    {%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}
+    {{- message['content'] | trim }}
+    {{- '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{ '<start_of_turn>model\n' }}
+{%- endif -%}"""
+
 
 @dataclass
 class Gemma3Args(DecoderArgs):
@@ -45,6 +68,7 @@ class Gemma3Args(DecoderArgs):
 @register("gemma3")
 class Gemma3Model(DecoderModel):
     args_class = Gemma3Args
+    default_chat_template = CHAT_TEMPLATE
     hf_names = [
         (r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", r"blk.\1.post_attention_norm.weight"),
         (r"model\.layers\.(\d+)\.pre_feedforward_layernorm\.weight", r"blk.\1.ffn_norm.weight"),

@@ -37,6 +37,7 @@ class _GenerateHandler(BaseHandler):
         super().initialize(state)
         self.echo, self.n = False, 1  # text completions: the prompt before each choice's text; choices per prompt
         self.parse_tools = False  # chat completions with tools (and tool_choice not "none")
+        self.tool_names: tuple[str, ...] = ()
         self.request_ids: list[str] = []
         self.tasks: list[asyncio.Task] = []
         self.closed = False
@@ -116,7 +117,8 @@ class _GenerateHandler(BaseHandler):
                 queue.put_nowait((i, None))
 
         self.tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
-        choices = {(i, j): _Choice(i * request.n + j, tools=tool_calls.StreamParser() if self.parse_tools else None)
+        choices = {(i, j): _Choice(i * request.n + j,
+                                   tools=tool_calls.StreamParser(self.tool_names) if self.parse_tools else None)
                    for i in range(len(prompts)) for j in range(request.n)}
         usage = {"prompt_tokens": sum(len(ids) for ids in prompts), "completion_tokens": 0, "cached": 0}
         created = int(time.time())
@@ -268,7 +270,7 @@ class _GenerateHandler(BaseHandler):
     def _message(c: _Choice) -> dict:
         if not c.tool_calls:
             return {"role": "assistant", "content": c.text}
-        return {"role": "assistant", "content": tool_calls.parse(c.text)[0], "tool_calls": c.tool_calls}
+        return {"role": "assistant", "content": c.tools.content(), "tool_calls": c.tool_calls}
 
     def _response(self, base, created, ordered, prompt_texts, usage, logprobs, n) -> dict:
         if self.kind == "chat":
@@ -300,6 +302,7 @@ class ChatCompletionsHandler(_GenerateHandler):
         text = self.render_chat(request.template_messages(), request.tools, request.add_generation_prompt,
                                 request.chat_template_kwargs)
         self.parse_tools = bool(request.tools) and request.tool_choice != "none"
+        self.tool_names = tuple(t.function.name for t in request.tools or ())
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         await self.generate(request, [self.encode_rendered(text)], [None], logprobs)
 
