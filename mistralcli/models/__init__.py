@@ -17,6 +17,5 @@ def register(name: str):
 
 def get_architecture(name: str):
     """The model class for an architecture name, or None if unsupported."""
-    if not ARCHITECTURES:
-        from mistralcli.models import gemma3, llama, qwen2  # noqa: F401  (each registers itself)
+    from mistralcli.models import gemma3, llama, qwen2  # noqa: F401  (each registers itself on first import)
     return ARCHITECTURES.get(name)
