@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_models import hf_logits, make_hf_model  # noqa: E402
+from tiny_models import hf_logits, saved_checkpoint  # noqa: E402
 
 from mistralcli.engine.paged_cache import PagedKVCache  # noqa: E402
 from mistralcli.kv_cache import KVCache  # noqa: E402
@@ -35,11 +35,7 @@ TOKENS = np.array([5, 17, 300, 2, 99, 99, 451, 0, 12, 200, 7, 64, 3, 3, 480, 31]
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def checkpoint(request, tmp_path_factory):
-    kind, overrides = CONFIGS[request.param]
-    model = make_hf_model(kind, **overrides)
-    directory = tmp_path_factory.mktemp(request.param)
-    model.save_pretrained(directory)
-    return model, directory
+    return saved_checkpoint(request.param, CONFIGS, tmp_path_factory)
 
 
 def ours(directory, backend):

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_models import hf_logits, make_hf_model, write_gguf  # noqa: E402
+from tiny_models import hf_logits, make_hf_model, saved_checkpoint, write_gguf  # noqa: E402
 
 from mistralcli.kv_cache import KVCache  # noqa: E402
 from mistralcli.loading import safetensors_dir  # noqa: E402
@@ -42,11 +42,7 @@ def new_cache(model):
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def checkpoint(request, tmp_path_factory):
-    kind, overrides = CONFIGS[request.param]
-    model = make_hf_model(kind, **overrides)
-    directory = tmp_path_factory.mktemp(request.param)
-    model.save_pretrained(directory)
-    return model, directory
+    return saved_checkpoint(request.param, CONFIGS, tmp_path_factory)
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])

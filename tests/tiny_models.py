@@ -29,6 +29,16 @@ def make_hf_model(kind: str = "llama", vocab_size: int = 512, seed: int = 0, **o
     return model
 
 
+def saved_checkpoint(name: str, configs: dict, tmp_path_factory):
+    """(transformers model, its saved directory) for configs[name] = (kind, overrides): a module
+    fixture's body."""
+    kind, overrides = configs[name]
+    model = make_hf_model(kind, **overrides)
+    directory = tmp_path_factory.mktemp(name)
+    model.save_pretrained(directory)
+    return model, directory
+
+
 def hf_logits(model, token_ids) -> np.ndarray:
     import torch
 
