@@ -1,4 +1,4 @@
-"""Qwen2, Gemma 3 and Mistral with a sliding window against transformers on tiny random configs:
+"""Qwen2, Gemma 3, Mistral with a sliding window, Mixtral and Qwen2-MoE against transformers on tiny random configs:
 logits within 1e-4 in float32 for a prompt in one go, and for decode steps through the paged cache
 (the engine's path: prompt chunks through forward, each next token through the fused C step), and
 batched greedy decoding equal to decoding alone."""
@@ -15,6 +15,7 @@ from mistralcli.engine.paged_cache import PagedKVCache  # noqa: E402
 from mistralcli.kv_cache import KVCache  # noqa: E402
 from mistralcli.loading import safetensors_dir  # noqa: E402
 from mistralcli.models import HF_MODEL_TYPES, get_architecture  # noqa: E402
+from mistralcli.models.moe import MoEModel  # noqa: E402
 from mistralcli.ops import get_ops  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -29,6 +30,15 @@ CONFIGS = {
     "gemma3-mha": ("gemma3", dict(GEMMA, num_key_value_heads=4, head_dim=16, sliding_window=6,
                                   rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
                                                    "full_attention": {"rope_type": "default", "rope_theta": 5e4}})),
+}
+MOE = dict(num_experts_per_tok=2, router_jitter_noise=0.0)
+CONFIGS |= {
+    "mixtral": ("mixtral", dict(MOE, num_local_experts=4, sliding_window=None)),
+    "mixtral-window": ("mixtral", dict(MOE, num_local_experts=3, num_experts_per_tok=1, sliding_window=5)),
+    "qwen2-moe": ("qwen2_moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48,
+                                    shared_expert_intermediate_size=80, num_hidden_layers=3, mlp_only_layers=[1])),
+    "qwen2-moe-normalized": ("qwen2_moe", dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=32,
+                                               shared_expert_intermediate_size=64, norm_topk_prob=True)),
 }
 TOKENS = np.array([5, 17, 300, 2, 99, 99, 451, 0, 12, 200, 7, 64, 3, 3, 480, 31])
 
@@ -75,7 +85,6 @@ def test_the_window_matters(checkpoint):
 def test_paged_prefill_and_fused_decode_match_transformers(checkpoint):
     hf, directory = checkpoint
     model = ours(directory, "cpu")
-    assert model.fused_decoder is not None
     a = model.args
     cache = PagedKVCache(a.num_hidden_layers, num_blocks=12, block_size=4, num_kv_heads=a.num_key_value_heads,
                          head_dim=a.head_dim)
@@ -85,12 +94,16 @@ def test_paged_prefill_and_fused_decode_match_transformers(checkpoint):
     split = 6
     rows = list(model.forward(TOKENS[:3], np.arange(3), view, all_logits=True))
     rows += list(model.forward(TOKENS[3:split], np.arange(3, split), view, all_logits=True))  # a second chunk
-    step = model.fused_decoder.step
     block_tables = np.array([table], dtype=np.int32)
     for pos in range(split, len(TOKENS)):
+        if model.fused_decoder is None:  # experts: decode through forward, as the engine does
+            rows.append(model.forward(TOKENS[pos : pos + 1], np.array([pos]), view)[-1])
+            continue
         logits = np.empty((1, model.output.shape[0]), np.float32)
-        step.decode(np.array([TOKENS[pos]]), np.array([pos]), block_tables, cache.k, cache.v, logits)
+        model.fused_decoder.step.decode(np.array([TOKENS[pos]]), np.array([pos]), block_tables, cache.k, cache.v,
+                                        logits)
         rows.append(logits[0])
+    assert (model.fused_decoder is None) == isinstance(model, MoEModel)
     np.testing.assert_allclose(np.stack(rows), expected, rtol=0, atol=TOLERANCE)
 
 

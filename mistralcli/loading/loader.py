@@ -74,6 +74,8 @@ def _build(path: Path, arch: str, config: dict, weights: dict, ops):
 def _load_gguf(path: Path, ops) -> LoadedModel:
     gguf = open_gguf(path)
     arch = gguf.architecture
+    if arch == "llama" and gguf.metadata.get("llama.expert_count"):  # Mixtral's GGUFs say llama
+        arch = "mixtral"
     if get_architecture(arch) is None:
         raise ModelLoadError(path, f"unsupported architecture {arch!r}")
     config = gguf_config.config_from_gguf(gguf.metadata, gguf.tensors.keys(), path)

@@ -21,6 +21,7 @@ from mistralcli._ext.llama_step import LlamaStep
 from mistralcli.kv_cache import KVCache
 from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.models.decoder import DecoderModel
+from mistralcli.numba_kernels import call_noting_compilation
 from mistralcli.ops.reference import ReferenceOps
 
 FUSED_TYPES = {QT(t) for t in qmatmul.SUPPORTED_TYPES}
@@ -120,6 +121,33 @@ class CpuOps(ReferenceOps):
         out = np.empty_like(gate)
         elementwise.swiglu(out, gate, np.ascontiguousarray(up, dtype=np.float32), self.num_threads)
         return out
+
+    def route_experts(self, logits: np.ndarray, k: int, renormalize: bool) -> tuple[np.ndarray, np.ndarray]:
+        """As ReferenceOps.route_experts (Numba)."""
+        from mistralcli.numba_kernels.cpu import moe
+
+        logits = np.ascontiguousarray(logits, dtype=np.float32)
+        ids = np.empty((len(logits), k), dtype=np.int32)
+        weights = np.empty((len(logits), k), dtype=np.float32)
+        call_noting_compilation(moe.route_experts, logits, k, renormalize, ids, weights)
+        return ids, weights
+
+    def group_by_expert(self, ids: np.ndarray, num_experts: int) -> tuple[np.ndarray, np.ndarray]:
+        """As ReferenceOps.group_by_expert (Numba)."""
+        from mistralcli.numba_kernels.cpu import moe
+
+        order = np.empty(ids.size, dtype=np.int64)
+        offsets = np.empty(num_experts + 1, dtype=np.int64)
+        call_noting_compilation(moe.group_by_expert, np.ascontiguousarray(ids), num_experts, order, offsets)
+        return order, offsets
+
+    def scatter_add_rows(self, out: np.ndarray, rows: np.ndarray, targets: np.ndarray, scales: np.ndarray) -> None:
+        """As ReferenceOps.scatter_add_rows (Numba)."""
+        from mistralcli.numba_kernels.cpu import moe
+
+        call_noting_compilation(moe.scatter_add_rows, out, np.ascontiguousarray(rows, dtype=np.float32),
+                                np.ascontiguousarray(targets, dtype=np.int64),
+                                np.ascontiguousarray(scales, dtype=np.float32))
 
     def geglu_tanh(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
         """gelu_tanh(gate) * up, (T, F) (C)."""

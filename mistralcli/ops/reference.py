@@ -96,6 +96,32 @@ class ReferenceOps:
         """silu(gate) * up, (T, F)."""
         return gate / (1.0 + np.exp(-gate)) * up
 
+    def route_experts(self, logits: np.ndarray, k: int, renormalize: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Each token's top-k experts of a softmax over logits (T, E): ids (T, k) int32 (ties: the lower
+        expert first) and weights (T, k) float32, renormalized to sum 1 when asked."""
+        logits = np.asarray(logits, dtype=np.float64)
+        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        ids = np.argsort(-probs, axis=-1, kind="stable")[:, :k].astype(np.int32)
+        weights = np.take_along_axis(probs, ids, axis=-1)
+        if renormalize:
+            weights = weights.astype(np.float32).astype(np.float64) / weights.sum(axis=-1, keepdims=True)
+        return ids, weights.astype(np.float32)
+
+    def group_by_expert(self, ids: np.ndarray, num_experts: int) -> tuple[np.ndarray, np.ndarray]:
+        """The flat (token * k + slot) indices grouped by expert, tokens in order: order (T*k,) and
+        offsets (E + 1,), expert e's at order[offsets[e]:offsets[e + 1]]."""
+        flat = np.asarray(ids).reshape(-1)
+        order = np.argsort(flat, kind="stable").astype(np.int64)
+        offsets = np.zeros(num_experts + 1, dtype=np.int64)
+        np.cumsum(np.bincount(flat, minlength=num_experts), out=offsets[1:])
+        return order, offsets
+
+    def scatter_add_rows(self, out: np.ndarray, rows: np.ndarray, targets: np.ndarray, scales: np.ndarray) -> None:
+        """out[targets[i]] += scales[i] * rows[i], in order (targets may repeat)."""
+        for i in range(len(rows)):
+            out[targets[i]] += scales[i] * rows[i]
+
     def geglu_tanh(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
         """gelu(gate) * up with GELU's tanh approximation (PyTorch's gelu(approximate="tanh")), (T, F)."""
         inner = np.float32(math.sqrt(2.0 / math.pi)) * (gate + np.float32(0.044715) * gate * gate * gate)
