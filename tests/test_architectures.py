@@ -144,3 +144,34 @@ def test_batched_greedy_equals_alone(checkpoint):
     for i, ids in enumerate(prompts):
         assert run([(i, ids)])[str(i)] == together[str(i)]
     assert all(len(t) == 14 for t in together.values())
+
+
+@pytest.mark.parametrize("backend, tolerance", [("reference", 1e-4), ("cpu", 1e-3)])
+def test_mixtral_gguf_with_quantized_experts(tmp_path, smollm2_path, backend, tolerance):
+    """A Mixtral GGUF as llama.cpp writes it (llama + expert count, stacked Q8_0 experts) loads as Mixtral
+    and agrees with transformers holding the same Q8_0-rounded experts, prompt and decode: to 1e-4
+    in float (the reference), to 1e-3 through the CPU's block products, whose activations are rounded
+    to int16 per block of 32."""
+    from gguf import GGMLQuantizationType
+
+    from mistralcli.loading.gguf_file import open_gguf
+    from mistralcli.loading.loader import load_model
+    from tiny_models import make_hf_model, requantize_experts, write_gguf
+
+    vocab = open_gguf(smollm2_path).metadata
+    hf = make_hf_model("mixtral", vocab_size=len(vocab["tokenizer.ggml.tokens"]), hidden_size=64, intermediate_size=64,
+                       num_local_experts=4, num_experts_per_tok=2, router_jitter_noise=0.0)
+    path = tmp_path / "tiny-mixtral.gguf"
+    write_gguf(path, hf, vocab, expert_type=GGMLQuantizationType.Q8_0)
+    requantize_experts(hf, GGMLQuantizationType.Q8_0)
+    loaded = load_model(str(path), backend=backend)
+    model = loaded.model
+    assert type(model).__name__ == "MixtralModel" and model.args.num_experts == 4
+    assert model.layers[0]["experts"][0][0].ggml_type == GGMLQuantizationType.Q8_0
+    ids = np.array(loaded.tokenizer.encode("The capital of France is Paris, and the capital of Italy is"))
+    a = model.args
+    cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, capacity=4)
+    expected = hf_logits(hf, ids)
+    rows = list(model.forward(ids[:-3], np.arange(len(ids) - 3), cache, all_logits=True))
+    rows += [model.forward(ids[p : p + 1], np.array([p]), cache)[-1] for p in range(len(ids) - 3, len(ids))]
+    np.testing.assert_allclose(np.stack(rows), expected, rtol=0, atol=tolerance)

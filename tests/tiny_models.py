@@ -54,8 +54,10 @@ def permute_for_gguf(weight: np.ndarray, num_heads: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weight.shape))
 
 
-def write_gguf(path, model, tokenizer_metadata: dict):
-    """Write the HF model as a float32 llama GGUF, as llama.cpp's converter lays it out."""
+def write_gguf(path, model, tokenizer_metadata: dict, expert_type=None):
+    """Write the HF model as a float32 llama GGUF, as llama.cpp's converter lays it out. A Mixtral
+    becomes llama with an expert count and stacked (E, rows, cols) expert tensors, quantized to
+    expert_type (a GGMLQuantizationType) when given."""
     import gguf
 
     cfg = model.config
@@ -76,6 +78,9 @@ def write_gguf(path, model, tokenizer_metadata: dict):
     writer.add_bos_token_id(tokenizer_metadata["tokenizer.ggml.bos_token_id"])
     writer.add_eos_token_id(tokenizer_metadata["tokenizer.ggml.eos_token_id"])
     writer.add_chat_template(tokenizer_metadata["tokenizer.chat_template"])
+    if getattr(cfg, "num_local_experts", None):
+        writer.add_expert_count(cfg.num_local_experts)
+        writer.add_expert_used_count(cfg.num_experts_per_tok)
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
              "lm_head.weight": "output.weight"}
     per_layer = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
@@ -83,6 +88,9 @@ def write_gguf(path, model, tokenizer_metadata: dict):
                  "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
     for name, tensor in model.state_dict().items():
         array = tensor.float().numpy()
+        if ".mlp." in name and ("experts" in name or name.endswith("mlp.gate.weight")):
+            _write_experts(writer, name, array, expert_type)
+            continue
         if name in names:
             ours = names[name]
         else:
@@ -98,3 +106,39 @@ def write_gguf(path, model, tokenizer_metadata: dict):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def _write_experts(writer, name, array, expert_type):
+    import gguf
+
+    layer = name.split(".")[2]
+    if name.endswith("mlp.gate.weight"):
+        writer.add_tensor(f"blk.{layer}.ffn_gate_inp.weight", np.ascontiguousarray(array))
+        return
+    if name.endswith("gate_up_proj"):  # (E, 2F, H): gate rows, then up rows
+        half = array.shape[1] // 2
+        stacks = {"ffn_gate_exps": array[:, :half], "ffn_up_exps": array[:, half:]}
+    else:
+        stacks = {"ffn_down_exps": array}
+    for ours, stack in stacks.items():
+        stack = np.ascontiguousarray(stack, dtype=np.float32)
+        if expert_type is None:
+            writer.add_tensor(f"blk.{layer}.{ours}.weight", stack)
+        else:
+            writer.add_tensor(f"blk.{layer}.{ours}.weight", gguf.quants.quantize(stack, expert_type),
+                              raw_dtype=expert_type)
+
+
+def requantize_experts(model, expert_type):
+    """Replace the HF model's expert weights by their expert_type round trip (what a GGUF of that
+    type holds), so that it is the float oracle of that file."""
+    import gguf
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".mlp.experts." in name:
+                array = param.float().numpy()
+                flat = array.reshape(-1, array.shape[-1])
+                back = gguf.quants.dequantize(gguf.quants.quantize(flat, expert_type), expert_type)
+                param.copy_(torch.from_numpy(back.reshape(array.shape)))

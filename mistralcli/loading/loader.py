@@ -79,7 +79,7 @@ def _load_gguf(path: Path, ops) -> LoadedModel:
     if get_architecture(arch) is None:
         raise ModelLoadError(path, f"unsupported architecture {arch!r}")
     config = gguf_config.config_from_gguf(gguf.metadata, gguf.tensors.keys(), path)
-    config = get_architecture(arch).args_class.adapt_gguf(config, gguf.metadata, arch)
+    config = get_architecture(arch).args_class.adapt_gguf(config, gguf.metadata, gguf.architecture)
     model, args = _build(path, arch, config, gguf.tensors, ops)
     tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata, path)
     source = gguf.metadata.get("tokenizer.chat_template") or get_architecture(arch).default_chat_template
