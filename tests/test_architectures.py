@@ -1,4 +1,4 @@
-"""Qwen2, Gemma 3, Mistral with a sliding window, Mixtral and Qwen2-MoE against transformers on tiny random configs:
+"""Qwen2, Gemma 3, Mistral with a sliding window, Mixtral, Qwen2-MoE and Phi-3 against transformers on tiny random configs:
 logits within 1e-4 in float32 for a prompt in one go, and for decode steps through the paged cache
 (the engine's path: prompt chunks through forward, each next token through the fused C step), and
 batched greedy decoding equal to decoding alone."""
@@ -39,6 +39,11 @@ CONFIGS |= {
                                     shared_expert_intermediate_size=80, num_hidden_layers=3, mlp_only_layers=[1])),
     "qwen2-moe-normalized": ("qwen2_moe", dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=32,
                                                shared_expert_intermediate_size=64, norm_topk_prob=True)),
+}
+CONFIGS |= {
+    "phi3": ("phi3", dict(pad_token_id=0, eos_token_id=1, bos_token_id=2)),
+    "phi3-window": ("phi3", dict(pad_token_id=0, eos_token_id=1, bos_token_id=2, sliding_window=5,
+                                 num_key_value_heads=4)),
 }
 TOKENS = np.array([5, 17, 300, 2, 99, 99, 451, 0, 12, 200, 7, 64, 3, 3, 480, 31])
 

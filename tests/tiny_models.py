@@ -14,10 +14,12 @@ def make_hf_model(kind: str = "llama", vocab_size: int = 512, seed: int = 0, **o
     base.update(overrides)
     config_cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
                   "qwen2": transformers.Qwen2Config, "gemma3": transformers.Gemma3TextConfig,
-                  "mixtral": transformers.MixtralConfig, "qwen2_moe": transformers.Qwen2MoeConfig}[kind]
+                  "mixtral": transformers.MixtralConfig, "qwen2_moe": transformers.Qwen2MoeConfig,
+                  "phi3": transformers.Phi3Config}[kind]
     model_cls = {"llama": transformers.LlamaForCausalLM, "mistral": transformers.MistralForCausalLM,
                  "qwen2": transformers.Qwen2ForCausalLM, "gemma3": transformers.Gemma3ForCausalLM,
-                 "mixtral": transformers.MixtralForCausalLM, "qwen2_moe": transformers.Qwen2MoeForCausalLM}[kind]
+                 "mixtral": transformers.MixtralForCausalLM, "qwen2_moe": transformers.Qwen2MoeForCausalLM,
+                 "phi3": transformers.Phi3ForCausalLM}[kind]
     config = config_cls(**base)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
