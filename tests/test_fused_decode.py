@@ -58,6 +58,26 @@ def test_block_products_are_batch_invariant(qtype, level):
         assert part.tobytes() == every[start:stop].tobytes(), (start, stop)
 
 
+@pytest.mark.parametrize("qtype", [QT.Q5_0, QT.Q6_K], ids=lambda t: t.name)
+def test_rows_too_long_to_unpack_once_go_token_by_token(qtype):
+    """Past 1024 groups of 32 (32768 columns) the many-token kernels of these formats fall back to the
+    one-token product: still the same bits, still right."""
+    from quant_blocks import random_blocks
+
+    per_block = GGML_QUANT_SIZES[qtype][0]
+    blocks = 33024 // per_block
+    w = random_blocks(qtype, rows=8, blocks_per_row=blocks, seed=5)
+    x = np.random.default_rng(9).standard_normal((5, blocks * per_block)).astype(np.float32)
+    every = np.empty((5, 8), np.float32)
+    qmatmul.matmul(every, x, w, int(qtype), 2)
+    expected = x @ quants.dequantize(w, qtype).T
+    np.testing.assert_allclose(every, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    for t in range(5):
+        one = np.empty((1, 8), np.float32)
+        qmatmul.matmul(one, x[t : t + 1], w, int(qtype), 1)
+        assert one.tobytes() == every[t : t + 1].tobytes()
+
+
 @pytest.mark.parametrize("qtype", [QT.F32, QT.F16, QT.BF16], ids=lambda t: t.name)
 @pytest.mark.parametrize("level", LEVELS)
 def test_float_weight_products(qtype, level):

@@ -335,6 +335,86 @@ MCLI_DEFINE_Q5_AVX2(mcli_dot_q5_1_avx2, 1)
 MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q4_k_avx2, MCLI_Q4_K)
 MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q5_k_avx2, MCLI_Q5_K)
 MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q6_k_avx2, MCLI_Q6_K)
+
+/* ---- many tokens for the formats above: the row is unpacked once (to int16 groups and their
+ * scales), then each token runs exactly the one-token function's arithmetic on it, so a token's
+ * result is the same bits through either. Rows of more than MCLI_MULTI_MAX_GROUPS groups of 32 go
+ * token by token through the one-token function. */
+#define MCLI_MULTI_MAX_GROUPS 1024
+
+#define MCLI_DEFINE_GENERIC_MULTI_AVX2(NAME, QTYPE, ONE)                                                      \
+    MCLI_AVX2 static void NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,  \
+                               int64_t nb, int num_tokens, float *out, int64_t out_stride) {                   \
+        if (nb > MCLI_MULTI_MAX_GROUPS) {                                                                     \
+            for (int t = 0; t < num_tokens; t++)                                                              \
+                out[t * out_stride] = ONE(row, xq + t * nb * 32, xscale + t * nb, xsum + t * nb, nb);          \
+            return;                                                                                           \
+        }                                                                                                     \
+        int16_t q[MCLI_MULTI_MAX_GROUPS * 32] __attribute__((aligned(32)));                                   \
+        float s_lo[MCLI_MULTI_MAX_GROUPS], s_hi[MCLI_MULTI_MAX_GROUPS], mn[MCLI_MULTI_MAX_GROUPS];            \
+        for (int64_t g = 0; g < nb; g++) mcli_unpack_group(QTYPE, row, g, q + 32 * g, &s_lo[g], &s_hi[g], &mn[g]); \
+        for (int t = 0; t < num_tokens; t++) {                                                                \
+            const int16_t *x = xq + t * nb * 32;                                                              \
+            const float *xs = xscale + t * nb, *xm = xsum + t * nb;                                           \
+            __m256 acc = _mm256_setzero_ps();                                                                 \
+            float macc = 0.0f;                                                                                \
+            for (int64_t g = 0; g < nb; g++, x += 32) {                                                       \
+                __m256i lo = _mm256_madd_epi16(_mm256_load_si256((const __m256i *)(q + 32 * g)),              \
+                                               _mm256_loadu_si256((const __m256i *)x));                       \
+                __m256i hi = _mm256_madd_epi16(_mm256_load_si256((const __m256i *)(q + 32 * g + 16)),         \
+                                               _mm256_loadu_si256((const __m256i *)(x + 16)));                \
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(s_lo[g] * xs[g]), _mm256_cvtepi32_ps(lo), acc);          \
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(s_hi[g] * xs[g]), _mm256_cvtepi32_ps(hi), acc);          \
+                macc += mn[g] * xm[g];                                                                        \
+            }                                                                                                 \
+            out[t * out_stride] = mcli_hsum(acc) - macc;                                                      \
+        }                                                                                                     \
+    }
+MCLI_DEFINE_GENERIC_MULTI_AVX2(mcli_dot_q4_k_avx2_multi, MCLI_Q4_K, mcli_dot_q4_k_avx2)
+MCLI_DEFINE_GENERIC_MULTI_AVX2(mcli_dot_q5_k_avx2_multi, MCLI_Q5_K, mcli_dot_q5_k_avx2)
+MCLI_DEFINE_GENERIC_MULTI_AVX2(mcli_dot_q6_k_avx2_multi, MCLI_Q6_K, mcli_dot_q6_k_avx2)
+
+#define MCLI_DEFINE_Q5_MULTI_AVX2(NAME, HAS_MIN, ONE)                                                         \
+    MCLI_AVX2 static void NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,  \
+                               int64_t nb, int num_tokens, float *out, int64_t out_stride) {                   \
+        if (nb > MCLI_MULTI_MAX_GROUPS) {                                                                     \
+            for (int t = 0; t < num_tokens; t++)                                                              \
+                out[t * out_stride] = ONE(row, xq + t * nb * 32, xscale + t * nb, xsum + t * nb, nb);          \
+            return;                                                                                           \
+        }                                                                                                     \
+        const int bytes = HAS_MIN ? 24 : 22;                                                                  \
+        int16_t q[MCLI_MULTI_MAX_GROUPS * 32] __attribute__((aligned(32)));                                   \
+        float d[MCLI_MULTI_MAX_GROUPS], m[MCLI_MULTI_MAX_GROUPS];                                             \
+        const __m128i mask = _mm_set1_epi8(0x0F);                                                             \
+        for (int64_t b = 0; b < nb; b++) {                                                                    \
+            const uint8_t *blk = row + b * bytes, *qh = blk + (HAS_MIN ? 4 : 2), *qs = qh + 4;                 \
+            __m128i v = _mm_loadu_si128((const __m128i *)qs);                                                 \
+            __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask));  \
+            __m256i w = _mm256_or_si256(nib, _mm256_and_si256(mcli_bits_to_bytes(qh), _mm256_set1_epi8(0x10)));  \
+            if (!HAS_MIN) w = _mm256_sub_epi8(w, _mm256_set1_epi8(16));                                       \
+            _mm256_store_si256((__m256i *)(q + 32 * b), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w)));    \
+            _mm256_store_si256((__m256i *)(q + 32 * b + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w, 1))); \
+            d[b] = mcli_fp16_f16c(blk);                                                                       \
+            m[b] = HAS_MIN ? mcli_fp16_f16c(blk + 2) : 0.0f;                                                  \
+        }                                                                                                     \
+        for (int t = 0; t < num_tokens; t++) {                                                                \
+            const int16_t *x = xq + t * nb * 32;                                                              \
+            const float *xs = xscale + t * nb, *xm = xsum + t * nb;                                           \
+            __m256 acc = _mm256_setzero_ps();                                                                 \
+            float macc = 0.0f;                                                                                \
+            for (int64_t b = 0; b < nb; b++, x += 32) {                                                       \
+                __m256i w0 = _mm256_load_si256((const __m256i *)(q + 32 * b));                                \
+                __m256i w1 = _mm256_load_si256((const __m256i *)(q + 32 * b + 16));                           \
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)x), x1 = _mm256_loadu_si256((const __m256i *)(x + 16)); \
+                __m256 p = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1))); \
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * xs[b]), p, acc);                                   \
+                if (HAS_MIN) macc += m[b] * xm[b];                                                            \
+            }                                                                                                 \
+            out[t * out_stride] = mcli_hsum(acc) + macc;                                                      \
+        }                                                                                                     \
+    }
+MCLI_DEFINE_Q5_MULTI_AVX2(mcli_dot_q5_0_avx2_multi, 0, mcli_dot_q5_0_avx2)
+MCLI_DEFINE_Q5_MULTI_AVX2(mcli_dot_q5_1_avx2_multi, 1, mcli_dot_q5_1_avx2)
 #endif
 
 /* ---- float weights (F32, F16, BF16): dot products with float activations -------------------- */
@@ -464,6 +544,11 @@ static mcli_dot_multi_fn mcli_select_multi(int qtype, int level) {
         case MCLI_Q4_0: return mcli_dot_q4_0_multi;
         case MCLI_Q4_1: return mcli_dot_q4_1_multi;
         case MCLI_Q8_0: return mcli_dot_q8_0_multi;
+        case MCLI_Q5_0: return mcli_dot_q5_0_avx2_multi;
+        case MCLI_Q5_1: return mcli_dot_q5_1_avx2_multi;
+        case MCLI_Q4_K: return mcli_dot_q4_k_avx2_multi;
+        case MCLI_Q5_K: return mcli_dot_q5_k_avx2_multi;
+        case MCLI_Q6_K: return mcli_dot_q6_k_avx2_multi;
         }
     }
 #else
