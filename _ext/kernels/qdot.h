@@ -342,12 +342,17 @@ MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q6_k_avx2, MCLI_Q6_K)
  * token by token through the one-token function. */
 #define MCLI_MULTI_MAX_GROUPS 1024
 
+static inline void mcli_multi_by_one(mcli_dot_fn one, const uint8_t *row, const int16_t *xq, const float *xscale,
+                                     const float *xsum, int64_t nb, int num_tokens, float *out, int64_t out_stride) {
+    for (int t = 0; t < num_tokens; t++)
+        out[t * out_stride] = one(row, xq + t * nb * 32, xscale + t * nb, xsum + t * nb, nb);
+}
+
 #define MCLI_DEFINE_GENERIC_MULTI_AVX2(NAME, QTYPE, ONE)                                                      \
     MCLI_AVX2 static void NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,  \
                                int64_t nb, int num_tokens, float *out, int64_t out_stride) {                   \
         if (nb > MCLI_MULTI_MAX_GROUPS) {                                                                     \
-            for (int t = 0; t < num_tokens; t++)                                                              \
-                out[t * out_stride] = ONE(row, xq + t * nb * 32, xscale + t * nb, xsum + t * nb, nb);          \
+            mcli_multi_by_one(ONE, row, xq, xscale, xsum, nb, num_tokens, out, out_stride);                   \
             return;                                                                                           \
         }                                                                                                     \
         int16_t q[MCLI_MULTI_MAX_GROUPS * 32] __attribute__((aligned(32)));                                   \
@@ -378,8 +383,7 @@ MCLI_DEFINE_GENERIC_MULTI_AVX2(mcli_dot_q6_k_avx2_multi, MCLI_Q6_K, mcli_dot_q6_
     MCLI_AVX2 static void NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,  \
                                int64_t nb, int num_tokens, float *out, int64_t out_stride) {                   \
         if (nb > MCLI_MULTI_MAX_GROUPS) {                                                                     \
-            for (int t = 0; t < num_tokens; t++)                                                              \
-                out[t * out_stride] = ONE(row, xq + t * nb * 32, xscale + t * nb, xsum + t * nb, nb);          \
+            mcli_multi_by_one(ONE, row, xq, xscale, xsum, nb, num_tokens, out, out_stride);                   \
             return;                                                                                           \
         }                                                                                                     \
         const int bytes = HAS_MIN ? 24 : 22;                                                                  \
