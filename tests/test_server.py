@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -201,10 +202,23 @@ def test_malformed_requests_get_openai_errors_and_nothing_is_queued(server):
             assert r.status_code == status, (method, path, body, r.text)
             error = r.json()["error"]
             assert set(error) == {"message", "type", "param", "code"} and error["message"], (path, body)
-        # announced too large (answered before the body is read, however large), or chunked and too large
-        for body in (b"{" + b" " * (5 << 20) + b"}", b" " * (100 << 20), (b" " * (1 << 20) for _ in range(6))):
+        # over the limit (read and dropped, then answered), chunked and over, or to an unknown route:
+        # the same connection serves the next request
+        for body in (b"{" + b" " * (5 << 20) + b"}", (b" " * (1 << 20) for _ in range(6))):
             r = http.post("/v1/chat/completions", content=body)
             assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+            assert http.post("/v2/nowhere", content=b" " * 4096).status_code == 404
+        # announced far over (100 MiB): answered at once, before the body, and the connection closed
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as raw:
+            raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 104857600\r\n\r\n" + b" " * 1024)
+            answer = b""
+            while chunk := raw.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413") and b"Connection: close" in head
+        assert json.loads(body)["error"]["code"] == "request_too_large"
         assert http.get("/health").json() == {"status": "ok"}
     assert blocks_in_use(server) == 0
     text = httpx.get(server.url + "/metrics").text

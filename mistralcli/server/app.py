@@ -123,9 +123,11 @@ class NotFoundHandler(BaseHandler):
     route = "not_found"
     needs_key = False
 
-    def prepare(self):
-        super().prepare()
+    def _not_found(self, *args):  # in the method, once the body is in (answered early, a sender sees a reset)
+        self.in_method = True
         raise APIError(404, f"no route {self.request.method} {self.request.path}", code="not_found")
+
+    get = post = put = patch = delete = head = _not_found
 
 
 def routes(state: ServerState) -> list:

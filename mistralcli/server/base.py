@@ -18,6 +18,7 @@ from mistralcli.server.limits import ApiKeys, RateLimit, RateLimiter
 from mistralcli.server.metrics import ServerMetrics
 
 DEFAULT_MAX_BODY_BYTES = 4 << 20
+DRAIN_FACTOR = 8  # bodies up to 8x the limit are read and dropped before the 413 (see BaseHandler.prepare)
 
 
 class APIError(tornado.web.HTTPError):
@@ -77,6 +78,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.state = state
         self.chunks: list[bytes] = []
         self.received = 0
+        self.in_method = False  # set by `body`: the handler method runs, the body is all in
         self.key = None
         self.usage = None  # (prompt, completion) tokens, for the logs
         self.log_record: dict = {}
@@ -103,8 +105,11 @@ class BaseHandler(tornado.web.RequestHandler):
             if self.key is None:
                 raise APIError(401, "a valid API key is required: send 'Authorization: Bearer KEY'",
                                "authentication_error", code="invalid_api_key")
+        # A body over the limit is read and dropped, and the handler answers 413 when it asks for it:
+        # answered before the body is read, a client still sending it would see the connection reset.
+        # Past DRAIN_FACTOR times the limit it is answered at once, and the connection closed.
         length = self.request.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > self.state.settings.max_body_bytes:
+        if length and length.isdigit() and int(length) > DRAIN_FACTOR * self.state.settings.max_body_bytes:
             self._too_large()
 
     def data_received(self, chunk: bytes):
@@ -114,12 +119,23 @@ class BaseHandler(tornado.web.RequestHandler):
         else:
             self.chunks.clear()
 
+    def _body_unread(self) -> bool:
+        """Whether part of the request body has not arrived (a chunked body counts as unread until the
+        handler method runs, which tornado calls once the body is in)."""
+        if self.in_method:
+            return False
+        if "Transfer-Encoding" in self.request.headers:
+            return True
+        length = self.request.headers.get("Content-Length")
+        return bool(length and length.isdigit() and self.received < int(length))
+
     def _too_large(self):
         raise APIError(413, f"the request body is larger than {self.state.settings.max_body_bytes} bytes",
                        code="request_too_large")
 
     @property
     def body(self) -> bytes:
+        self.in_method = True
         if self.received > self.state.settings.max_body_bytes:
             self._too_large()
         return b"".join(self.chunks)
@@ -141,6 +157,8 @@ class BaseHandler(tornado.web.RequestHandler):
             error = APIError(status_code, "the server failed on this request; it has been logged", "server_error")
         for name, value in error.headers.items():
             self.set_header(name, value)
+        if self._body_unread():  # answered early (413, 401, 404): tornado closes the connection; say so
+            self.set_header("Connection", "close")
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(error.body()))
 

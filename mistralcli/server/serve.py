@@ -15,8 +15,8 @@ async def serve_app(app: tornado.web.Application, host: str, port: int, *, shutd
                     on_ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve `app` (from make_app) on host:port (0: a free port) until SIGINT/SIGTERM or `stop` is set."""
     state = app.mistral_state
-    # A body announced larger than our limit gets the 413 in OpenAI's shape before it is read (the
-    # handlers stream bodies in); tornado's own cap, a bare 400, only meets chunked bodies this large
+    # Bodies stream into the handlers, which answer one over the limit with the 413 in OpenAI's shape
+    # (base.BaseHandler.prepare); tornado's own cap, a bare 400, only meets chunked bodies this large
     server = tornado.httpserver.HTTPServer(app, max_body_size=64 * state.settings.max_body_bytes + (1 << 20),
                                            idle_connection_timeout=600)
     sockets = tornado.netutil.bind_sockets(port, host)
