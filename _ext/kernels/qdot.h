@@ -280,25 +280,6 @@ MCLI_DEFINE_GENERIC_SCALAR(mcli_dot_q5_k_scalar, MCLI_Q5_K)
 MCLI_DEFINE_GENERIC_SCALAR(mcli_dot_q6_k_scalar, MCLI_Q6_K)
 
 #ifdef MCLI_X86
-#define MCLI_DEFINE_GENERIC_AVX2(NAME, QTYPE)                                                                \
-    MCLI_AVX2 static float NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) { \
-        __m256 acc = _mm256_setzero_ps();                                                                    \
-        float macc = 0.0f;                                                                                   \
-        int16_t q[32] __attribute__((aligned(32)));                                                          \
-        for (int64_t g = 0; g < nb; g++, xq += 32) {                                                         \
-            float s_lo, s_hi, mn;                                                                            \
-            if ((g & 3) == 0)                                                                                \
-                _mm_prefetch((const char *)row + g * 32 * mcli_block_bytes(QTYPE) / mcli_block_weights(QTYPE) \
-                             + MCLI_PREFETCH, _MM_HINT_T0);                                                  \
-            mcli_unpack_group(QTYPE, row, g, q, &s_lo, &s_hi, &mn);                                          \
-            __m256i lo = _mm256_madd_epi16(_mm256_load_si256((const __m256i *)q), _mm256_loadu_si256((const __m256i *)xq)); \
-            __m256i hi = _mm256_madd_epi16(_mm256_load_si256((const __m256i *)(q + 16)), _mm256_loadu_si256((const __m256i *)(xq + 16))); \
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(s_lo * xscale[g]), _mm256_cvtepi32_ps(lo), acc);            \
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(s_hi * xscale[g]), _mm256_cvtepi32_ps(hi), acc);            \
-            macc += mn * xsum[g];                                                                            \
-        }                                                                                                    \
-        return mcli_hsum(acc) - macc;                                                                        \
-    }
 /* Q5_0/Q5_1: the 32 fifth bits spread to 32 bytes (0xFF where set) in one shuffle, as llama.cpp does */
 MCLI_AVX2 static inline __m256i mcli_bits_to_bytes(const uint8_t *p) {
     uint32_t bits;
@@ -332,9 +313,72 @@ MCLI_AVX2 static inline __m256i mcli_bits_to_bytes(const uint8_t *p) {
     }
 MCLI_DEFINE_Q5_AVX2(mcli_dot_q5_0_avx2, 0)
 MCLI_DEFINE_Q5_AVX2(mcli_dot_q5_1_avx2, 1)
-MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q4_k_avx2, MCLI_Q4_K)
-MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q5_k_avx2, MCLI_Q5_K)
-MCLI_DEFINE_GENERIC_AVX2(mcli_dot_q6_k_avx2, MCLI_Q6_K)
+
+/* The K-quants' group of 32 unpacked in vector registers: the same int16 values and scales as
+ * mcli_unpack_group (so the same bits downstream), w0 the first 16 weights, w1 the last 16. */
+MCLI_AVX2 static inline __attribute__((always_inline)) void mcli_unpack_group_k_avx2(
+    int qtype, const uint8_t *row, int64_t g, __m256i *w0, __m256i *w1, float *s_lo, float *s_hi, float *mn) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    __m256i q8;
+    if (qtype == MCLI_Q6_K) {
+        const uint8_t *blk = row + (g / 8) * 210;
+        const int sub = (int)(g % 8), half = sub / 4, r = sub % 4;
+        const __m256i ql = _mm256_loadu_si256((const __m256i *)(blk + 64 * half + (r % 2) * 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * half));
+        const __m256i nib = _mm256_and_si256(r >= 2 ? _mm256_srli_epi16(ql, 4) : ql, low4);
+        const __m256i two = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * r)), _mm256_set1_epi8(3));
+        q8 = _mm256_sub_epi8(_mm256_or_si256(nib, _mm256_slli_epi16(two, 4)), _mm256_set1_epi8(32));
+        *w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q8));
+        *w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q8, 1));
+        const int8_t *scales = (const int8_t *)(blk + 192) + 8 * half + 2 * r;
+        const float d = mcli_fp16_f16c(blk + 208);
+        *s_lo = d * (float)scales[0];
+        *s_hi = d * (float)scales[1];
+        *mn = 0.0f;
+        return;
+    }
+    const int five = qtype == MCLI_Q5_K;
+    const uint8_t *blk = row + (g / 8) * (five ? 176 : 144);
+    const int sub = (int)(g % 8), pair = sub / 2, high = sub % 2;
+    const __m256i qs = _mm256_loadu_si256((const __m256i *)(blk + (five ? 48 : 16) + 32 * pair));
+    q8 = _mm256_and_si256(high ? _mm256_srli_epi16(qs, 4) : qs, low4);
+    if (five) {
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
+        const __m256i bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(sub)), _mm256_set1_epi8(1));
+        q8 = _mm256_or_si256(q8, _mm256_slli_epi16(bit, 4));
+    }
+    *w0 = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(q8));
+    *w1 = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(q8, 1));
+    uint8_t sc, m;
+    mcli_scale_min_k4(sub, blk + 4, &sc, &m);
+    *s_lo = *s_hi = mcli_fp16_f16c(blk) * (float)sc;
+    *mn = mcli_fp16_f16c(blk + 2) * (float)m;
+}
+
+/* One token against a K-quant row: per group, the exact int32 sums of each half (vpmaddwd), then one
+ * fused multiply-add of each into the float accumulator, in group order; the mins apart. */
+#define MCLI_DEFINE_K_AVX2(NAME, QTYPE)                                                                      \
+    MCLI_AVX2 static float NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) { \
+        __m256 acc = _mm256_setzero_ps();                                                                    \
+        float macc = 0.0f;                                                                                   \
+        for (int64_t g = 0; g < nb; g++, xq += 32) {                                                         \
+            float s_lo, s_hi, mn;                                                                            \
+            __m256i w0, w1;                                                                                  \
+            if ((g & 3) == 0)                                                                                \
+                _mm_prefetch((const char *)row + g * 32 * mcli_block_bytes(QTYPE) / mcli_block_weights(QTYPE) \
+                             + MCLI_PREFETCH, _MM_HINT_T0);                                                  \
+            mcli_unpack_group_k_avx2(QTYPE, row, g, &w0, &w1, &s_lo, &s_hi, &mn);                           \
+            __m256i lo = _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)xq));                     \
+            __m256i hi = _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(xq + 16)));              \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(s_lo * xscale[g]), _mm256_cvtepi32_ps(lo), acc);            \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(s_hi * xscale[g]), _mm256_cvtepi32_ps(hi), acc);            \
+            macc += mn * xsum[g];                                                                            \
+        }                                                                                                    \
+        return mcli_hsum(acc) - macc;                                                                        \
+    }
+MCLI_DEFINE_K_AVX2(mcli_dot_q4_k_avx2, MCLI_Q4_K)
+MCLI_DEFINE_K_AVX2(mcli_dot_q5_k_avx2, MCLI_Q5_K)
+MCLI_DEFINE_K_AVX2(mcli_dot_q6_k_avx2, MCLI_Q6_K)
 
 /* ---- many tokens for the formats above: the row is unpacked once (to int16 groups and their
  * scales), then each token runs exactly the one-token function's arithmetic on it, so a token's
@@ -357,7 +401,12 @@ static inline void mcli_multi_by_one(mcli_dot_fn one, const uint8_t *row, const 
         }                                                                                                     \
         int16_t q[MCLI_MULTI_MAX_GROUPS * 32] __attribute__((aligned(32)));                                   \
         float s_lo[MCLI_MULTI_MAX_GROUPS], s_hi[MCLI_MULTI_MAX_GROUPS], mn[MCLI_MULTI_MAX_GROUPS];            \
-        for (int64_t g = 0; g < nb; g++) mcli_unpack_group(QTYPE, row, g, q + 32 * g, &s_lo[g], &s_hi[g], &mn[g]); \
+        for (int64_t g = 0; g < nb; g++) {                                                                    \
+            __m256i w0, w1;                                                                                   \
+            mcli_unpack_group_k_avx2(QTYPE, row, g, &w0, &w1, &s_lo[g], &s_hi[g], &mn[g]);                   \
+            _mm256_store_si256((__m256i *)(q + 32 * g), w0);                                                  \
+            _mm256_store_si256((__m256i *)(q + 32 * g + 16), w1);                                             \
+        }                                                                                                     \
         for (int t = 0; t < num_tokens; t++) {                                                                \
             const int16_t *x = xq + t * nb * 32;                                                              \
             const float *xs = xscale + t * nb, *xm = xsum + t * nb;                                           \
