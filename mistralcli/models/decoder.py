@@ -136,10 +136,6 @@ class DecoderModel:
         self.layers = [self._layer(i) for i in range(args.num_hidden_layers)]
         self.fused_decoder = ops.fused_decoder(self)
 
-    @property
-    def inv_freq(self) -> np.ndarray:
-        return self.inv_freqs[0]
-
     def _norm(self, tensor: QuantTensor | None) -> np.ndarray | None:
         if tensor is None:
             return None

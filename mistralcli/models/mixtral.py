@@ -13,12 +13,8 @@ class MixtralArgs(MoEArgs):
     def adapt(cls, values: dict, config: dict) -> dict:
         if "num_local_experts" in config:
             values["num_experts"] = config["num_local_experts"]
-        values["norm_topk_prob"] = True
+        values["norm_topk_prob"] = True  # Mixtral always renormalizes its top-k weights
         return values
-
-    @classmethod
-    def adapt_gguf(cls, config: dict, metadata: dict, arch: str) -> dict:
-        return {**super().adapt_gguf(config, metadata, arch), "norm_topk_prob": True}
 
 
 @register("mixtral")

@@ -13,13 +13,9 @@ from mistralcli.models.qwen2 import Qwen2Args
 class Qwen2MoeArgs(MoEArgs, Qwen2Args):
     @classmethod
     def adapt(cls, values: dict, config: dict) -> dict:
-        values = Qwen2Args.adapt.__func__(cls, values, config)
-        values.setdefault("norm_topk_prob", False)
+        values = super().adapt(values, config)  # Qwen2's, next in line after MoEArgs
+        values.setdefault("norm_topk_prob", False)  # also for GGUF files, which do not say
         return values
-
-    @classmethod
-    def adapt_gguf(cls, config: dict, metadata: dict, arch: str) -> dict:
-        return {**super().adapt_gguf(config, metadata, arch), "norm_topk_prob": False}
 
 
 @register("qwen2moe")
