@@ -289,25 +289,43 @@ MCLI_AVX2 static inline __m256i mcli_bits_to_bytes(const uint8_t *p) {
     return _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)), _mm256_set1_epi64x(-1));
 }
 
+/* A Q5_0/Q5_1 block's 32 weights as int16 (w0 the first 16, w1 the last 16), and its d and m. */
+MCLI_AVX2 static inline __attribute__((always_inline)) void mcli_unpack_q5_avx2(const uint8_t *blk, int has_min,
+                                                                              __m256i *w0, __m256i *w1, float *d,
+                                                                              float *m) {
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    const uint8_t *qh = blk + (has_min ? 4 : 2), *qs = qh + 4;
+    const __m128i v = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask));
+    __m256i q = _mm256_or_si256(nib, _mm256_and_si256(mcli_bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
+    if (!has_min) q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+    *w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q));
+    *w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));
+    *d = mcli_fp16_f16c(blk);
+    *m = has_min ? mcli_fp16_f16c(blk + 2) : 0.0f;
+}
+
+/* acc += (d * xscale) * (the block's exact int32 sum): the one float step of a Q5 block, shared by the
+ * one-token and many-token functions so that both give the same bits */
+MCLI_AVX2 static inline __attribute__((always_inline)) __m256 mcli_q5_step(__m256i w0, __m256i w1, const int16_t *x,
+                                                                         float scale, __m256 acc) {
+    const __m256i x0 = _mm256_loadu_si256((const __m256i *)x), x1 = _mm256_loadu_si256((const __m256i *)(x + 16));
+    const __m256 p = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1)));
+    return _mm256_fmadd_ps(_mm256_set1_ps(scale), p, acc);
+}
+
 #define MCLI_DEFINE_Q5_AVX2(NAME, HAS_MIN)                                                                   \
     MCLI_AVX2 static float NAME(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb) { \
         const int bytes = HAS_MIN ? 24 : 22;                                                                 \
         __m256 acc = _mm256_setzero_ps();                                                                    \
         float macc = 0.0f;                                                                                   \
-        const __m128i mask = _mm_set1_epi8(0x0F);                                                            \
         for (int64_t b = 0; b < nb; b++, row += bytes, xq += 32) {                                           \
             _mm_prefetch((const char *)row + MCLI_PREFETCH, _MM_HINT_T0);                                    \
-            const uint8_t *qh = row + (HAS_MIN ? 4 : 2), *qs = qh + 4;                                        \
-            __m128i v = _mm_loadu_si128((const __m128i *)qs);                                                \
-            __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask)); \
-            __m256i q = _mm256_or_si256(nib, _mm256_and_si256(mcli_bits_to_bytes(qh), _mm256_set1_epi8(0x10))); \
-            if (!HAS_MIN) q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));                                      \
-            __m256i w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q));                                     \
-            __m256i w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));                               \
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)xq), x1 = _mm256_loadu_si256((const __m256i *)(xq + 16)); \
-            __m256 p = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1))); \
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(mcli_fp16_f16c(row) * xscale[b]), p, acc);                   \
-            if (HAS_MIN) macc += mcli_fp16_f16c(row + 2) * xsum[b];                                           \
+            __m256i w0, w1;                                                                                  \
+            float d, m;                                                                                      \
+            mcli_unpack_q5_avx2(row, HAS_MIN, &w0, &w1, &d, &m);                                             \
+            acc = mcli_q5_step(w0, w1, xq, d * xscale[b], acc);                                              \
+            if (HAS_MIN) macc += m * xsum[b];                                                                \
         }                                                                                                    \
         return mcli_hsum(acc) + macc;                                                                        \
     }
@@ -355,6 +373,16 @@ MCLI_AVX2 static inline __attribute__((always_inline)) void mcli_unpack_group_k_
     *mn = mcli_fp16_f16c(blk + 2) * (float)m;
 }
 
+/* acc += s_lo * (exact int32 sums of the first 16) + s_hi * (of the last 16): a K-quant group's float
+ * steps, shared by the one-token and many-token functions so that both give the same bits */
+MCLI_AVX2 static inline __attribute__((always_inline)) __m256 mcli_k_step(__m256i w0, __m256i w1, const int16_t *x,
+                                                                        float s_lo, float s_hi, __m256 acc) {
+    const __m256i lo = _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)x));
+    const __m256i hi = _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(x + 16)));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(s_lo), _mm256_cvtepi32_ps(lo), acc);
+    return _mm256_fmadd_ps(_mm256_set1_ps(s_hi), _mm256_cvtepi32_ps(hi), acc);
+}
+
 /* One token against a K-quant row: per group, the exact int32 sums of each half (vpmaddwd), then one
  * fused multiply-add of each into the float accumulator, in group order; the mins apart. */
 #define MCLI_DEFINE_K_AVX2(NAME, QTYPE)                                                                      \
@@ -368,10 +396,7 @@ MCLI_AVX2 static inline __attribute__((always_inline)) void mcli_unpack_group_k_
                 _mm_prefetch((const char *)row + g * 32 * mcli_block_bytes(QTYPE) / mcli_block_weights(QTYPE) \
                              + MCLI_PREFETCH, _MM_HINT_T0);                                                  \
             mcli_unpack_group_k_avx2(QTYPE, row, g, &w0, &w1, &s_lo, &s_hi, &mn);                           \
-            __m256i lo = _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)xq));                     \
-            __m256i hi = _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(xq + 16)));              \
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(s_lo * xscale[g]), _mm256_cvtepi32_ps(lo), acc);            \
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(s_hi * xscale[g]), _mm256_cvtepi32_ps(hi), acc);            \
+            acc = mcli_k_step(w0, w1, xq, s_lo * xscale[g], s_hi * xscale[g], acc);                          \
             macc += mn * xsum[g];                                                                            \
         }                                                                                                    \
         return mcli_hsum(acc) - macc;                                                                        \
@@ -413,12 +438,9 @@ static inline void mcli_multi_by_one(mcli_dot_fn one, const uint8_t *row, const 
             __m256 acc = _mm256_setzero_ps();                                                                 \
             float macc = 0.0f;                                                                                \
             for (int64_t g = 0; g < nb; g++, x += 32) {                                                       \
-                __m256i lo = _mm256_madd_epi16(_mm256_load_si256((const __m256i *)(q + 32 * g)),              \
-                                               _mm256_loadu_si256((const __m256i *)x));                       \
-                __m256i hi = _mm256_madd_epi16(_mm256_load_si256((const __m256i *)(q + 32 * g + 16)),         \
-                                               _mm256_loadu_si256((const __m256i *)(x + 16)));                \
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(s_lo[g] * xs[g]), _mm256_cvtepi32_ps(lo), acc);          \
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(s_hi[g] * xs[g]), _mm256_cvtepi32_ps(hi), acc);          \
+                acc = mcli_k_step(_mm256_load_si256((const __m256i *)(q + 32 * g)),                           \
+                                  _mm256_load_si256((const __m256i *)(q + 32 * g + 16)), x, s_lo[g] * xs[g],  \
+                                  s_hi[g] * xs[g], acc);                                                      \
                 macc += mn[g] * xm[g];                                                                        \
             }                                                                                                 \
             out[t * out_stride] = mcli_hsum(acc) - macc;                                                      \
@@ -438,17 +460,11 @@ MCLI_DEFINE_GENERIC_MULTI_AVX2(mcli_dot_q6_k_avx2_multi, MCLI_Q6_K, mcli_dot_q6_
         const int bytes = HAS_MIN ? 24 : 22;                                                                  \
         int16_t q[MCLI_MULTI_MAX_GROUPS * 32] __attribute__((aligned(32)));                                   \
         float d[MCLI_MULTI_MAX_GROUPS], m[MCLI_MULTI_MAX_GROUPS];                                             \
-        const __m128i mask = _mm_set1_epi8(0x0F);                                                             \
         for (int64_t b = 0; b < nb; b++) {                                                                    \
-            const uint8_t *blk = row + b * bytes, *qh = blk + (HAS_MIN ? 4 : 2), *qs = qh + 4;                 \
-            __m128i v = _mm_loadu_si128((const __m128i *)qs);                                                 \
-            __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask));  \
-            __m256i w = _mm256_or_si256(nib, _mm256_and_si256(mcli_bits_to_bytes(qh), _mm256_set1_epi8(0x10)));  \
-            if (!HAS_MIN) w = _mm256_sub_epi8(w, _mm256_set1_epi8(16));                                       \
-            _mm256_store_si256((__m256i *)(q + 32 * b), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w)));    \
-            _mm256_store_si256((__m256i *)(q + 32 * b + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w, 1))); \
-            d[b] = mcli_fp16_f16c(blk);                                                                       \
-            m[b] = HAS_MIN ? mcli_fp16_f16c(blk + 2) : 0.0f;                                                  \
+            __m256i w0, w1;                                                                                   \
+            mcli_unpack_q5_avx2(row + b * bytes, HAS_MIN, &w0, &w1, &d[b], &m[b]);                           \
+            _mm256_store_si256((__m256i *)(q + 32 * b), w0);                                                  \
+            _mm256_store_si256((__m256i *)(q + 32 * b + 16), w1);                                             \
         }                                                                                                     \
         for (int t = 0; t < num_tokens; t++) {                                                                \
             const int16_t *x = xq + t * nb * 32;                                                              \
@@ -456,11 +472,8 @@ MCLI_DEFINE_GENERIC_MULTI_AVX2(mcli_dot_q6_k_avx2_multi, MCLI_Q6_K, mcli_dot_q6_
             __m256 acc = _mm256_setzero_ps();                                                                 \
             float macc = 0.0f;                                                                                \
             for (int64_t b = 0; b < nb; b++, x += 32) {                                                       \
-                __m256i w0 = _mm256_load_si256((const __m256i *)(q + 32 * b));                                \
-                __m256i w1 = _mm256_load_si256((const __m256i *)(q + 32 * b + 16));                           \
-                __m256i x0 = _mm256_loadu_si256((const __m256i *)x), x1 = _mm256_loadu_si256((const __m256i *)(x + 16)); \
-                __m256 p = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1))); \
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * xs[b]), p, acc);                                   \
+                acc = mcli_q5_step(_mm256_load_si256((const __m256i *)(q + 32 * b)),                          \
+                                   _mm256_load_si256((const __m256i *)(q + 32 * b + 16)), x, d[b] * xs[b], acc); \
                 if (HAS_MIN) macc += m[b] * xm[b];                                                            \
             }                                                                                                 \
             out[t * out_stride] = mcli_hsum(acc) + macc;                                                      \
