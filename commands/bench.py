@@ -140,14 +140,10 @@ def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threa
     from rich.table import Table
 
     table = Table(title=f"{result['model']} · {threads} threads · prompt {prompt_len}, {gen_tokens} generated per request")
-    for column in ("requests", "aggregate tok/s", "per stream tok/s", "TTFT p50 / p95, s", "inter-token p50 / p95, ms",
-                   "engine overhead"):
+    for column in ("requests", *CONCURRENCY_COLUMNS, "engine overhead"):
         table.add_column(column, justify="right")
     for n, f in figures.items():
-        table.add_row(n, _cell(f["aggregate_tok_s"]), _cell(f["per_stream_tok_s"]),
-                      f"{f['ttft_s']['p50']:.3f} / {f['ttft_s']['p95']:.3f}",
-                      f"{1000 * f['itl_s']['p50']:.1f} / {1000 * f['itl_s']['p95']:.1f}" if f["itl_s"]["count"] else "-",
-                      f"{100 * f['engine_overhead_fraction']:.1f}%")
+        table.add_row(n, *_concurrency_cells(f), f"{100 * f['engine_overhead_fraction']:.1f}%")
     Console(no_color="NO_COLOR" in os.environ).print(table)
 
 
@@ -215,15 +211,11 @@ def _bench_http(model, serve, targets, levels, prompt_len, gen_tokens, repetitio
     from rich.table import Table
 
     table = Table(title=f"streaming /v1/completions · prompt ~{prompt_len} tokens, {gen_tokens} generated per request")
-    for column in ("server", "requests", "aggregate tok/s", "per stream tok/s", "TTFT p50 / p95, s",
-                   "inter-token p50 / p95, ms", "errors"):
+    for column in ("server", "requests", *CONCURRENCY_COLUMNS, "errors"):
         table.add_column(column, justify="right")
     for name, figures in engines.items():
         for n, f in figures["concurrency"].items():
-            ttft = f"{f['ttft_s']['p50']:.3f} / {f['ttft_s']['p95']:.3f}" if f["ttft_s"]["count"] else "-"
-            itl = f"{1000 * f['itl_s']['p50']:.1f} / {1000 * f['itl_s']['p95']:.1f}" if f["itl_s"]["count"] else "-"
-            table.add_row(name, n, _cell(f["aggregate_tok_s"]), _cell(f["per_stream_tok_s"]), ttft, itl,
-                          str(f["errors"]))
+            table.add_row(name, n, *_concurrency_cells(f), str(f["errors"]))
     out = Console(no_color="NO_COLOR" in os.environ)
     out.print(table)
     for other, by_level in result.get("ratios", {}).items():
@@ -256,6 +248,16 @@ def _run_llama_cpp(path, threads, gen_tokens, repetitions, lengths):
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     return EngineFigures(data["engine"], data["load_s"], {int(k): v for k, v in data["prefill_tok_s"].items()},
                          data["decode_tok_s"], data["ttft_s"], data["peak_rss_mib"])
+
+
+CONCURRENCY_COLUMNS = ("aggregate tok/s", "per stream tok/s", "TTFT p50 / p95, s", "inter-token p50 / p95, ms")
+
+
+def _concurrency_cells(f: dict) -> tuple[str, str, str, str]:
+    """One concurrency level's figures (bench.bench_concurrency's or bench_http's) as table cells."""
+    ttft = f"{f['ttft_s']['p50']:.3f} / {f['ttft_s']['p95']:.3f}" if f["ttft_s"]["count"] else "-"
+    itl = f"{1000 * f['itl_s']['p50']:.1f} / {1000 * f['itl_s']['p95']:.1f}" if f["itl_s"]["count"] else "-"
+    return _cell(f["aggregate_tok_s"]), _cell(f["per_stream_tok_s"]), ttft, itl
 
 
 def _cell(s: dict, digits: int = 1) -> str:
