@@ -2,7 +2,7 @@
 
 import numpy
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 
 def extension(name: str, openmp: bool = True) -> Extension:
@@ -26,22 +26,16 @@ extensions = [extension("sampler", openmp=False), extension("block_pool", openmp
 setup(
     packages=[
         "mistralcli",
-        "mistralcli.loading",
-        "mistralcli.tokenizer",
-        "mistralcli.models",
-        "mistralcli.ops",
-        "mistralcli.engine",
-        "mistralcli.server",
+        *(f"mistralcli.{name}" for name in find_packages("mistralcli")),
         "mistralcli._ext",
         "mistralcli.numba_kernels",
-        "mistralcli.numba_kernels.cpu",
+        *(f"mistralcli.numba_kernels.{name}" for name in find_packages("numba_kernels")),
         "mistralcli.commands",
     ],
     package_dir={
         "mistralcli": "mistralcli",
         "mistralcli._ext": "_ext",
         "mistralcli.numba_kernels": "numba_kernels",
-        "mistralcli.numba_kernels.cpu": "numba_kernels/cpu",
         "mistralcli.commands": "commands",
     },
     ext_modules=cythonize(extensions, language_level=3),

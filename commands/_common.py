@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-MODEL_HELP = "GGUF file, model directory, or Hugging Face repo id (org/name or org/name/file.gguf). Default: SmolLM2-135M-Instruct Q4_1."
+MODEL_HELP = "GGUF file, model directory, or Hugging Face repo id (org/name or org/name/file.gguf). Default: SmolLM2-135M-Instruct Q4_1."  # noqa: E501
 
 
 def read_text_argument(text: str | None, name: str = "PROMPT") -> str:

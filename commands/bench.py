@@ -26,18 +26,31 @@ def _lengths(value: str) -> list[int]:
 
 def bench(
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
-    prompt_tokens: str = typer.Option("128,512", "--prompt-tokens", "-p", help="Prompt lengths to prefill, comma-separated."),
-    gen_tokens: int = typer.Option(128, "--gen-tokens", "-n", min=1, help="Tokens to decode (after a 16-token prompt)."),
-    repetitions: int = typer.Option(5, "--repetitions", "-r", min=1, help="Measured runs of each figure (after one warm-up)."),
+    prompt_tokens: str = typer.Option(
+        "128,512", "--prompt-tokens", "-p", help="Prompt lengths to prefill, comma-separated."
+    ),
+    gen_tokens: int = typer.Option(
+        128, "--gen-tokens", "-n", min=1, help="Tokens to decode (after a 16-token prompt)."
+    ),
+    repetitions: int = typer.Option(
+        5, "--repetitions", "-r", min=1, help="Measured runs of each figure (after one warm-up)."
+    ),
     threads: int = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: all cores)."),
     compare: str = typer.Option(None, "--compare", help="Measure a peer in the same run: llama-cpp."),
-    concurrency: str = typer.Option(None, "--concurrency", "-c",
-                                    help="Concurrent requests through the engine, comma-separated (e.g. 1,4,16): "
-                                         "aggregate and per-stream tok/s, TTFT and inter-token latency, "
-                                         "with a prompt of the first --prompt-tokens length."),
-    url: list[str] = typer.Option(None, "--url",
-                                  help="Benchmark the OpenAI-compatible server at this address over HTTP, at "
-                                       "--concurrency (default 1,4,16); NAME=URL names it. Repeat to compare servers."),
+    concurrency: str = typer.Option(
+        None,
+        "--concurrency",
+        "-c",
+        help="Concurrent requests through the engine, comma-separated (e.g. 1,4,16): "
+        "aggregate and per-stream tok/s, TTFT and inter-token latency, "
+        "with a prompt of the first --prompt-tokens length.",
+    ),
+    url: list[str] = typer.Option(
+        None,
+        "--url",
+        help="Benchmark the OpenAI-compatible server at this address over HTTP, at "
+        "--concurrency (default 1,4,16); NAME=URL names it. Repeat to compare servers.",
+    ),
     serve: bool = typer.Option(False, "--serve", help="Start `mistral serve` on --model and benchmark it over HTTP."),
     api_key: str = typer.Option(None, "--api-key", help="Bearer key for --url servers."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
@@ -53,12 +66,14 @@ def bench(
     lengths = _lengths(prompt_tokens)
     if url or serve:
         if compare is not None:
-            raise typer.BadParameter("not with --url or --serve (name the peer's server with --url)",
-                                     param_hint="--compare")
+            raise typer.BadParameter(
+                "not with --url or --serve (name the peer's server with --url)", param_hint="--compare"
+            )
         targets = [_url(spec) for spec in url or []]
         levels = _lengths(concurrency) if concurrency is not None else [1, 4, 16]
-        return _bench_http(model, serve, targets, levels, lengths[0], gen_tokens, repetitions, threads, api_key,
-                           as_json)
+        return _bench_http(
+            model, serve, targets, levels, lengths[0], gen_tokens, repetitions, threads, api_key, as_json
+        )
     if concurrency is not None:
         levels = _lengths(concurrency)
         if compare is not None:
@@ -88,8 +103,12 @@ def bench(
         "model": loaded.name,
         "model_path": str(loaded.path),
         "model_bytes": loaded.path.stat().st_size,
-        "machine": {"threads": threads, "cpu_count": os.cpu_count(), "simd": qmatmul.simd_name(),
-                    "memory_bandwidth_gb_s": bandwidth},
+        "machine": {
+            "threads": threads,
+            "cpu_count": os.cpu_count(),
+            "simd": qmatmul.simd_name(),
+            "memory_bandwidth_gb_s": bandwidth,
+        },
         "decode_bytes_per_token": bytes_token,
         "decode_roofline_tok_s": roofline,
         "decode_roofline_fraction": ours.decode_tok_s["median"] / roofline,
@@ -128,10 +147,20 @@ def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threa
         "model": loaded.name,
         "model_path": str(loaded.path),
         "machine": {"threads": threads, "cpu_count": os.cpu_count(), "simd": qmatmul.simd_name()},
-        "settings": {"concurrency": levels, "prompt_tokens": prompt_len, "gen_tokens": gen_tokens,
-                     "repetitions": repetitions},
-        "engines": {"mistralcli": {"engine": "mistralcli", "load_s": load_s, "concurrency": figures,
-                                   "peak_rss_mib": b.peak_rss_mib()}},
+        "settings": {
+            "concurrency": levels,
+            "prompt_tokens": prompt_len,
+            "gen_tokens": gen_tokens,
+            "repetitions": repetitions,
+        },
+        "engines": {
+            "mistralcli": {
+                "engine": "mistralcli",
+                "load_s": load_s,
+                "concurrency": figures,
+                "peak_rss_mib": b.peak_rss_mib(),
+            }
+        },
     }
     if as_json:
         print(json.dumps(result))
@@ -139,7 +168,9 @@ def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threa
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{result['model']} · {threads} threads · prompt {prompt_len}, {gen_tokens} generated per request")
+    table = Table(
+        title=f"{result['model']} · {threads} threads · prompt {prompt_len}, {gen_tokens} generated per request"
+    )
     for column in ("requests", *CONCURRENCY_COLUMNS, "engine overhead"):
         table.add_column(column, justify="right")
     for n, f in figures.items():
@@ -181,8 +212,7 @@ def _bench_http(model, serve, targets, levels, prompt_len, gen_tokens, repetitio
     def run(base, name, api):
         with console.status(f"benchmarking {name}…") if console.is_terminal else nullcontext():
             try:
-                return asyncio.run(bench_http.bench_url(base, levels, prompts, gen_tokens, repetitions, api, say,
-                                                        name))
+                return asyncio.run(bench_http.bench_url(base, levels, prompts, gen_tokens, repetitions, api, say, name))
             except OSError as exc:
                 raise MistralError(f"{name}: cannot reach {base}: {exc.strerror or exc}") from None
 
@@ -191,18 +221,30 @@ def _bench_http(model, serve, targets, levels, prompt_len, gen_tokens, repetitio
         start = time.perf_counter()
         with bench_http.served(model, threads, max(levels)) as (base, proc):
             load_s = time.perf_counter() - start
-            engines["mistralcli"] = {"engine": "mistralcli", "load_s": load_s, **run(base, "mistralcli", None),
-                                     "peak_rss_mib": peak_rss_mib(proc.pid)}
+            engines["mistralcli"] = {
+                "engine": "mistralcli",
+                "load_s": load_s,
+                **run(base, "mistralcli", None),
+                "peak_rss_mib": peak_rss_mib(proc.pid),
+            }
     for name, base in targets:
         engines[name] = {"engine": name, **run(base, name, api_key)}
-    result = {"mode": "http", "machine": {"threads": threads, "cpu_count": os.cpu_count()},
-              "settings": {"concurrency": levels, "prompt_tokens": prompt_len, "gen_tokens": gen_tokens,
-                           "repetitions": repetitions},
-              "engines": engines}
+    result = {
+        "mode": "http",
+        "machine": {"threads": threads, "cpu_count": os.cpu_count()},
+        "settings": {
+            "concurrency": levels,
+            "prompt_tokens": prompt_len,
+            "gen_tokens": gen_tokens,
+            "repetitions": repetitions,
+        },
+        "engines": engines,
+    }
     first, *others = list(engines)
     if others:
-        result["ratios"] = {other: _http_ratios(engines[first]["concurrency"], engines[other]["concurrency"])
-                            for other in others}
+        result["ratios"] = {
+            other: _http_ratios(engines[first]["concurrency"], engines[other]["concurrency"]) for other in others
+        }
         result["ratios_relative_to"] = first
     if as_json:
         print(json.dumps(result))
@@ -219,9 +261,17 @@ def _bench_http(model, serve, targets, levels, prompt_len, gen_tokens, repetitio
     out = Console(no_color="NO_COLOR" in os.environ)
     out.print(table)
     for other, by_level in result.get("ratios", {}).items():
-        out.print(f"{first} vs {other}: " + ", ".join(
-            f"{n} requests {r['aggregate']:.2f}x tok/s, {r['ttft_p50']:.2f}x TTFT" for n, r in by_level.items()
-            if r["aggregate"] is not None) + " (> 1: " + first + " is better)")
+        out.print(
+            f"{first} vs {other}: "
+            + ", ".join(
+                f"{n} requests {r['aggregate']:.2f}x tok/s, {r['ttft_p50']:.2f}x TTFT"
+                for n, r in by_level.items()
+                if r["aggregate"] is not None
+            )
+            + " (> 1: "
+            + first
+            + " is better)"
+        )
 
 
 def _http_ratios(ours: dict, theirs: dict) -> dict:
@@ -229,9 +279,12 @@ def _http_ratios(ours: dict, theirs: dict) -> dict:
     for n, mine in ours.items():
         peer = theirs.get(n)
         ok = peer and mine["aggregate_tok_s"]["median"] and peer["aggregate_tok_s"]["median"]
-        out[n] = {"aggregate": mine["aggregate_tok_s"]["median"] / peer["aggregate_tok_s"]["median"] if ok else None,
-                  "ttft_p50": peer["ttft_s"]["p50"] / mine["ttft_s"]["p50"]
-                  if ok and mine["ttft_s"]["p50"] and peer["ttft_s"]["p50"] else None}
+        out[n] = {
+            "aggregate": mine["aggregate_tok_s"]["median"] / peer["aggregate_tok_s"]["median"] if ok else None,
+            "ttft_p50": peer["ttft_s"]["p50"] / mine["ttft_s"]["p50"]
+            if ok and mine["ttft_s"]["p50"] and peer["ttft_s"]["p50"]
+            else None,
+        }
     return out
 
 
@@ -239,15 +292,29 @@ def _run_llama_cpp(path, threads, gen_tokens, repetitions, lengths):
     from mistralcli.bench import EngineFigures
     from mistralcli.errors import MistralError
 
-    cmd = [sys.executable, "-m", "mistralcli.bench_llama_cpp", path, str(threads), str(gen_tokens),
-           str(repetitions), ",".join(map(str, lengths))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mistralcli.bench_llama_cpp",
+        path,
+        str(threads),
+        str(gen_tokens),
+        str(repetitions),
+        ",".join(map(str, lengths)),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise MistralError(f"llama.cpp benchmark failed: {last}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return EngineFigures(data["engine"], data["load_s"], {int(k): v for k, v in data["prefill_tok_s"].items()},
-                         data["decode_tok_s"], data["ttft_s"], data["peak_rss_mib"])
+    return EngineFigures(
+        data["engine"],
+        data["load_s"],
+        {int(k): v for k, v in data["prefill_tok_s"].items()},
+        data["decode_tok_s"],
+        data["ttft_s"],
+        data["peak_rss_mib"],
+    )
 
 
 CONCURRENCY_COLUMNS = ("aggregate tok/s", "per stream tok/s", "TTFT p50 / p95, s", "inter-token p50 / p95, ms")
@@ -277,19 +344,26 @@ def _print_table(result, ours, peer):
         table.add_column("llama.cpp", justify="right")
         table.add_column("ratio", justify="right")
     ratios = result.get("ratios_vs_llama_cpp", {})
-    rows = [("load, s", f"{ours.load_s:.2f}", peer and f"{peer.load_s:.2f}", "load"),
-            ("time to first token, s", _cell(ours.ttft_s, 3), peer and _cell(peer.ttft_s, 3), "ttft")]
-    rows += [(f"prefill {n} tok/s", _cell(ours.prefill_tok_s[n]), peer and _cell(peer.prefill_tok_s[n]), f"prefill_{n}")
-             for n in ours.prefill_tok_s]
-    rows += [("decode tok/s", _cell(ours.decode_tok_s), peer and _cell(peer.decode_tok_s), "decode"),
-             ("peak RSS, MiB", f"{ours.peak_rss_mib:.0f}", peer and f"{peer.peak_rss_mib:.0f}", "peak_rss")]
+    rows = [
+        ("load, s", f"{ours.load_s:.2f}", peer and f"{peer.load_s:.2f}", "load"),
+        ("time to first token, s", _cell(ours.ttft_s, 3), peer and _cell(peer.ttft_s, 3), "ttft"),
+    ]
+    rows += [
+        (f"prefill {n} tok/s", _cell(ours.prefill_tok_s[n]), peer and _cell(peer.prefill_tok_s[n]), f"prefill_{n}")
+        for n in ours.prefill_tok_s
+    ]
+    rows += [
+        ("decode tok/s", _cell(ours.decode_tok_s), peer and _cell(peer.decode_tok_s), "decode"),
+        ("peak RSS, MiB", f"{ours.peak_rss_mib:.0f}", peer and f"{peer.peak_rss_mib:.0f}", "peak_rss"),
+    ]
     for label, mine, theirs, key in rows:
         table.add_row(label, mine, *([theirs, f"{ratios[key]:.2f}x"] if peer else []))
     console = Console(no_color="NO_COLOR" in os.environ)
     console.print(table)
-    console.print(f"memory bandwidth {result['machine']['memory_bandwidth_gb_s']:.1f} GB/s · "
-                  f"{result['decode_bytes_per_token'] / 1e6:.1f} MB read per token · decode roofline "
-                  f"{result['decode_roofline_tok_s']:.0f} tok/s · reached {100 * result['decode_roofline_fraction']:.0f}%")
+    console.print(
+        f"memory bandwidth {result['machine']['memory_bandwidth_gb_s']:.1f} GB/s · "
+        f"{result['decode_bytes_per_token'] / 1e6:.1f} MB read per token · decode roofline "
+        f"{result['decode_roofline_tok_s']:.0f} tok/s · reached {100 * result['decode_roofline_fraction']:.0f}%"
+    )
     if peer:
         console.print("ratio > 1: mistralcli is better (faster, or less time or memory)")
-

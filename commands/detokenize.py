@@ -21,5 +21,7 @@ def detokenize(
     tokenizer, _ = load_tokenizer(model)
     bad = [i for i in ids if not 0 <= i < tokenizer.vocab_size]
     if bad:
-        raise typer.BadParameter(f"{bad[0]} is not a token id (the vocabulary has {tokenizer.vocab_size})", param_hint="IDS")
+        raise typer.BadParameter(
+            f"{bad[0]} is not a token id (the vocabulary has {tokenizer.vocab_size})", param_hint="IDS"
+        )
     sys.stdout.write(tokenizer.decode(ids, skip_special=skip_special) + "\n")

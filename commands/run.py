@@ -18,14 +18,17 @@ def run(
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
     system: str = typer.Option(None, "--system", "-s", help="System message (ignored with --raw)."),
     max_tokens: int = typer.Option(1024, "--max-tokens", "-n", min=1, help="Most tokens to generate."),
-    temperature: float = typer.Option(None, "--temperature", "-t", min=0.0, help=SAMPLING_HELP.format("0.8; 0 means greedy")),
+    temperature: float = typer.Option(
+        None, "--temperature", "-t", min=0.0, help=SAMPLING_HELP.format("0.8; 0 means greedy")
+    ),
     top_p: float = typer.Option(None, "--top-p", min=0.0, max=1.0, help=SAMPLING_HELP.format("0.95")),
     top_k: int = typer.Option(None, "--top-k", min=0, help=SAMPLING_HELP.format("40; 0 disables it")),
     min_p: float = typer.Option(None, "--min-p", min=0.0, max=1.0, help=SAMPLING_HELP.format("0.05")),
     repeat_penalty: float = typer.Option(None, "--repeat-penalty", min=0.0, help=SAMPLING_HELP.format("1.0, off")),
     typical_p: float = typer.Option(None, "--typical-p", min=0.0, max=1.0, help=SAMPLING_HELP.format("1.0, off")),
-    dry_multiplier: float = typer.Option(None, "--dry-multiplier", min=0.0,
-                                         help="DRY repetition penalty strength (0 = off; 0.8 is a usual choice)."),
+    dry_multiplier: float = typer.Option(
+        None, "--dry-multiplier", min=0.0, help="DRY repetition penalty strength (0 = off; 0.8 is a usual choice)."
+    ),
     stop: list[str] = typer.Option(None, "--stop", help="Stop before this text (repeat the flag for several)."),
     ignore_eos: bool = typer.Option(False, "--ignore-eos", help="Keep going past the model's end-of-text token."),
     seed: int = typer.Option(None, "--seed", help="Random seed: the same seed gives the same answer."),
@@ -38,8 +41,17 @@ def run(
     Example: mistral run "What is the capital of France?"   |   echo "Summarize: ..." | mistral run -
     """
     text = read_text_argument(prompt)
-    given = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repeat_penalty,
-                 typical_p=typical_p, dry_multiplier=dry_multiplier, stop=stop or None, ignore_eos=ignore_eos or None)
+    given = dict(
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repeat_penalty,
+        typical_p=typical_p,
+        dry_multiplier=dry_multiplier,
+        stop=stop or None,
+        ignore_eos=ignore_eos or None,
+    )
     given = {k: v for k, v in given.items() if v is not None}
 
     from mistralcli.generation import GenerationStats, generate
@@ -85,21 +97,34 @@ def run(
         return
     answer = "".join(pieces)
     if as_json:
-        print(json.dumps({
-            "text": answer,
-            "finish_reason": stats.finish_reason,
-            "model": loaded.name,
-            "usage": {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
-                      "total_tokens": stats.prompt_tokens + stats.completion_tokens},
-            "timings": {"load_s": round(load_s, 4), "prompt_s": round(stats.prompt_s, 4),
-                        "generation_s": round(stats.generation_s, 4), "prompt_tok_s": round(stats.prompt_tok_s, 2),
-                        "generation_tok_s": round(stats.generation_tok_s, 2)},
-        }, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "text": answer,
+                    "finish_reason": stats.finish_reason,
+                    "model": loaded.name,
+                    "usage": {
+                        "prompt_tokens": stats.prompt_tokens,
+                        "completion_tokens": stats.completion_tokens,
+                        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+                    },
+                    "timings": {
+                        "load_s": round(load_s, 4),
+                        "prompt_s": round(stats.prompt_s, 4),
+                        "generation_s": round(stats.generation_s, 4),
+                        "prompt_tok_s": round(stats.prompt_tok_s, 2),
+                        "generation_tok_s": round(stats.generation_tok_s, 2),
+                    },
+                },
+                ensure_ascii=False,
+            )
+        )
     else:
         if not answer.endswith("\n"):
             sys.stdout.write("\n")
         sys.stdout.flush()
         if console.is_terminal:
-            console.print(f"[dim]{stats.completion_tokens} tokens, {stats.generation_tok_s:.1f} tok/s "
-                          f"(prompt {stats.prompt_tokens} tokens, {stats.prompt_tok_s:.1f} tok/s)[/dim]")
-
+            console.print(
+                f"[dim]{stats.completion_tokens} tokens, {stats.generation_tok_s:.1f} tok/s "
+                f"(prompt {stats.prompt_tokens} tokens, {stats.prompt_tok_s:.1f} tok/s)[/dim]"
+            )

@@ -14,29 +14,37 @@ def serve(
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, "--port", "-p", min=0, max=65535, help="Port (0: any free one)."),
-    served_model_name: str = typer.Option(None, "--served-model-name",
-                                          help="The model id clients name. Default: the model file's stem."),
+    served_model_name: str = typer.Option(
+        None, "--served-model-name", help="The model id clients name. Default: the model file's stem."
+    ),
     max_num_seqs: int = typer.Option(16, "--max-num-seqs", min=1, help="Most requests computed at once."),
-    max_num_batched_tokens: int = typer.Option(512, "--max-num-batched-tokens", min=1,
-                                               help="Most tokens computed in one engine step."),
-    kv_cache_mb: float = typer.Option(None, "--kv-cache-mb", min=1.0,
-                                      help="KV-cache pool size. Default: 30% of available memory, at most what "
-                                           "--max-num-seqs full contexts need."),
+    max_num_batched_tokens: int = typer.Option(
+        512, "--max-num-batched-tokens", min=1, help="Most tokens computed in one engine step."
+    ),
+    kv_cache_mb: float = typer.Option(
+        None,
+        "--kv-cache-mb",
+        min=1.0,
+        help="KV-cache pool size. Default: 30% of available memory, at most what --max-num-seqs full contexts need.",
+    ),
     api_key: list[str] = typer.Option(None, "--api-key", help="Accept this API key (repeat for several)."),
     api_key_file: list[Path] = typer.Option(None, "--api-key-file", help="Accept the keys in this file, one a line."),
-    rate_limit: str = typer.Option(None, "--rate-limit",
-                                   help="Per key (or client address): REQUESTS[:TOKENS] per minute, e.g. 60:40000."),
+    rate_limit: str = typer.Option(
+        None, "--rate-limit", help="Per key (or client address): REQUESTS[:TOKENS] per minute, e.g. 60:40000."
+    ),
     cors: list[str] = typer.Option(None, "--cors", help="Allow browser requests from this origin ('*': any)."),
     log_requests: Path = typer.Option(None, "--log-requests", help="Append one JSON line per request to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No request log lines on stderr."),
     max_body_mb: float = typer.Option(4.0, "--max-body-mb", min=0.001, help="Largest request body."),
-    shutdown_timeout: float = typer.Option(30.0, "--shutdown-timeout", min=0.0,
-                                           help="On SIGINT/SIGTERM, seconds to let running requests finish."),
+    shutdown_timeout: float = typer.Option(
+        30.0, "--shutdown-timeout", min=0.0, help="On SIGINT/SIGTERM, seconds to let running requests finish."
+    ),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for the kernels."),
 ):
     """Serve a model over the OpenAI API (chat and text completions, streaming) on HOST:PORT.
 
-    Example: mistral serve --port 8000   then   curl http://127.0.0.1:8000/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
+    Example: mistral serve --port 8000, then
+    curl http://127.0.0.1:8000/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
     """
     from mistralcli.server.limits import ApiKeys, RateLimit
 
@@ -61,15 +69,26 @@ def serve(
 
     with console.status("Loading model…", spinner="dots") if console.is_terminal else nullcontext():
         loaded = load_model(model, threads=threads)
-        engine = Engine(loaded.model, loaded.tokenizer, loaded.context_length,
-                        EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                                     kv_cache_mb=kv_cache_mb))
+        engine = Engine(
+            loaded.model,
+            loaded.tokenizer,
+            loaded.context_length,
+            EngineConfig(
+                max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_cache_mb=kv_cache_mb
+            ),
+        )
     name = served_model_name or Path(loaded.path).stem
-    settings = ServerSettings(model_name=name, chat_template=loaded.chat_template,
-                              sampling_defaults=loaded.sampling_defaults, api_keys=keys, rate_limit=limit,
-                              cors_origins=tuple(o for spec in cors or [] for o in spec.split(",") if o),
-                              max_body_bytes=int(max_body_mb * (1 << 20)),
-                              access_log=None if quiet else sys.stderr, request_log=request_log)
+    settings = ServerSettings(
+        model_name=name,
+        chat_template=loaded.chat_template,
+        sampling_defaults=loaded.sampling_defaults,
+        api_keys=keys,
+        rate_limit=limit,
+        cors_origins=tuple(o for spec in cors or [] for o in spec.split(",") if o),
+        max_body_bytes=int(max_body_mb * (1 << 20)),
+        access_log=None if quiet else sys.stderr,
+        request_log=request_log,
+    )
     app = make_app(engine, settings)
 
     def ready(url: str):

@@ -1,6 +1,6 @@
 """mistralcli: run, serve and chat with language models from one command.
 
-    from mistralcli import LLM, SamplingParams
+from mistralcli import LLM, SamplingParams
 """
 
 __version__ = "0.1.0"

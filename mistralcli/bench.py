@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FILLER = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "
-          "combined movable metal type, oil-based ink and a wooden screw press. Within decades, printing "
-          "shops spread across Europe, books became cheaper, and ideas travelled faster than ever before. ")
+FILLER = (
+    "The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "
+    "combined movable metal type, oil-based ink and a wooden screw press. Within decades, printing "
+    "shops spread across Europe, books became cheaper, and ideas travelled faster than ever before. "
+)
 DECODE_PROMPT_TOKENS = 16
 
 
@@ -34,9 +36,14 @@ class EngineFigures:
     peak_rss_mib: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"engine": self.engine, "load_s": self.load_s,
-                "prefill_tok_s": {str(k): v for k, v in self.prefill_tok_s.items()},
-                "decode_tok_s": self.decode_tok_s, "ttft_s": self.ttft_s, "peak_rss_mib": self.peak_rss_mib}
+        return {
+            "engine": self.engine,
+            "load_s": self.load_s,
+            "prefill_tok_s": {str(k): v for k, v in self.prefill_tok_s.items()},
+            "decode_tok_s": self.decode_tok_s,
+            "ttft_s": self.ttft_s,
+            "peak_rss_mib": self.peak_rss_mib,
+        }
 
 
 def peak_rss_mib(pid: int | str = "self") -> float:
@@ -85,7 +92,9 @@ def bytes_per_token(model) -> int:
     return total
 
 
-def bench_mistralcli(model_spec, prompt_lengths, gen_tokens, repetitions, threads, progress=None) -> tuple[EngineFigures, object]:
+def bench_mistralcli(
+    model_spec, prompt_lengths, gen_tokens, repetitions, threads, progress=None
+) -> tuple[EngineFigures, object]:
     """Measure our engine in this process; returns the figures and the loaded model."""
     from mistralcli.kv_cache import KVCache
     from mistralcli.loading.loader import load_model
@@ -108,13 +117,14 @@ def bench_mistralcli(model_spec, prompt_lengths, gen_tokens, repetitions, thread
     def decode(cache, token, position):
         return int(np.argmax(model.forward(np.array([token]), np.array([position]), cache)[-1]))
 
-    encode = lambda text: loaded.tokenizer.encode(text, add_special=False)  # noqa: E731
+    encode = lambda text: loaded.tokenizer.encode(text, add_special=False)
     run_protocol(figures, encode, prefill, decode, prompt_lengths, gen_tokens, repetitions, progress)
     return figures, loaded
 
 
-def run_protocol(figures: EngineFigures, encode, prefill, decode, prompt_lengths, gen_tokens, repetitions,
-                 progress=None) -> None:
+def run_protocol(
+    figures: EngineFigures, encode, prefill, decode, prompt_lengths, gen_tokens, repetitions, progress=None
+) -> None:
     """The measurements every engine goes through, filling `figures`.
 
     prefill(ids) -> (state, next token) from an empty cache; decode(state, token, position) -> next
@@ -153,8 +163,11 @@ def run_protocol(figures: EngineFigures, encode, prefill, decode, prompt_lengths
 
 def ratios(ours: EngineFigures, peer: EngineFigures) -> dict:
     """> 1 means mistralcli is better (faster, or less time)."""
-    out = {f"prefill_{k}": ours.prefill_tok_s[k]["median"] / peer.prefill_tok_s[k]["median"]
-           for k in ours.prefill_tok_s if k in peer.prefill_tok_s}
+    out = {
+        f"prefill_{k}": ours.prefill_tok_s[k]["median"] / peer.prefill_tok_s[k]["median"]
+        for k in ours.prefill_tok_s
+        if k in peer.prefill_tok_s
+    }
     out["decode"] = ours.decode_tok_s["median"] / peer.decode_tok_s["median"]
     out["ttft"] = peer.ttft_s["median"] / ours.ttft_s["median"]
     out["load"] = peer.load_s / ours.load_s
@@ -167,12 +180,13 @@ def percentiles(values: list[float]) -> dict:
     if not values:
         return {"p50": None, "p95": None, "count": 0}
     ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]  # noqa: E731
+    pick = lambda q: ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
     return {"p50": pick(0.50), "p95": pick(0.95), "count": len(ordered)}
 
 
-def bench_concurrency(loaded, levels: list[int], prompt_tokens: int, gen_tokens: int, repetitions: int,
-                      progress=None) -> dict:
+def bench_concurrency(
+    loaded, levels: list[int], prompt_tokens: int, gen_tokens: int, repetitions: int, progress=None
+) -> dict:
     """N requests at once through the engine, for each N in levels: aggregate and per-stream generated tok/s
     (median [min..max] over repetitions), time to first token and inter-token latency (p50/p95 over every
     request and token of all repetitions), and the engine's share of the step time.
@@ -186,11 +200,16 @@ def bench_concurrency(loaded, levels: list[int], prompt_tokens: int, gen_tokens:
 
     def distinct(tag: str) -> list[int]:  # each request opens differently: no prefix-cache hits between them
         opening = loaded.tokenizer.encode(f"Request {tag}: ")
-        return (opening + filler)[:max(prompt_tokens, len(opening) + 1)]
+        return (opening + filler)[: max(prompt_tokens, len(opening) + 1)]
+
     results = {}
     for n in levels:
-        engine = Engine(loaded.model, loaded.tokenizer, loaded.context_length,
-                        EngineConfig(max_num_seqs=max(n, 1), kv_cache_mb=None))
+        engine = Engine(
+            loaded.model,
+            loaded.tokenizer,
+            loaded.context_length,
+            EngineConfig(max_num_seqs=max(n, 1), kv_cache_mb=None),
+        )
         aggregate, per_stream, ttft, itl, errors = [], [], [], [], 0
         for rep in range(repetitions + 1):  # the first is a warm-up
             engine.counters.step_s = engine.counters.model_s = 0.0
@@ -215,13 +234,20 @@ def bench_concurrency(loaded, levels: list[int], prompt_tokens: int, gen_tokens:
             if rep == 0:
                 continue
             aggregate.append(sum(counts.values()) / wall)
-            per_stream += [(counts[r] - 1) / (last[r] - first[r]) for r in counts if counts[r] > 1 and last[r] > first[r]]
+            per_stream += [
+                (counts[r] - 1) / (last[r] - first[r]) for r in counts if counts[r] > 1 and last[r] > first[r]
+            ]
             ttft += [first[r] - start for r in first]
             itl += rep_itl
             overhead = 1 - engine.counters.model_s / engine.counters.step_s if engine.counters.step_s else 0.0
-        results[str(n)] = {"aggregate_tok_s": summary(aggregate), "per_stream_tok_s": summary(per_stream),
-                           "ttft_s": percentiles(ttft), "itl_s": percentiles(itl), "errors": errors,
-                           "engine_overhead_fraction": overhead}
+        results[str(n)] = {
+            "aggregate_tok_s": summary(aggregate),
+            "per_stream_tok_s": summary(per_stream),
+            "ttft_s": percentiles(ttft),
+            "itl_s": percentiles(itl),
+            "errors": errors,
+            "engine_overhead_fraction": overhead,
+        }
         if progress:
             progress(f"mistralcli concurrency {n}: {results[str(n)]['aggregate_tok_s']['median']:.1f} tok/s aggregate")
     return results

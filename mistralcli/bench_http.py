@@ -31,6 +31,7 @@ class Disconnect(HTTPInputError):
 @dataclass
 class Stream:
     """One streaming request as the client saw it (perf_counter times)."""
+
     start: float
     first: float | None = None
     last: float | None = None
@@ -60,8 +61,14 @@ def headers(api_key: str | None) -> dict:
     return out
 
 
-async def stream_completion(client: AsyncHTTPClient, url: str, body: dict, api_key: str | None = None,
-                            disconnect_after: int | None = None, timeout: float = 600.0) -> Stream:
+async def stream_completion(
+    client: AsyncHTTPClient,
+    url: str,
+    body: dict,
+    api_key: str | None = None,
+    disconnect_after: int | None = None,
+    timeout: float = 600.0,
+) -> Stream:
     """POST a streaming completion to url (…/v1/completions or …/v1/chat/completions) and record it.
     disconnect_after: hang up after that many text chunks."""
     record = Stream(start=time.perf_counter())
@@ -95,13 +102,20 @@ async def stream_completion(client: AsyncHTTPClient, url: str, body: dict, api_k
         pending.extend(data.replace(b"\r\n", b"\n"))
         while (end := pending.find(b"\n\n")) >= 0:
             event = bytes(pending[:end])
-            del pending[:end + 2]
+            del pending[: end + 2]
             for line in event.split(b"\n"):
                 if line.startswith(b"data:"):
                     on_event(line[5:].strip())
 
-    request = HTTPRequest(url, method="POST", body=json.dumps(body), headers=headers(api_key),
-                          streaming_callback=on_bytes, request_timeout=timeout, connect_timeout=30)
+    request = HTTPRequest(
+        url,
+        method="POST",
+        body=json.dumps(body),
+        headers=headers(api_key),
+        streaming_callback=on_bytes,
+        request_timeout=timeout,
+        connect_timeout=30,
+    )
     try:
         response = await client.fetch(request, raise_error=False)
         record.status = response.code
@@ -129,12 +143,20 @@ def prompt_texts(prompt_tokens: int, count: int, tag: str, encode=None, decode=N
         ids = encode(FILLER)
         filler = decode((ids * (prompt_tokens // len(ids) + 1))[:prompt_tokens])
     else:
-        filler = (FILLER * (4 * prompt_tokens // len(FILLER) + 1))[:4 * prompt_tokens]
+        filler = (FILLER * (4 * prompt_tokens // len(FILLER) + 1))[: 4 * prompt_tokens]
     return [f"Request {tag}-{i}: {filler}" for i in range(count)]
 
 
-async def bench_url(base: str, levels: list[int], prompts, gen_tokens: int, repetitions: int,
-                    api_key: str | None = None, progress=None, name: str | None = None) -> dict:
+async def bench_url(
+    base: str,
+    levels: list[int],
+    prompts,
+    gen_tokens: int,
+    repetitions: int,
+    api_key: str | None = None,
+    progress=None,
+    name: str | None = None,
+) -> dict:
     """For each N in levels, N streaming completions at once (one warm-up round, then `repetitions`):
     the fields of bench.bench_concurrency. prompts(n, tag) gives the n prompt texts of one round."""
     client = http_client(max(levels))
@@ -145,12 +167,22 @@ async def bench_url(base: str, levels: list[int], prompts, gen_tokens: int, repe
         for n in levels:
             aggregate, per_stream, ttft, itl, prompt_lengths, errors = [], [], [], [], [], 0
             for rep in range(repetitions + 1):  # the first is a warm-up
-                bodies = [{"model": model, "prompt": text, "max_tokens": gen_tokens, "temperature": 0.0,
-                           "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
-                          for text in prompts(n, f"{n}.{rep}")]
+                bodies = [
+                    {
+                        "model": model,
+                        "prompt": text,
+                        "max_tokens": gen_tokens,
+                        "temperature": 0.0,
+                        "ignore_eos": True,
+                        "stream": True,
+                        "stream_options": {"include_usage": True},
+                    }
+                    for text in prompts(n, f"{n}.{rep}")
+                ]
                 start = time.perf_counter()
-                records = await asyncio.gather(*(stream_completion(client, f"{base}/v1/completions", body, api_key)
-                                                 for body in bodies))
+                records = await asyncio.gather(
+                    *(stream_completion(client, f"{base}/v1/completions", body, api_key) for body in bodies)
+                )
                 if rep == 0:
                     continue
                 errors += sum(1 for r in records if r.error)
@@ -161,17 +193,28 @@ async def bench_url(base: str, levels: list[int], prompts, gen_tokens: int, repe
                 ttft += [r.first - r.start for r in good]
                 itl += [gap for r in good for gap in r.gaps]
                 prompt_lengths += [r.prompt_tokens for r in good if r.prompt_tokens]
-            results[str(n)] = {"aggregate_tok_s": summary(aggregate), "per_stream_tok_s": summary(per_stream),
-                               "ttft_s": percentiles(ttft), "itl_s": percentiles(itl), "errors": errors,
-                               "engine_overhead_fraction": None,
-                               "prompt_tokens_seen": summary([float(p) for p in prompt_lengths])["median"]}
+            results[str(n)] = {
+                "aggregate_tok_s": summary(aggregate),
+                "per_stream_tok_s": summary(per_stream),
+                "ttft_s": percentiles(ttft),
+                "itl_s": percentiles(itl),
+                "errors": errors,
+                "engine_overhead_fraction": None,
+                "prompt_tokens_seen": summary([float(p) for p in prompt_lengths])["median"],
+            }
             if progress:
                 median = results[str(n)]["aggregate_tok_s"]["median"]
-                progress(f"{name or base} concurrency {n}: "
-                         + (f"{median:.1f} tok/s aggregate" if median is not None else "no request succeeded")
-                         + (f", {errors} errors" if errors else ""))
-        return {"url": base, "model": model, "owned_by": (models.get("data") or [{}])[0].get("owned_by"),
-                "concurrency": results}
+                progress(
+                    f"{name or base} concurrency {n}: "
+                    + (f"{median:.1f} tok/s aggregate" if median is not None else "no request succeeded")
+                    + (f", {errors} errors" if errors else "")
+                )
+        return {
+            "url": base,
+            "model": model,
+            "owned_by": (models.get("data") or [{}])[0].get("owned_by"),
+            "concurrency": results,
+        }
     finally:
         client.close()
 
@@ -179,8 +222,20 @@ async def bench_url(base: str, levels: list[int], prompts, gen_tokens: int, repe
 @contextmanager
 def served(model: str | None, threads: int | None, max_num_seqs: int, extra: tuple[str, ...] = ()):
     """`mistral serve` on a free port in a child process; yields (base URL, process)."""
-    cmd = [sys.executable, "-m", "mistralcli", "serve", "--port", "0", "--quiet", "--max-num-seqs", str(max_num_seqs),
-           *(["--model", model] if model else []), *(["--threads", str(threads)] if threads else []), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mistralcli",
+        "serve",
+        "--port",
+        "0",
+        "--quiet",
+        "--max-num-seqs",
+        str(max_num_seqs),
+        *(["--model", model] if model else []),
+        *(["--threads", str(threads)] if threads else []),
+        *extra,
+    ]
     log = tempfile.TemporaryFile("w+")  # not a pipe: a full pipe would stall the server
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "NO_COLOR": "1"})
     try:

@@ -31,8 +31,15 @@ def main(model: str, threads: int, gen_tokens: int, repetitions: int, lengths: l
     figures = EngineFigures("llama.cpp")
     start = time.perf_counter()
     n_ctx = max(lengths + [DECODE_PROMPT_TOKENS + gen_tokens]) + 16
-    llm = Llama(model_path=model, n_ctx=n_ctx, n_batch=512, n_ubatch=512, n_threads=threads,
-                n_threads_batch=threads, verbose=False)
+    llm = Llama(
+        model_path=model,
+        n_ctx=n_ctx,
+        n_batch=512,
+        n_ubatch=512,
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
     figures.load_s = time.perf_counter() - start
     vocab = llm.n_vocab()
 
@@ -49,7 +56,7 @@ def main(model: str, threads: int, gen_tokens: int, repetitions: int, lengths: l
         llm.eval([token])
         return logits_argmax()
 
-    encode = lambda text: llm.tokenize(text.encode(), add_bos=False, special=False)  # noqa: E731
+    encode = lambda text: llm.tokenize(text.encode(), add_bos=False, special=False)
     run_protocol(figures, encode, prefill, decode, lengths, gen_tokens, repetitions)
     return figures.to_dict()
 

@@ -49,12 +49,24 @@ class ChatTemplate:
         except jinja2.exceptions.TemplateSyntaxError as exc:
             raise ChatTemplateError(f"chat template has a syntax error on line {exc.lineno}: {exc.message}") from None
 
-    def render(self, messages: list[dict], *, add_generation_prompt: bool = True, tools: list[dict] | None = None,
-               documents: list[dict] | None = None, **template_kwargs) -> str:
+    def render(
+        self,
+        messages: list[dict],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict] | None = None,
+        documents: list[dict] | None = None,
+        **template_kwargs,
+    ) -> str:
         """Render a conversation; extra keyword arguments (enable_thinking=...) reach the template."""
         context = {"bos_token": self.bos_token, "eos_token": self.eos_token, **template_kwargs}
         try:
-            return self._template.render(messages=messages, tools=tools, documents=documents,
-                                         add_generation_prompt=add_generation_prompt, **context)
+            return self._template.render(
+                messages=messages,
+                tools=tools,
+                documents=documents,
+                add_generation_prompt=add_generation_prompt,
+                **context,
+            )
         except jinja2.exceptions.TemplateError as exc:
             raise ChatTemplateError(f"chat template error: {exc}") from None

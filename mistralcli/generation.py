@@ -5,7 +5,6 @@ import codecs
 import time
 from dataclasses import dataclass, field
 
-
 from mistralcli.errors import MistralError
 from mistralcli.sampling import SamplingParams
 
@@ -43,8 +42,16 @@ class IncrementalDetokenizer:
         return self._decoder.decode(b"", final=True)
 
 
-def generate(model, tokenizer, prompt_ids: list[int], params: SamplingParams, max_tokens: int,
-             context_length: int, stats: GenerationStats | None = None, engine=None):
+def generate(
+    model,
+    tokenizer,
+    prompt_ids: list[int],
+    params: SamplingParams,
+    max_tokens: int,
+    context_length: int,
+    stats: GenerationStats | None = None,
+    engine=None,
+):
     """Yield text pieces as they are generated; fill `stats` (finish_reason "stop" or "length").
 
     One request through the engine (a private one sized for it, unless `engine` is given)."""
@@ -61,7 +68,9 @@ def generate(model, tokenizer, prompt_ids: list[int], params: SamplingParams, ma
         a = model.args
         tokens = len(prompt_ids) + max_tokens + 16
         per_token = PagedKVCache.bytes_per_block(a.num_hidden_layers, 1, a.num_key_value_heads, a.head_dim)
-        engine = Engine(model, tokenizer, context_length, EngineConfig(max_num_seqs=1, kv_cache_mb=tokens * per_token / 2**20))
+        engine = Engine(
+            model, tokenizer, context_length, EngineConfig(max_num_seqs=1, kv_cache_mb=tokens * per_token / 2**20)
+        )
     stats.prompt_tokens = len(prompt_ids)
     request_id = f"generate-{id(stats)}"
     try:

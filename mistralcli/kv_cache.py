@@ -26,8 +26,9 @@ class KVCache:
     k, v: (layers, capacity, Hkv, D) float32.
     """
 
-    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int = 256,
-                 max_capacity: int | None = None):
+    def __init__(
+        self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int = 256, max_capacity: int | None = None
+    ):
         self.max_capacity = max_capacity
         self.k = lazy_zeros((num_layers, capacity, num_kv_heads, head_dim))
         self.v = lazy_zeros(self.k.shape)
@@ -47,8 +48,17 @@ class KVCache:
         self.lengths[layer] = length
         return self.k[layer, :length], self.v[layer, :length], np.arange(length)
 
-    def attend(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, positions: np.ndarray, scale: float,
-               ops, window: int = 0) -> np.ndarray:
+    def attend(
+        self,
+        layer: int,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        positions: np.ndarray,
+        scale: float,
+        ops,
+        window: int = 0,
+    ) -> np.ndarray:
         """Store k, v (T, Hkv, D) at positions, then attend q (T, H, D) causally over the cache (the last
         `window` positions only, when window > 0): (T, H, D)."""
         keys, values, key_positions = self.update(layer, positions, k, v)

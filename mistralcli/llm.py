@@ -66,15 +66,20 @@ class LLM:
 
         self.loaded = load_model(model, threads=threads)
         self.tokenizer = self.loaded.tokenizer
-        self.engine = Engine(self.loaded.model, self.tokenizer, self.loaded.context_length, EngineConfig(**engine_config))
+        self.engine = Engine(
+            self.loaded.model, self.tokenizer, self.loaded.context_length, EngineConfig(**engine_config)
+        )
         self._ids = itertools.count()
 
     def default_sampling_params(self) -> SamplingParams:
         """The model's recommended sampling settings (from its file), else mistralcli's defaults."""
         return SamplingParams(**self.loaded.sampling_defaults)
 
-    def generate(self, prompts: str | list[str] | list[list[int]],
-                 sampling_params: SamplingParams | list[SamplingParams] | None = None) -> list[RequestOutput]:
+    def generate(
+        self,
+        prompts: str | list[str] | list[list[int]],
+        sampling_params: SamplingParams | list[SamplingParams] | None = None,
+    ) -> list[RequestOutput]:
         """Complete each prompt (text, or a list of token ids) and return one output per prompt, in order.
 
         Args:
@@ -90,15 +95,20 @@ class LLM:
         if len(sampling_params) != len(prompts):
             raise ValueError(f"{len(sampling_params)} sampling params for {len(prompts)} prompts")
         results = []
-        for prompt, params in zip(prompts, sampling_params):
+        for prompt in prompts:
             text = prompt if isinstance(prompt, str) else None
             ids = self.tokenizer.encode(prompt) if text is not None else list(prompt)
             results.append(RequestOutput(f"llm-{next(self._ids)}", text, ids))
         self._run(results, sampling_params)
         return results
 
-    def chat(self, messages: list[dict] | list[list[dict]], sampling_params: SamplingParams | None = None,
-             chat_template_kwargs: dict | None = None, tools: list[dict] | None = None) -> list[RequestOutput]:
+    def chat(
+        self,
+        messages: list[dict] | list[list[dict]],
+        sampling_params: SamplingParams | None = None,
+        chat_template_kwargs: dict | None = None,
+        tools: list[dict] | None = None,
+    ) -> list[RequestOutput]:
         """Answer one conversation (a list of {"role", "content"} messages) or several, through the model's
         chat template; returns one RequestOutput per conversation."""
         if self.loaded.chat_template is None:
@@ -106,8 +116,9 @@ class LLM:
         conversations = [messages] if messages and isinstance(messages[0], dict) else messages
         prompts = []
         for conversation in conversations:
-            text = self.loaded.chat_template.render(conversation, add_generation_prompt=True, tools=tools,
-                                                    **(chat_template_kwargs or {}))
+            text = self.loaded.chat_template.render(
+                conversation, add_generation_prompt=True, tools=tools, **(chat_template_kwargs or {})
+            )
             bos = self.tokenizer.bos_token
             prompts.append(self.tokenizer.encode(text, add_special=not (bos and text.startswith(bos))))
         return self.generate(prompts, sampling_params)
@@ -115,10 +126,11 @@ class LLM:
     def _run(self, results: list[RequestOutput], params: list[SamplingParams]) -> None:
         by_id = {}
         try:
-            for result, p in zip(results, params):
+            for result, p in zip(results, params, strict=True):
                 self.engine.add_request(result.request_id, result.prompt_token_ids, p)
-                result.outputs = [CompletionOutput(i, "", [], None, [] if p.logprobs is not None else None)
-                                  for i in range(p.n)]
+                result.outputs = [
+                    CompletionOutput(i, "", [], None, [] if p.logprobs is not None else None) for i in range(p.n)
+                ]
                 result.finished = False
                 by_id[result.request_id] = result
             while any(not r.finished for r in by_id.values()):

@@ -36,7 +36,7 @@ class SamplingParams:
     dry_multiplier: float = 0.0
     dry_base: float = 1.75
     dry_allowed_length: int = 2
-    dry_sequence_breakers: list[str] = field(default_factory=lambda: ["\n", ":", "\"", "*"])
+    dry_sequence_breakers: list[str] = field(default_factory=lambda: ["\n", ":", '"', "*"])
     dry_penalty_last_n: int = 0  # how far back DRY looks, 0: the whole context
     # what to generate (the engine's side; names as in vLLM's SamplingParams)
     max_tokens: int | None = None  # None: until a stop, or the context is full
@@ -97,8 +97,13 @@ GENERATION_CONFIG_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_
 def recommended_sampling(metadata: dict | None = None, generation_config: dict | None = None) -> dict:
     """The sampling settings a model file recommends, as SamplingParams field values."""
     found = {field: metadata[key] for key, field in GGUF_SAMPLING_KEYS.items() if key in (metadata or {})}
-    found.update({key: generation_config[key] for key in GENERATION_CONFIG_KEYS
-                  if (generation_config or {}).get(key) is not None})
+    found.update(
+        {
+            key: generation_config[key]
+            for key in GENERATION_CONFIG_KEYS
+            if (generation_config or {}).get(key) is not None
+        }
+    )
     return found
 
 
@@ -124,9 +129,20 @@ class Sampler:
         """logits (V,) float32; history_ids: the tokens so far (prompt and output)."""
         p = self.params
         logits = process_logits(np.asarray(logits, dtype=np.float32), history_ids, p, self.dry_breakers)
-        recent = np.asarray(history_ids[-p.penalty_last_n:] if p.penalty_last_n else [], dtype=np.int64)
-        return _sampler.sample(logits, recent, p.temperature, p.top_k, p.top_p, p.min_p, p.repetition_penalty,
-                               p.presence_penalty, p.frequency_penalty, self.rng, p.typical_p)
+        recent = np.asarray(history_ids[-p.penalty_last_n :] if p.penalty_last_n else [], dtype=np.int64)
+        return _sampler.sample(
+            logits,
+            recent,
+            p.temperature,
+            p.top_k,
+            p.top_p,
+            p.min_p,
+            p.repetition_penalty,
+            p.presence_penalty,
+            p.frequency_penalty,
+            self.rng,
+            p.typical_p,
+        )
 
 
 def process_logits(logits: np.ndarray, history_ids, p: SamplingParams, dry_breakers: np.ndarray | None) -> np.ndarray:
@@ -146,7 +162,9 @@ def process_logits(logits: np.ndarray, history_ids, p: SamplingParams, dry_break
     if p.banned_token_ids:
         out[[t for t in p.banned_token_ids if 0 <= t < vocab]] = -np.inf
     if p.dry_multiplier > 0 and len(history_ids) > 1:
-        history = np.asarray(history_ids[-p.dry_penalty_last_n:] if p.dry_penalty_last_n else history_ids, dtype=np.int64)
+        history = np.asarray(
+            history_ids[-p.dry_penalty_last_n :] if p.dry_penalty_last_n else history_ids, dtype=np.int64
+        )
         breakers = dry_breakers if dry_breakers is not None else np.zeros(vocab, dtype=np.uint8)
         penalties = np.zeros(vocab, dtype=np.float64)
         _sampler.dry_penalties(history, p.dry_multiplier, p.dry_base, p.dry_allowed_length, breakers, penalties)
@@ -190,8 +208,19 @@ def _splitmix64_uniform(state: np.ndarray) -> float:
     return (z >> 11) * (1.0 / 9007199254740992.0)
 
 
-def sample_reference(logits, history_ids, temperature, top_k, top_p, min_p, repetition_penalty,
-                     presence_penalty, frequency_penalty, rng_state, typical_p=1.0) -> int:
+def sample_reference(
+    logits,
+    history_ids,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    repetition_penalty,
+    presence_penalty,
+    frequency_penalty,
+    rng_state,
+    typical_p=1.0,
+) -> int:
     """NumPy reference of `_ext.sampler.sample` (same arguments, same result)."""
     work = np.asarray(logits, dtype=np.float64).copy()
     history = np.asarray(history_ids, dtype=np.int64)

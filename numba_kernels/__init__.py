@@ -14,7 +14,6 @@ if "NUMBA_CACHE_DIR" not in os.environ:
         config.reload_config()
 
 
-
 def call_noting_compilation(kernel, *args):
     """kernel(*args); when Numba had to compile it (a cold cache: the first run after installing),
     say so on stderr with the time it took. Later runs load it from the cache silently."""
@@ -24,6 +23,9 @@ def call_noting_compilation(kernel, *args):
     result = kernel(*args)
     stats = getattr(kernel, "stats", None)
     if stats is not None and sum(stats.cache_misses.values()):
-        print(f"compiled Numba kernel {kernel.__name__} in {time.perf_counter() - start:.1f} s "
-              f"(cached in {numba_cache_dir()})", file=sys.stderr)
+        print(
+            f"compiled Numba kernel {kernel.__name__} in {time.perf_counter() - start:.1f} s "
+            f"(cached in {numba_cache_dir()})",
+            file=sys.stderr,
+        )
     return result

@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from model_fetcher import FetchError, fetch  # noqa: E402
+from model_fetcher import FetchError, fetch
 
 _fetched: dict[str, Path | str] = {}
 
@@ -43,4 +43,3 @@ def smollm2(smollm2_path):
     from mistralcli.loading.loader import load_model
 
     return load_model(str(smollm2_path))
-

@@ -5,9 +5,21 @@ from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as QT
 
 # Byte offsets of the fp16 fields in each block: random bytes there could be inf or NaN.
-FP16_FIELDS = {QT.Q4_0: [0], QT.Q4_1: [0, 2], QT.Q5_0: [0], QT.Q5_1: [0, 2], QT.Q8_0: [0],
-               QT.Q4_K: [0, 2], QT.Q5_K: [0, 2], QT.Q6_K: [208], QT.Q2_K: [80, 82], QT.Q3_K: [108],
-               QT.IQ4_NL: [0], QT.IQ4_XS: [0], QT.Q8_K: []}
+FP16_FIELDS = {
+    QT.Q4_0: [0],
+    QT.Q4_1: [0, 2],
+    QT.Q5_0: [0],
+    QT.Q5_1: [0, 2],
+    QT.Q8_0: [0],
+    QT.Q4_K: [0, 2],
+    QT.Q5_K: [0, 2],
+    QT.Q6_K: [208],
+    QT.Q2_K: [80, 82],
+    QT.Q3_K: [108],
+    QT.IQ4_NL: [0],
+    QT.IQ4_XS: [0],
+    QT.Q8_K: [],
+}
 FP32_FIELDS = {QT.Q8_K: [0]}
 
 

@@ -9,41 +9,76 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_models import hf_logits, saved_checkpoint  # noqa: E402
+from tiny_models import hf_logits, saved_checkpoint
 
-from mistralcli.engine.paged_cache import PagedKVCache  # noqa: E402
-from mistralcli.kv_cache import KVCache  # noqa: E402
-from mistralcli.loading import safetensors_dir  # noqa: E402
-from mistralcli.models import HF_MODEL_TYPES, get_architecture  # noqa: E402
-from mistralcli.models.moe import MoEModel  # noqa: E402
-from mistralcli.ops import get_ops  # noqa: E402
+from mistralcli.engine.paged_cache import PagedKVCache
+from mistralcli.kv_cache import KVCache
+from mistralcli.loading import safetensors_dir
+from mistralcli.models import HF_MODEL_TYPES, get_architecture
+from mistralcli.models.moe import MoEModel
+from mistralcli.ops import get_ops
 
 TOLERANCE = 1e-4
-GEMMA = dict(num_hidden_layers=7, num_key_value_heads=1, head_dim=32, sliding_window=4, query_pre_attn_scalar=24,
-             tie_word_embeddings=True)
+GEMMA = dict(
+    num_hidden_layers=7,
+    num_key_value_heads=1,
+    head_dim=32,
+    sliding_window=4,
+    query_pre_attn_scalar=24,
+    tie_word_embeddings=True,
+)
 CONFIGS = {
     "qwen2-tied": ("qwen2", dict(tie_word_embeddings=True)),
     "qwen2-untied": ("qwen2", dict(num_key_value_heads=1)),
     "qwen2-window": ("qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=1)),
     "mistral-window": ("mistral", dict(sliding_window=4)),
     "gemma3": ("gemma3", GEMMA),
-    "gemma3-mha": ("gemma3", dict(GEMMA, num_key_value_heads=4, head_dim=16, sliding_window=6,
-                                  rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
-                                                   "full_attention": {"rope_type": "default", "rope_theta": 5e4}})),
+    "gemma3-mha": (
+        "gemma3",
+        dict(
+            GEMMA,
+            num_key_value_heads=4,
+            head_dim=16,
+            sliding_window=6,
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 5e4},
+            },
+        ),
+    ),
 }
 MOE = dict(num_experts_per_tok=2, router_jitter_noise=0.0)
 CONFIGS |= {
     "mixtral": ("mixtral", dict(MOE, num_local_experts=4, sliding_window=None)),
     "mixtral-window": ("mixtral", dict(MOE, num_local_experts=3, num_experts_per_tok=1, sliding_window=5)),
-    "qwen2-moe": ("qwen2_moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48,
-                                    shared_expert_intermediate_size=80, num_hidden_layers=3, mlp_only_layers=[1])),
-    "qwen2-moe-normalized": ("qwen2_moe", dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=32,
-                                               shared_expert_intermediate_size=64, norm_topk_prob=True)),
+    "qwen2-moe": (
+        "qwen2_moe",
+        dict(
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=48,
+            shared_expert_intermediate_size=80,
+            num_hidden_layers=3,
+            mlp_only_layers=[1],
+        ),
+    ),
+    "qwen2-moe-normalized": (
+        "qwen2_moe",
+        dict(
+            num_experts=6,
+            num_experts_per_tok=3,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=64,
+            norm_topk_prob=True,
+        ),
+    ),
 }
 CONFIGS |= {
     "phi3": ("phi3", dict(pad_token_id=0, eos_token_id=1, bos_token_id=2)),
-    "phi3-window": ("phi3", dict(pad_token_id=0, eos_token_id=1, bos_token_id=2, sliding_window=5,
-                                 num_key_value_heads=4)),
+    "phi3-window": (
+        "phi3",
+        dict(pad_token_id=0, eos_token_id=1, bos_token_id=2, sliding_window=5, num_key_value_heads=4),
+    ),
 }
 TOKENS = np.array([5, 17, 300, 2, 99, 99, 451, 0, 12, 200, 7, 64, 3, 3, 480, 31])
 
@@ -57,8 +92,9 @@ def ours(directory, backend):
     """Our model from the checkpoint directory, as the loader builds it (no tokenizer here)."""
     config = safetensors_dir.read_config(directory)
     cls = get_architecture(HF_MODEL_TYPES[config["model_type"]])
-    return cls(cls.args_class.from_dict(config), safetensors_dir.load_weights(directory, cls.hf_names),
-               get_ops(backend))
+    return cls(
+        cls.args_class.from_dict(config), safetensors_dir.load_weights(directory, cls.hf_names), get_ops(backend)
+    )
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
@@ -91,8 +127,9 @@ def test_paged_prefill_and_fused_decode_match_transformers(checkpoint):
     hf, directory = checkpoint
     model = ours(directory, "cpu")
     a = model.args
-    cache = PagedKVCache(a.num_hidden_layers, num_blocks=12, block_size=4, num_kv_heads=a.num_key_value_heads,
-                         head_dim=a.head_dim)
+    cache = PagedKVCache(
+        a.num_hidden_layers, num_blocks=12, block_size=4, num_kv_heads=a.num_key_value_heads, head_dim=a.head_dim
+    )
     table = [7, 2, 9, 0, 5, 11]  # out of order, as the block manager hands them out
     view = cache.view(table)
     expected = hf_logits(hf, TOKENS)
@@ -105,8 +142,9 @@ def test_paged_prefill_and_fused_decode_match_transformers(checkpoint):
             rows.append(model.forward(TOKENS[pos : pos + 1], np.array([pos]), view)[-1])
             continue
         logits = np.empty((1, model.output.shape[0]), np.float32)
-        model.fused_decoder.step.decode(np.array([TOKENS[pos]]), np.array([pos]), block_tables, cache.k, cache.v,
-                                        logits)
+        model.fused_decoder.step.decode(
+            np.array([TOKENS[pos]]), np.array([pos]), block_tables, cache.k, cache.v, logits
+        )
         rows.append(logits[0])
     assert (model.fused_decoder is None) == isinstance(model, MoEModel)
     np.testing.assert_allclose(np.stack(rows), expected, rtol=0, atol=TOLERANCE)
@@ -158,14 +196,21 @@ def test_mixtral_gguf_with_quantized_experts(tmp_path, smollm2_path, backend, to
     in float (the reference), to 1e-3 through the CPU's block products, whose activations are rounded
     to int16 per block of 32."""
     from gguf import GGMLQuantizationType
+    from tiny_models import make_hf_model, requantize_experts, write_gguf
 
     from mistralcli.loading.gguf_file import open_gguf
     from mistralcli.loading.loader import load_model
-    from tiny_models import make_hf_model, requantize_experts, write_gguf
 
     vocab = open_gguf(smollm2_path).metadata
-    hf = make_hf_model("mixtral", vocab_size=len(vocab["tokenizer.ggml.tokens"]), hidden_size=64, intermediate_size=64,
-                       num_local_experts=4, num_experts_per_tok=2, router_jitter_noise=0.0)
+    hf = make_hf_model(
+        "mixtral",
+        vocab_size=len(vocab["tokenizer.ggml.tokens"]),
+        hidden_size=64,
+        intermediate_size=64,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        router_jitter_noise=0.0,
+    )
     path = tmp_path / "tiny-mixtral.gguf"
     write_gguf(path, hf, vocab, expert_type=GGMLQuantizationType.Q8_0)
     requantize_experts(hf, GGMLQuantizationType.Q8_0)

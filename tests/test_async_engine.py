@@ -70,14 +70,17 @@ def test_leaving_early_cancels_and_frees_blocks(lm):
         engine = new_engine(lm)
         front = AsyncEngine(engine)
         try:
-            _, stream = front.add_request(lm.tokenizer.encode("Tell me a long story."),
-                                          SamplingParams(temperature=0, ignore_eos=True, max_tokens=500))
+            _, stream = front.add_request(
+                lm.tokenizer.encode("Tell me a long story."),
+                SamplingParams(temperature=0, ignore_eos=True, max_tokens=500),
+            )
             async for out in stream:
                 if out.num_output_tokens >= 3:
                     break
             await stream.aclose()
-            await wait_for(lambda: engine.blocks.num_free_blocks == engine.blocks.num_blocks
-                           and not engine.has_unfinished())
+            await wait_for(
+                lambda: engine.blocks.num_free_blocks == engine.blocks.num_blocks and not engine.has_unfinished()
+            )
             assert front.num_streams == 0
             rid, stream = front.add_request([1, 2, 3], GREEDY)  # still serving
             front.cancel(rid)

@@ -16,15 +16,34 @@ FIGURES = {"aggregate_tok_s", "per_stream_tok_s", "ttft_s", "itl_s", "errors", "
 
 def test_bench_serve_and_url_give_the_offline_schema(smollm2_path):
     with served(str(smollm2_path), 2, 4) as (url, _):
-        result = mistral("bench", "--model", str(smollm2_path), "--serve", "--url", f"other={url}/v1", "-c", "1,2",
-                         "-p", "16", "-n", "6", "-r", "1", "--threads", "2", "--json")
+        result = mistral(
+            "bench",
+            "--model",
+            str(smollm2_path),
+            "--serve",
+            "--url",
+            f"other={url}/v1",
+            "-c",
+            "1,2",
+            "-p",
+            "16",
+            "-n",
+            "6",
+            "-r",
+            "1",
+            "--threads",
+            "2",
+            "--json",
+        )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["mode"] == "http" and list(report["engines"]) == ["mistralcli", "other"]
-    offline = json.loads(mistral("bench", "--model", str(smollm2_path), "-c", "1", "-p", "8", "-n", "3", "-r", "1",
-                                 "--json").stdout)
+    offline = json.loads(
+        mistral("bench", "--model", str(smollm2_path), "-c", "1", "-p", "8", "-n", "3", "-r", "1", "--json").stdout
+    )
     assert set(offline["engines"]["mistralcli"]["concurrency"]["1"]) <= set(
-        report["engines"]["mistralcli"]["concurrency"]["1"])
+        report["engines"]["mistralcli"]["concurrency"]["1"]
+    )
     for engine in report["engines"].values():
         assert engine["model"] == smollm2_path.stem and engine["url"].startswith("http://")
         for level, figures in engine["concurrency"].items():
@@ -45,10 +64,31 @@ def test_bench_http_usage_errors():
 
 
 def test_load_test_script_passes_on_a_short_run(smollm2_path):
-    proc = subprocess.run([sys.executable, "-m", "mistralcli.server.loadtest", "--model", str(smollm2_path),
-                           "--clients", "12", "--duration", "6", "--disconnect", "0.3", "--max-num-seqs", "8",
-                           "--threads", "2", "--json", "--health-p99-ms", "1000"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mistralcli.server.loadtest",
+            "--model",
+            str(smollm2_path),
+            "--clients",
+            "12",
+            "--duration",
+            "6",
+            "--disconnect",
+            "0.3",
+            "--max-num-seqs",
+            "8",
+            "--threads",
+            "2",
+            "--json",
+            "--health-p99-ms",
+            "1000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     report = json.loads(proc.stdout)
     assert proc.returncode == 0 and report["passed"], report
     assert report["completed"] > 0 and report["disconnected"] > 0

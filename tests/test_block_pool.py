@@ -10,8 +10,13 @@ from mistralcli.engine.block_pool_reference import BlockPoolReference
 
 
 def state(pool):
-    return (pool.num_free, pool.num_cached, pool.num_evictions,
-            [pool.ref_count(b) for b in range(pool.num_blocks)], [pool.block_hash(b) for b in range(pool.num_blocks)])
+    return (
+        pool.num_free,
+        pool.num_cached,
+        pool.num_evictions,
+        [pool.ref_count(b) for b in range(pool.num_blocks)],
+        [pool.block_hash(b) for b in range(pool.num_blocks)],
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -25,8 +25,16 @@ MESSAGES = [
     {"role": "assistant", "content": "Paris."},
     {"role": "user", "content": "Et de l'Allemagne ?"},
 ]
-TOOLS = [{"type": "function", "function": {"name": "météo", "description": "Le temps qu'il fait",
-                                           "parameters": {"type": "object", "properties": {"ville": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "météo",
+            "description": "Le temps qu'il fait",
+            "parameters": {"type": "object", "properties": {"ville": {"type": "string"}}},
+        },
+    }
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +42,22 @@ def hf_tokenizer():
     transformers = pytest.importorskip("transformers")
     from tokenizers import Tokenizer, models
 
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()), bos_token="<s>", eos_token="</s>")
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.BPE()), bos_token="<s>", eos_token="</s>"
+    )
     tok.chat_template = TEMPLATE
     return tok
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(add_generation_prompt=True),
-    dict(add_generation_prompt=False),
-    dict(add_generation_prompt=True, tools=TOOLS),
-    dict(add_generation_prompt=True, enable_thinking=False),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(add_generation_prompt=True),
+        dict(add_generation_prompt=False),
+        dict(add_generation_prompt=True, tools=TOOLS),
+        dict(add_generation_prompt=True, enable_thinking=False),
+    ],
+)
 def test_renders_like_transformers(hf_tokenizer, kwargs):
     ours = ChatTemplate(TEMPLATE, "<s>", "</s>").render(MESSAGES, **kwargs)
     theirs = hf_tokenizer.apply_chat_template(MESSAGES, tokenize=False, **kwargs)

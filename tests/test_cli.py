@@ -141,7 +141,9 @@ def test_closed_pipe_is_not_an_error(smollm2_path):
 
 
 def test_bench_json(smollm2_path):
-    result = mistral("bench", "--model", str(smollm2_path), "-p", "8,16", "-n", "4", "-r", "2", "--json", "--threads", "1")
+    result = mistral(
+        "bench", "--model", str(smollm2_path), "-p", "8,16", "-n", "4", "-r", "2", "--json", "--threads", "1"
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     ours = out["engines"]["mistralcli"]
@@ -169,7 +171,6 @@ def test_bench_concurrency_json(smollm2_path):
     assert_clean_error(mistral("bench", "-c", "2", "--compare", "llama-cpp"), 2, "not with --concurrency")
 
 
-
 def test_bench_compare_llama_cpp(smollm2_path):
     import importlib.util
 
@@ -187,13 +188,38 @@ def test_bench_compare_llama_cpp(smollm2_path):
 
 
 def test_run_stop_strings_and_dry(smollm2_path):
-    counting = mistral("run", "--raw", "1, 2, 3, 4,", "--model", str(smollm2_path), "--temperature", "0", "-n", "30",
-                       "--stop", " 9", "--stop", "never", "--json")
+    counting = mistral(
+        "run",
+        "--raw",
+        "1, 2, 3, 4,",
+        "--model",
+        str(smollm2_path),
+        "--temperature",
+        "0",
+        "-n",
+        "30",
+        "--stop",
+        " 9",
+        "--stop",
+        "never",
+        "--json",
+    )
     assert counting.returncode == 0, counting.stderr
     out = json.loads(counting.stdout)
     assert out["text"] == " 5, 6, 7, 8," and out["finish_reason"] == "stop"
-    loop = ("run", "--raw", "1, 2, 3, 1, 2, 3, 1, 2, 3,", "--model", str(smollm2_path), "--temperature", "0", "-n", "10",
-            "--ignore-eos", "--json")
+    loop = (
+        "run",
+        "--raw",
+        "1, 2, 3, 1, 2, 3, 1, 2, 3,",
+        "--model",
+        str(smollm2_path),
+        "--temperature",
+        "0",
+        "-n",
+        "10",
+        "--ignore-eos",
+        "--json",
+    )
     plain, dry = mistral(*loop), mistral(*loop, "--dry-multiplier", "0.8")
     assert json.loads(plain.stdout)["text"].startswith(" 1, 2, 3")
     assert not json.loads(dry.stdout)["text"].startswith(" 1, 2, 3")

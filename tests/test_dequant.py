@@ -4,16 +4,17 @@ leaves out, against our NumPy reference (quant_tensor.dequantize_q8_k), itself c
 
 import numpy as np
 import pytest
-from gguf import GGML_QUANT_SIZES
+from gguf import GGML_QUANT_SIZES, quants
 from gguf import GGMLQuantizationType as QT
-from gguf import quants
+from quant_blocks import random_blocks
 
 from mistralcli._ext import qmatmul
 from mistralcli.loading.gguf_file import open_gguf
 from mistralcli.loading.quant_tensor import dequantize_blocks
-from quant_blocks import random_blocks  # noqa: E402
 
 TYPES = [QT(t) for t in qmatmul.DEQUANT_TYPES]
+
+
 def c_dequantize(data, qtype, cols, threads=2):
     out = np.empty((data.shape[0], cols), np.float32)
     qmatmul.dequantize(out, data, int(qtype), 0, threads)
@@ -35,7 +36,9 @@ def test_q8_k_reference_follows_the_block_layout():
     d = np.array([0.5, -0.03125], np.float32)
     qs = rng.integers(-128, 128, (2, 256)).astype(np.int8)
     bsums = qs.reshape(2, 16, 16).sum(-1).astype(np.int16)
-    data = np.concatenate([d.view(np.uint8).reshape(2, 4), qs.view(np.uint8), bsums.view(np.uint8).reshape(2, 32)], axis=1)
+    data = np.concatenate(
+        [d.view(np.uint8).reshape(2, 4), qs.view(np.uint8), bsums.view(np.uint8).reshape(2, 32)], axis=1
+    )
     assert data.shape == (2, GGML_QUANT_SIZES[QT.Q8_K][1])
     np.testing.assert_array_equal(dequantize_blocks(data, QT.Q8_K), d[:, None] * qs.astype(np.float32))
     np.testing.assert_array_equal(dequantize_blocks(data.reshape(1, -1), QT.Q8_K), (d[:, None] * qs).reshape(1, -1))
@@ -60,6 +63,8 @@ def test_every_tensor_of_the_test_models(model_id):
             continue
         rows = tensor.data.reshape(-1, tensor.data.shape[-1])[:4096]  # the first rows of big matrices
         expected = dequantize_blocks(rows, tensor.ggml_type)
-        assert c_dequantize(np.ascontiguousarray(rows), tensor.ggml_type, tensor.shape[-1]).tobytes() == expected.tobytes(), tensor.name
+        assert (
+            c_dequantize(np.ascontiguousarray(rows), tensor.ggml_type, tensor.shape[-1]).tobytes() == expected.tobytes()
+        ), tensor.name
         checked += 1
     assert checked > 0

@@ -190,8 +190,7 @@ def test_min_tokens_logprobs_and_length(lm):
     eng = engine(lm, kv_cache_mb=16)
     ids = lm.tokenizer.encode("The capital of France is")
     eos = sorted(lm.tokenizer.eog_token_ids)
-    eng.add_request("a", ids, SamplingParams(temperature=0, min_tokens=6, max_tokens=6, logprobs=3,
-                                             stop_token_ids=eos))
+    eng.add_request("a", ids, SamplingParams(temperature=0, min_tokens=6, max_tokens=6, logprobs=3, stop_token_ids=eos))
     logprobs = []
     while eng.has_unfinished():
         for out in eng.step():

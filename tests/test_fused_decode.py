@@ -3,15 +3,14 @@ reference, on the SIMD path this CPU has and on the portable path (MISTRALCLI_NO
 
 import numpy as np
 import pytest
-from gguf import GGML_QUANT_SIZES
+from gguf import GGML_QUANT_SIZES, quants
 from gguf import GGMLQuantizationType as QT
-from gguf import quants
 
 from mistralcli._ext import qmatmul
-from mistralcli.ops.cpu import decode_step
 from mistralcli.kv_cache import KVCache
 from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.ops import get_ops
+from mistralcli.ops.cpu import decode_step
 
 # portable, AVX2 and the best this CPU has (AVX-512 VNNI where present)
 LEVELS = sorted({0, qmatmul.SIMD_LEVEL} | ({2} if qmatmul.SIMD_LEVEL >= 2 else set()))
@@ -84,8 +83,9 @@ def test_float_weight_products(qtype, level):
     """Float weights multiply float activations: within float32 rounding (1e-5 of the scale)."""
     rng = np.random.default_rng(5)
     dense = rng.standard_normal((33, 200)).astype(np.float32)
-    raw = {QT.F32: dense, QT.F16: dense.astype(np.float16),
-           QT.BF16: (dense.view(np.uint32) >> 16).astype(np.uint16)}[qtype]
+    raw = {QT.F32: dense, QT.F16: dense.astype(np.float16), QT.BF16: (dense.view(np.uint32) >> 16).astype(np.uint16)}[
+        qtype
+    ]
     weights = QuantTensor("w", qtype, dense.shape, raw).dequantize()
     x = rng.standard_normal((2, 200)).astype(np.float32)
     out = np.empty((2, 33), np.float32)
@@ -183,8 +183,14 @@ def test_batched_paged_decode_is_the_same_bits_as_alone(smollm2):
     for p in range(max(lengths)):
         seqs = [s for s in range(4) if p < lengths[s]]
         logits = np.empty((len(seqs), vocab), np.float32)
-        step.decode(np.array([prompts[s][p] for s in seqs]), np.full(len(seqs), p), np.ascontiguousarray(tables[seqs]),
-                    batch_k, batch_v, logits)
+        step.decode(
+            np.array([prompts[s][p] for s in seqs]),
+            np.full(len(seqs), p),
+            np.ascontiguousarray(tables[seqs]),
+            batch_k,
+            batch_v,
+            logits,
+        )
         for i, s in enumerate(seqs):
             assert logits[i].tobytes() == alone[s, p].tobytes(), (s, p)
     assert batch_k.tobytes() == alone_k.tobytes() and batch_v.tobytes() == alone_v.tobytes()
@@ -203,6 +209,7 @@ def test_decode_rejects_what_does_not_fit(smollm2):
         step.decode(np.array([1]), np.array([5]), np.array([[0, 2]], np.int32), k, v, logits)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         step.decode(np.array([10**6]), np.array([0]), np.zeros((1, 2), np.int32), k, v, logits)
+
 
 ROW_TYPES = [QT.Q4_0, QT.Q4_1, QT.Q8_0]
 
@@ -238,5 +245,5 @@ def test_vector_quantization_equals_the_portable_loop():
     x[2, :32] = 0.0
     x[3, 32:64] = -7.25
     fast, portable = qmatmul.quantize_x16(x), qmatmul.quantize_x16(x, portable=True)
-    for a, b in zip(fast, portable):
+    for a, b in zip(fast, portable, strict=True):
         assert a.tobytes() == b.tobytes()

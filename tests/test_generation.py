@@ -26,8 +26,17 @@ def test_incremental_detokenizer_keeps_characters_whole(smollm2):
 
 def test_stops_at_end_of_turn(smollm2):
     stats = GenerationStats()
-    text = "".join(generate(smollm2.model, smollm2.tokenizer, chat(smollm2, "What is the capital of France?"),
-                            GREEDY, 200, smollm2.context_length, stats))
+    text = "".join(
+        generate(
+            smollm2.model,
+            smollm2.tokenizer,
+            chat(smollm2, "What is the capital of France?"),
+            GREEDY,
+            200,
+            smollm2.context_length,
+            stats,
+        )
+    )
     assert "Paris" in text and stats.finish_reason == "stop"
     assert stats.completion_tokens == len(stats.token_ids) < 200
     assert not set(stats.token_ids) & smollm2.tokenizer.eog_token_ids
@@ -51,7 +60,9 @@ def test_max_tokens_and_context_limits(smollm2):
 def test_seeded_sampling_is_reproducible(smollm2):
     ids = chat(smollm2, "Tell me a joke.")
     params = SamplingParams(temperature=1.2, top_k=0, top_p=1.0, min_p=0.0, seed=99)
-    runs = ["".join(generate(smollm2.model, smollm2.tokenizer, ids, params, 12, smollm2.context_length)) for _ in range(2)]
+    runs = [
+        "".join(generate(smollm2.model, smollm2.tokenizer, ids, params, 12, smollm2.context_length)) for _ in range(2)
+    ]
     assert runs[0] == runs[1]
 
 
@@ -63,7 +74,9 @@ def test_prefill_then_decode_equals_one_prefill(smollm2):
     model = smollm2.model
     a = model.args
     ids = np.array(chat(smollm2, "Hi there"))
-    full = model.forward(ids, np.arange(len(ids)), KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim), all_logits=True)
+    full = model.forward(
+        ids, np.arange(len(ids)), KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim), all_logits=True
+    )
     cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, capacity=2)
     model.forward(ids[:-1], np.arange(len(ids) - 1), cache)
     last = model.forward(ids[-1:], np.array([len(ids) - 1]), cache)

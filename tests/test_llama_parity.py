@@ -7,16 +7,22 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_models import hf_logits, make_hf_model, saved_checkpoint, write_gguf  # noqa: E402
+from tiny_models import hf_logits, make_hf_model, saved_checkpoint, write_gguf
 
-from mistralcli.kv_cache import KVCache  # noqa: E402
-from mistralcli.loading import safetensors_dir  # noqa: E402
-from mistralcli.models.llama import LlamaArgs, LlamaModel  # noqa: E402
-from mistralcli.ops import get_ops  # noqa: E402
+from mistralcli.kv_cache import KVCache
+from mistralcli.loading import safetensors_dir
+from mistralcli.models.llama import LlamaArgs, LlamaModel
+from mistralcli.ops import get_ops
 
 TOLERANCE = 1e-4
-LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 32, "rope_theta": 500000.0}
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 32,
+    "rope_theta": 500000.0,
+}
 CONFIGS = {
     "llama-gqa": ("llama", {}),
     "llama-mha-tied": ("llama", dict(num_key_value_heads=4, tie_word_embeddings=True)),

@@ -29,16 +29,18 @@ def test_generate_returns_one_output_per_prompt_in_order(llm):
 
 
 def test_chat_applies_the_template(llm):
-    [out] = llm.chat([{"role": "user", "content": "What is the capital of France?"}],
-                     SamplingParams(temperature=0, max_tokens=16))
+    [out] = llm.chat(
+        [{"role": "user", "content": "What is the capital of France?"}], SamplingParams(temperature=0, max_tokens=16)
+    )
     assert "Paris" in out.outputs[0].text
     assert out.prompt_token_ids[0] == llm.tokenizer.encode("<|im_start|>", add_special=False)[0]
 
 
 def test_token_ids_and_per_prompt_params(llm):
     ids = llm.tokenizer.encode("1, 2, 3,")
-    short, longer = llm.generate([ids, ids], [SamplingParams(temperature=0, max_tokens=2),
-                                              SamplingParams(temperature=0, max_tokens=5)])
+    short, longer = llm.generate(
+        [ids, ids], [SamplingParams(temperature=0, max_tokens=2), SamplingParams(temperature=0, max_tokens=5)]
+    )
     assert len(short.outputs[0].token_ids) == 2 and len(longer.outputs[0].token_ids) == 5
     assert longer.outputs[0].token_ids[:2] == short.outputs[0].token_ids
     with pytest.raises(ValueError, match="2 sampling params for 1 prompts"):
@@ -46,7 +48,9 @@ def test_token_ids_and_per_prompt_params(llm):
 
 
 def test_n_choices_come_back_by_index(llm):
-    [out] = llm.generate("Once upon a time", SamplingParams(temperature=1.0, seed=3, n=2, max_tokens=6, ignore_eos=True))
+    [out] = llm.generate(
+        "Once upon a time", SamplingParams(temperature=1.0, seed=3, n=2, max_tokens=6, ignore_eos=True)
+    )
     assert [c.index for c in out.outputs] == [0, 1]
     assert all(len(c.token_ids) == 6 and c.finish_reason == "length" for c in out.outputs)
     assert out.usage.completion_tokens == 12

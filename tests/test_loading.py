@@ -71,7 +71,9 @@ def test_sharded_safetensors_directory(tiny_dir):
     ids = loaded.tokenizer.encode("Hello world!")
     assert ids == [19556, 905, 17]
     np.testing.assert_allclose(_logits(loaded, ids), hf_logits(hf, ids), rtol=0, atol=1e-4)
-    assert loaded.chat_template is not None and "<|im_start|>" in loaded.chat_template.render([{"role": "user", "content": "x"}])
+    assert loaded.chat_template is not None and "<|im_start|>" in loaded.chat_template.render(
+        [{"role": "user", "content": "x"}]
+    )
 
 
 def test_bf16_safetensors(tmp_path, smollm2_path):

@@ -20,8 +20,10 @@ def test_bandwidth_probe_sums_every_chunk():
 def test_first_run_notes_compilation_and_the_next_loads_from_the_cache(tmp_path):
     env = {**os.environ, "MISTRALCLI_CACHE": str(tmp_path)}
     env.pop("NUMBA_CACHE_DIR", None)
-    runs = [subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
-            for _ in range(2)]
+    runs = [
+        subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
+        for _ in range(2)
+    ]
     assert [run.stdout.strip() for run in runs] == ["True", "True"]
     assert "compiled Numba kernel sum_chunks" in runs[0].stderr and str(tmp_path) in runs[0].stderr
     assert "compiled" not in runs[1].stderr

@@ -3,14 +3,13 @@ float32 rounding (tolerance: 1e-4 relative to the output scale)."""
 
 import numpy as np
 import pytest
-from gguf import GGML_QUANT_SIZES
+from gguf import GGML_QUANT_SIZES, quants
 from gguf import GGMLQuantizationType as QT
-from gguf import quants
+from quant_blocks import random_blocks
 
 from mistralcli.loading.gguf_file import open_gguf
 from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.ops import get_ops
-from quant_blocks import random_blocks  # noqa: E402
 
 FUSED = [QT.Q4_0, QT.Q4_1, QT.Q8_0]
 
@@ -57,8 +56,24 @@ def test_matmul_matches_reference(ops, qtype, num_tokens):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
 
 
-GEMM_TYPES = [QT.F32, QT.F16, QT.BF16, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0, QT.Q2_K, QT.Q3_K, QT.Q4_K,
-              QT.Q5_K, QT.Q6_K, QT.Q8_K, QT.IQ4_NL, QT.IQ4_XS]
+GEMM_TYPES = [
+    QT.F32,
+    QT.F16,
+    QT.BF16,
+    QT.Q4_0,
+    QT.Q4_1,
+    QT.Q5_0,
+    QT.Q5_1,
+    QT.Q8_0,
+    QT.Q2_K,
+    QT.Q3_K,
+    QT.Q4_K,
+    QT.Q5_K,
+    QT.Q6_K,
+    QT.Q8_K,
+    QT.IQ4_NL,
+    QT.IQ4_XS,
+]
 
 
 @pytest.mark.parametrize("qtype", GEMM_TYPES)
@@ -148,8 +163,9 @@ def test_causal_attention_matches_reference(ops, num_heads, num_kv_heads, past):
     np.testing.assert_allclose(portable, expected, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("num_heads,num_kv_heads,past,num_tokens", [(9, 3, 0, 130), (4, 4, 37, 64), (8, 1, 5, 16),
-                                                                    (2, 2, 0, 1)])
+@pytest.mark.parametrize(
+    "num_heads,num_kv_heads,past,num_tokens", [(9, 3, 0, 130), (4, 4, 37, 64), (8, 1, 5, 16), (2, 2, 0, 1)]
+)
 @pytest.mark.parametrize("level", [0, 2])
 def test_attention_gemm_path_matches_reference(ops, num_heads, num_kv_heads, past, num_tokens, level):
     """Blocks of 64 queries, keys cut at the last visible one, softmax in C (portable and AVX2): 1e-5."""
@@ -199,7 +215,9 @@ def test_elementwise_kernels_match_reference(ops, interleaved):
     q = rng.standard_normal((5, 3, 32)).astype(np.float32)
     angles = rng.uniform(-10, 10, (5, 16))
     cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
-    np.testing.assert_allclose(cpu.rope(q, cos, sin, interleaved), ref.rope(q, cos, sin, interleaved), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        cpu.rope(q, cos, sin, interleaved), ref.rope(q, cos, sin, interleaved), rtol=0, atol=1e-5
+    )
     gate, up = x[:, :48].copy(), x[:, 48:].copy()
     np.testing.assert_allclose(cpu.swiglu(gate, up), ref.swiglu(gate, up), rtol=1e-5, atol=1e-5)
 

@@ -18,8 +18,9 @@ QUESTION = [{"role": "user", "content": "Write a Python function that checks whe
 
 
 def _transformers_logits(path, ids) -> np.ndarray:
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                              dtype=torch.float32).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    ).eval()
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].numpy()
 
@@ -34,9 +35,12 @@ def test_greedy_32_tokens_are_the_float_models(which, request):
     theirs = _transformers_logits(path, seq)[len(ids) - 1 : -1]
     assert out.token_ids == list(theirs.argmax(-1))
     a = llm.loaded.model.args
-    ours = llm.loaded.model.forward(np.array(seq), np.arange(len(seq)),
-                                    KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim),
-                                    all_logits=True)[len(ids) - 1 : -1]
+    ours = llm.loaded.model.forward(
+        np.array(seq),
+        np.arange(len(seq)),
+        KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim),
+        all_logits=True,
+    )[len(ids) - 1 : -1]
     top = np.argsort(-theirs, axis=-1)[:, :5]
     drift = np.abs(np.take_along_axis(ours, top, -1) - np.take_along_axis(theirs, top, -1))
     assert drift.max() < 0.01, drift.max()
@@ -49,8 +53,16 @@ def test_chat_templates(qwen_path, gemma_path):
     assert '<tools>\n{"type": "function", "function": {"name": "get_weather"' in text
     assert text.endswith("<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n")
     gemma = LLM(model=str(gemma_path), max_num_seqs=1).loaded.chat_template  # the file has none: Gemma's own
-    text = gemma.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi "},
-                         {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}],
-                        add_generation_prompt=True)
-    assert text == ("<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
-                    "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
+    text = gemma.render(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi "},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Bye"},
+        ],
+        add_generation_prompt=True,
+    )
+    assert text == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
+        "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+    )

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 
 from mistralcli._ext import sampler
-from mistralcli.sampling import (Sampler, SamplingParams, dry_breaker_mask, dry_penalties_reference, process_logits,
-                                 recommended_sampling, rng_state, sample_reference)
+from mistralcli.sampling import (
+    Sampler,
+    SamplingParams,
+    dry_breaker_mask,
+    dry_penalties_reference,
+    process_logits,
+    recommended_sampling,
+    rng_state,
+    sample_reference,
+)
 
 SETTINGS = [
     # temperature, top_k, top_p, min_p, repetition, presence, frequency
@@ -53,8 +61,9 @@ def test_typical_p_keeps_the_tokens_nearest_the_entropy():
     # then 0.5; a typical mass of 0.75 keeps those two, and sampling never gives the third
     logits = np.log(np.array([0.5, 0.3, 0.2])).astype(np.float32)
     state = rng_state(0)
-    drawn = {sampler.sample(logits, np.array([], np.int64), 1.0, 0, 1.0, 0.0, 1.0, 0.0, 0.0, state, 0.75)
-             for _ in range(300)}
+    drawn = {
+        sampler.sample(logits, np.array([], np.int64), 1.0, 0, 1.0, 0.0, 1.0, 0.0, 0.0, state, 0.75) for _ in range(300)
+    }
     assert drawn == {0, 1}
 
 
@@ -82,8 +91,9 @@ def test_dry_matches_reference_on_random_histories():
         allowed = int(rng.integers(1, 4))
         penalties = np.zeros(vocab)
         sampler.dry_penalties(history, 1.1, 1.5, allowed, breakers, penalties)
-        np.testing.assert_allclose(penalties, dry_penalties_reference(history, 1.1, 1.5, allowed, breakers, vocab),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            penalties, dry_penalties_reference(history, 1.1, 1.5, allowed, breakers, vocab), rtol=1e-12
+        )
 
 
 def test_logit_bias_allowed_and_banned_tokens():
@@ -148,7 +158,9 @@ def test_sampling_follows_the_distribution():
     logits = np.log(np.array([0.5, 0.3, 0.2], dtype=np.float32))
     state = rng_state(11)
     none = np.array([], np.int64)
-    counts = np.bincount([sampler.sample(logits, none, 1.0, 0, 1.0, 0.0, 1.0, 0.0, 0.0, state) for _ in range(20000)], minlength=3)
+    counts = np.bincount(
+        [sampler.sample(logits, none, 1.0, 0, 1.0, 0.0, 1.0, 0.0, 0.0, state) for _ in range(20000)], minlength=3
+    )
     np.testing.assert_allclose(counts / counts.sum(), [0.5, 0.3, 0.2], atol=0.015)
 
 
@@ -161,12 +173,29 @@ def test_same_seed_same_tokens():
     assert [a(logits, []) for _ in range(50)] != [c(logits, []) for _ in range(50)]
 
 
-@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(top_k=-1),
-                                 dict(min_p=2), dict(repetition_penalty=0), dict(presence_penalty=3),
-                                 dict(typical_p=0), dict(logit_bias={1: 200}), dict(allowed_token_ids=[]),
-                                 dict(dry_multiplier=-1), dict(dry_base=0.5), dict(dry_allowed_length=0),
-                                 dict(max_tokens=0), dict(min_tokens=5, max_tokens=2), dict(stop=[""]),
-                                 dict(logprobs=21), dict(stop_token_ids=[-1])])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(temperature=-1),
+        dict(top_p=0),
+        dict(top_p=1.5),
+        dict(top_k=-1),
+        dict(min_p=2),
+        dict(repetition_penalty=0),
+        dict(presence_penalty=3),
+        dict(typical_p=0),
+        dict(logit_bias={1: 200}),
+        dict(allowed_token_ids=[]),
+        dict(dry_multiplier=-1),
+        dict(dry_base=0.5),
+        dict(dry_allowed_length=0),
+        dict(max_tokens=0),
+        dict(min_tokens=5, max_tokens=2),
+        dict(stop=[""]),
+        dict(logprobs=21),
+        dict(stop_token_ids=[-1]),
+    ],
+)
 def test_invalid_params_are_rejected(bad):
     with pytest.raises(ValueError):
         SamplingParams(**bad)

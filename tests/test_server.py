@@ -21,9 +21,25 @@ KEY = "sk-test-key"
 class Server:
     def __init__(self, model_path, *args):
         env = {**os.environ, "NO_COLOR": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "mistralcli", "serve", "-m", str(model_path), "--port", "0",
-                                      "--threads", "2", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mistralcli",
+                "serve",
+                "-m",
+                str(model_path),
+                "--port",
+                "0",
+                "--threads",
+                "2",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http://"):
             self.proc.kill()
@@ -46,8 +62,17 @@ def server(smollm2_path):
 @pytest.fixture(scope="module")
 def guarded(smollm2_path, tmp_path_factory):
     log = tmp_path_factory.mktemp("log") / "requests.jsonl"
-    s = Server(smollm2_path, "--api-key", KEY, "--rate-limit", "3:100000", "--cors", "https://app.example",
-               "--log-requests", str(log))
+    s = Server(
+        smollm2_path,
+        "--api-key",
+        KEY,
+        "--rate-limit",
+        "3:100000",
+        "--cors",
+        "https://app.example",
+        "--log-requests",
+        str(log),
+    )
     s.log = log
     yield s
     assert s.stop() == 0
@@ -80,30 +105,53 @@ def test_openai_sdk_chat_and_completion(server):
     c = client(server)
     models = c.models.list()
     assert [m.id for m in models.data] == ["SmolLM2-135M-Instruct.Q4_1"]
-    chat = c.chat.completions.create(model="SmolLM2-135M-Instruct.Q4_1", temperature=0, max_tokens=20,
-                                     messages=[{"role": "user", "content": "What is the capital of France?"}])
+    chat = c.chat.completions.create(
+        model="SmolLM2-135M-Instruct.Q4_1",
+        temperature=0,
+        max_tokens=20,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+    )
     assert "Paris" in chat.choices[0].message.content
     assert chat.choices[0].finish_reason == "stop"
-    assert chat.usage.prompt_tokens > 10 and chat.usage.completion_tokens == chat.usage.total_tokens - chat.usage.prompt_tokens
-    text = c.completions.create(model="SmolLM2-135M-Instruct.Q4_1", prompt="The capital of France is", max_tokens=5,
-                                temperature=0, echo=True, logprobs=2)
+    assert (
+        chat.usage.prompt_tokens > 10
+        and chat.usage.completion_tokens == chat.usage.total_tokens - chat.usage.prompt_tokens
+    )
+    text = c.completions.create(
+        model="SmolLM2-135M-Instruct.Q4_1",
+        prompt="The capital of France is",
+        max_tokens=5,
+        temperature=0,
+        echo=True,
+        logprobs=2,
+    )
     choice = text.choices[0]
     assert choice.text.startswith("The capital of France is") and choice.finish_reason == "length"
     assert len(choice.logprobs.tokens) == 5 and all(len(t) <= 2 for t in choice.logprobs.top_logprobs)
     assert all(lp <= 0 for lp in choice.logprobs.token_logprobs)
     # text completions stop at 16 tokens unless told otherwise, as OpenAI's do
-    default = c.completions.create(model="SmolLM2-135M-Instruct.Q4_1", prompt="Once upon a time",
-                                   extra_body={"ignore_eos": True})
+    default = c.completions.create(
+        model="SmolLM2-135M-Instruct.Q4_1", prompt="Once upon a time", extra_body={"ignore_eos": True}
+    )
     assert default.usage.completion_tokens == 16 and default.choices[0].finish_reason == "length"
 
 
 def test_openai_sdk_streaming_equals_non_streaming(server):
     c = client(server)
     messages = [{"role": "user", "content": "Name three colors."}]
-    whole = c.chat.completions.create(model="x" if False else "SmolLM2-135M-Instruct.Q4_1", messages=messages,
-                                      temperature=0, max_tokens=24)
-    chunks = list(c.chat.completions.create(model="SmolLM2-135M-Instruct.Q4_1", messages=messages, temperature=0,
-                                            max_tokens=24, stream=True, stream_options={"include_usage": True}))
+    whole = c.chat.completions.create(
+        model="x" if False else "SmolLM2-135M-Instruct.Q4_1", messages=messages, temperature=0, max_tokens=24
+    )
+    chunks = list(
+        c.chat.completions.create(
+            model="SmolLM2-135M-Instruct.Q4_1",
+            messages=messages,
+            temperature=0,
+            max_tokens=24,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert streamed == whole.choices[0].message.content
@@ -119,8 +167,9 @@ def test_async_sdk_concurrent_requests_are_batch_invariant(server):
     async def main():
         c = AsyncOpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
         kw = dict(model="SmolLM2-135M-Instruct.Q4_1", temperature=0, max_tokens=16)
-        together = await asyncio.gather(*[c.chat.completions.create(messages=[{"role": "user", "content": p}], **kw)
-                                          for p in prompts])
+        together = await asyncio.gather(
+            *[c.chat.completions.create(messages=[{"role": "user", "content": p}], **kw) for p in prompts]
+        )
         alone = [await c.chat.completions.create(messages=[{"role": "user", "content": p}], **kw) for p in prompts[:2]]
         return together, alone
 
@@ -130,8 +179,13 @@ def test_async_sdk_concurrent_requests_are_batch_invariant(server):
 
 def test_n_choices_seed_and_chat_logprobs(server):
     c = client(server)
-    kw = dict(model="SmolLM2-135M-Instruct.Q4_1", messages=[{"role": "user", "content": "Tell me a word."}],
-              temperature=1.0, max_tokens=8, seed=7)
+    kw = dict(
+        model="SmolLM2-135M-Instruct.Q4_1",
+        messages=[{"role": "user", "content": "Tell me a word."}],
+        temperature=1.0,
+        max_tokens=8,
+        seed=7,
+    )
     a = c.chat.completions.create(n=3, logprobs=True, top_logprobs=2, **kw)
     b = c.chat.completions.create(n=3, **kw)
     assert [ch.index for ch in a.choices] == [0, 1, 2]
@@ -156,35 +210,48 @@ MALFORMED = [
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "top_p": 0}, 400),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 400),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": -5}, 400),
-    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10 ** 9}, 400),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**9}, 400),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 0}, 400),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 1000}, 400),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": [""]}, 400),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": 7}, 400),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"x": 1}}, 400),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"5": 500}}, 400),
-    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"99999999": 1}}, 400),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"99999999": 1}},
+        400,
+    ),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3}, 400),
-    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logprobs": True,
-                                      "top_logprobs": 50}, 400),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 50},
+        400,
+    ),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "presence_penalty": 9}, 400),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, 400),
-    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "min_tokens": 9,
-                                      "max_tokens": 2}, 400),
-    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop_token_ids": [10 ** 7]}, 400),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "min_tokens": 9, "max_tokens": 2},
+        400,
+    ),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop_token_ids": [10**7]}, 400),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "model": "gpt-4"}, 404),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x " * 9000}]}, 400),
     ("POST", "/v1/completions", {"prompt": ""}, 400),
     ("POST", "/v1/completions", {"prompt": []}, 400),
     ("POST", "/v1/completions", {"prompt": [-1]}, 400),
-    ("POST", "/v1/completions", {"prompt": [10 ** 8]}, 400),
+    ("POST", "/v1/completions", {"prompt": [10**8]}, 400),
     ("POST", "/v1/completions", {"prompt": {"a": 1}}, 400),
     ("POST", "/v1/completions", {"prompt": "hi", "logprobs": 99}, 400),
     ("POST", "/v1/completions", {"prompt": "hi", "suffix": "end"}, 400),
     ("POST", "/v1/completions", {"prompt": "hi", "model": "nope"}, 404),
     ("POST", "/tokenize", {}, 400),
     ("POST", "/tokenize", {"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, 400),
-    ("POST", "/detokenize", {"tokens": [10 ** 8]}, 400),
+    ("POST", "/detokenize", {"tokens": [10**8]}, 400),
     ("POST", "/detokenize", {"tokens": "abc"}, 400),
     ("POST", "/v1/chat/template", {"messages": []}, 400),
     ("GET", "/v1/models/other-model", None, 404),
@@ -211,8 +278,10 @@ def test_malformed_requests_get_openai_errors_and_nothing_is_queued(server):
         # announced far over (100 MiB): answered at once, before the body, and the connection closed
         host, port = server.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=30) as raw:
-            raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: 104857600\r\n\r\n" + b" " * 1024)
+            raw.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 104857600\r\n\r\n" + b" " * 1024
+            )
             answer = b""
             while chunk := raw.recv(65536):
                 answer += chunk
@@ -225,19 +294,33 @@ def test_malformed_requests_get_openai_errors_and_nothing_is_queued(server):
     assert 'mistralcli_http_requests_total{route="/v1/chat/completions",status="400"}' in text
 
 
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 def _weather_conversation() -> list[dict]:
     """Two examples of the call format, so that SmolLM2-135M (whose template has no tools) follows it."""
-    messages = [{"role": "system", "content": 'To call a function, answer with <tool_call>{"name": NAME, '
-                                              '"arguments": ARGS}</tool_call> and nothing else.'}]
+    messages = [
+        {
+            "role": "system",
+            "content": 'To call a function, answer with <tool_call>{"name": NAME, '
+            '"arguments": ARGS}</tool_call> and nothing else.',
+        }
+    ]
     for city in ("London", "Berlin"):
-        messages += [{"role": "user", "content": f"What is the weather in {city}?"},
-                     {"role": "assistant", "content": f'<tool_call>{{"name": "get_weather", "arguments": '
-                                                      f'{{"city": "{city}"}}}}</tool_call>'}]
+        messages += [
+            {"role": "user", "content": f"What is the weather in {city}?"},
+            {
+                "role": "assistant",
+                "content": f'<tool_call>{{"name": "get_weather", "arguments": {{"city": "{city}"}}}}</tool_call>',
+            },
+        ]
     return messages + [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
@@ -255,8 +338,9 @@ def test_tool_calls_whole_and_streamed(server):
     chunks = list(c.chat.completions.create(**kw, stream=True))
     assert not "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     deltas = [d for ch in chunks if ch.choices for d in ch.choices[0].delta.tool_calls or []]
-    assert [(d.index, d.function.name, json.loads(d.function.arguments)) for d in deltas] == \
-        [(0, "get_weather", {"city": "Paris"})]
+    assert [(d.index, d.function.name, json.loads(d.function.arguments)) for d in deltas] == [
+        (0, "get_weather", {"city": "Paris"})
+    ]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
     # tool_choice "none": the same text comes back as content, not parsed
@@ -269,8 +353,11 @@ def test_tool_calls_whole_and_streamed(server):
 
 def test_client_disconnect_mid_stream_frees_blocks(server):
     with httpx.Client(base_url=server.url, timeout=30) as http:
-        with http.stream("POST", "/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 2000,
-                                                          "stream": True, "ignore_eos": True}) as r:
+        with http.stream(
+            "POST",
+            "/v1/completions",
+            json={"prompt": "Once upon a time", "max_tokens": 2000, "stream": True, "ignore_eos": True},
+        ) as r:
             lines = r.iter_lines()
             first = next(line for line in lines if line.startswith("data: "))
             assert json.loads(first[6:])["choices"][0]["text"] is not None
@@ -325,8 +412,9 @@ def test_graceful_shutdown_finishes_requests_in_flight(smollm2_path):
     result = {}
 
     def ask():
-        result["r"] = httpx.post(s.url + "/v1/completions", json={"prompt": "Once", "max_tokens": 40,
-                                                                  "ignore_eos": True}, timeout=60)
+        result["r"] = httpx.post(
+            s.url + "/v1/completions", json={"prompt": "Once", "max_tokens": 40, "ignore_eos": True}, timeout=60
+        )
 
     t = threading.Thread(target=ask)
     t.start()

@@ -23,7 +23,8 @@ MAX_LOGIT_DIFF = 0.1
 @pytest.fixture(scope="module")
 def hf_model(smollm2_path):
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(smollm2_path.parent), gguf_file=smollm2_path.name, dtype=torch.float32)
+        str(smollm2_path.parent), gguf_file=smollm2_path.name, dtype=torch.float32
+    )
     model.eval()
     return model
 
@@ -54,7 +55,7 @@ def test_greedy_continuations_and_logits_match_transformers(smollm2, hf_model):
             full = torch.tensor([ids + ours])
             theirs_rows = hf_model(full).logits[0, len(ids) - 1 : len(ids) - 1 + NUM_TOKENS].numpy()
         theirs = theirs_rows.argmax(-1).tolist()
-        for step, (row, ref) in enumerate(zip(our_rows, theirs_rows)):
+        for step, (row, ref) in enumerate(zip(our_rows, theirs_rows, strict=True)):
             top = np.argsort(ref)[-TOP_TOKENS:]
             diff = np.abs(row[top] - ref[top]).max()
             assert diff < MAX_LOGIT_DIFF, f"{prompt!r} step {step}: top-token logits differ by {diff:.4f}"

@@ -25,7 +25,7 @@ def gguf_tokenizer(request):
 def test_ids_equal_recorded_llama_cpp(gguf_tokenizer):
     path, tok = gguf_tokenizer
     expected = RECORDED["ids"][path.name]
-    for text, ids in zip(TEXTS, expected):
+    for text, ids in zip(TEXTS, expected, strict=True):
         assert tok.encode(text) == ids, text
 
 
@@ -79,6 +79,6 @@ def test_tokenizer_json_matches_gguf(tmp_path, smollm2_path):
     hf.save_pretrained(tmp_path)
     tok = Tokenizer.from_directory(tmp_path)
     expected = RECORDED["ids"][smollm2_path.name]
-    for text, ids in zip(TEXTS, expected):
+    for text, ids in zip(TEXTS, expected, strict=True):
         assert tok.encode(text) == ids, text
     assert tok.eos_token == "<|im_end|>"

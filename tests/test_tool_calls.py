@@ -13,16 +13,25 @@ def _names_and_args(calls):
     return [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls]
 
 
-@pytest.mark.parametrize("text, content, expected", [
-    (f"<tool_call>\n{WEATHER}\n</tool_call>", None, [("get_weather", {"city": "Paris"})]),
-    (f"Let me look.\n<tool_call>{WEATHER}</tool_call>", "Let me look.", [("get_weather", {"city": "Paris"})]),
-    (f"<tool_call>{WEATHER}</tool_call>\n<tool_call>" + '{"name": "get_time", "arguments": {}}</tool_call>', None,
-     [("get_weather", {"city": "Paris"}), ("get_time", {})]),
-    (f'<tool_call>[{WEATHER}, {{"name": "f", "parameters": {{"x": 1}}}}]</tool_call>', None,
-     [("get_weather", {"city": "Paris"}), ("f", {"x": 1})]),
-    (f"[TOOL_CALLS] [{WEATHER}]", None, [("get_weather", {"city": "Paris"})]),
-    ('<tool_call>{"name": "f", "arguments": "{\\"a\\": 2}"}</tool_call>', None, [("f", {"a": 2})]),
-])
+@pytest.mark.parametrize(
+    "text, content, expected",
+    [
+        (f"<tool_call>\n{WEATHER}\n</tool_call>", None, [("get_weather", {"city": "Paris"})]),
+        (f"Let me look.\n<tool_call>{WEATHER}</tool_call>", "Let me look.", [("get_weather", {"city": "Paris"})]),
+        (
+            f"<tool_call>{WEATHER}</tool_call>\n<tool_call>" + '{"name": "get_time", "arguments": {}}</tool_call>',
+            None,
+            [("get_weather", {"city": "Paris"}), ("get_time", {})],
+        ),
+        (
+            f'<tool_call>[{WEATHER}, {{"name": "f", "parameters": {{"x": 1}}}}]</tool_call>',
+            None,
+            [("get_weather", {"city": "Paris"}), ("f", {"x": 1})],
+        ),
+        (f"[TOOL_CALLS] [{WEATHER}]", None, [("get_weather", {"city": "Paris"})]),
+        ('<tool_call>{"name": "f", "arguments": "{\\"a\\": 2}"}</tool_call>', None, [("f", {"a": 2})]),
+    ],
+)
 def test_calls_are_parsed(text, content, expected):
     got_content, calls = parse(text)
     assert got_content == content
@@ -31,14 +40,17 @@ def test_calls_are_parsed(text, content, expected):
     assert len({c["id"] for c in calls}) == len(calls)
 
 
-@pytest.mark.parametrize("text", [
-    "No tools here.",
-    "<tool_call>not json</tool_call>",
-    '<tool_call>{"arguments": {}}</tool_call>',  # no name
-    '<tool_call>{"name": "f", "arguments": {"a": 1}',  # cut off
-    f"<tool_call>{WEATHER}</tool_call> and then prose",
-    "<tool_call>[]</tool_call>",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No tools here.",
+        "<tool_call>not json</tool_call>",
+        '<tool_call>{"arguments": {}}</tool_call>',  # no name
+        '<tool_call>{"name": "f", "arguments": {"a": 1}',  # cut off
+        f"<tool_call>{WEATHER}</tool_call> and then prose",
+        "<tool_call>[]</tool_call>",
+    ],
+)
 def test_anything_else_stays_content(text):
     assert parse(text) == (text, [])
 
@@ -46,7 +58,7 @@ def test_anything_else_stays_content(text):
 def _stream(text: str, step: int):
     parser, sent = StreamParser(), ""
     for i in range(0, len(text), step):
-        sent += parser.feed(text[i:i + step])
+        sent += parser.feed(text[i : i + step])
     held, calls = parser.finish()
     return sent + held, calls
 
@@ -80,7 +92,7 @@ def test_a_bare_json_answer_naming_a_tool_is_a_call(text):
     assert content is None and _names_and_args(calls) == [("get_weather", {"city": "Paris"})]
     for step in (1, 5, 1000):
         parser = StreamParser(("get_weather",))
-        sent = "".join(parser.feed(text[i:i + step]) for i in range(0, len(text), step))
+        sent = "".join(parser.feed(text[i : i + step]) for i in range(0, len(text), step))
         held, calls = parser.finish()
         assert sent == held == "" and len(calls) == 1 and parser.content() is None
 

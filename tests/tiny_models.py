@@ -8,18 +8,37 @@ def make_hf_model(kind: str = "llama", vocab_size: int = 512, seed: int = 0, **o
     import torch
     import transformers
 
-    base = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
-                tie_word_embeddings=False, initializer_range=0.15)
+    base = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        initializer_range=0.15,
+    )
     base.update(overrides)
-    config_cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
-                  "qwen2": transformers.Qwen2Config, "gemma3": transformers.Gemma3TextConfig,
-                  "mixtral": transformers.MixtralConfig, "qwen2_moe": transformers.Qwen2MoeConfig,
-                  "phi3": transformers.Phi3Config}[kind]
-    model_cls = {"llama": transformers.LlamaForCausalLM, "mistral": transformers.MistralForCausalLM,
-                 "qwen2": transformers.Qwen2ForCausalLM, "gemma3": transformers.Gemma3ForCausalLM,
-                 "mixtral": transformers.MixtralForCausalLM, "qwen2_moe": transformers.Qwen2MoeForCausalLM,
-                 "phi3": transformers.Phi3ForCausalLM}[kind]
+    config_cls = {
+        "llama": transformers.LlamaConfig,
+        "mistral": transformers.MistralConfig,
+        "qwen2": transformers.Qwen2Config,
+        "gemma3": transformers.Gemma3TextConfig,
+        "mixtral": transformers.MixtralConfig,
+        "qwen2_moe": transformers.Qwen2MoeConfig,
+        "phi3": transformers.Phi3Config,
+    }[kind]
+    model_cls = {
+        "llama": transformers.LlamaForCausalLM,
+        "mistral": transformers.MistralForCausalLM,
+        "qwen2": transformers.Qwen2ForCausalLM,
+        "gemma3": transformers.Gemma3ForCausalLM,
+        "mixtral": transformers.MixtralForCausalLM,
+        "qwen2_moe": transformers.Qwen2MoeForCausalLM,
+        "phi3": transformers.Phi3ForCausalLM,
+    }[kind]
     config = config_cls(**base)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
@@ -52,8 +71,11 @@ def hf_logits(model, token_ids) -> np.ndarray:
 
 def permute_for_gguf(weight: np.ndarray, num_heads: int) -> np.ndarray:
     """llama.cpp's convert step for llama Q/K rows: rotate_half pairs -> adjacent pairs."""
-    return (weight.reshape(num_heads, 2, weight.shape[0] // num_heads // 2, *weight.shape[1:])
-            .swapaxes(1, 2).reshape(weight.shape))
+    return (
+        weight.reshape(num_heads, 2, weight.shape[0] // num_heads // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
 
 
 def write_gguf(path, model, tokenizer_metadata: dict, expert_type=None):
@@ -83,11 +105,22 @@ def write_gguf(path, model, tokenizer_metadata: dict, expert_type=None):
     if getattr(cfg, "num_local_experts", None):
         writer.add_expert_count(cfg.num_local_experts)
         writer.add_expert_used_count(cfg.num_experts_per_tok)
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    per_layer = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
-                 "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-                 "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    per_layer = {
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
     for name, tensor in model.state_dict().items():
         array = tensor.float().numpy()
         if ".mlp." in name and ("experts" in name or name.endswith("mlp.gate.weight")):
@@ -127,8 +160,9 @@ def _write_experts(writer, name, array, expert_type):
         if expert_type is None:
             writer.add_tensor(f"blk.{layer}.{ours}.weight", stack)
         else:
-            writer.add_tensor(f"blk.{layer}.{ours}.weight", gguf.quants.quantize(stack, expert_type),
-                              raw_dtype=expert_type)
+            writer.add_tensor(
+                f"blk.{layer}.{ours}.weight", gguf.quants.quantize(stack, expert_type), raw_dtype=expert_type
+            )
 
 
 def requantize_experts(model, expert_type):

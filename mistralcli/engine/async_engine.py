@@ -35,8 +35,9 @@ class AsyncEngine:
         self._thread.start()
 
     # ---- the event loop's side -------------------------------------------------------------------
-    def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None,
-                    request_id: str | None = None) -> tuple[str, AsyncIterator[RequestOutput]]:
+    def add_request(
+        self, prompt_ids: list[int], params: SamplingParams | None = None, request_id: str | None = None
+    ) -> tuple[str, AsyncIterator[RequestOutput]]:
         """Queue a request; returns (request id, async iterator of its outputs). Raises RequestError now
         for a request the engine cannot take, EngineDeadError once the engine thread has failed."""
         if self.error is not None or self._stopping:
@@ -126,7 +127,7 @@ class AsyncEngine:
                     continue
                 for out in self.engine.step():
                     self._deliver(out.request_id, out)
-        except BaseException as exc:  # noqa: BLE001 - every stream must hear of it
+        except BaseException as exc:
             self.error = exc
         finally:
             reason = self.error or EngineDeadError("the engine was shut down")

@@ -11,8 +11,8 @@ last prompt token is always computed, since its logits are needed. Forked sequen
 share every block; the first one to write into a shared, partly filled block gets a copy.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from mistralcli._ext.block_pool import BlockPool
 
@@ -153,8 +153,9 @@ class BlockManager:
         parent = self._seqs[parent_id]
         for block in parent.block_ids:
             self.pool.acquire(block)
-        self._seqs[child_id] = SequenceBlocks(list(parent.block_ids), list(parent.token_ids), parent.num_hashed,
-                                              parent.last_hash)
+        self._seqs[child_id] = SequenceBlocks(
+            list(parent.block_ids), list(parent.token_ids), parent.num_hashed, parent.last_hash
+        )
 
     def free(self, seq_id: int) -> None:
         """Give back a sequence's blocks (last first: the tail of a sequence is the least shareable, so

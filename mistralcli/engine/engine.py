@@ -86,17 +86,22 @@ class Engine:
         self.tokenizer = tokenizer
         self.context_length = context_length
         a = model.args
-        per_block = PagedKVCache.bytes_per_block(a.num_hidden_layers, config.block_size, a.num_key_value_heads,
-                                                 a.head_dim)
+        per_block = PagedKVCache.bytes_per_block(
+            a.num_hidden_layers, config.block_size, a.num_key_value_heads, a.head_dim
+        )
         if config.kv_cache_mb is not None:
             budget = int(config.kv_cache_mb * 2**20)
         else:
             budget = int(DEFAULT_KV_MEMORY_FRACTION * available_memory_bytes())
-            budget = min(budget, config.max_num_seqs * (context_length + config.block_size) * per_block // config.block_size)
+            budget = min(
+                budget, config.max_num_seqs * (context_length + config.block_size) * per_block // config.block_size
+            )
         num_blocks = budget // per_block
         if num_blocks < 1:
-            raise MistralError(f"a KV cache of {budget / 2**20:.1f} MiB holds no block of {config.block_size} tokens "
-                               f"({per_block / 2**20:.2f} MiB each)")
+            raise MistralError(
+                f"a KV cache of {budget / 2**20:.1f} MiB holds no block of {config.block_size} tokens "
+                f"({per_block / 2**20:.2f} MiB each)"
+            )
         self.kv_cache_bytes = num_blocks * per_block
         self.blocks = BlockManager(num_blocks, config.block_size)
         self.cache = PagedKVCache(a.num_hidden_layers, num_blocks, config.block_size, a.num_key_value_heads, a.head_dim)
@@ -111,8 +116,13 @@ class Engine:
     def max_tokens_in_cache(self) -> int:
         return self.blocks.num_blocks * self.config.block_size
 
-    def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams | None = None,
-                    max_tokens: int | None = None) -> None:
+    def add_request(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        params: SamplingParams | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
         """Queue a request (max_tokens, when given, overrides params.max_tokens). Raises RequestError (and
         queues nothing) for an empty prompt, a prompt that does not fit the context or the KV cache,
         token ids outside the vocabulary, or a request id already in use."""
@@ -122,8 +132,14 @@ class Engine:
             raise RequestError(f"request id {request_id!r} is already in use")
         self.validate(prompt_ids, max_tokens)
         stops = set(params.stop_token_ids) | (set() if params.ignore_eos else set(self.tokenizer.eog_token_ids))
-        seq = Sequence(next(self._seq_ids), request_id, list(prompt_ids), params,
-                       min(max_tokens, self.context_length - len(prompt_ids)), frozenset(stops))
+        seq = Sequence(
+            next(self._seq_ids),
+            request_id,
+            list(prompt_ids),
+            params,
+            min(max_tokens, self.context_length - len(prompt_ids)),
+            frozenset(stops),
+        )
         seq.text = OutputText(self.tokenizer, params.stop)
         if params.dry_multiplier > 0:
             seq.sampler.dry_breakers = self._dry_breakers(tuple(params.dry_sequence_breakers))
@@ -150,7 +166,9 @@ class Engine:
         if not prompt_ids:
             raise RequestError("the prompt is empty")
         if len(prompt_ids) >= self.context_length:
-            raise RequestError(f"the prompt is {len(prompt_ids)} tokens; the model's context holds {self.context_length}")
+            raise RequestError(
+                f"the prompt is {len(prompt_ids)} tokens; the model's context holds {self.context_length}"
+            )
         if len(prompt_ids) >= self.max_tokens_in_cache:
             raise RequestError(f"the prompt is {len(prompt_ids)} tokens; the KV cache holds {self.max_tokens_in_cache}")
         if max_tokens < 1:
@@ -175,13 +193,21 @@ class Engine:
     def stats(self) -> dict:
         """A snapshot for metrics: queues, KV blocks, prefix cache, tokens (see metrics.EngineCounters)."""
         blocks = self.blocks
-        return {"running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
-                "kv_blocks_total": blocks.num_blocks, "kv_blocks_free": blocks.num_free_blocks,
-                "kv_blocks_used": blocks.num_blocks - blocks.num_free_blocks,
-                "prefix_cache_queries": blocks.num_prefix_queries, "prefix_cache_hits": blocks.num_prefix_hits,
-                "prefix_cache_hit_rate": blocks.prefix_hit_rate, "preemptions": self.scheduler.num_preemptions,
-                "prompt_tokens": self.counters.prompt_tokens, "generated_tokens": self.counters.generated_tokens,
-                "finished_requests": self.counters.finished_requests, "steps": self.counters.steps}
+        return {
+            "running": len(self.scheduler.running),
+            "waiting": len(self.scheduler.waiting),
+            "kv_blocks_total": blocks.num_blocks,
+            "kv_blocks_free": blocks.num_free_blocks,
+            "kv_blocks_used": blocks.num_blocks - blocks.num_free_blocks,
+            "prefix_cache_queries": blocks.num_prefix_queries,
+            "prefix_cache_hits": blocks.num_prefix_hits,
+            "prefix_cache_hit_rate": blocks.prefix_hit_rate,
+            "preemptions": self.scheduler.num_preemptions,
+            "prompt_tokens": self.counters.prompt_tokens,
+            "generated_tokens": self.counters.generated_tokens,
+            "finished_requests": self.counters.finished_requests,
+            "steps": self.counters.steps,
+        }
 
     def step(self) -> list[RequestOutput]:
         """Compute one batch; return what each request in it produced."""
@@ -220,9 +246,19 @@ class Engine:
         for index in range(1, seq.params.n):
             seed = None if seq.params.seed is None else seq.params.seed + index
             params = replace(seq.params, seed=seed)
-            child = Sequence(next(self._seq_ids), seq.request_id, list(seq.prompt_ids), params, seq.max_tokens,
-                             seq.stop_token_ids, status=SequenceStatus.RUNNING, num_computed=seq.num_computed,
-                             arrival_s=seq.arrival_s, num_cached_tokens=seq.num_cached_tokens, index=index)
+            child = Sequence(
+                next(self._seq_ids),
+                seq.request_id,
+                list(seq.prompt_ids),
+                params,
+                seq.max_tokens,
+                seq.stop_token_ids,
+                status=SequenceStatus.RUNNING,
+                num_computed=seq.num_computed,
+                arrival_s=seq.arrival_s,
+                num_cached_tokens=seq.num_cached_tokens,
+                index=index,
+            )
             child.text = OutputText(self.tokenizer, params.stop)
             child.sampler.dry_breakers = seq.sampler.dry_breakers
             self.blocks.fork(seq.seq_id, child.seq_id)
@@ -258,11 +294,22 @@ class Engine:
         return self._output(seq, [token], text, False, logprobs)
 
     def _output(self, seq: Sequence, new_ids: list[int], text: str, finished: bool, logprobs=None) -> RequestOutput:
-        return RequestOutput(seq.request_id, new_ids, text, finished, seq.finish_reason, seq.num_prompt_tokens,
-                             len(seq.output_ids), seq.num_cached_tokens, logprobs, seq.index)
+        return RequestOutput(
+            seq.request_id,
+            new_ids,
+            text,
+            finished,
+            seq.finish_reason,
+            seq.num_prompt_tokens,
+            len(seq.output_ids),
+            seq.num_cached_tokens,
+            logprobs,
+            seq.index,
+        )
 
-    def _finish(self, seq: Sequence, reason: str, new_ids: list[int] | None = None, text: str = "",
-                logprobs=None) -> RequestOutput:
+    def _finish(
+        self, seq: Sequence, reason: str, new_ids: list[int] | None = None, text: str = "", logprobs=None
+    ) -> RequestOutput:
         self.scheduler.finish(seq, reason)
         choices = self._requests.get(seq.request_id, [])
         if all(choice.is_finished for choice in choices):

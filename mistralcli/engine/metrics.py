@@ -6,8 +6,28 @@ from dataclasses import dataclass, field
 
 # seconds; the same buckets as vLLM's time-to-first-token and inter-token histograms, roughly
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0)
-ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4,
-               0.5, 0.75, 1.0, 2.5)
+ITL_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+)
 
 
 @dataclass
@@ -28,7 +48,7 @@ class Histogram:
     def cumulative(self) -> list[tuple[float, int]]:
         """(upper bound, observations <= it), the last bound +inf."""
         running, out = 0, []
-        for bound, n in zip((*self.buckets, float("inf")), self.counts):
+        for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
             running += n
             out.append((bound, running))
         return out

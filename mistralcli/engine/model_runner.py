@@ -33,7 +33,7 @@ class ModelRunner:
             logits = self.model.forward(np.asarray(seq.token_ids[start : start + n]), np.arange(start, start + n), view)
             results.append((seq, n, logits[-1]))
         if batch.decodes:
-            for seq, logits in zip(batch.decodes, self._decode(batch.decodes)):
+            for seq, logits in zip(batch.decodes, self._decode(batch.decodes), strict=True):
                 results.append((seq, 1, logits))
         return results
 

@@ -44,13 +44,23 @@ class SequenceView:
         bs = self.cache.block_size
         return self.block_ids[positions // bs], positions % bs
 
-    def attend(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, positions: np.ndarray, scale: float,
-               ops, window: int = 0) -> np.ndarray:
+    def attend(
+        self,
+        layer: int,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        positions: np.ndarray,
+        scale: float,
+        ops,
+        window: int = 0,
+    ) -> np.ndarray:
         """Store k, v at positions; attend q over this sequence's blocks where they lie (ops.paged_attention;
         the last `window` positions only, when window > 0)."""
         positions = np.asarray(positions, dtype=np.int64)
         blocks, offsets = self._slots(positions)
         self.cache.k[layer, blocks, offsets] = k
         self.cache.v[layer, blocks, offsets] = v
-        return ops.paged_attention(q, self.cache.k[layer], self.cache.v[layer], self.block_ids, positions, scale,
-                                   window)
+        return ops.paged_attention(
+            q, self.cache.k[layer], self.cache.v[layer], self.block_ids, positions, scale, window
+        )

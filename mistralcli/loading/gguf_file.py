@@ -6,13 +6,12 @@ kept as JSON in the user cache, keyed by the file's path, size and modification 
 open maps the file and cuts the same views out of it in a few milliseconds.
 """
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
@@ -140,4 +139,3 @@ def is_computable(ggml_type: GGMLQuantizationType) -> bool:
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:160] if text else type(exc).__name__
-

@@ -85,8 +85,9 @@ def _load_gguf(path: Path, ops) -> LoadedModel:
     source = gguf.metadata.get("tokenizer.chat_template") or get_architecture(arch).default_chat_template
     template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token) if source else None
     name = gguf.metadata.get("general.name") or path.stem
-    return LoadedModel(name, path, model, tokenizer, template, args.context_length,
-                       recommended_sampling(metadata=gguf.metadata))
+    return LoadedModel(
+        name, path, model, tokenizer, template, args.context_length, recommended_sampling(metadata=gguf.metadata)
+    )
 
 
 def _load_directory(path: Path, ops) -> LoadedModel:
@@ -103,8 +104,15 @@ def _load_directory(path: Path, ops) -> LoadedModel:
     if source:
         template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token)
     generation_config = read_json(path / "generation_config.json")
-    return LoadedModel(path.name, path, model, tokenizer, template, args.context_length,
-                       recommended_sampling(generation_config=generation_config))
+    return LoadedModel(
+        path.name,
+        path,
+        model,
+        tokenizer,
+        template,
+        args.context_length,
+        recommended_sampling(generation_config=generation_config),
+    )
 
 
 def _template_source(directory: Path) -> str | None:

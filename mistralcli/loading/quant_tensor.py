@@ -13,8 +13,6 @@ DENSE_DTYPES = {
 }
 
 
-
-
 def dequantize_q8_k(blocks: np.ndarray) -> np.ndarray:
     """Q8_K, which gguf does not dequantize (llama.cpp uses it for activations; a file may hold it):
     292-byte blocks | d float32 | qs[256] int8 | bsums[16] int16 |, w = d * qs."""

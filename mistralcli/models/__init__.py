@@ -2,11 +2,22 @@
 
 ARCHITECTURES: dict[str, type] = {}
 # Hugging Face `model_type` / `architectures[0]` -> our architecture name.
-HF_MODEL_TYPES = {"llama": "llama", "mistral": "llama", "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama",
-                  "qwen2": "qwen2", "Qwen2ForCausalLM": "qwen2", "gemma3_text": "gemma3",
-                  "Gemma3ForCausalLM": "gemma3", "mixtral": "mixtral", "MixtralForCausalLM": "mixtral",
-                  "qwen2_moe": "qwen2moe", "Qwen2MoeForCausalLM": "qwen2moe", "phi3": "phi3",
-                  "Phi3ForCausalLM": "phi3"}
+HF_MODEL_TYPES = {
+    "llama": "llama",
+    "mistral": "llama",
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "llama",
+    "qwen2": "qwen2",
+    "Qwen2ForCausalLM": "qwen2",
+    "gemma3_text": "gemma3",
+    "Gemma3ForCausalLM": "gemma3",
+    "mixtral": "mixtral",
+    "MixtralForCausalLM": "mixtral",
+    "qwen2_moe": "qwen2moe",
+    "Qwen2MoeForCausalLM": "qwen2moe",
+    "phi3": "phi3",
+    "Phi3ForCausalLM": "phi3",
+}
 
 
 def register(name: str):
@@ -20,4 +31,5 @@ def register(name: str):
 def get_architecture(name: str):
     """The model class for an architecture name, or None if unsupported."""
     from mistralcli.models import gemma3, llama, mixtral, phi3, qwen2, qwen2_moe  # noqa: F401  (each registers itself)
+
     return ARCHITECTURES.get(name)

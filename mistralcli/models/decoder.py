@@ -54,8 +54,10 @@ class DecoderArgs:
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(f"{self.num_attention_heads} attention heads are not a multiple of "
-                             f"{self.num_key_value_heads} key/value heads")
+            raise ValueError(
+                f"{self.num_attention_heads} attention heads are not a multiple of "
+                f"{self.num_key_value_heads} key/value heads"
+            )
         if self.layer_types is not None and len(self.layer_types) != self.num_hidden_layers:
             raise ValueError(f"{len(self.layer_types)} layer types for {self.num_hidden_layers} layers")
         if self.hidden_act not in ("silu", "gelu_pytorch_tanh"):
@@ -129,8 +131,14 @@ class DecoderModel:
         self.output = weights.get("output.weight", self.embed) if args.tie_word_embeddings else weights["output.weight"]
         self.output_norm = self._norm(weights["output_norm.weight"])
         freq_factors = weights.get("rope_freqs.weight")
-        self.inv_freqs = [inv_frequencies(args.head_dim, args.rope_theta, args.rope_scaling,
-                                          None if freq_factors is None else freq_factors.dequantize())]
+        self.inv_freqs = [
+            inv_frequencies(
+                args.head_dim,
+                args.rope_theta,
+                args.rope_scaling,
+                None if freq_factors is None else freq_factors.dequantize(),
+            )
+        ]
         if args.rope_local_base_freq is not None:
             self.inv_freqs.append(inv_frequencies(args.head_dim, args.rope_local_base_freq))
         self.layers = [self._layer(i) for i in range(args.num_hidden_layers)]
@@ -144,9 +152,11 @@ class DecoderModel:
 
     def _layer(self, i: int) -> dict:
         w = self.weights
-        get = lambda name: w.get(f"blk.{i}.{name}")  # noqa: E731
-        layer = {name: get(f"{name}.weight") for name in
-                 ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
+        get = lambda name: w.get(f"blk.{i}.{name}")
+        layer = {
+            name: get(f"{name}.weight")
+            for name in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+        }
         for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
             bias = get(f"{name}.bias")
             layer[f"{name}_bias"] = None if bias is None else bias.dequantize()
@@ -178,8 +188,9 @@ class DecoderModel:
             q = ops.rope(q, cos, sin, a.rope_interleaved)
             k = ops.rope(k, cos, sin, a.rope_interleaved)
             attn = cache.attend(i, q, k, v, positions, a.attn_scale, ops, window=layer["window"])
-            h = h + self._post(self._linear(attn.reshape(num_tokens, -1), layer, "attn_output"), layer,
-                               "post_attention_norm")
+            h = h + self._post(
+                self._linear(attn.reshape(num_tokens, -1), layer, "attn_output"), layer, "post_attention_norm"
+            )
             x = ops.rmsnorm(h, layer["ffn_norm"], a.rms_norm_eps)
             h = h + self._post(self.mlp(x, layer), layer, "post_ffw_norm")
         if not all_logits:

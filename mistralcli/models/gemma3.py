@@ -53,15 +53,19 @@ class Gemma3Args(DecoderArgs):
         values["embed_scale"] = math.sqrt(values["hidden_size"])
         if values.get("layer_types") is None:
             pattern = config.get("sliding_window_pattern") or config.get("_sliding_window_pattern") or PATTERN
-            values["layer_types"] = [FULL if (i + 1) % pattern == 0 else SLIDING
-                                     for i in range(values["num_hidden_layers"])]
+            values["layer_types"] = [
+                FULL if (i + 1) % pattern == 0 else SLIDING for i in range(values["num_hidden_layers"])
+            ]
         return values
 
     @classmethod
     def adapt_gguf(cls, config: dict, metadata: dict, arch: str) -> dict:
         # as llama.cpp reads a gemma3 GGUF: the 27B model scales attention by hidden/heads
-        head = config["hidden_size"] // config["num_attention_heads"] if config["num_hidden_layers"] == 62 \
+        head = (
+            config["hidden_size"] // config["num_attention_heads"]
+            if config["num_hidden_layers"] == 62
             else config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        )
         return {**config, "query_pre_attn_scalar": head, "norm_offset": 0.0}
 
 

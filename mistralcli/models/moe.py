@@ -61,21 +61,28 @@ class MoEModel(DecoderModel):
         w, prefix, a = self.weights, f"blk.{i}.", self.args
         layer["router"] = w[prefix + "ffn_gate_inp.weight"]
         if prefix + "ffn_gate_exps.weight" in w:
-            layer["experts"] = [tuple(_expert(w[f"{prefix}ffn_{name}_exps.weight"], e) for name in ("gate", "up", "down"))
-                                for e in range(a.num_experts)]
+            layer["experts"] = [
+                tuple(_expert(w[f"{prefix}ffn_{name}_exps.weight"], e) for name in ("gate", "up", "down"))
+                for e in range(a.num_experts)
+            ]
         elif prefix + "ffn_gate_up_exps.weight" in w:
             gate_up, down = w[prefix + "ffn_gate_up_exps.weight"], w[prefix + "ffn_down_exps.weight"]
             half = gate_up.shape[1] // 2
-            layer["experts"] = [(_expert(gate_up, e, slice(0, half)), _expert(gate_up, e, slice(half, None)),
-                                 _expert(down, e)) for e in range(a.num_experts)]
+            layer["experts"] = [
+                (_expert(gate_up, e, slice(0, half)), _expert(gate_up, e, slice(half, None)), _expert(down, e))
+                for e in range(a.num_experts)
+            ]
         else:
-            layer["experts"] = [tuple(w[f"{prefix}ffn_{name}_exp.{e}.weight"] for name in ("gate", "up", "down"))
-                                for e in range(a.num_experts)]
+            layer["experts"] = [
+                tuple(w[f"{prefix}ffn_{name}_exp.{e}.weight"] for name in ("gate", "up", "down"))
+                for e in range(a.num_experts)
+            ]
         if self.has_shared_expert:
             layer["shared"] = tuple(w[f"{prefix}ffn_{name}_shexp.weight"] for name in ("gate", "up", "down"))
             gate = w[prefix + "ffn_gate_inp_shexp.weight"]
-            layer["shared_gate"] = QuantTensor(gate.name, gate.ggml_type, (1, gate.shape[-1]),
-                                               np.asarray(gate.data).reshape(1, -1))
+            layer["shared_gate"] = QuantTensor(
+                gate.name, gate.ggml_type, (1, gate.shape[-1]), np.asarray(gate.data).reshape(1, -1)
+            )
         return layer
 
     def mlp(self, x: np.ndarray, layer: dict) -> np.ndarray:

@@ -19,8 +19,9 @@ class Qwen2Args(DecoderArgs):
         if not values.get("use_sliding_window"):
             values["sliding_window"] = None
         elif values.get("layer_types") is None:
-            values["layer_types"] = [SLIDING if i >= values.get("max_window_layers", 0) else FULL
-                                     for i in range(values["num_hidden_layers"])]
+            values["layer_types"] = [
+                SLIDING if i >= values.get("max_window_layers", 0) else FULL for i in range(values["num_hidden_layers"])
+            ]
         return values
 
 

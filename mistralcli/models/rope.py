@@ -5,8 +5,9 @@ import math
 import numpy as np
 
 
-def inv_frequencies(head_dim: int, rope_theta: float, rope_scaling: dict | None = None,
-                    freq_factors: np.ndarray | None = None) -> np.ndarray:
+def inv_frequencies(
+    head_dim: int, rope_theta: float, rope_scaling: dict | None = None, freq_factors: np.ndarray | None = None
+) -> np.ndarray:
     """(D/2,) float64 inverse frequencies.
 
     rope_scaling: a Hugging Face `rope_scaling` dict ("llama3" or "linear"); freq_factors: GGUF's

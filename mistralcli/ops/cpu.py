@@ -13,8 +13,8 @@ process (two pools of spinning threads on two cores starve each other).
 import os
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 from gguf import GGMLQuantizationType as QT
+from threadpoolctl import threadpool_limits
 
 from mistralcli._ext import attention, elementwise, qmatmul
 from mistralcli._ext.llama_step import LlamaStep
@@ -145,9 +145,13 @@ class CpuOps(ReferenceOps):
         """As ReferenceOps.scatter_add_rows (Numba)."""
         from mistralcli.numba_kernels.cpu import moe
 
-        call_noting_compilation(moe.scatter_add_rows, out, np.ascontiguousarray(rows, dtype=np.float32),
-                                np.ascontiguousarray(targets, dtype=np.int64),
-                                np.ascontiguousarray(scales, dtype=np.float32))
+        call_noting_compilation(
+            moe.scatter_add_rows,
+            out,
+            np.ascontiguousarray(rows, dtype=np.float32),
+            np.ascontiguousarray(targets, dtype=np.int64),
+            np.ascontiguousarray(scales, dtype=np.float32),
+        )
 
     def geglu_tanh(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
         """gelu_tanh(gate) * up, (T, F) (C)."""
@@ -165,9 +169,16 @@ class CpuOps(ReferenceOps):
         q = np.ascontiguousarray(q, dtype=np.float32)
         out = np.empty_like(q)
         kernel = attention.causal_attention_gemm if len(q) >= ATTENTION_GEMM_MIN_TOKENS else attention.causal_attention
-        kernel(out, q, np.ascontiguousarray(k), np.ascontiguousarray(v),
-                                   np.ascontiguousarray(q_positions, dtype=np.int64),
-                                   np.ascontiguousarray(k_positions, dtype=np.int64), scale, self.num_threads)
+        kernel(
+            out,
+            q,
+            np.ascontiguousarray(k),
+            np.ascontiguousarray(v),
+            np.ascontiguousarray(q_positions, dtype=np.int64),
+            np.ascontiguousarray(k_positions, dtype=np.int64),
+            scale,
+            self.num_threads,
+        )
         return out
 
     def paged_attention(self, q, k, v, block_table, q_positions, scale: float, window: int = 0) -> np.ndarray:
@@ -176,9 +187,18 @@ class CpuOps(ReferenceOps):
         q = np.ascontiguousarray(q, dtype=np.float32)
         out = np.empty_like(q)
         tables = np.ascontiguousarray(block_table, dtype=np.int32).reshape(1, -1)
-        attention.paged_attention(out, q, k, v, tables, np.zeros(len(q), np.int32),
-                                  np.ascontiguousarray(q_positions, dtype=np.int64), scale, self.num_threads,
-                                  window=window or 0)
+        attention.paged_attention(
+            out,
+            q,
+            k,
+            v,
+            tables,
+            np.zeros(len(q), np.int32),
+            np.ascontiguousarray(q_positions, dtype=np.int64),
+            scale,
+            self.num_threads,
+            window=window or 0,
+        )
         return out
 
     def fused_decoder(self, model):
@@ -216,9 +236,19 @@ def _raw_rows(w: QuantTensor) -> np.ndarray:
 def decode_step(model, num_threads: int, simd_level: int = -1, layers: list | None = None) -> LlamaStep:
     """The C decode step (kernels/llama_step.h) over a DecoderModel's weights (or other `layers`)."""
     a = model.args
-    return LlamaStep(a, model.layers if layers is None else layers, model.output_norm, model.output, model.embed,
-                     model.inv_freqs, num_threads, simd_level, attn_scale=a.attn_scale, embed_scale=a.embed_scale,
-                     act="gelu_tanh" if a.hidden_act == "gelu_pytorch_tanh" else "silu")
+    return LlamaStep(
+        a,
+        model.layers if layers is None else layers,
+        model.output_norm,
+        model.output,
+        model.embed,
+        model.inv_freqs,
+        num_threads,
+        simd_level,
+        attn_scale=a.attn_scale,
+        embed_scale=a.embed_scale,
+        act="gelu_tanh" if a.hidden_act == "gelu_pytorch_tanh" else "silu",
+    )
 
 
 class FusedLlamaDecoder:

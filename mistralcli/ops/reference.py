@@ -21,11 +21,11 @@ class ReferenceOps:
         """x (T, K) float32 @ w (N, K)^T -> (T, N) float32."""
         return x @ w.dequantize().T
 
-
     def logits(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
         """The output projection, x (T, K) -> (T, V): a product like the others here; backends may take
         a different path for it (see CpuOps.logits)."""
         return self.matmul(x, w)
+
     def embedding(self, w: QuantTensor, token_ids: np.ndarray) -> np.ndarray:
         """Rows of w (V, D) for token_ids (T,) -> (T, D) float32."""
         rows = np.asarray(w.data)[token_ids]

@@ -21,8 +21,13 @@ class ModelsHandler(BaseHandler):
     route = "/v1/models"
 
     def _card(self) -> dict:
-        return {"id": self.state.settings.model_name, "object": "model", "created": self.state.created,
-                "owned_by": "mistralcli", "max_model_len": self.state.context_length}
+        return {
+            "id": self.state.settings.model_name,
+            "object": "model",
+            "created": self.state.created,
+            "owned_by": "mistralcli",
+            "max_model_len": self.state.context_length,
+        }
 
     def get(self, model_id: str | None = None):
         if model_id is None:
@@ -49,11 +54,21 @@ class ReadyHandler(BaseHandler):
 
     def get(self):
         if self.state.shutting_down or not self.state.alive:
-            raise APIError(503, "not ready: " + ("shutting down" if self.state.shutting_down else "the engine has stopped"),
-                           "server_error", code="not_ready")
+            raise APIError(
+                503,
+                "not ready: " + ("shutting down" if self.state.shutting_down else "the engine has stopped"),
+                "server_error",
+                code="not_ready",
+            )
         stats = self.state.engine.engine.stats()
-        self.write_json({"status": "ready", "model": self.state.settings.model_name, "running": stats["running"],
-                         "waiting": stats["waiting"]})
+        self.write_json(
+            {
+                "status": "ready",
+                "model": self.state.settings.model_name,
+                "running": stats["running"],
+                "waiting": stats["waiting"],
+            }
+        )
 
 
 class MetricsHandler(BaseHandler):
@@ -76,8 +91,12 @@ class TokenizeHandler(BaseHandler):
         if (request.prompt is None) == (request.messages is None):
             raise APIError(400, "give either prompt or messages", param="prompt", code="invalid_value")
         if request.messages is not None:
-            text = self.render_chat(protocol.template_messages(request.messages), request.tools,
-                                    request.add_generation_prompt, request.chat_template_kwargs)
+            text = self.render_chat(
+                protocol.template_messages(request.messages),
+                request.tools,
+                request.add_generation_prompt,
+                request.chat_template_kwargs,
+            )
             tokens = self.encode_rendered(text)
         else:
             tokens = self.state.tokenizer.encode(request.prompt, add_special=request.add_special_tokens)
@@ -92,8 +111,9 @@ class DetokenizeHandler(BaseHandler):
         self.check_model(request.model)
         bad = [t for t in request.tokens if t >= self.state.tokenizer.vocab_size]
         if bad:
-            raise APIError(400, f"tokens: token id {bad[0]} is outside the vocabulary", param="tokens",
-                           code="invalid_value")
+            raise APIError(
+                400, f"tokens: token id {bad[0]} is outside the vocabulary", param="tokens", code="invalid_value"
+            )
         self.write_json({"prompt": self.state.tokenizer.decode(request.tokens, skip_special=False)})
 
 
@@ -103,8 +123,12 @@ class ChatTemplateHandler(BaseHandler):
     def post(self):
         request = self.parse(protocol.ChatTemplateRequest)
         self.check_model(request.model)
-        text = self.render_chat(protocol.template_messages(request.messages), request.tools, request.add_generation_prompt,
-                                request.chat_template_kwargs)
+        text = self.render_chat(
+            protocol.template_messages(request.messages),
+            request.tools,
+            request.add_generation_prompt,
+            request.chat_template_kwargs,
+        )
         tokens = self.encode_rendered(text)
         self.write_json({"text": text, "tokens": tokens, "token_count": len(tokens)})
 
@@ -152,7 +176,11 @@ def make_app(engine: AsyncEngine | Engine, settings: ServerSettings) -> tornado.
     """A tornado Application serving the engine (an Engine is wrapped in an AsyncEngine). The state is
     `app.mistral_state` (its `engine` is the AsyncEngine)."""
     state = ServerState(engine, settings)
-    app = tornado.web.Application(routes(state), default_handler_class=NotFoundHandler,
-                                  default_handler_args={"state": state}, log_function=lambda handler: None)
+    app = tornado.web.Application(
+        routes(state),
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"state": state},
+        log_function=lambda handler: None,
+    )
     app.mistral_state = state
     return app

@@ -24,8 +24,15 @@ DRAIN_FACTOR = 8  # bodies up to 8x the limit are read and dropped before the 41
 class APIError(tornado.web.HTTPError):
     """An error answered to the client in OpenAI's shape (an HTTPError, so tornado keeps its status)."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(status)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
@@ -71,6 +78,7 @@ class ServerState:
 class BaseHandler(tornado.web.RequestHandler):
     """The body streams in (prepare runs on the headers), so a body announced too large gets the 413 in
     OpenAI's shape before it is read; one that turns out too large is dropped as it arrives."""
+
     route = ""
     needs_key = True
 
@@ -92,9 +100,12 @@ class BaseHandler(tornado.web.RequestHandler):
         if origin and ("*" in origins or origin in origins):
             self.set_header("Access-Control-Allow-Origin", "*" if "*" in origins else origin)
             self.set_header("Vary", "Origin")
-            self.set_header("Access-Control-Expose-Headers", "x-request-id, x-ratelimit-limit-requests, "
-                            "x-ratelimit-remaining-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, "
-                            "retry-after")
+            self.set_header(
+                "Access-Control-Expose-Headers",
+                "x-request-id, x-ratelimit-limit-requests, "
+                "x-ratelimit-remaining-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, "
+                "retry-after",
+            )
 
     def prepare(self):
         self.started = time.perf_counter()
@@ -103,8 +114,12 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.needs_key and self.state.settings.api_keys:
             self.key = self.state.settings.api_keys.check(self.request.headers.get("Authorization"))
             if self.key is None:
-                raise APIError(401, "a valid API key is required: send 'Authorization: Bearer KEY'",
-                               "authentication_error", code="invalid_api_key")
+                raise APIError(
+                    401,
+                    "a valid API key is required: send 'Authorization: Bearer KEY'",
+                    "authentication_error",
+                    code="invalid_api_key",
+                )
         # A body over the limit is read and dropped, and the handler answers 413 when it asks for it:
         # answered before the body is read, a client still sending it would see the connection reset.
         # Past DRAIN_FACTOR times the limit it is answered at once, and the connection closed.
@@ -130,8 +145,9 @@ class BaseHandler(tornado.web.RequestHandler):
         return bool(length and length.isdigit() and self.received < int(length))
 
     def _too_large(self):
-        raise APIError(413, f"the request body is larger than {self.state.settings.max_body_bytes} bytes",
-                       code="request_too_large")
+        raise APIError(
+            413, f"the request body is larger than {self.state.settings.max_body_bytes} bytes", code="request_too_large"
+        )
 
     @property
     def body(self) -> bytes:
@@ -174,14 +190,22 @@ class BaseHandler(tornado.web.RequestHandler):
         log = self.state.settings.access_log
         usage = f" {self.usage[0]}+{self.usage[1]} tok" if self.usage else ""
         if log is not None:
-            print(f"{self.request.method} {self.request.path} {status}{usage} {seconds * 1000:.0f} ms", file=log,
-                  flush=True)
+            print(
+                f"{self.request.method} {self.request.path} {status}{usage} {seconds * 1000:.0f} ms",
+                file=log,
+                flush=True,
+            )
         record_log = self.state.settings.request_log
         if record_log is not None:
-            record = {"time": time.time(), "method": self.request.method, "path": self.request.path,
-                      "status": status, "latency_s": round(seconds, 6),
-                      "usage": {"prompt_tokens": self.usage[0], "completion_tokens": self.usage[1]} if self.usage else None,
-                      **self.log_record}
+            record = {
+                "time": time.time(),
+                "method": self.request.method,
+                "path": self.request.path,
+                "status": status,
+                "latency_s": round(seconds, 6),
+                "usage": {"prompt_tokens": self.usage[0], "completion_tokens": self.usage[1]} if self.usage else None,
+                **self.log_record,
+            }
             record_log.write(json.dumps(record, ensure_ascii=False) + "\n")
             record_log.flush()
 
@@ -199,15 +223,24 @@ class BaseHandler(tornado.web.RequestHandler):
             return model_cls.model_validate(body)
         except ValidationError as exc:
             first = exc.errors()[0]
-            param = ".".join(str(part) for part in first["loc"] if not str(part).startswith(("function-after", "list[", "str", "int")))
+            param = ".".join(
+                str(part)
+                for part in first["loc"]
+                if not str(part).startswith(("function-after", "list[", "str", "int"))
+            )
             message = first["msg"].removeprefix("Value error, ")
-            raise APIError(400, f"{param}: {message}" if param else message, param=param or None,
-                           code="invalid_value") from None
+            raise APIError(
+                400, f"{param}: {message}" if param else message, param=param or None, code="invalid_value"
+            ) from None
 
     def check_model(self, name: str | None):
         if name and name != self.state.settings.model_name:
-            raise APIError(404, f"the model {name!r} does not exist; this server serves "
-                                f"{self.state.settings.model_name!r}", param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"the model {name!r} does not exist; this server serves {self.state.settings.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
 
     def write_json(self, obj, status: int = 200):
         self.set_status(status)
@@ -216,12 +249,19 @@ class BaseHandler(tornado.web.RequestHandler):
     def render_chat(self, messages: list[dict], tools, add_generation_prompt: bool, kwargs: dict | None) -> str:
         template = self.state.settings.chat_template
         if template is None:
-            raise APIError(400, "this model has no chat template: use /v1/completions with plain text",
-                           param="messages", code="no_chat_template")
+            raise APIError(
+                400,
+                "this model has no chat template: use /v1/completions with plain text",
+                param="messages",
+                code="no_chat_template",
+            )
         try:
-            return template.render(messages, add_generation_prompt=add_generation_prompt,
-                                   tools=[t.model_dump(exclude_none=True) for t in tools] if tools else None,
-                                   **(kwargs or {}))
+            return template.render(
+                messages,
+                add_generation_prompt=add_generation_prompt,
+                tools=[t.model_dump(exclude_none=True) for t in tools] if tools else None,
+                **(kwargs or {}),
+            )
         except (MistralError, TypeError) as exc:
             raise APIError(400, str(exc), param="messages", code="chat_template_error") from None
 

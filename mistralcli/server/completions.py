@@ -14,6 +14,7 @@ from mistralcli.engine.engine import RequestError
 from mistralcli.server import protocol, tool_calls
 from mistralcli.server.base import APIError, BaseHandler, ServerState
 
+
 @dataclass
 class _Choice:
     index: int
@@ -50,8 +51,13 @@ class _GenerateHandler(BaseHandler):
         for request_id in self.request_ids:
             self.state.engine.cancel(request_id)
 
-    async def generate(self, request: protocol._Sampling, prompts: list[list[int]], prompt_texts: list[str | None],
-                       logprobs: int | None):
+    async def generate(
+        self,
+        request: protocol._Sampling,
+        prompts: list[list[int]],
+        prompt_texts: list[str | None],
+        logprobs: int | None,
+    ):
         state = self.state
         if state.shutting_down:
             raise APIError(503, "the server is shutting down", "server_error", code="shutting_down")
@@ -60,21 +66,27 @@ class _GenerateHandler(BaseHandler):
         max_tokens = request.requested_max_tokens()
         param = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) else "max_tokens"
         try:
-            params = protocol.sampling_params(request, state.settings.sampling_defaults, logprobs, max_tokens,
-                                              state.tokenizer.vocab_size)
+            params = protocol.sampling_params(
+                request, state.settings.sampling_defaults, logprobs, max_tokens, state.tokenizer.vocab_size
+            )
         except ValueError as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
         engine = state.engine.engine
         for ids in prompts:
             if len(ids) + (max_tokens or 1) > state.context_length:
-                raise APIError(400, f"this model's context is {state.context_length} tokens; the prompt is {len(ids)} "
-                                    f"tokens" + (f" and {param} is {max_tokens}" if max_tokens else ""),
-                               param="messages" if self.kind == "chat" else "prompt", code="context_length_exceeded")
+                raise APIError(
+                    400,
+                    f"this model's context is {state.context_length} tokens; the prompt is {len(ids)} "
+                    f"tokens" + (f" and {param} is {max_tokens}" if max_tokens else ""),
+                    param="messages" if self.kind == "chat" else "prompt",
+                    code="context_length_exceeded",
+                )
             try:
                 engine.validate(ids, engine.max_tokens_for(params))
             except RequestError as exc:
-                raise APIError(400, str(exc), param="messages" if self.kind == "chat" else "prompt",
-                               code="invalid_prompt") from None
+                raise APIError(
+                    400, str(exc), param="messages" if self.kind == "chat" else "prompt", code="invalid_prompt"
+                ) from None
         reserved = sum(len(ids) + (max_tokens or 0) * request.n for ids in prompts)
         rate_key = self.key or self.request.remote_ip or "-"
         if state.limiter is not None:
@@ -111,15 +123,19 @@ class _GenerateHandler(BaseHandler):
             except asyncio.CancelledError:
                 await stream.aclose()
                 raise
-            except BaseException as exc:  # noqa: BLE001 - handed to the handler
+            except BaseException as exc:
                 queue.put_nowait((i, exc))
             finally:
                 queue.put_nowait((i, None))
 
         self.tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
-        choices = {(i, j): _Choice(i * request.n + j,
-                                   tools=tool_calls.StreamParser(self.tool_names) if self.parse_tools else None)
-                   for i in range(len(prompts)) for j in range(request.n)}
+        choices = {
+            (i, j): _Choice(
+                i * request.n + j, tools=tool_calls.StreamParser(self.tool_names) if self.parse_tools else None
+            )
+            for i in range(len(prompts))
+            for j in range(request.n)
+        }
         usage = {"prompt_tokens": sum(len(ids) for ids in prompts), "completion_tokens": 0, "cached": 0}
         created = int(time.time())
         include_usage = bool(request.stream and request.stream_options and request.stream_options.include_usage)
@@ -154,16 +170,29 @@ class _GenerateHandler(BaseHandler):
                 if request.stream:
                     await self._send_chunk(base, created, choice, out, text, prompt_texts, include_usage, logprobs)
             self.usage = (usage["prompt_tokens"], usage["completion_tokens"])
-            usage_body = {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
-                          "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
-                          "prompt_tokens_details": {"cached_tokens": usage["cached"]}}
+            usage_body = {
+                "prompt_tokens": usage["prompt_tokens"],
+                "completion_tokens": usage["completion_tokens"],
+                "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
+                "prompt_tokens_details": {"cached_tokens": usage["cached"]},
+            }
             ordered = [choices[key] for key in sorted(choices, key=lambda k: choices[k].index)]
-            self.log_record["response"] = {"id": base, "choices": [{"text": c.text, "finish_reason": c.finish_reason}
-                                                                   for c in ordered]}
+            self.log_record["response"] = {
+                "id": base,
+                "choices": [{"text": c.text, "finish_reason": c.finish_reason} for c in ordered],
+            }
             if request.stream:
                 if include_usage:
-                    await self._sse({"id": base, "object": self._chunk_object(), "created": created,
-                                     "model": state.settings.model_name, "choices": [], "usage": usage_body})
+                    await self._sse(
+                        {
+                            "id": base,
+                            "object": self._chunk_object(),
+                            "created": created,
+                            "model": state.settings.model_name,
+                            "choices": [],
+                            "usage": usage_body,
+                        }
+                    )
                 await self._sse_raw("data: [DONE]\n\n")
                 self.finish()
             else:
@@ -234,7 +263,12 @@ class _GenerateHandler(BaseHandler):
             top_logprobs.append({self._token(t)[0]: lp for t, lp in e.top})
             offsets.append(offset)
             offset += len(text)
-        return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs, "text_offset": offsets}
+        return {
+            "tokens": tokens,
+            "token_logprobs": token_logprobs,
+            "top_logprobs": top_logprobs,
+            "text_offset": offsets,
+        }
 
     async def _send_chunk(self, base, created, choice: _Choice, out, text, prompt_texts, include_usage, logprobs):
         """One choice's new text (tool calls held back) as an SSE chunk."""
@@ -245,21 +279,32 @@ class _GenerateHandler(BaseHandler):
                 delta["content"] = text
             if out.finished and choice.tool_calls:
                 delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(choice.tool_calls)]
-            body = {"index": choice.index, "delta": delta,
-                    "logprobs": self._chat_logprobs(out.logprobs) if logprobs is not None and out.logprobs else None,
-                    "finish_reason": choice.finish_reason if out.finished else None}
+            body = {
+                "index": choice.index,
+                "delta": delta,
+                "logprobs": self._chat_logprobs(out.logprobs) if logprobs is not None and out.logprobs else None,
+                "finish_reason": choice.finish_reason if out.finished else None,
+            }
         else:
             if not choice.started:
                 choice.started = True
                 if self.echo:
                     text = (prompt_texts[choice.index // self.n] or "") + text
-            body = {"index": choice.index, "text": text,
-                    "logprobs": self._text_logprobs(out.logprobs or [], 0) if logprobs is not None else None,
-                    "finish_reason": choice.finish_reason if out.finished else None}
+            body = {
+                "index": choice.index,
+                "text": text,
+                "logprobs": self._text_logprobs(out.logprobs or [], 0) if logprobs is not None else None,
+                "finish_reason": choice.finish_reason if out.finished else None,
+            }
         if not text and not out.finished and not (self.kind == "chat" and "role" in body["delta"]):
             return
-        chunk = {"id": base, "object": self._chunk_object(), "created": created,
-                 "model": self.state.settings.model_name, "choices": [body]}
+        chunk = {
+            "id": base,
+            "object": self._chunk_object(),
+            "created": created,
+            "model": self.state.settings.model_name,
+            "choices": [body],
+        }
         if self.kind == "chat":
             chunk["system_fingerprint"] = None
         if include_usage:
@@ -274,20 +319,43 @@ class _GenerateHandler(BaseHandler):
 
     def _response(self, base, created, ordered, prompt_texts, usage, logprobs, n) -> dict:
         if self.kind == "chat":
-            choices = [{"index": c.index, "message": self._message(c),
-                        "logprobs": self._chat_logprobs(c.logprobs) if logprobs is not None else None,
-                        "finish_reason": c.finish_reason} for c in ordered]
-            return {"id": base, "object": "chat.completion", "created": created,
-                    "model": self.state.settings.model_name, "choices": choices, "usage": usage,
-                    "system_fingerprint": None}
+            choices = [
+                {
+                    "index": c.index,
+                    "message": self._message(c),
+                    "logprobs": self._chat_logprobs(c.logprobs) if logprobs is not None else None,
+                    "finish_reason": c.finish_reason,
+                }
+                for c in ordered
+            ]
+            return {
+                "id": base,
+                "object": "chat.completion",
+                "created": created,
+                "model": self.state.settings.model_name,
+                "choices": choices,
+                "usage": usage,
+                "system_fingerprint": None,
+            }
         choices = []
         for c in ordered:
             prefix = (prompt_texts[c.index // n] or "") if self.echo else ""
-            choices.append({"index": c.index, "text": prefix + c.text,
-                            "logprobs": self._text_logprobs(c.logprobs, len(prefix)) if logprobs is not None else None,
-                            "finish_reason": c.finish_reason})
-        return {"id": base, "object": "text_completion", "created": created, "model": self.state.settings.model_name,
-                "choices": choices, "usage": usage}
+            choices.append(
+                {
+                    "index": c.index,
+                    "text": prefix + c.text,
+                    "logprobs": self._text_logprobs(c.logprobs, len(prefix)) if logprobs is not None else None,
+                    "finish_reason": c.finish_reason,
+                }
+            )
+        return {
+            "id": base,
+            "object": "text_completion",
+            "created": created,
+            "model": self.state.settings.model_name,
+            "choices": choices,
+            "usage": usage,
+        }
 
 
 class ChatCompletionsHandler(_GenerateHandler):
@@ -299,8 +367,9 @@ class ChatCompletionsHandler(_GenerateHandler):
         self.check_model(request.model)
         if request.top_logprobs is not None and not request.logprobs:
             raise APIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs", code="invalid_value")
-        text = self.render_chat(request.template_messages(), request.tools, request.add_generation_prompt,
-                                request.chat_template_kwargs)
+        text = self.render_chat(
+            request.template_messages(), request.tools, request.add_generation_prompt, request.chat_template_kwargs
+        )
         self.parse_tools = bool(request.tools) and request.tool_choice != "none"
         self.tool_names = tuple(t.function.name for t in request.tools or ())
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
@@ -326,8 +395,12 @@ class CompletionsHandler(_GenerateHandler):
             else:
                 bad = [t for t in prompt if t >= tokenizer.vocab_size]
                 if bad:
-                    raise APIError(400, f"prompt: token id {bad[0]} is outside the vocabulary "
-                                        f"({tokenizer.vocab_size} tokens)", param="prompt", code="invalid_value")
+                    raise APIError(
+                        400,
+                        f"prompt: token id {bad[0]} is outside the vocabulary ({tokenizer.vocab_size} tokens)",
+                        param="prompt",
+                        code="invalid_value",
+                    )
                 prompts.append(list(prompt))
                 texts.append(tokenizer.decode(prompt))
         await self.generate(request, prompts, texts, request.logprobs)

@@ -99,9 +99,13 @@ class RateLimiter:
                 return Decision(True, headers)
             name, wait = max(waits.items(), key=lambda item: item[1])
             if wait == float("inf"):
-                return Decision(False, headers, 0.0,
-                                f"this request needs {tokens} tokens but the limit is {int(buckets[name].capacity)} "
-                                f"tokens per minute; ask for fewer max_tokens")
+                return Decision(
+                    False,
+                    headers,
+                    0.0,
+                    f"this request needs {tokens} tokens but the limit is {int(buckets[name].capacity)} "
+                    f"tokens per minute; ask for fewer max_tokens",
+                )
             return Decision(False, headers, wait, f"rate limit reached for {name} per minute; retry in {wait:.1f} s")
 
     def settle(self, key: str, tokens: int) -> None:
@@ -144,7 +148,7 @@ class ApiKeys:
         """The key of a valid 'Bearer KEY' header, else None (compared in constant time)."""
         if not authorization or not authorization.startswith("Bearer "):
             return None
-        given = authorization[len("Bearer "):].strip().encode()
+        given = authorization[len("Bearer ") :].strip().encode()
         for key in self.keys:
             if hmac.compare_digest(given, key.encode()):
                 return key

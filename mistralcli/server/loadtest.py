@@ -30,8 +30,13 @@ def _body(rng: random.Random, model: str, stream: bool) -> tuple[str, dict]:
     topic = rng.choice(TOPICS)
     words = FILLER.split()
     context = " ".join(words[: rng.randint(0, len(words))])
-    body = {"model": model, "max_tokens": rng.randint(8, 96), "temperature": rng.choice([0.0, 0.7, 1.0]),
-            "seed": rng.randint(0, 1 << 30), "stream": stream}
+    body = {
+        "model": model,
+        "max_tokens": rng.randint(8, 96),
+        "temperature": rng.choice([0.0, 0.7, 1.0]),
+        "seed": rng.randint(0, 1 << 30),
+        "stream": stream,
+    }
     if stream:
         body["stream_options"] = {"include_usage": True}
     if rng.random() < 0.5:
@@ -48,8 +53,9 @@ async def _client(base, model, api_key, deadline, rng, disconnect, timeout, tall
         leave = rng.randint(1, 6) if stream and rng.random() < disconnect else None
         started = time.monotonic()
         if stream:
-            record = await stream_completion(client, base + route, body, api_key, disconnect_after=leave,
-                                             timeout=timeout)
+            record = await stream_completion(
+                client, base + route, body, api_key, disconnect_after=leave, timeout=timeout
+            )
             status, error = record.status, record.error
             if record.disconnected:
                 tally["disconnected"] += 1
@@ -58,9 +64,16 @@ async def _client(base, model, api_key, deadline, rng, disconnect, timeout, tall
                 error = "no finish_reason"
             tally["tokens"] += record.tokens
         else:
-            response = await client.fetch(HTTPRequest(base + route, method="POST", body=json.dumps(body),
-                                                      headers=headers(api_key), request_timeout=timeout),
-                                          raise_error=False)
+            response = await client.fetch(
+                HTTPRequest(
+                    base + route,
+                    method="POST",
+                    body=json.dumps(body),
+                    headers=headers(api_key),
+                    request_timeout=timeout,
+                ),
+                raise_error=False,
+            )
             status, error = response.code, None
             if response.code == 200:
                 answer = json.loads(response.body)
@@ -100,8 +113,9 @@ def _metric(text: str, name: str) -> float | None:
     return None
 
 
-async def run(base: str, clients: int, disconnect: float, duration: float, timeout: float, api_key: str | None,
-              seed: int, say) -> dict:
+async def run(
+    base: str, clients: int, disconnect: float, duration: float, timeout: float, api_key: str | None, seed: int, say
+) -> dict:
     client = http_client(clients)
     try:
         model = (await get_json(client, base + "/v1/models", api_key))["data"][0]["id"]
@@ -110,8 +124,10 @@ async def run(base: str, clients: int, disconnect: float, duration: float, timeo
         prober = asyncio.create_task(_prober(base, stop, 0.05, latencies, failures))
         deadline = time.monotonic() + duration
         start = time.perf_counter()
-        workers = [_client(base, model, api_key, deadline, random.Random(seed * 1000 + i), disconnect, timeout, tally,
-                       client) for i in range(clients)]
+        workers = [
+            _client(base, model, api_key, deadline, random.Random(seed * 1000 + i), disconnect, timeout, tally, client)
+            for i in range(clients)
+        ]
         progress = asyncio.create_task(_progress(tally, start, duration, say))
         await asyncio.gather(*workers)
         wall = time.perf_counter() - start
@@ -129,14 +145,33 @@ async def run(base: str, clients: int, disconnect: float, duration: float, timeo
         health = percentiles(latencies)
         ordered = sorted(latencies)
         p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else None
-        return {"url": base, "clients": clients, "disconnect_fraction": disconnect, "duration_s": wall,
-                "requests": tally["completed"] + tally["disconnected"] + len(tally["errors"]),
-                "completed": tally["completed"], "disconnected": tally["disconnected"], "hung": tally["hung"],
-                "http_5xx": tally["5xx"], "errors": len(tally["errors"]), "error_samples": tally["errors"][:10],
-                "tokens": tally["tokens"], "aggregate_tok_s": tally["tokens"] / wall,
-                "running_after": ready["running"], "waiting_after": ready["waiting"], "kv_blocks_used_after": used,
-                "health_ms": {"p50": 1000 * health["p50"], "p99": 1000 * p99, "max": 1000 * ordered[-1],
-                              "count": len(ordered), "failures": len(failures)} if ordered else None}
+        return {
+            "url": base,
+            "clients": clients,
+            "disconnect_fraction": disconnect,
+            "duration_s": wall,
+            "requests": tally["completed"] + tally["disconnected"] + len(tally["errors"]),
+            "completed": tally["completed"],
+            "disconnected": tally["disconnected"],
+            "hung": tally["hung"],
+            "http_5xx": tally["5xx"],
+            "errors": len(tally["errors"]),
+            "error_samples": tally["errors"][:10],
+            "tokens": tally["tokens"],
+            "aggregate_tok_s": tally["tokens"] / wall,
+            "running_after": ready["running"],
+            "waiting_after": ready["waiting"],
+            "kv_blocks_used_after": used,
+            "health_ms": {
+                "p50": 1000 * health["p50"],
+                "p99": 1000 * p99,
+                "max": 1000 * ordered[-1],
+                "count": len(ordered),
+                "failures": len(failures),
+            }
+            if ordered
+            else None,
+        }
     finally:
         client.close()
 
@@ -144,13 +179,18 @@ async def run(base: str, clients: int, disconnect: float, duration: float, timeo
 async def _progress(tally, start, duration, say):
     while True:
         await asyncio.sleep(10)
-        say(f"{time.perf_counter() - start:5.0f}/{duration:.0f} s: {tally['completed']} completed, "
-            f"{tally['disconnected']} hung up, {len(tally['errors'])} errors, {tally['tokens']} tokens")
+        say(
+            f"{time.perf_counter() - start:5.0f}/{duration:.0f} s: {tally['completed']} completed, "
+            f"{tally['disconnected']} hung up, {len(tally['errors'])} errors, {tally['tokens']} tokens"
+        )
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mistralcli.server.loadtest", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mistralcli.server.loadtest",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--url", help="a running server (default: start `mistral serve` on --model)")
     parser.add_argument("--model", "-m", help="the model to serve (default: SmolLM2-135M-Instruct Q4_1)")
     parser.add_argument("--threads", type=int, help="the started server's threads")
@@ -170,8 +210,9 @@ def main(argv=None) -> int:
 
     def go(base):
         say(f"{args.clients} clients against {base} for {args.duration:.0f} s")
-        return asyncio.run(run(base, args.clients, args.disconnect, args.duration, args.timeout, args.api_key,
-                               args.seed, say))
+        return asyncio.run(
+            run(base, args.clients, args.disconnect, args.duration, args.timeout, args.api_key, args.seed, say)
+        )
 
     if args.url:
         report = go(args.url.rstrip("/").removesuffix("/v1"))
@@ -186,8 +227,10 @@ def main(argv=None) -> int:
     if report["hung"]:
         failures.append(f"{report['hung']} requests took longer than {args.timeout:.0f} s")
     if report["running_after"] or report["waiting_after"] or report["kv_blocks_used_after"]:
-        failures.append(f"not idle afterwards: {report['running_after']} running, {report['waiting_after']} waiting, "
-                        f"{report['kv_blocks_used_after']} KV blocks in use")
+        failures.append(
+            f"not idle afterwards: {report['running_after']} running, {report['waiting_after']} waiting, "
+            f"{report['kv_blocks_used_after']} KV blocks in use"
+        )
     health = report["health_ms"]
     if health is None or health["failures"] or health["p99"] >= args.health_p99_ms:
         failures.append(f"/health: {health}")
@@ -195,11 +238,13 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{report['requests']} requests in {report['duration_s']:.0f} s: {report['completed']} completed, "
-              f"{report['disconnected']} hung up by the client, {report['errors']} errors, {report['http_5xx']} 5xx, "
-              f"{report['hung']} hung; {report['aggregate_tok_s']:.1f} tok/s; /health p50 {health['p50']:.1f} ms, "
-              f"p99 {health['p99']:.1f} ms, max {health['max']:.1f} ms; KV blocks in use after: "
-              f"{report['kv_blocks_used_after']:.0f}")
+        print(
+            f"{report['requests']} requests in {report['duration_s']:.0f} s: {report['completed']} completed, "
+            f"{report['disconnected']} hung up by the client, {report['errors']} errors, {report['http_5xx']} 5xx, "
+            f"{report['hung']} hung; {report['aggregate_tok_s']:.1f} tok/s; /health p50 {health['p50']:.1f} ms, "
+            f"p99 {health['p99']:.1f} ms, max {health['max']:.1f} ms; KV blocks in use after: "
+            f"{report['kv_blocks_used_after']:.0f}"
+        )
         print("PASSED" if not failures else "FAILED: " + "; ".join(failures))
     return 0 if not failures else 1
 

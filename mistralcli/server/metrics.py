@@ -35,8 +35,9 @@ class _EngineCollector:
         for key, (name, doc) in totals.items():
             yield CounterMetricFamily(name, doc, value=float(stats[key]))
         for name, doc, hist in (
-                ("mistralcli_time_to_first_token_seconds", "From arrival to the first token", counters.ttft_s),
-                ("mistralcli_inter_token_latency_seconds", "Between a request's tokens", counters.itl_s)):
+            ("mistralcli_time_to_first_token_seconds", "From arrival to the first token", counters.ttft_s),
+            ("mistralcli_inter_token_latency_seconds", "Between a request's tokens", counters.itl_s),
+        ):
             buckets = [("+Inf" if bound == float("inf") else repr(float(bound)), n) for bound, n in hist.cumulative()]
             yield HistogramMetricFamily(name, doc, buckets=buckets, sum_value=hist.total)
 
@@ -46,10 +47,16 @@ class ServerMetrics:
 
     def __init__(self, engine):
         self.registry = CollectorRegistry()
-        self.requests = Counter("mistralcli_http_requests", "HTTP requests by route and status",
-                                ["route", "status"], registry=self.registry)
-        self.latency = Histogram("mistralcli_http_request_duration_seconds", "HTTP request time by route", ["route"],
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.requests = Counter(
+            "mistralcli_http_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "mistralcli_http_request_duration_seconds",
+            "HTTP request time by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_EngineCollector(engine))
 
     def observe(self, route: str, status: int, seconds: float) -> None:

@@ -154,9 +154,12 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | Annotated[
-        list[str], Field(min_length=1)] | Annotated[list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]],
-                                                    Field(min_length=1)]
+    prompt: (
+        str
+        | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+        | Annotated[list[str], Field(min_length=1)]
+        | Annotated[list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]], Field(min_length=1)]
+    )
     echo: bool = False
     logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     suffix: str | None = None
@@ -207,20 +210,39 @@ class ChatTemplateRequest(_Request):
 SERVER_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0}
 
 
-def sampling_params(request: _Sampling, model_defaults: dict, logprobs: int | None, max_tokens: int | None,
-                    vocab_size: int) -> SamplingParams:
+def sampling_params(
+    request: _Sampling, model_defaults: dict, logprobs: int | None, max_tokens: int | None, vocab_size: int
+) -> SamplingParams:
     """The engine's SamplingParams for a request. Raises ValueError with a message naming the field."""
     values = {**SERVER_DEFAULTS, **model_defaults}
-    for name in ("temperature", "top_p", "min_p", "typical_p", "repetition_penalty", "penalty_last_n", "seed",
-                 "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers"):
+    for name in (
+        "temperature",
+        "top_p",
+        "min_p",
+        "typical_p",
+        "repetition_penalty",
+        "penalty_last_n",
+        "seed",
+        "dry_multiplier",
+        "dry_base",
+        "dry_allowed_length",
+        "dry_penalty_last_n",
+        "dry_sequence_breakers",
+    ):
         value = getattr(request, name)
         if value is not None:
             values[name] = value
     if request.top_k is not None:
         values["top_k"] = max(0, request.top_k)  # -1 (vLLM's "off") is 0 here
-    values.update(presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
-                  min_tokens=request.min_tokens, ignore_eos=request.ignore_eos, n=request.n, max_tokens=max_tokens,
-                  logprobs=logprobs)
+    values.update(
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+        min_tokens=request.min_tokens,
+        ignore_eos=request.ignore_eos,
+        n=request.n,
+        max_tokens=max_tokens,
+        logprobs=logprobs,
+    )
     stops = request.stop
     values["stop"] = [stops] if isinstance(stops, str) else list(stops or [])
     for name in ("stop_token_ids", "allowed_token_ids", "banned_token_ids"):

@@ -11,14 +11,22 @@ import tornado.netutil
 import tornado.web
 
 
-async def serve_app(app: tornado.web.Application, host: str, port: int, *, shutdown_timeout: float = 30.0,
-                    on_ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None) -> None:
+async def serve_app(
+    app: tornado.web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout: float = 30.0,
+    on_ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
     """Serve `app` (from make_app) on host:port (0: a free port) until SIGINT/SIGTERM or `stop` is set."""
     state = app.mistral_state
     # Bodies stream into the handlers, which answer one over the limit with the 413 in OpenAI's shape
     # (base.BaseHandler.prepare); tornado's own cap, a bare 400, only meets chunked bodies this large
-    server = tornado.httpserver.HTTPServer(app, max_body_size=64 * state.settings.max_body_bytes + (1 << 20),
-                                           idle_connection_timeout=600)
+    server = tornado.httpserver.HTTPServer(
+        app, max_body_size=64 * state.settings.max_body_bytes + (1 << 20), idle_connection_timeout=600
+    )
     sockets = tornado.netutil.bind_sockets(port, host)
     server.add_sockets(sockets)
     bound = sockets[0].getsockname()
@@ -43,6 +51,6 @@ async def serve_app(app: tornado.web.Application, host: str, port: int, *, shutd
     await asyncio.sleep(0.05)
     try:
         await asyncio.wait_for(server.close_all_connections(), timeout=5.0)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     state.engine.shutdown()

@@ -27,8 +27,11 @@ def _call(obj) -> dict | None:
     arguments = obj.get("arguments", obj.get("parameters", {}))
     if not isinstance(arguments, str):
         arguments = json.dumps(arguments, ensure_ascii=False)
-    return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-            "function": {"name": obj["name"], "arguments": arguments}}
+    return {
+        "id": f"call_{uuid.uuid4().hex[:24]}",
+        "type": "function",
+        "function": {"name": obj["name"], "arguments": arguments},
+    }
 
 
 def _bare(text: str, names) -> list[dict]:
@@ -104,15 +107,15 @@ class StreamParser:
         start = min((i for i in (self.text.find(m, self.sent) for m in MARKERS) if i >= 0), default=-1)
         if start >= 0:
             self.in_call = True
-            out, self.sent, self.call_start = self.text[self.sent:start], start, start
+            out, self.sent, self.call_start = self.text[self.sent : start], start, start
             return out
         hold = max((k for m in MARKERS for k in range(1, len(m)) if self.text.endswith(m[:k])), default=0)
         end = max(self.sent, len(self.text) - hold)
-        out, self.sent = self.text[self.sent:end], end
+        out, self.sent = self.text[self.sent : end], end
         return out
 
     def finish(self) -> tuple[str, list[dict]]:
-        rest = self.text[self.sent:]
+        rest = self.text[self.sent :]
         if not self.in_call:
             self.sent = len(self.text)
             return rest, []
@@ -122,4 +125,4 @@ class StreamParser:
 
     def content(self) -> str | None:
         """The message's content when it made calls: the prose before them, if any."""
-        return self.text[:self.call_start].strip() or None
+        return self.text[: self.call_start].strip() or None

@@ -54,7 +54,10 @@ def _regex_then_bytes(pattern: str):
 
 def _digits_then_gpt2():
     return pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
     )
 
 
@@ -116,7 +119,9 @@ def build_spm(tokens: list[str], scores: list[float], token_types: list[int], un
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map used by byte-level BPE vocabularies."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     mapping = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):
@@ -141,7 +146,7 @@ def byte_level_piece_bytes(tokens: list[str]) -> list[bytes]:
 def spm_piece_bytes(tokens: list[str], token_types: list[int]) -> list[bytes]:
     """The bytes each SentencePiece token stands for: U+2581 is a space, <0xXX> is one byte."""
     out = []
-    for tok, ttype in zip(tokens, token_types):
+    for tok, ttype in zip(tokens, token_types, strict=True):
         if ttype == TokenType.BYTE and len(tok) == 6 and tok.startswith("<0x"):
             out.append(bytes([int(tok[3:5], 16)]))
         else:

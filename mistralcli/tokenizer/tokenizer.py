@@ -18,14 +18,34 @@ from mistralcli.tokenizer import gguf_vocab
 from mistralcli.tokenizer.gguf_vocab import TokenType
 
 # Token texts that end a turn in common chat formats; llama.cpp adds these to the EOG set too.
-EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "<|end_of_text|>")
+EOG_TEXTS = (
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "<|end_of_text|>",
+)
 
 
 class Tokenizer:
-    def __init__(self, *, fragment_tokenizer: HFTokenizer, tokens: list[str], token_bytes: list[bytes],
-                 special_ids: set[int], control_ids: set[int], bos_token_id: int | None,
-                 eos_token_id: int | None, eog_token_ids: set[int], add_bos: bool, add_eos: bool = False,
-                 add_space_prefix: bool = False):
+    def __init__(
+        self,
+        *,
+        fragment_tokenizer: HFTokenizer,
+        tokens: list[str],
+        token_bytes: list[bytes],
+        special_ids: set[int],
+        control_ids: set[int],
+        bos_token_id: int | None,
+        eos_token_id: int | None,
+        eog_token_ids: set[int],
+        add_bos: bool,
+        add_eos: bool = False,
+        add_space_prefix: bool = False,
+    ):
         self.fragment_tokenizer = fragment_tokenizer
         self.tokens = tokens
         self.token_bytes = token_bytes
@@ -107,8 +127,9 @@ class Tokenizer:
             raise ModelLoadError(path, "no embedded vocabulary (tokenizer.ggml.tokens)")
         token_types = metadata.get("tokenizer.ggml.token_type") or [TokenType.NORMAL] * len(tokens)
         if model == "gpt2":
-            frag = gguf_vocab.build_bpe(tokens, metadata.get("tokenizer.ggml.merges", []),
-                                        metadata.get("tokenizer.ggml.pre", "default"))
+            frag = gguf_vocab.build_bpe(
+                tokens, metadata.get("tokenizer.ggml.merges", []), metadata.get("tokenizer.ggml.pre", "default")
+            )
             token_bytes = gguf_vocab.byte_level_piece_bytes(tokens)
             add_space_prefix = False
             add_bos_default = False
@@ -125,11 +146,21 @@ class Tokenizer:
         special = control | {i for i, t in enumerate(token_types) if t == TokenType.USER_DEFINED}
         bos = metadata.get("tokenizer.ggml.bos_token_id")
         eos = metadata.get("tokenizer.ggml.eos_token_id")
-        eog = {i for i in (eos, metadata.get("tokenizer.ggml.eot_token_id"), metadata.get("tokenizer.ggml.eom_token_id")) if i is not None}
+        eog = {
+            i
+            for i in (eos, metadata.get("tokenizer.ggml.eot_token_id"), metadata.get("tokenizer.ggml.eom_token_id"))
+            if i is not None
+        }
         eog |= {i for i in control if tokens[i] in EOG_TEXTS}
         return cls(
-            fragment_tokenizer=frag, tokens=tokens, token_bytes=token_bytes, special_ids=special,
-            control_ids=control, bos_token_id=bos, eos_token_id=eos, eog_token_ids=eog,
+            fragment_tokenizer=frag,
+            tokens=tokens,
+            token_bytes=token_bytes,
+            special_ids=special,
+            control_ids=control,
+            bos_token_id=bos,
+            eos_token_id=eos,
+            eog_token_ids=eog,
             add_bos=bool(metadata.get("tokenizer.ggml.add_bos_token", add_bos_default)),
             add_eos=bool(metadata.get("tokenizer.ggml.add_eos_token", False)),
             add_space_prefix=add_space_prefix,
@@ -175,9 +206,18 @@ class Tokenizer:
         add_bos = config.get("add_bos_token")
         if add_bos is None:  # tokenizer.json's post-processor decides: does it emit BOS?
             add_bos = bos is not None and hf.encode("a").ids[:1] == [bos]
-        return cls(fragment_tokenizer=frag, tokens=tokens, token_bytes=token_bytes, special_ids=special,
-                   control_ids=control, bos_token_id=bos, eos_token_id=eos, eog_token_ids=eog,
-                   add_bos=bool(add_bos), add_eos=bool(config.get("add_eos_token", False)))
+        return cls(
+            fragment_tokenizer=frag,
+            tokens=tokens,
+            token_bytes=token_bytes,
+            special_ids=special,
+            control_ids=control,
+            bos_token_id=bos,
+            eos_token_id=eos,
+            eog_token_ids=eog,
+            add_bos=bool(add_bos),
+            add_eos=bool(config.get("add_eos_token", False)),
+        )
 
 
 def _token_bytes_for(spec: dict, tokens: list[str], added: dict) -> list[bytes]:
@@ -187,7 +227,10 @@ def _token_bytes_for(spec: dict, tokens: list[str], added: dict) -> list[bytes]:
     if '"ByteLevel"' in decoder:
         out = gguf_vocab.byte_level_piece_bytes(tokens)
     else:
-        types = [TokenType.BYTE if len(t) == 6 and t.startswith("<0x") and t.endswith(">") else TokenType.NORMAL for t in tokens]
+        types = [
+            TokenType.BYTE if len(t) == 6 and t.startswith("<0x") and t.endswith(">") else TokenType.NORMAL
+            for t in tokens
+        ]
         out = gguf_vocab.spm_piece_bytes(tokens, types)
     for i, t in added.items():
         out[i] = t["content"].encode("utf-8")
