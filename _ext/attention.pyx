@@ -1,5 +1,5 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Causal GQA attention for prefill (C, kernels/attention.h); reference: ReferenceOps.attention.
+"""Causal GQA attention over the paged cache (C, kernels/attention.h); reference: ReferenceOps.paged_attention.
 
 Legend: T queries, S keys, H query heads, Hkv key/value heads, D head dim.
 """
@@ -18,63 +18,7 @@ cdef extern from "kernels/attention.h" nogil:
                                  int64_t first, int64_t num_keys, int64_t stride, int d, float scale, float *scores,
                                  float *out, int level)
 
-include "blas.pxi"
-
-cdef extern from "kernels/gemm.h" nogil:
-    int mcli_attention_gemm(mcli_sgemm_fn sgemm, const float *q, const float *k, const float *v,
-                            const int64_t *q_pos, const int64_t *k_pos, int64_t t, int64_t s, int h,
-                            int hkv, int d, float scale, float *out, int num_threads, int level)
-
 SIMD_LEVEL = mcli_simd_level()
-
-
-def _check_shapes(q, k, v, k_positions):
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1] or k.shape[2] != q.shape[2] or v.shape[0] != k.shape[0] \
-            or v.shape[1] != k.shape[1] or v.shape[2] != k.shape[2] or k_positions.shape[0] != k.shape[0]:
-        raise ValueError("attention shapes do not match")
-
-
-def causal_attention_gemm(float[:, :, ::1] out, const float[:, :, ::1] q, const float[:, :, ::1] k,
-                          const float[:, :, ::1] v, const int64_t[::1] q_positions, const int64_t[::1] k_positions,
-                          float scale, int num_threads=1, int simd_level=-1):
-    """As causal_attention, by two BLAS GEMMs per (head, block of 64 queries): the path for long prompts."""
-    _check_shapes(q, k, v, k_positions)
-    if out.shape[0] != q.shape[0] or out.shape[1] != q.shape[1] or out.shape[2] != q.shape[2] \
-            or q_positions.shape[0] != q.shape[0]:
-        raise ValueError("attention shapes do not match")
-    if q.shape[0] == 0:
-        return
-    cdef mcli_sgemm_fn sgemm = blas_sgemm()
-    cdef int level = SIMD_LEVEL if simd_level < 0 else simd_level, failed
-    cdef const float *kp = &k[0, 0, 0] if k.shape[0] else NULL
-    cdef const float *vp = &v[0, 0, 0] if v.shape[0] else NULL
-    cdef const int64_t *kpos = &k_positions[0] if k.shape[0] else NULL
-    with nogil:
-        failed = mcli_attention_gemm(sgemm, &q[0, 0, 0], kp, vp, &q_positions[0], kpos, q.shape[0], k.shape[0],
-                                     <int>q.shape[1], <int>k.shape[1], <int>q.shape[2], scale, &out[0, 0, 0],
-                                     max(1, num_threads), level)
-    if failed:
-        raise MemoryError("no memory for the attention score buffers")
-
-
-def causal_attention(float[:, :, ::1] out, const float[:, :, ::1] q, const float[:, :, ::1] k,
-                     const float[:, :, ::1] v, const int64_t[::1] q_positions, const int64_t[::1] k_positions,
-                     float scale, int num_threads=1, int simd_level=-1):
-    """out (T, H, D) = causal softmax(q k^T * scale) v, parallel over (query, head)."""
-    cdef Py_ssize_t num_tokens = q.shape[0], num_heads = q.shape[1], d = q.shape[2]
-    cdef Py_ssize_t num_keys = k.shape[0], num_kv = k.shape[1], group, job, t, h
-    _check_shapes(q, k, v, k_positions)
-    group = num_heads // num_kv
-    cdef mcli_attend_fn attend = mcli_select_attend(SIMD_LEVEL if simd_level < 0 else simd_level, <int>d)
-    cdef float *scores
-    with nogil, parallel(num_threads=max(1, num_threads)):
-        scores = <float *>malloc(((num_keys + 7) // 8 * 8 + 8) * sizeof(float))
-        for job in prange(num_tokens * num_heads, schedule="static"):
-            t = job // num_heads
-            h = job % num_heads
-            attend(&q[t, h, 0], &k[0, h // group, 0], &v[0, h // group, 0], &k_positions[0], q_positions[t],
-                   num_keys, num_kv * d, <int>d, scale, scores, &out[t, h, 0])
-        free(scores)
 
 
 def paged_attention(float[:, :, ::1] out, const float[:, :, ::1] q, const float[:, :, :, ::1] k,

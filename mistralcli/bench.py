@@ -4,6 +4,7 @@ The figures of each engine have one shape (`EngineFigures.to_dict()`), the one t
 the server benchmark fills in too: throughput as {"median", "min", "max", "values"}.
 """
 
+import itertools
 import resource
 import statistics
 import sys
@@ -95,27 +96,46 @@ def bytes_per_token(model) -> int:
 def bench_mistralcli(
     model_spec, prompt_lengths, gen_tokens, repetitions, threads, progress=None
 ) -> tuple[EngineFigures, object]:
-    """Measure our engine in this process; returns the figures and the loaded model."""
-    from mistralcli.kv_cache import KVCache
+    """Measure our engine in this process, through what `mistral run` executes (Engine -> ModelRunner
+    over the paged cache, greedy sampling, detokenization); returns the figures and the loaded model."""
+    from mistralcli.engine.engine import Engine, EngineConfig
     from mistralcli.loading.loader import load_model
+    from mistralcli.sampling import SamplingParams
 
     figures = EngineFigures("mistralcli")
     start = time.perf_counter()
     loaded = load_model(model_spec, threads=threads)
     figures.load_s = time.perf_counter() - start
-    model = loaded.model
-    a = model.args
+    longest = max([*prompt_lengths, DECODE_PROMPT_TOKENS + gen_tokens + 1])
+    engine = Engine(
+        loaded.model,
+        loaded.tokenizer,
+        loaded.context_length,
+        EngineConfig(max_num_seqs=1, max_num_batched_tokens=max(512, longest), kv_cache_mb=None),
+    )
+    ids = itertools.count()
+    vocab = loaded.model.output.shape[0]
 
-    def new_cache():
-        return KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim)
+    def prefill(prompt):
+        """A new request, stepped until its first token: (request id, that token). Each opens with a
+        token of its own, so that no run finds an earlier one's blocks in the prefix cache."""
+        n = next(ids)
+        request_id = f"bench-{n}"
+        prompt = [(1000 + 7919 * n) % vocab, *prompt[1:]]
+        params = SamplingParams(temperature=0, ignore_eos=True, max_tokens=gen_tokens + 1)
+        engine.add_request(request_id, list(prompt), params)
+        while True:
+            for out in engine.step():
+                if out.new_token_ids:
+                    if len(prompt) != DECODE_PROMPT_TOKENS:  # a prefill-only measurement
+                        engine.abort(request_id)
+                    return request_id, out.new_token_ids[-1]
 
-    def prefill(ids):
-        cache = new_cache()
-        logits = model.forward(np.asarray(ids), np.arange(len(ids)), cache)
-        return cache, int(np.argmax(logits[-1]))
-
-    def decode(cache, token, position):
-        return int(np.argmax(model.forward(np.array([token]), np.array([position]), cache)[-1]))
+    def decode(request_id, token, position):
+        for out in engine.step():
+            if out.new_token_ids:
+                return out.new_token_ids[-1]
+        raise RuntimeError(f"the engine gave no token for {request_id} at position {position}")
 
     encode = lambda text: loaded.tokenizer.encode(text, add_special=False)
     run_protocol(figures, encode, prefill, decode, prompt_lengths, gen_tokens, repetitions, progress)

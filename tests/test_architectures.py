@@ -9,10 +9,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from paged import OneSequence
 from tiny_models import hf_logits, saved_checkpoint
 
+from mistralcli.engine.block_manager import BlockManager
+from mistralcli.engine.model_runner import ModelRunner
 from mistralcli.engine.paged_cache import PagedKVCache
-from mistralcli.kv_cache import KVCache
 from mistralcli.loading import safetensors_dir
 from mistralcli.models import HF_MODEL_TYPES, get_architecture
 from mistralcli.models.moe import MoEModel
@@ -102,9 +104,7 @@ def test_prefill_logits_match_transformers(checkpoint, backend):
     hf, directory = checkpoint
     model = ours(directory, backend)
     expected = hf_logits(hf, TOKENS)
-    a = model.args
-    cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, capacity=4)
-    got = model.forward(TOKENS, np.arange(len(TOKENS)), cache, all_logits=True)
+    got = OneSequence(model, block_size=4).forward(TOKENS, np.arange(len(TOKENS)), all_logits=True)
     assert np.abs(expected).max() > 0.5
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
 
@@ -117,9 +117,7 @@ def test_the_window_matters(checkpoint):
         pytest.skip("no sliding window in this config")
     for layer in model.layers:
         layer["window"] = 0
-    a = model.args
-    cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, capacity=4)
-    got = model.forward(TOKENS, np.arange(len(TOKENS)), cache, all_logits=True)
+    got = OneSequence(model, block_size=4).forward(TOKENS, np.arange(len(TOKENS)), all_logits=True)
     assert np.abs(got - hf_logits(hf, TOKENS)).max() > 100 * TOLERANCE
 
 
@@ -130,23 +128,15 @@ def test_paged_prefill_and_fused_decode_match_transformers(checkpoint):
     cache = PagedKVCache(
         a.num_hidden_layers, num_blocks=12, block_size=4, num_kv_heads=a.num_key_value_heads, head_dim=a.head_dim
     )
+    runner = ModelRunner(model, cache, BlockManager(12, 4))
     table = [7, 2, 9, 0, 5, 11]  # out of order, as the block manager hands them out
-    view = cache.view(table)
     expected = hf_logits(hf, TOKENS)
     split = 6
-    rows = list(model.forward(TOKENS[:3], np.arange(3), view, all_logits=True))
-    rows += list(model.forward(TOKENS[3:split], np.arange(3, split), view, all_logits=True))  # a second chunk
-    block_tables = np.array([table], dtype=np.int32)
-    for pos in range(split, len(TOKENS)):
-        if model.fused_decoder is None:  # experts: decode through forward, as the engine does
-            rows.append(model.forward(TOKENS[pos : pos + 1], np.array([pos]), view)[-1])
-            continue
-        logits = np.empty((1, model.output.shape[0]), np.float32)
-        model.fused_decoder.step.decode(
-            np.array([TOKENS[pos]]), np.array([pos]), block_tables, cache.k, cache.v, logits
-        )
-        rows.append(logits[0])
-    assert (model.fused_decoder is None) == isinstance(model, MoEModel)
+    rows = list(runner.forward(TOKENS[:3], np.arange(3), table, all_logits=True))
+    rows += list(runner.forward(TOKENS[3:split], np.arange(3, split), table, all_logits=True))  # a second chunk
+    for pos in range(split, len(TOKENS)):  # the decode step (through forward for experts, as the engine does)
+        rows.append(runner.decode([TOKENS[pos]], [pos], [table])[0])
+    assert (runner.decode_step is None) == isinstance(model, MoEModel)
     np.testing.assert_allclose(np.stack(rows), expected, rtol=0, atol=TOLERANCE)
 
 
@@ -219,9 +209,8 @@ def test_mixtral_gguf_with_quantized_experts(tmp_path, smollm2_path, backend, to
     assert type(model).__name__ == "MixtralModel" and model.args.num_experts == 4
     assert model.layers[0]["experts"][0][0].ggml_type == GGMLQuantizationType.Q8_0
     ids = np.array(loaded.tokenizer.encode("The capital of France is Paris, and the capital of Italy is"))
-    a = model.args
-    cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, capacity=4)
+    cache = OneSequence(model, block_size=4)
     expected = hf_logits(hf, ids)
-    rows = list(model.forward(ids[:-3], np.arange(len(ids) - 3), cache, all_logits=True))
-    rows += [model.forward(ids[p : p + 1], np.array([p]), cache)[-1] for p in range(len(ids) - 3, len(ids))]
+    rows = list(cache.forward(ids[:-3], np.arange(len(ids) - 3), all_logits=True))
+    rows += [cache.forward(ids[p : p + 1], np.array([p]))[-1] for p in range(len(ids) - 3, len(ids))]
     np.testing.assert_allclose(np.stack(rows), expected, rtol=0, atol=tolerance)

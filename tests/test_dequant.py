@@ -10,7 +10,7 @@ from quant_blocks import random_blocks
 
 from mistralcli._ext import qmatmul
 from mistralcli.loading.gguf_file import open_gguf
-from mistralcli.loading.quant_tensor import dequantize_blocks
+from mistralcli.quant_tensor import dequantize_blocks
 
 TYPES = [QT(t) for t in qmatmul.DEQUANT_TYPES]
 

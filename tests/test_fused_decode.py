@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, quants
 from gguf import GGMLQuantizationType as QT
+from paged import OneSequence
 
 from mistralcli._ext import qmatmul
-from mistralcli.kv_cache import KVCache
-from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.ops import get_ops
 from mistralcli.ops.cpu import decode_step
+from mistralcli.quant_tensor import QuantTensor
 
 # portable, AVX2 and the best this CPU has (AVX-512 VNNI where present)
 LEVELS = sorted({0, qmatmul.SIMD_LEVEL} | ({2} if qmatmul.SIMD_LEVEL >= 2 else set()))
@@ -123,23 +123,20 @@ def test_fused_step_matches_reference_forward(smollm2, level):
     model = smollm2.model
     a = model.args
     reference = type(model)(a, model.weights, get_ops("reference"))
-    step = decode_step(model, 2, level)
     ids = np.array(smollm2.tokenizer.encode("The capital of France is"))
-    ref_cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim)
-    our_cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, capacity=8)
-    reference.forward(ids[:-1], np.arange(len(ids) - 1), ref_cache)
-    model.forward(ids[:-1], np.arange(len(ids) - 1), our_cache)
-    model.fused_decoder.step = step  # this SIMD level for the decode steps below
+    ref_cache = OneSequence(reference)
+    our_cache = OneSequence(model, block_size=8)
+    our_cache.runner.decode_step = decode_step(model, 2, level)  # this SIMD level for the decode steps below
+    ref_cache.forward(ids[:-1], np.arange(len(ids) - 1))
+    our_cache.forward(ids[:-1], np.arange(len(ids) - 1))
     token = int(ids[-1])
-    try:
-        for pos in range(len(ids) - 1, len(ids) + 6):
-            expected = reference.forward(np.array([token]), np.array([pos]), ref_cache)[0]
-            got = model.forward(np.array([token]), np.array([pos]), our_cache)[0]
-            np.testing.assert_allclose(got, expected, rtol=0, atol=0.05)
-            assert int(np.argmax(got)) == int(np.argmax(expected))
-            token = int(np.argmax(expected))
-    finally:
-        model.fused_decoder.step = decode_step(model, 2)
+    for pos in range(len(ids) - 1, len(ids) + 6):
+        expected = ref_cache.forward(np.array([token]), np.array([pos]))[0]
+        got = our_cache.forward(np.array([token]), np.array([pos]))[0]
+        np.testing.assert_allclose(got, expected, rtol=0, atol=0.05)
+        assert int(np.argmax(got)) == int(np.argmax(expected))
+        token = int(np.argmax(expected))
+    assert ref_cache.runner.decode_step is None
     assert our_cache.num_tokens == ref_cache.num_tokens == len(ids) + 6
 
 

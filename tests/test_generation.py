@@ -69,15 +69,12 @@ def test_seeded_sampling_is_reproducible(smollm2):
 def test_prefill_then_decode_equals_one_prefill(smollm2):
     """The cache holds exactly what a longer prefill would compute. Decode multiplies with int16
     activations, the one-token and many-token kernels round differently: tolerance 0.02."""
-    from mistralcli.kv_cache import KVCache
+    from paged import OneSequence
 
     model = smollm2.model
-    a = model.args
     ids = np.array(chat(smollm2, "Hi there"))
-    full = model.forward(
-        ids, np.arange(len(ids)), KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim), all_logits=True
-    )
-    cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, capacity=2)
-    model.forward(ids[:-1], np.arange(len(ids) - 1), cache)
-    last = model.forward(ids[-1:], np.array([len(ids) - 1]), cache)
+    full = OneSequence(model).forward(ids, np.arange(len(ids)), all_logits=True)
+    cache = OneSequence(model, block_size=2)
+    cache.forward(ids[:-1], np.arange(len(ids) - 1))
+    last = cache.forward(ids[-1:], np.array([len(ids) - 1]))
     np.testing.assert_allclose(last[0], full[-1], rtol=0, atol=0.02)

@@ -7,9 +7,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from paged import OneSequence
 from tiny_models import hf_logits, make_hf_model, saved_checkpoint, write_gguf
 
-from mistralcli.kv_cache import KVCache
 from mistralcli.loading import safetensors_dir
 from mistralcli.models.llama import LlamaArgs, LlamaModel
 from mistralcli.ops import get_ops
@@ -42,8 +42,7 @@ def ours(directory, backend):
 
 
 def new_cache(model):
-    a = model.args
-    return KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim, capacity=4)
+    return OneSequence(model, capacity=64, block_size=4)
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
@@ -56,7 +55,7 @@ def test_prefill_logits_match_transformers(checkpoint, backend):
     hf, directory = checkpoint
     model = ours(directory, backend)
     expected = hf_logits(hf, TOKENS)
-    got = model.forward(TOKENS, np.arange(len(TOKENS)), new_cache(model), all_logits=True)
+    got = new_cache(model).forward(TOKENS, np.arange(len(TOKENS)), all_logits=True)
     assert np.abs(expected).max() > 0.5  # the logits carry signal, not just initialisation noise
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
 
@@ -68,9 +67,9 @@ def test_decode_with_cache_matches_transformers(checkpoint, backend):
     expected = hf_logits(hf, TOKENS)
     cache = new_cache(model)
     split = 5
-    rows = [model.forward(TOKENS[:split], np.arange(split), cache)[-1]]
+    rows = [cache.forward(TOKENS[:split], np.arange(split))[-1]]
     for pos in range(split, len(TOKENS)):
-        rows.append(model.forward(TOKENS[pos : pos + 1], np.array([pos]), cache)[-1])
+        rows.append(cache.forward(TOKENS[pos : pos + 1], np.array([pos]))[-1])
     np.testing.assert_allclose(np.stack(rows), expected[split - 1 :], rtol=0, atol=TOLERANCE)
 
 
@@ -86,5 +85,5 @@ def test_gguf_layout_matches_transformers(tmp_path, smollm2_path):
     loaded = load_model(str(path))
     assert loaded.model.args.rope_interleaved
     ids = np.array(loaded.tokenizer.encode("The capital of France is"))
-    got = loaded.model.forward(ids, np.arange(len(ids)), new_cache(loaded.model), all_logits=True)
+    got = new_cache(loaded.model).forward(ids, np.arange(len(ids)), all_logits=True)
     np.testing.assert_allclose(got, hf_logits(hf, ids), rtol=0, atol=TOLERANCE)

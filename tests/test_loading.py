@@ -13,9 +13,8 @@ from mistralcli.loading.gguf_file import open_gguf
 from mistralcli.loading.loader import load_model
 
 torch = pytest.importorskip("torch")
+from paged import OneSequence  # noqa: E402
 from tiny_models import hf_logits, make_hf_model  # noqa: E402
-
-from mistralcli.kv_cache import KVCache  # noqa: E402
 
 
 def test_gguf_tensors_stay_quantized_views(smollm2_path):
@@ -50,9 +49,7 @@ def _tiny_tokenizer_files(directory, smollm2_path):
 
 
 def _logits(loaded, ids):
-    a = loaded.model.args
-    cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim)
-    return loaded.model.forward(np.array(ids), np.arange(len(ids)), cache, all_logits=True)
+    return OneSequence(loaded.model).forward(np.array(ids), np.arange(len(ids)), all_logits=True)
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +84,10 @@ def test_bf16_safetensors(tmp_path, smollm2_path):
     np.testing.assert_allclose(_logits(loaded, ids), expected, rtol=0, atol=1e-3)
     # decoding reads the bf16 rows in the one-call C step, with float activations
     model = loaded.model
-    assert model.fused_decoder is not None
-    cache = KVCache(model.args.num_hidden_layers, model.args.num_key_value_heads, model.args.head_dim)
-    model.forward(np.array(ids[:2]), np.arange(2), cache)
-    last = model.forward(np.array(ids[2:]), np.array([2]), cache)[0]
+    cache = OneSequence(model)
+    assert cache.runner.decode_step is not None
+    cache.forward(np.array(ids[:2]), np.arange(2))
+    last = cache.forward(np.array(ids[2:]), np.array([2]))[0]
     np.testing.assert_allclose(last, expected[2], rtol=0, atol=1e-3)
 
 

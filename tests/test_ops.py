@@ -8,8 +8,8 @@ from gguf import GGMLQuantizationType as QT
 from quant_blocks import random_blocks
 
 from mistralcli.loading.gguf_file import open_gguf
-from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.ops import get_ops
+from mistralcli.quant_tensor import QuantTensor
 
 FUSED = [QT.Q4_0, QT.Q4_1, QT.Q8_0]
 
@@ -138,63 +138,6 @@ def test_rmsnorm_rope_attention_reference_against_direct_formulas(ops):
     v = rng.standard_normal((1, 1, 8)).astype(np.float32)
     out = ref.attention(q[:1], k, v, np.array([0]), np.array([0]), 0.3)
     np.testing.assert_allclose(out[0], np.repeat(v[0], 3, axis=0), rtol=1e-6)
-
-
-def attention_case(seed, num_tokens, num_heads, num_kv_heads, past, d=64):
-    """q (T, H, D) for positions past..past+T-1, k/v (past+T, Hkv, D) and the positions."""
-    rng = np.random.default_rng(seed)
-    q = rng.standard_normal((num_tokens, num_heads, d)).astype(np.float32)
-    k = rng.standard_normal((past + num_tokens, num_kv_heads, d)).astype(np.float32) * 2
-    v = rng.standard_normal((past + num_tokens, num_kv_heads, d)).astype(np.float32)
-    return q, k, v, np.arange(past, past + num_tokens), np.arange(past + num_tokens)
-
-
-@pytest.mark.parametrize("num_heads,num_kv_heads,past", [(9, 3, 0), (4, 4, 5), (8, 1, 17)])
-def test_causal_attention_matches_reference(ops, num_heads, num_kv_heads, past):
-    """The C kernel (AVX2 with its own exp, and the portable path) against NumPy: tolerance 1e-5."""
-    ref, cpu = ops
-    q, k, v, q_pos, k_pos = attention_case(num_heads, 7, num_heads, num_kv_heads, past)
-    expected = ref.attention(q, k, v, q_pos, k_pos, 0.125)
-    np.testing.assert_allclose(cpu.attention(q, k, v, q_pos, k_pos, 0.125), expected, rtol=0, atol=1e-5)
-    from mistralcli._ext import attention
-
-    portable = np.empty_like(q)
-    attention.causal_attention(portable, q, k, v, q_pos, k_pos, 0.125, 1, 0)
-    np.testing.assert_allclose(portable, expected, rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    "num_heads,num_kv_heads,past,num_tokens", [(9, 3, 0, 130), (4, 4, 37, 64), (8, 1, 5, 16), (2, 2, 0, 1)]
-)
-@pytest.mark.parametrize("level", [0, 2])
-def test_attention_gemm_path_matches_reference(ops, num_heads, num_kv_heads, past, num_tokens, level):
-    """Blocks of 64 queries, keys cut at the last visible one, softmax in C (portable and AVX2): 1e-5."""
-    from mistralcli._ext import attention
-
-    ref, cpu = ops
-    q, k, v, q_pos, k_pos = attention_case(past + num_tokens, num_tokens, num_heads, num_kv_heads, past)
-    expected = ref.attention(q, k, v, q_pos, k_pos, 0.125)
-    for threads in (1, 2):
-        got = np.full_like(q, np.nan)
-        attention.causal_attention_gemm(got, q, k, v, q_pos, k_pos, 0.125, threads, level)
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(cpu.attention(q, k, v, q_pos, k_pos, 0.125), expected, rtol=0, atol=1e-5)
-
-
-def test_attention_gemm_path_with_unordered_keys(ops):
-    """Keys need not be stored by position: masking goes by k_positions, whatever their order."""
-    from mistralcli._ext import attention
-
-    ref, _ = ops
-    rng = np.random.default_rng(9)
-    q = rng.standard_normal((20, 2, 32)).astype(np.float32)
-    k = rng.standard_normal((30, 1, 32)).astype(np.float32)
-    v = rng.standard_normal((30, 1, 32)).astype(np.float32)
-    k_pos = rng.permutation(30)
-    q_pos = np.arange(10, 30)
-    got = np.empty_like(q)
-    attention.causal_attention_gemm(got, q, k, v, q_pos, k_pos, 0.2, 2)
-    np.testing.assert_allclose(got, ref.attention(q, k, v, q_pos, k_pos, 0.2), rtol=0, atol=1e-5)
 
 
 def test_embedding_rows_bit_exact(ops, smollm2_path):

@@ -10,8 +10,9 @@ pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from paged import OneSequence  # noqa: E402
+
 from mistralcli import LLM  # noqa: E402
-from mistralcli.kv_cache import KVCache  # noqa: E402
 from mistralcli.sampling import SamplingParams  # noqa: E402
 
 QUESTION = [{"role": "user", "content": "Write a Python function that checks whether a number is prime."}]
@@ -34,13 +35,8 @@ def test_greedy_32_tokens_are_the_float_models(which, request):
     seq = ids + out.token_ids
     theirs = _transformers_logits(path, seq)[len(ids) - 1 : -1]
     assert out.token_ids == list(theirs.argmax(-1))
-    a = llm.loaded.model.args
-    ours = llm.loaded.model.forward(
-        np.array(seq),
-        np.arange(len(seq)),
-        KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim),
-        all_logits=True,
-    )[len(ids) - 1 : -1]
+    ours = OneSequence(llm.loaded.model).forward(np.array(seq), np.arange(len(seq)), all_logits=True)
+    ours = ours[len(ids) - 1 : -1]
     top = np.argsort(-theirs, axis=-1)[:, :5]
     drift = np.abs(np.take_along_axis(ours, top, -1) - np.take_along_axis(theirs, top, -1))
     assert drift.max() < 0.01, drift.max()

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from mistralcli.kv_cache import KVCache  # noqa: E402
+from paged import OneSequence  # noqa: E402
 
 PROMPTS = [
     "What is the capital of France?",
@@ -35,15 +35,13 @@ def chat_ids(loaded, prompt):
 
 
 def greedy_ours(loaded, ids, steps):
-    model = loaded.model
-    a = model.args
-    cache = KVCache(a.num_hidden_layers, a.num_key_value_heads, a.head_dim)
-    logits = model.forward(np.array(ids), np.arange(len(ids)), cache)[-1]
+    cache = OneSequence(loaded.model)
+    logits = cache.forward(np.array(ids), np.arange(len(ids)))[-1]
     out, rows = [], []
     for _ in range(steps):
         rows.append(logits)
         out.append(int(np.argmax(logits)))
-        logits = model.forward(np.array(out[-1:]), np.array([len(ids) + len(out) - 1]), cache)[-1]
+        logits = cache.forward(np.array(out[-1:]), np.array([len(ids) + len(out) - 1]))[-1]
     return out, np.stack(rows)
 
 

@@ -1,6 +1,7 @@
 """ModelRunner: the only part of the engine that touches arrays. Runs one scheduled batch: prompt
-chunks through the model's forward (the GEMM prefill path, over a view of the paged cache), and every
-decoding sequence's next token through one batched C decode step.
+chunks through the model's forward (over a view of the paged cache), and every decoding sequence's
+next token through the decode step the model's ops build for it (one batched C call), or through
+forward where the ops have none.
 
 Legend: B decoding sequences, V vocabulary."""
 
@@ -18,10 +19,7 @@ class ModelRunner:
         self.cache = cache
         self.blocks = blocks
         self.vocab_size = model.output.shape[0]
-        fused = getattr(model, "fused_decoder", None)
-        self.step = fused.step if fused is not None else None  # else: decode through forward
-        if hasattr(model.ops, "batch_invariant"):
-            model.ops.batch_invariant = True
+        self.decode_step = model.ops.decode_step(model)  # None: decode through forward, op by op
 
     def execute(self, batch: ScheduledBatch) -> list[tuple[Sequence, int, np.ndarray]]:
         """(sequence, tokens computed, logits (V,) after its last token) for each scheduled sequence."""
@@ -29,27 +27,36 @@ class ModelRunner:
         results = []
         for seq, n in batch.prefills:
             start = seq.num_computed
-            view = self.cache.view(self.blocks.block_table(seq.seq_id))
-            logits = self.model.forward(np.asarray(seq.token_ids[start : start + n]), np.arange(start, start + n), view)
+            logits = self.forward(seq.token_ids[start : start + n], range(start, start + n), self._table(seq))
             results.append((seq, n, logits[-1]))
         if batch.decodes:
-            for seq, logits in zip(batch.decodes, self._decode(batch.decodes), strict=True):
-                results.append((seq, 1, logits))
+            seqs = batch.decodes
+            tokens = [seq.token_ids[seq.num_computed] for seq in seqs]
+            positions = [seq.num_computed for seq in seqs]
+            logits = self.decode(tokens, positions, [self._table(seq) for seq in seqs])
+            results.extend((seq, 1, row) for seq, row in zip(seqs, logits, strict=True))
         return results
 
-    def _decode(self, seqs: list[Sequence]) -> np.ndarray:
-        """logits (B, V) of each sequence's token at position num_computed."""
-        tokens = np.array([seq.token_ids[seq.num_computed] for seq in seqs], dtype=np.int64)
-        positions = np.array([seq.num_computed for seq in seqs], dtype=np.int64)
-        logits = np.empty((len(seqs), self.vocab_size), dtype=np.float32)
-        if self.step is None:
-            for i, seq in enumerate(seqs):
-                view = self.cache.view(self.blocks.block_table(seq.seq_id))
-                logits[i] = self.model.forward(tokens[i : i + 1], positions[i : i + 1], view)[-1]
+    def forward(self, token_ids, positions, block_table: list[int], all_logits: bool = False) -> np.ndarray:
+        """One sequence's chunk (T,) at positions (T,) through the model over its blocks: logits (T, V)
+        if all_logits else (1, V) for the last token."""
+        view = self.cache.view(block_table)
+        return self.model.forward(np.asarray(token_ids), np.asarray(positions, dtype=np.int64), view, all_logits)
+
+    def decode(self, token_ids, positions, block_tables: list[list[int]]) -> np.ndarray:
+        """One token for each of B sequences, token_ids and positions (B,), in one decode step: logits (B, V)."""
+        tokens = np.asarray(token_ids, dtype=np.int64)
+        positions = np.asarray(positions, dtype=np.int64)
+        logits = np.empty((len(tokens), self.vocab_size), dtype=np.float32)
+        if self.decode_step is None:
+            for i, table in enumerate(block_tables):
+                logits[i] = self.forward(tokens[i : i + 1], positions[i : i + 1], table)[-1]
             return logits
-        tables = [self.blocks.block_table(seq.seq_id) for seq in seqs]
-        block_tables = np.zeros((len(seqs), max(len(t) for t in tables)), dtype=np.int32)
-        for i, table in enumerate(tables):
-            block_tables[i, : len(table)] = table
-        self.step.decode(tokens, positions, block_tables, self.cache.k, self.cache.v, logits)
+        tables = np.zeros((len(tokens), max(len(t) for t in block_tables)), dtype=np.int32)
+        for i, table in enumerate(block_tables):
+            tables[i, : len(table)] = table
+        self.decode_step.decode(tokens, positions, tables, self.cache.k, self.cache.v, logits)
         return logits
+
+    def _table(self, seq: Sequence) -> list[int]:
+        return self.blocks.block_table(seq.seq_id)

@@ -17,8 +17,8 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 
 from mistralcli.errors import ModelLoadError
-from mistralcli.loading.quant_tensor import DENSE_DTYPES, QuantTensor, dequantize_blocks
 from mistralcli.paths import cache_dir
+from mistralcli.quant_tensor import DENSE_DTYPES, QuantTensor, dequantize_blocks
 
 INDEX_VERSION = 1
 

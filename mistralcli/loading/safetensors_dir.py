@@ -10,7 +10,7 @@ from safetensors import SafetensorError, safe_open
 
 from mistralcli.errors import ModelLoadError
 from mistralcli.loading.json_file import read_json
-from mistralcli.loading.quant_tensor import QuantTensor
+from mistralcli.quant_tensor import QuantTensor
 
 # Hugging Face parameter names -> the GGUF names our models use.
 HF_TO_GGUF = [

@@ -7,8 +7,8 @@ MLP (SwiGLU or GeGLU; or a mixture of experts), optional post-norm, residual] ->
 An architecture is a file that registers a subclass of DecoderModel (and of DecoderArgs): it says
 which of these parts it has, and how its Hugging Face and GGUF configs name them. Weights use GGUF
 tensor names (`blk.{i}.attn_q.weight`, ...) whatever file they came from; `hf_names` maps an
-architecture's own Hugging Face parameter names. The engine sees only `forward` and the fused decode
-step (ops.fused_decoder), so a new architecture does not touch it.
+architecture's own Hugging Face parameter names. The engine sees only `forward` and the decode step
+its ops build for the model (ops.decode_step), so a new architecture does not touch it.
 """
 
 import dataclasses
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.models.rope import cos_sin, inv_frequencies
+from mistralcli.quant_tensor import QuantTensor
 
 SLIDING, FULL = "sliding_attention", "full_attention"
 
@@ -121,6 +121,7 @@ class DecoderModel:
     args_class = DecoderArgs
     hf_names: list[tuple[str, str]] = []  # this architecture's Hugging Face names -> GGUF names (regex)
     default_chat_template: str | None = None  # for files that carry none
+    has_experts = False  # a mixture of experts decodes op by op (ops.decode_step covers dense MLPs)
     NORMS = ("attn_norm", "ffn_norm", "attn_q_norm", "attn_k_norm", "post_attention_norm", "post_ffw_norm")
 
     def __init__(self, args: DecoderArgs, weights: dict[str, QuantTensor], ops):
@@ -142,7 +143,6 @@ class DecoderModel:
         if args.rope_local_base_freq is not None:
             self.inv_freqs.append(inv_frequencies(args.head_dim, args.rope_local_base_freq))
         self.layers = [self._layer(i) for i in range(args.num_hidden_layers)]
-        self.fused_decoder = ops.fused_decoder(self)
 
     def _norm(self, tensor: QuantTensor | None) -> np.ndarray | None:
         if tensor is None:
@@ -173,8 +173,6 @@ class DecoderModel:
         """Logits (T, V) if all_logits else (1, V) for the last token. token_ids, positions: (T,) int."""
         a, ops = self.args, self.ops
         num_tokens = len(token_ids)
-        if num_tokens == 1 and self.fused_decoder is not None and self.fused_decoder.can_run(cache):
-            return self.fused_decoder(int(token_ids[0]), int(positions[0]), cache)
         h = ops.embedding(self.embed, np.asarray(token_ids))  # (T, hidden)
         if a.embed_scale != 1.0:
             h = h * np.float32(a.embed_scale)

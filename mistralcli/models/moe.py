@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.models.decoder import DecoderArgs, DecoderModel
+from mistralcli.quant_tensor import QuantTensor
 
 
 @dataclass
@@ -52,6 +52,7 @@ def _expert(tensor: QuantTensor, e: int, rows: slice = slice(None)) -> QuantTens
 
 class MoEModel(DecoderModel):
     args_class = MoEArgs
+    has_experts = True
     has_shared_expert = False
 
     def _layer(self, i: int) -> dict:

@@ -5,9 +5,9 @@ usual separate matrices. Partial rotary embeddings and LongRoPE (the 128k models
 
 from dataclasses import dataclass
 
-from mistralcli.loading.quant_tensor import QuantTensor
 from mistralcli.models import register
 from mistralcli.models.decoder import DecoderArgs, DecoderModel
+from mistralcli.quant_tensor import QuantTensor
 
 
 @dataclass

@@ -1,11 +1,11 @@
-"""CPU backend: C/SIMD products over quantized blocks, C attention, a one-call decode step.
+"""CPU backend: C/SIMD products over quantized blocks, C paged attention, a one-call decode step.
 
-Two paths, picked by the number of tokens (measured on SmolLM2's matrices, 2 threads):
-- a few tokens (decode, short chunks): `qmatmul.matmul`, int16 activations multiplied with the raw
-  blocks, one pass over the weights; memory-bound.
-- GEMM_MIN_TOKENS and more (prefill): `qmatmul.matmul_gemm`, tiles of weight rows dequantized into
-  L2 and multiplied by BLAS sgemm in float32; compute-bound, 3-4x the int16 products at 512 tokens,
-  and the float model's arithmetic. Attention likewise: two GEMMs per head and block of queries.
+Two paths, picked by what is computed (measured on SmolLM2's matrices, 2 threads):
+- decode (one token per sequence, a batch of sequences): `decode_step`, every layer in one C call,
+  int16 activations multiplied with the raw blocks, one pass over the weights; memory-bound.
+- prompt chunks (`matmul`): the row kernels where the weight type has them (AVX-512), else tiles of
+  weight rows dequantized into L2 and multiplied by BLAS sgemm in float32; compute-bound. Attention
+  runs query by query over the paged cache, so a prompt's numbers do not depend on its chunking.
 Our OpenMP team calls BLAS from each of its threads, so BLAS itself gets one thread for the whole
 process (two pools of spinning threads on two cores starve each other).
 """
@@ -17,20 +17,16 @@ from gguf import GGMLQuantizationType as QT
 from threadpoolctl import threadpool_limits
 
 from mistralcli._ext import attention, elementwise, qmatmul
-from mistralcli._ext.llama_step import LlamaStep
-from mistralcli.kv_cache import KVCache
-from mistralcli.loading.quant_tensor import QuantTensor
-from mistralcli.models.decoder import DecoderModel
+from mistralcli._ext.decode_step import DecodeStep
 from mistralcli.numba_kernels import call_noting_compilation
 from mistralcli.ops.reference import ReferenceOps
+from mistralcli.quant_tensor import QuantTensor
 
 FUSED_TYPES = {QT(t) for t in qmatmul.SUPPORTED_TYPES}
 DEQUANT_TYPES = {QT(t) for t in qmatmul.DEQUANT_TYPES}
 FLOAT_TYPES = {QT(t) for t in qmatmul.FLOAT_TYPES}
 TILE_ROWS = 1024
-GEMM_MIN_TOKENS = 24  # from here on the GEMM path is faster (16 tokens: even; 32: 1.3-2x)
-GEMM_PAD_TOKENS = 8  # BLAS gives a row the same bits from 7 rows up (fewer go another way: see batch_invariant)
-ATTENTION_GEMM_MIN_TOKENS = 16
+GEMM_PAD_TOKENS = 8  # BLAS gives a row the same bits from 7 rows up (fewer go another way: see matmul)
 
 
 def available_cores() -> int:
@@ -51,35 +47,30 @@ class CpuOps(ReferenceOps):
         # from our team, so it gets one thread.
         qmatmul.load_blas()  # scipy's BLAS, loaded first so that the limit reaches it too
         threadpool_limits(1, user_api="blas")
-        # The engine's setting: a prompt token gets the same bits in a chunk of any length. Every product
-        # of a forward (a prompt chunk) goes through the GEMM path, padded to GEMM_PAD_TOKENS rows
-        # (OpenBLAS sends 1-3 rows to other kernels); its attention is paged_attention, query by query
-        # (the GEMM attention's blocks of queries depend on where a chunk starts). Decode tokens never
-        # come here.
-        self.batch_invariant = False
 
     def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
-        """x (T, K) float32 @ w (N, K)^T -> (T, N) float32."""
+        """x (T, K) float32 @ w (N, K)^T -> (T, N) float32.
+
+        A token's row is the same bits whatever the other rows (batch invariance: a prompt token gets
+        the same bits in a chunk of any length, a request alone or batched). Where the weight type has
+        row kernels (kernels/qrows.h) they give it by construction, and are as fast as the GEMM here;
+        elsewhere the GEMM path, padded to GEMM_PAD_TOKENS rows (OpenBLAS sends 1-6 rows to kernels
+        that sum in another order). A model with a decode step decodes there, not here."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
-        gemm_ok = w.ggml_type in DEQUANT_TYPES or w.ggml_type in FLOAT_TYPES
-        if self.batch_invariant and w.ggml_type in FUSED_TYPES and qmatmul.has_row_kernels(int(w.ggml_type)):
-            # kernels/qrows.h: a token's bits whatever the other tokens, by construction (BLAS gives no
-            # such promise: its small-matrix paths sum in another order), and as fast as the GEMM here
-            qmatmul.matmul(out, x, w.data, int(w.ggml_type), self.num_threads)
-            return out
-        if self.batch_invariant and gemm_ok and x.shape[0] < GEMM_PAD_TOKENS:
-            padded = np.zeros((GEMM_PAD_TOKENS, x.shape[1]), dtype=np.float32)
-            padded[: len(x)] = x
-            full = np.empty((GEMM_PAD_TOKENS, w.shape[0]), dtype=np.float32)
-            qmatmul.matmul_gemm(full, padded, _raw_rows(w), int(w.ggml_type), self.num_threads)
-            return full[: len(x)].copy()
-        if (x.shape[0] >= GEMM_MIN_TOKENS or self.batch_invariant) and gemm_ok:
-            qmatmul.matmul_gemm(out, x, _raw_rows(w), int(w.ggml_type), self.num_threads)
-        elif w.ggml_type in FLOAT_TYPES:
-            qmatmul.matmul_float(out, x, _raw_rows(w), int(w.ggml_type), self.num_threads)
+        qtype = int(w.ggml_type)
+        if w.ggml_type in FUSED_TYPES and qmatmul.has_row_kernels(qtype):
+            qmatmul.matmul(out, x, w.data, qtype, self.num_threads)
+        elif w.ggml_type in DEQUANT_TYPES or w.ggml_type in FLOAT_TYPES:
+            if x.shape[0] < GEMM_PAD_TOKENS:
+                padded = np.zeros((GEMM_PAD_TOKENS, x.shape[1]), dtype=np.float32)
+                padded[: len(x)] = x
+                full = np.empty((GEMM_PAD_TOKENS, w.shape[0]), dtype=np.float32)
+                qmatmul.matmul_gemm(full, padded, _raw_rows(w), qtype, self.num_threads)
+                return full[: len(x)].copy()
+            qmatmul.matmul_gemm(out, x, _raw_rows(w), qtype, self.num_threads)
         elif w.ggml_type in FUSED_TYPES:
-            qmatmul.matmul(out, x, w.data, int(w.ggml_type), self.num_threads)
+            qmatmul.matmul(out, x, w.data, qtype, self.num_threads)
         else:
             return self._tiled(x, w)
         return out
@@ -160,27 +151,6 @@ class CpuOps(ReferenceOps):
         elementwise.geglu_tanh(out, gate, np.ascontiguousarray(up, dtype=np.float32), self.num_threads)
         return out
 
-    def attention(self, q, k, v, q_positions, k_positions, scale: float, window: int = 0) -> np.ndarray:
-        """Causal GQA attention (C, parallel over queries and heads); see ReferenceOps. A sliding window
-        that masks a key here goes through the reference (the contiguous cache serves tests and the
-        offline bench; the engine's paged attention has the window in C)."""
-        if window and len(k_positions) and int(np.max(q_positions)) - int(np.min(k_positions)) >= window:
-            return super().attention(q, k, v, q_positions, k_positions, scale, window)
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        out = np.empty_like(q)
-        kernel = attention.causal_attention_gemm if len(q) >= ATTENTION_GEMM_MIN_TOKENS else attention.causal_attention
-        kernel(
-            out,
-            q,
-            np.ascontiguousarray(k),
-            np.ascontiguousarray(v),
-            np.ascontiguousarray(q_positions, dtype=np.int64),
-            np.ascontiguousarray(k_positions, dtype=np.int64),
-            scale,
-            self.num_threads,
-        )
-        return out
-
     def paged_attention(self, q, k, v, block_table, q_positions, scale: float, window: int = 0) -> np.ndarray:
         """As ReferenceOps.paged_attention, in C: each query reads its keys block by block (nothing is
         gathered), with arithmetic that does not depend on the other queries (kernels/attention.h)."""
@@ -201,13 +171,14 @@ class CpuOps(ReferenceOps):
         )
         return out
 
-    def fused_decoder(self, model):
-        """The whole-model C decode step when every weight has a kernel there, else None."""
-        if not isinstance(model, DecoderModel) or type(model).mlp is not DecoderModel.mlp:  # experts: op by op
+    def decode_step(self, model) -> DecodeStep | None:
+        """The whole-model C decode step for `model` (the engine's decode path), or None where it has a
+        mixture of experts or a weight type without a kernel there: it then decodes through forward."""
+        if getattr(model, "has_experts", True):  # experts, or not a decoder: op by op
             return None
         try:
-            return FusedLlamaDecoder(model, self)
-        except ValueError:  # a weight type without a fused kernel: op by op instead
+            return decode_step(model, self.num_threads)
+        except ValueError:
             return None
 
     def embedding(self, w: QuantTensor, token_ids: np.ndarray) -> np.ndarray:
@@ -233,10 +204,10 @@ def _raw_rows(w: QuantTensor) -> np.ndarray:
     return np.ascontiguousarray(w.data).view(np.uint8).reshape(w.shape[0], -1)
 
 
-def decode_step(model, num_threads: int, simd_level: int = -1, layers: list | None = None) -> LlamaStep:
+def decode_step(model, num_threads: int, simd_level: int = -1, layers: list | None = None) -> DecodeStep:
     """The C decode step (kernels/llama_step.h) over a DecoderModel's weights (or other `layers`)."""
     a = model.args
-    return LlamaStep(
+    return DecodeStep(
         a,
         model.layers if layers is None else layers,
         model.output_norm,
@@ -249,23 +220,3 @@ def decode_step(model, num_threads: int, simd_level: int = -1, layers: list | No
         embed_scale=a.embed_scale,
         act="gelu_tanh" if a.hidden_act == "gelu_pytorch_tanh" else "silu",
     )
-
-
-class FusedLlamaDecoder:
-    """Decode one token through every layer in one C call (kernels/llama_step.h)."""
-
-    def __init__(self, model, ops: CpuOps):
-        self.model = model
-        self.ops = ops
-        self.step = decode_step(model, ops.num_threads)
-
-    def can_run(self, cache) -> bool:
-        return type(cache) is KVCache
-
-    def __call__(self, token_id: int, position: int, cache: KVCache) -> np.ndarray:
-        """Logits (1, V) for token_id at position; its keys and values go into the cache."""
-        cache.ensure(position + 1)
-        logits = np.empty((1, self.model.output.shape[0]), dtype=np.float32)
-        self.step(token_id, position, cache.k, cache.v, logits[0])
-        np.maximum(cache.lengths, position + 1, out=cache.lengths)
-        return logits

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from mistralcli.loading.quant_tensor import QuantTensor
+from mistralcli.quant_tensor import QuantTensor
 
 
 class ReferenceOps:
@@ -13,8 +13,8 @@ class ReferenceOps:
     def __init__(self, threads: int | None = None):
         self.threads = threads
 
-    def fused_decoder(self, model):
-        """A one-call decode step for `model`, or None: the reference computes op by op."""
+    def decode_step(self, model):
+        """The backend's one-call decode step for `model`, or None: the reference decodes through forward."""
         return None
 
     def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:

@@ -95,7 +95,7 @@ cdef const float *_floats_of(object array):
     return &view[0]
 
 
-cdef class LlamaStep:
+cdef class DecodeStep:
     """Holds the C view of a model's weights and the scratch buffers; `decode` runs one step for a batch."""
 
     cdef mcli_model model
