@@ -105,3 +105,33 @@ def test_bad_requests_raise_at_once_and_a_stopped_engine_says_so(lm):
             front.add_request([5, 6], GREEDY)
 
     asyncio.run(main())
+
+
+def test_a_stream_ends_when_every_choice_has_finished(lm):
+    params = SamplingParams(temperature=1.0, seed=5, n=3, ignore_eos=True, max_tokens=8)
+    ids = lm.tokenizer.encode("Tell me a word.")
+    eng = new_engine(lm)
+    eng.add_request("x", ids, params)
+    expected = {i: [] for i in range(3)}
+    while eng.has_unfinished():
+        for out in eng.step():
+            expected[out.index] += out.new_token_ids
+
+    async def main():
+        front = AsyncEngine(new_engine(lm))
+        try:
+            _, stream = front.add_request(ids, params)
+            tokens, reasons = {i: [] for i in range(3)}, {}
+            async for out in stream:
+                assert out.index not in reasons, "an output after the choice finished"
+                tokens[out.index] += out.new_token_ids
+                if out.finished:
+                    reasons[out.index] = out.finish_reason
+            assert front.num_streams == 0
+            return tokens, reasons
+        finally:
+            front.shutdown()
+
+    tokens, reasons = asyncio.run(main())
+    assert reasons == {0: "length", 1: "length", 2: "length"}
+    assert tokens == expected and all(len(t) == 8 for t in tokens.values())

@@ -424,3 +424,70 @@ def test_graceful_shutdown_finishes_requests_in_flight(smollm2_path):
     assert s.stop() == 0
     t.join()
     assert result["r"].status_code == 200 and result["r"].json()["usage"]["completion_tokens"] == 40
+
+
+def sse_events(response) -> list:
+    """The data of each server-sent event: a parsed JSON object, or the string "[DONE]"."""
+    events = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            data = line.removeprefix("data: ")
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+N_CHOICES_CASES = [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Tell me a word."}]}, 3, 1),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Name a fruit."}]}, 2, 1),
+    ("/v1/completions", {"prompt": "Once upon a time"}, 3, 1),
+    ("/v1/completions", {"prompt": ["Once upon a time", "The sea was"]}, 2, 2),
+]
+
+
+@pytest.mark.parametrize("path,body,n,num_prompts", N_CHOICES_CASES)
+def test_every_choice_gets_all_its_tokens_and_its_finish_reason(server, path, body, n, num_prompts):
+    max_tokens = 8
+    body = {**body, "n": n, "max_tokens": max_tokens, "temperature": 1.0, "seed": 11, "ignore_eos": True}
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        whole = http.post(path, json=body).json()
+        choices = whole["choices"]
+        assert [c["index"] for c in choices] == list(range(n * num_prompts))
+        assert [c["finish_reason"] for c in choices] == ["length"] * (n * num_prompts)
+        assert whole["usage"]["completion_tokens"] == n * num_prompts * max_tokens
+
+        with http.stream("POST", path, json={**body, "stream": True, "stream_options": {"include_usage": True}}) as r:
+            events = sse_events(r)
+    assert events[-1] == "[DONE]" and events.count("[DONE]") == 1
+    texts, finish_reasons = {}, {}
+    for event in events[:-1]:
+        for c in event["choices"]:
+            assert c["index"] not in finish_reasons, "a chunk after the choice's finish_reason"
+            texts[c["index"]] = texts.get(c["index"], "") + (
+                c["delta"].get("content") or "" if "delta" in c else c["text"]
+            )
+            if c["finish_reason"] is not None:
+                finish_reasons[c["index"]] = c["finish_reason"]
+    assert finish_reasons == {i: "length" for i in range(n * num_prompts)}
+    assert events[-2]["choices"] == [] and events[-2]["usage"]["completion_tokens"] == n * num_prompts * max_tokens
+    expected = [c["message"]["content"] if "message" in c else c["text"] for c in choices]
+    assert [texts[i] for i in range(n * num_prompts)] == expected
+
+
+def test_shutdown_timeout_ends_open_streams_with_an_error_then_done_and_exits_0(smollm2_path):
+    s = Server(smollm2_path, "--shutdown-timeout", "0.5")
+    events = []
+    opened = threading.Event()
+
+    def stream():
+        body = {"prompt": "Once", "max_tokens": 4000, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=60) as r:
+            opened.set()
+            events.extend(sse_events(r))
+
+    t = threading.Thread(target=stream)
+    t.start()
+    assert opened.wait(30)
+    assert s.stop() == 0
+    t.join(30)
+    assert events[-1] == "[DONE]" and events[-2]["error"]["code"] == "shutting_down"
+    assert set(events[-2]["error"]) == {"message", "type", "param", "code"}

@@ -1,10 +1,11 @@
 """AsyncEngine: the engine stepping in its own thread, with an asyncio front for servers.
 
 `add_request` validates at once (a bad request raises and is never queued) and returns an async
-iterator of RequestOutputs; `cancel` stops a request and frees its blocks. A consumer that stops
-iterating early (a client that disconnected) cancels its request. The engine thread takes new
-requests and cancellations from an inbox between steps, so the event loop never waits for a
-step; the kernels release the GIL while they compute.
+iterator of RequestOutputs, which ends once every one of the request's n choices has finished (each
+output's `index` says its choice, and its `finished` is that choice's); `cancel` stops a request and
+frees its blocks. A consumer that stops iterating early (a client that disconnected) cancels its
+request. The engine thread takes new requests and cancellations from an inbox between steps, so the
+event loop never waits for a step; the kernels release the GIL while they compute.
 """
 
 import asyncio
@@ -12,8 +13,10 @@ import itertools
 import queue
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from mistralcli.engine.engine import Engine, RequestError, RequestOutput
+from mistralcli.engine.metrics import EngineCounters
 from mistralcli.sampling import SamplingParams
 
 
@@ -21,12 +24,21 @@ class EngineDeadError(RuntimeError):
     """The engine thread stopped on an error; requests can no longer be served."""
 
 
+@dataclass
+class _Stream:
+    """Where a request's outputs go: a queue of (output or error, is it the last) on its event loop."""
+
+    loop: asyncio.AbstractEventLoop
+    outputs: asyncio.Queue
+    num_unfinished: int  # choices not finished yet
+
+
 class AsyncEngine:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wakeup = threading.Event()
-        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._streams: dict[str, _Stream] = {}
         self._streams_lock = threading.Lock()
         self._ids = itertools.count()
         self._stopping = False
@@ -43,19 +55,27 @@ class AsyncEngine:
         if self.error is not None or self._stopping:
             raise EngineDeadError(f"the engine is not running ({self.error or 'shut down'})")
         params = params or SamplingParams()
-        self.engine.validate(prompt_ids, self.engine.max_tokens_for(params))
+        self.validate(prompt_ids, params)
         request_id = request_id or f"req-{next(self._ids)}"
         outputs: asyncio.Queue = asyncio.Queue()
         with self._streams_lock:
             if request_id in self._streams:
                 raise RequestError(f"request id {request_id!r} is already in use")
-            self._streams[request_id] = (asyncio.get_running_loop(), outputs)
+            self._streams[request_id] = _Stream(asyncio.get_running_loop(), outputs, params.n)
         self._inbox.put(("add", request_id, list(prompt_ids), params))
         self._wakeup.set()
         return request_id, self._iterate(request_id, outputs)
 
-    def cancel(self, request_id: str) -> None:
-        """Stop the request now; its blocks are freed before the next step."""
+    def validate(self, prompt_ids: list[int], params: SamplingParams | None = None) -> None:
+        """Raise RequestError if add_request would refuse this prompt with these params (queues nothing)."""
+        params = params or SamplingParams()
+        self.engine.validate(prompt_ids, self.engine.max_tokens_for(params))
+
+    def cancel(self, request_id: str, error: BaseException | None = None) -> None:
+        """Stop the request now; its blocks are freed before the next step. With an error, its stream
+        raises it; without, the stream gets nothing more (for a consumer that is leaving)."""
+        if error is not None:
+            self._deliver(request_id, error)
         with self._streams_lock:
             self._streams.pop(request_id, None)
         self._inbox.put(("abort", request_id))
@@ -65,11 +85,9 @@ class AsyncEngine:
         finished = False
         try:
             while not finished:
-                out = await outputs.get()
+                out, finished = await outputs.get()
                 if isinstance(out, BaseException):
-                    finished = True
                     raise out
-                finished = out.finished
                 yield out
         finally:
             if not finished:  # the consumer left early
@@ -85,18 +103,46 @@ class AsyncEngine:
     def num_streams(self) -> int:
         return len(self._streams)
 
+    @property
+    def is_alive(self) -> bool:
+        """Whether the engine thread runs (it stops on shutdown, or on an error, kept in `error`)."""
+        return self.error is None and self._thread.is_alive()
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def context_length(self) -> int:
+        return self.engine.context_length
+
+    @property
+    def counters(self) -> EngineCounters:
+        return self.engine.counters
+
+    def stats(self) -> dict:
+        """The engine's snapshot for metrics (see Engine.stats); read between steps, it may lag one."""
+        return self.engine.stats()
+
     # ---- the engine thread -------------------------------------------------------------------------
-    def _deliver(self, request_id: str, item) -> None:
+    def _deliver(self, request_id: str, item: RequestOutput | BaseException) -> None:
+        """Hand an output (or the error that ends the request) to its stream; the stream ends with the
+        error, or with the output that finishes the last of the request's choices."""
         with self._streams_lock:
             stream = self._streams.get(request_id)
-            if stream is not None and (isinstance(item, BaseException) or item.finished):
+            if stream is None:
+                return
+            if isinstance(item, BaseException):
+                stream.num_unfinished = 0
+            elif item.finished:
+                stream.num_unfinished -= 1
+            is_last = stream.num_unfinished == 0
+            if is_last:
                 del self._streams[request_id]
-        if stream is not None:
-            loop, outputs = stream
-            try:
-                loop.call_soon_threadsafe(outputs.put_nowait, item)
-            except RuntimeError:  # that event loop is closed: nobody is listening
-                self._inbox.put(("abort", request_id))
+        try:
+            stream.loop.call_soon_threadsafe(stream.outputs.put_nowait, (item, is_last))
+        except RuntimeError:  # that event loop is closed: nobody is listening
+            self._inbox.put(("abort", request_id))
 
     def _drain_inbox(self) -> None:
         while True:

@@ -60,7 +60,7 @@ class ReadyHandler(BaseHandler):
                 "server_error",
                 code="not_ready",
             )
-        stats = self.state.engine.engine.stats()
+        stats = self.state.engine.stats()
         self.write_json(
             {
                 "status": "ready",

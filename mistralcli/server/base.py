@@ -60,17 +60,17 @@ class ServerState:
     def __init__(self, engine: AsyncEngine | Engine, settings: ServerSettings):
         self.engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine(engine)
         self.settings = settings
-        self.tokenizer = self.engine.engine.tokenizer
-        self.context_length = self.engine.engine.context_length
+        self.tokenizer = self.engine.tokenizer
+        self.context_length = self.engine.context_length
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
-        self.metrics = ServerMetrics(self.engine.engine)
+        self.metrics = ServerMetrics(self.engine)
         self.created = int(time.time())
         self.in_flight: set[str] = set()  # request ids being served
         self.shutting_down = False
 
     @property
     def alive(self) -> bool:
-        return self.engine.error is None and self.engine._thread.is_alive()
+        return self.engine.is_alive
 
 
 # ---- the handlers' common part --------------------------------------------------------------------

@@ -1,16 +1,24 @@
 """POST /v1/chat/completions and /v1/completions: a request becomes engine requests (one per prompt,
-each with its n choices), whose outputs are merged and answered whole or as server-sent events."""
+each with its n choices), whose outputs are merged and answered whole or as server-sent events.
+
+`_GenerateHandler.generate` runs the four stages both share: admission (the server serves, the
+request is valid and within its rate limit), submission (one engine request per prompt), merging
+the prompts' streams, and the answer. The two handlers differ only in how a choice reads: a chat
+message with a delta when streamed, or a text (echoing its prompt when asked)."""
 
 import asyncio
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from tornado.iostream import StreamClosedError
 
 from mistralcli.engine.async_engine import EngineDeadError
-from mistralcli.engine.engine import RequestError
+from mistralcli.engine.engine import RequestError, RequestOutput
+from mistralcli.sampling import SamplingParams
 from mistralcli.server import protocol, tool_calls
 from mistralcli.server.base import APIError, BaseHandler, ServerState
 
@@ -26,22 +34,59 @@ class _Choice:
     tools: tool_calls.StreamParser | None = None  # chat requests with tools: finds calls in the text
     tool_calls: list = field(default_factory=list)
 
+    def add(self, out: RequestOutput) -> str:
+        """Take one of the engine's outputs for this choice; returns the text to send (tool calls held back)."""
+        self.text += out.text
+        self.token_ids += out.new_token_ids
+        if out.logprobs:
+            self.logprobs += out.logprobs
+        text = out.text
+        if self.tools is not None:
+            text = self.tools.feed(out.text)
+            if out.finished:
+                held, self.tool_calls = self.tools.finish()
+                text += held
+        if out.finished:
+            self.finish_reason = "tool_calls" if self.tool_calls else _finish_reason(out.finish_reason)
+        return text
+
+
+@dataclass
+class _Usage:
+    prompt_tokens: int
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def body(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
 
 def _finish_reason(reason: str | None) -> str:
     return reason if reason in ("stop", "length", "tool_calls") else "stop"
 
 
 class _GenerateHandler(BaseHandler):
-    kind = ""  # "chat" or "text"
+    id_prefix = ""  # of the completion's id
+    prompt_param = ""  # the request field holding the prompt, named in its errors
+    response_object = ""
+    chunk_object = ""
+    extra_fields: dict = {}  # in every response and chunk
 
     def initialize(self, state: ServerState):
         super().initialize(state)
-        self.echo, self.n = False, 1  # text completions: the prompt before each choice's text; choices per prompt
-        self.parse_tools = False  # chat completions with tools (and tool_choice not "none")
-        self.tool_names: tuple[str, ...] = ()
         self.request_ids: list[str] = []
         self.tasks: list[asyncio.Task] = []
         self.closed = False
+        self.completion_id = ""
+        self.created = 0
+        self.logprobs: int | None = None  # top logprobs per token, None: no logprobs
+        self.include_usage = False  # a stream ends with a usage chunk
+        self.reserved_tokens = 0  # taken from the rate limit at admission, settled at the end
 
     def on_connection_close(self):
         """The client left: stop its requests now, which frees their blocks."""
@@ -51,70 +96,126 @@ class _GenerateHandler(BaseHandler):
         for request_id in self.request_ids:
             self.state.engine.cancel(request_id)
 
-    async def generate(
-        self,
-        request: protocol._Sampling,
-        prompts: list[list[int]],
-        prompt_texts: list[str | None],
-        logprobs: int | None,
-    ):
+    async def generate(self, request: protocol._Sampling, prompts: list[list[int]], logprobs: int | None):
+        """Answer the request for these prompts (token ids), n choices each."""
+        params = self._admit(request, prompts, logprobs)
+        self.completion_id = f"{self.id_prefix}-{uuid.uuid4().hex[:24]}"
+        self.set_header("x-request-id", self.completion_id)
+        self.created = int(time.time())
+        self.logprobs = logprobs
+        self.include_usage = bool(request.stream and request.stream_options and request.stream_options.include_usage)
+        choices = [self._new_choice(index) for index in range(len(prompts) * request.n)]
+        usage = _Usage(sum(len(ids) for ids in prompts))
+        try:
+            streams = self._submit(prompts, params)
+            if request.stream:
+                await self._open_stream()
+            async with aclosing(self._merge(streams)) as outputs:
+                async for i, out in outputs:
+                    choice = choices[i * request.n + out.index]
+                    text = choice.add(out)
+                    usage.completion_tokens += len(out.new_token_ids)
+                    if out.finished:
+                        usage.cached_tokens = max(usage.cached_tokens, out.num_cached_tokens)
+                    if request.stream:
+                        await self._send_chunk(choice, out, text)
+            self.usage = (usage.prompt_tokens, usage.completion_tokens)
+            self.log_record["response"] = {
+                "id": self.completion_id,
+                "choices": [{"text": c.text, "finish_reason": c.finish_reason} for c in choices],
+            }
+            if request.stream:
+                await self._end_stream(usage)
+            else:
+                self.write_json(self._response(choices, usage))
+        except StreamClosedError:
+            self.on_connection_close()
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise
+        except APIError as exc:  # refused at submission, or cut by the server (shutting down)
+            await self._fail(exc)
+        except RequestError as exc:
+            await self._fail(APIError(400, str(exc), code="invalid_prompt"))
+        except EngineDeadError as exc:
+            await self._fail(APIError(503, str(exc), "server_error", code="engine_dead"))
+        finally:
+            self._cancel_all()
+            for request_id in self.request_ids:
+                self.state.in_flight.discard(request_id)
+            if self.state.limiter is not None:
+                used = usage.prompt_tokens + usage.completion_tokens
+                self.state.limiter.settle(self._rate_key(), used - self.reserved_tokens)
+
+    # ---- admission
+    def _admit(self, request: protocol._Sampling, prompts: list[list[int]], logprobs: int | None) -> SamplingParams:
+        """Check that the server serves, that the request and its prompts are valid, and take it from
+        the rate limit (setting its headers); returns the engine's sampling params."""
         state = self.state
         if state.shutting_down:
             raise APIError(503, "the server is shutting down", "server_error", code="shutting_down")
         if not state.alive:
             raise APIError(503, "the engine has stopped; see the server's log", "server_error", code="engine_dead")
         max_tokens = request.requested_max_tokens()
-        param = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) else "max_tokens"
         try:
             params = protocol.sampling_params(
                 request, state.settings.sampling_defaults, logprobs, max_tokens, state.tokenizer.vocab_size
             )
         except ValueError as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
-        engine = state.engine.engine
         for ids in prompts:
             if len(ids) + (max_tokens or 1) > state.context_length:
                 raise APIError(
                     400,
                     f"this model's context is {state.context_length} tokens; the prompt is {len(ids)} "
-                    f"tokens" + (f" and {param} is {max_tokens}" if max_tokens else ""),
-                    param="messages" if self.kind == "chat" else "prompt",
+                    f"tokens" + (f" and {request.max_tokens_field()} is {max_tokens}" if max_tokens else ""),
+                    param=self.prompt_param,
                     code="context_length_exceeded",
                 )
             try:
-                engine.validate(ids, engine.max_tokens_for(params))
+                state.engine.validate(ids, params)
             except RequestError as exc:
-                raise APIError(
-                    400, str(exc), param="messages" if self.kind == "chat" else "prompt", code="invalid_prompt"
-                ) from None
-        reserved = sum(len(ids) + (max_tokens or 0) * request.n for ids in prompts)
-        rate_key = self.key or self.request.remote_ip or "-"
-        if state.limiter is not None:
-            decision = state.limiter.admit(rate_key, reserved)
-            for name, value in decision.headers.items():
-                self.set_header(name, value)
-            if not decision.allowed:
-                headers = dict(decision.headers)
-                if decision.retry_after:
-                    headers["Retry-After"] = str(max(1, int(decision.retry_after + 0.999)))
-                raise APIError(429, decision.message, "rate_limit_error", code="rate_limit_exceeded", headers=headers)
+                raise APIError(400, str(exc), param=self.prompt_param, code="invalid_prompt") from None
+        self._take_rate_limit(sum(len(ids) + (max_tokens or 0) * request.n for ids in prompts))
+        return params
 
-        base = f"{'chatcmpl' if self.kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        self.set_header("x-request-id", base)
-        queue: asyncio.Queue = asyncio.Queue()
+    def _rate_key(self) -> str:
+        return self.key or self.request.remote_ip or "-"
+
+    def _take_rate_limit(self, tokens: int) -> None:
+        limiter = self.state.limiter
+        if limiter is None:
+            return
+        decision = limiter.admit(self._rate_key(), tokens)
+        for name, value in decision.headers.items():
+            self.set_header(name, value)
+        if not decision.allowed:
+            headers = dict(decision.headers)
+            if decision.retry_after:
+                headers["Retry-After"] = str(max(1, int(decision.retry_after + 0.999)))
+            raise APIError(429, decision.message, "rate_limit_error", code="rate_limit_exceeded", headers=headers)
+        self.reserved_tokens = tokens
+
+    # ---- submission and merging
+    def _submit(self, prompts: list[list[int]], params: SamplingParams) -> list[AsyncIterator[RequestOutput]]:
+        """One engine request per prompt; returns their streams, in the prompts' order."""
         streams = []
         try:
             for i, ids in enumerate(prompts):
-                request_id, stream = state.engine.add_request(ids, params, f"{base}-{i}")
+                request_id, stream = self.state.engine.add_request(ids, params, f"{self.completion_id}-{i}")
                 self.request_ids.append(request_id)
-                state.in_flight.add(request_id)
+                self.state.in_flight.add(request_id)
                 streams.append(stream)
         except RequestError as exc:
-            self._cancel_all()
             raise APIError(400, str(exc), code="invalid_prompt") from None
         except EngineDeadError as exc:
-            self._cancel_all()
             raise APIError(503, str(exc), "server_error", code="engine_dead") from None
+        return streams
+
+    async def _merge(self, streams: list[AsyncIterator[RequestOutput]]) -> AsyncIterator[tuple[int, RequestOutput]]:
+        """The streams' outputs as they come, each with its stream's index, until all have ended; raises
+        the first error a stream ends with."""
+        queue: asyncio.Queue = asyncio.Queue()
 
         async def pump(i, stream):
             try:
@@ -129,89 +230,15 @@ class _GenerateHandler(BaseHandler):
                 queue.put_nowait((i, None))
 
         self.tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
-        choices = {
-            (i, j): _Choice(
-                i * request.n + j, tools=tool_calls.StreamParser(self.tool_names) if self.parse_tools else None
-            )
-            for i in range(len(prompts))
-            for j in range(request.n)
-        }
-        usage = {"prompt_tokens": sum(len(ids) for ids in prompts), "completion_tokens": 0, "cached": 0}
-        created = int(time.time())
-        include_usage = bool(request.stream and request.stream_options and request.stream_options.include_usage)
-        if request.stream:
-            self.set_header("Content-Type", "text/event-stream")
-            self.set_header("Cache-Control", "no-cache")
-            self.set_header("X-Accel-Buffering", "no")
-        try:
-            open_streams = len(streams)
-            while open_streams:
-                i, out = await queue.get()
-                if out is None:
-                    open_streams -= 1
-                    continue
-                if isinstance(out, BaseException):
-                    raise out
-                choice = choices[i, out.index]
-                choice.text += out.text
-                choice.token_ids += out.new_token_ids
-                if out.logprobs:
-                    choice.logprobs += out.logprobs
-                usage["completion_tokens"] += len(out.new_token_ids)
-                text = out.text
-                if choice.tools is not None:
-                    text = choice.tools.feed(out.text)
-                    if out.finished:
-                        held, choice.tool_calls = choice.tools.finish()
-                        text += held
-                if out.finished:
-                    choice.finish_reason = "tool_calls" if choice.tool_calls else _finish_reason(out.finish_reason)
-                    usage["cached"] = max(usage["cached"], out.num_cached_tokens)
-                if request.stream:
-                    await self._send_chunk(base, created, choice, out, text, prompt_texts, include_usage, logprobs)
-            self.usage = (usage["prompt_tokens"], usage["completion_tokens"])
-            usage_body = {
-                "prompt_tokens": usage["prompt_tokens"],
-                "completion_tokens": usage["completion_tokens"],
-                "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
-                "prompt_tokens_details": {"cached_tokens": usage["cached"]},
-            }
-            ordered = [choices[key] for key in sorted(choices, key=lambda k: choices[k].index)]
-            self.log_record["response"] = {
-                "id": base,
-                "choices": [{"text": c.text, "finish_reason": c.finish_reason} for c in ordered],
-            }
-            if request.stream:
-                if include_usage:
-                    await self._sse(
-                        {
-                            "id": base,
-                            "object": self._chunk_object(),
-                            "created": created,
-                            "model": state.settings.model_name,
-                            "choices": [],
-                            "usage": usage_body,
-                        }
-                    )
-                await self._sse_raw("data: [DONE]\n\n")
-                self.finish()
+        num_open = len(streams)
+        while num_open:
+            i, out = await queue.get()
+            if out is None:
+                num_open -= 1
+            elif isinstance(out, BaseException):
+                raise out
             else:
-                self.write_json(self._response(base, created, ordered, prompt_texts, usage_body, logprobs, request.n))
-        except StreamClosedError:
-            self.on_connection_close()
-        except asyncio.CancelledError:
-            if not self.closed:
-                raise
-        except RequestError as exc:
-            self._fail(APIError(400, str(exc), code="invalid_prompt"))
-        except EngineDeadError as exc:
-            self._fail(APIError(503, str(exc), "server_error", code="engine_dead"))
-        finally:
-            self._cancel_all()
-            for request_id in self.request_ids:
-                state.in_flight.discard(request_id)
-            if state.limiter is not None:
-                state.limiter.settle(rate_key, usage["prompt_tokens"] + usage["completion_tokens"] - reserved)
+                yield i, out
 
     def _cancel_all(self):
         for task in self.tasks:
@@ -220,12 +247,74 @@ class _GenerateHandler(BaseHandler):
         for request_id in self.request_ids:
             self.state.engine.cancel(request_id)
 
-    def _fail(self, error: APIError):
-        if self._headers_written:  # mid-stream: an error event, then the end
-            asyncio.ensure_future(self._sse_raw(f"data: {json.dumps(error.body())}\n\ndata: [DONE]\n\n"))
-            self.finish()
-        else:
+    # ---- the answer
+    def _new_choice(self, index: int) -> _Choice:
+        return _Choice(index)
+
+    def _chunk_choice(self, choice: _Choice, out: RequestOutput, text: str) -> dict | None:
+        """A streamed chunk's entry for one output of a choice; None: nothing worth a chunk."""
+        raise NotImplementedError
+
+    def _response_choice(self, choice: _Choice) -> dict:
+        raise NotImplementedError
+
+    def _response(self, choices: list[_Choice], usage: _Usage) -> dict:
+        return {
+            "id": self.completion_id,
+            "object": self.response_object,
+            "created": self.created,
+            "model": self.state.settings.model_name,
+            "choices": [self._response_choice(c) for c in choices],
+            "usage": usage.body(),
+            **self.extra_fields,
+        }
+
+    async def _open_stream(self):
+        """Send the headers now: from here on, an error is an event in the stream."""
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        await self.flush()
+
+    async def _send_chunk(self, choice: _Choice, out: RequestOutput, text: str):
+        body = self._chunk_choice(choice, out, text)
+        if body is None:
+            return
+        chunk = {
+            "id": self.completion_id,
+            "object": self.chunk_object,
+            "created": self.created,
+            "model": self.state.settings.model_name,
+            "choices": [body],
+            **self.extra_fields,
+        }
+        if self.include_usage:
+            chunk["usage"] = None
+        await self._sse(chunk)
+
+    async def _end_stream(self, usage: _Usage):
+        if self.include_usage:
+            await self._sse(
+                {
+                    "id": self.completion_id,
+                    "object": self.chunk_object,
+                    "created": self.created,
+                    "model": self.state.settings.model_name,
+                    "choices": [],
+                    "usage": usage.body(),
+                }
+            )
+        await self._sse_raw("data: [DONE]\n\n")
+        self.finish()
+
+    async def _fail(self, error: APIError):
+        if not self._headers_written:
             raise error
+        try:  # mid-stream: an error event, then the end
+            await self._sse_raw(f"data: {json.dumps(error.body())}\n\ndata: [DONE]\n\n")
+            await self.finish()
+        except StreamClosedError:
+            self.on_connection_close()
 
     async def _sse(self, obj):
         await self._sse_raw(f"data: {json.dumps(obj, ensure_ascii=False)}\n\n")
@@ -236,14 +325,70 @@ class _GenerateHandler(BaseHandler):
         self.write(text)
         await self.flush()
 
-    def _chunk_object(self) -> str:
-        return "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-
     def _token(self, token_id: int) -> tuple[str, list[int]]:
         raw = self.state.tokenizer.decode_bytes([token_id], skip_special=False)
         return raw.decode("utf-8", errors="replace"), list(raw)
 
-    def _chat_logprobs(self, entries) -> dict:
+
+class ChatCompletionsHandler(_GenerateHandler):
+    route = "/v1/chat/completions"
+    id_prefix = "chatcmpl"
+    prompt_param = "messages"
+    response_object = "chat.completion"
+    chunk_object = "chat.completion.chunk"
+    extra_fields = {"system_fingerprint": None}
+
+    def initialize(self, state: ServerState):
+        super().initialize(state)
+        self.tool_names: tuple[str, ...] | None = None  # the tools whose calls are parsed out; None: no parsing
+
+    async def post(self):
+        request = self.parse(protocol.ChatCompletionRequest)
+        self.check_model(request.model)
+        if request.top_logprobs is not None and not request.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs", code="invalid_value")
+        text = self.render_chat(
+            request.template_messages(), request.tools, request.add_generation_prompt, request.chat_template_kwargs
+        )
+        if request.tools and request.tool_choice != "none":
+            self.tool_names = tuple(t.function.name for t in request.tools)
+        logprobs = (request.top_logprobs or 0) if request.logprobs else None
+        await self.generate(request, [self.encode_rendered(text)], logprobs)
+
+    def _new_choice(self, index: int) -> _Choice:
+        tools = tool_calls.StreamParser(self.tool_names) if self.tool_names is not None else None
+        return _Choice(index, tools=tools)
+
+    def _chunk_choice(self, choice: _Choice, out: RequestOutput, text: str) -> dict | None:
+        is_first = not choice.started
+        choice.started = True
+        if not (text or out.finished or is_first):
+            return None
+        delta = {"role": "assistant", "content": ""} if is_first else {}
+        if text:
+            delta["content"] = text
+        if out.finished and choice.tool_calls:
+            delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(choice.tool_calls)]
+        return {
+            "index": choice.index,
+            "delta": delta,
+            "logprobs": self._logprobs(out.logprobs) if self.logprobs is not None and out.logprobs else None,
+            "finish_reason": choice.finish_reason if out.finished else None,
+        }
+
+    def _response_choice(self, choice: _Choice) -> dict:
+        if choice.tool_calls:
+            message = {"role": "assistant", "content": choice.tools.content(), "tool_calls": choice.tool_calls}
+        else:
+            message = {"role": "assistant", "content": choice.text}
+        return {
+            "index": choice.index,
+            "message": message,
+            "logprobs": self._logprobs(choice.logprobs) if self.logprobs is not None else None,
+            "finish_reason": choice.finish_reason,
+        }
+
+    def _logprobs(self, entries) -> dict:
         content = []
         for e in entries:
             text, raw = self._token(e.token_id)
@@ -254,7 +399,72 @@ class _GenerateHandler(BaseHandler):
             content.append({"token": text, "logprob": e.logprob, "bytes": raw, "top_logprobs": top})
         return {"content": content}
 
-    def _text_logprobs(self, entries, offset: int) -> dict:
+
+class CompletionsHandler(_GenerateHandler):
+    route = "/v1/completions"
+    id_prefix = "cmpl"
+    prompt_param = "prompt"
+    response_object = "text_completion"
+    chunk_object = "text_completion"
+
+    def initialize(self, state: ServerState):
+        super().initialize(state)
+        self.echo = False  # the prompt before each choice's text
+        self.n = 1  # choices per prompt
+        self.prompt_texts: list[str] = []
+
+    async def post(self):
+        request = self.parse(protocol.CompletionRequest)
+        self.check_model(request.model)
+        self.echo, self.n = request.echo, request.n
+        tokenizer = self.state.tokenizer
+        prompts = []
+        for prompt in request.prompts():
+            if isinstance(prompt, str):
+                if not prompt:
+                    raise APIError(400, "prompt: the prompt is empty", param="prompt", code="invalid_value")
+                prompts.append(tokenizer.encode(prompt))
+                self.prompt_texts.append(prompt)
+            else:
+                bad = [t for t in prompt if t >= tokenizer.vocab_size]
+                if bad:
+                    raise APIError(
+                        400,
+                        f"prompt: token id {bad[0]} is outside the vocabulary ({tokenizer.vocab_size} tokens)",
+                        param="prompt",
+                        code="invalid_value",
+                    )
+                prompts.append(list(prompt))
+                self.prompt_texts.append(tokenizer.decode(prompt))
+        await self.generate(request, prompts, request.logprobs)
+
+    def _echoed(self, choice: _Choice) -> str:
+        """What comes before the choice's text: its prompt when echoing."""
+        return self.prompt_texts[choice.index // self.n] if self.echo else ""
+
+    def _chunk_choice(self, choice: _Choice, out: RequestOutput, text: str) -> dict | None:
+        if not choice.started:
+            choice.started = True
+            text = self._echoed(choice) + text
+        if not (text or out.finished):
+            return None
+        return {
+            "index": choice.index,
+            "text": text,
+            "logprobs": self._logprobs(out.logprobs or [], 0) if self.logprobs is not None else None,
+            "finish_reason": choice.finish_reason if out.finished else None,
+        }
+
+    def _response_choice(self, choice: _Choice) -> dict:
+        prefix = self._echoed(choice)
+        return {
+            "index": choice.index,
+            "text": prefix + choice.text,
+            "logprobs": self._logprobs(choice.logprobs, len(prefix)) if self.logprobs is not None else None,
+            "finish_reason": choice.finish_reason,
+        }
+
+    def _logprobs(self, entries, offset: int) -> dict:
         tokens, token_logprobs, top_logprobs, offsets = [], [], [], []
         for e in entries:
             text, _ = self._token(e.token_id)
@@ -269,138 +479,3 @@ class _GenerateHandler(BaseHandler):
             "top_logprobs": top_logprobs,
             "text_offset": offsets,
         }
-
-    async def _send_chunk(self, base, created, choice: _Choice, out, text, prompt_texts, include_usage, logprobs):
-        """One choice's new text (tool calls held back) as an SSE chunk."""
-        if self.kind == "chat":
-            delta = {} if choice.started else {"role": "assistant", "content": ""}
-            choice.started = True
-            if text:
-                delta["content"] = text
-            if out.finished and choice.tool_calls:
-                delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(choice.tool_calls)]
-            body = {
-                "index": choice.index,
-                "delta": delta,
-                "logprobs": self._chat_logprobs(out.logprobs) if logprobs is not None and out.logprobs else None,
-                "finish_reason": choice.finish_reason if out.finished else None,
-            }
-        else:
-            if not choice.started:
-                choice.started = True
-                if self.echo:
-                    text = (prompt_texts[choice.index // self.n] or "") + text
-            body = {
-                "index": choice.index,
-                "text": text,
-                "logprobs": self._text_logprobs(out.logprobs or [], 0) if logprobs is not None else None,
-                "finish_reason": choice.finish_reason if out.finished else None,
-            }
-        if not text and not out.finished and not (self.kind == "chat" and "role" in body["delta"]):
-            return
-        chunk = {
-            "id": base,
-            "object": self._chunk_object(),
-            "created": created,
-            "model": self.state.settings.model_name,
-            "choices": [body],
-        }
-        if self.kind == "chat":
-            chunk["system_fingerprint"] = None
-        if include_usage:
-            chunk["usage"] = None
-        await self._sse(chunk)
-
-    @staticmethod
-    def _message(c: _Choice) -> dict:
-        if not c.tool_calls:
-            return {"role": "assistant", "content": c.text}
-        return {"role": "assistant", "content": c.tools.content(), "tool_calls": c.tool_calls}
-
-    def _response(self, base, created, ordered, prompt_texts, usage, logprobs, n) -> dict:
-        if self.kind == "chat":
-            choices = [
-                {
-                    "index": c.index,
-                    "message": self._message(c),
-                    "logprobs": self._chat_logprobs(c.logprobs) if logprobs is not None else None,
-                    "finish_reason": c.finish_reason,
-                }
-                for c in ordered
-            ]
-            return {
-                "id": base,
-                "object": "chat.completion",
-                "created": created,
-                "model": self.state.settings.model_name,
-                "choices": choices,
-                "usage": usage,
-                "system_fingerprint": None,
-            }
-        choices = []
-        for c in ordered:
-            prefix = (prompt_texts[c.index // n] or "") if self.echo else ""
-            choices.append(
-                {
-                    "index": c.index,
-                    "text": prefix + c.text,
-                    "logprobs": self._text_logprobs(c.logprobs, len(prefix)) if logprobs is not None else None,
-                    "finish_reason": c.finish_reason,
-                }
-            )
-        return {
-            "id": base,
-            "object": "text_completion",
-            "created": created,
-            "model": self.state.settings.model_name,
-            "choices": choices,
-            "usage": usage,
-        }
-
-
-class ChatCompletionsHandler(_GenerateHandler):
-    route = "/v1/chat/completions"
-    kind = "chat"
-
-    async def post(self):
-        request = self.parse(protocol.ChatCompletionRequest)
-        self.check_model(request.model)
-        if request.top_logprobs is not None and not request.logprobs:
-            raise APIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs", code="invalid_value")
-        text = self.render_chat(
-            request.template_messages(), request.tools, request.add_generation_prompt, request.chat_template_kwargs
-        )
-        self.parse_tools = bool(request.tools) and request.tool_choice != "none"
-        self.tool_names = tuple(t.function.name for t in request.tools or ())
-        logprobs = (request.top_logprobs or 0) if request.logprobs else None
-        await self.generate(request, [self.encode_rendered(text)], [None], logprobs)
-
-
-class CompletionsHandler(_GenerateHandler):
-    route = "/v1/completions"
-    kind = "text"
-
-    async def post(self):
-        request = self.parse(protocol.CompletionRequest)
-        self.check_model(request.model)
-        self.echo, self.n = request.echo, request.n
-        tokenizer = self.state.tokenizer
-        prompts, texts = [], []
-        for prompt in request.prompts():
-            if isinstance(prompt, str):
-                if not prompt:
-                    raise APIError(400, "prompt: the prompt is empty", param="prompt", code="invalid_value")
-                prompts.append(tokenizer.encode(prompt))
-                texts.append(prompt)
-            else:
-                bad = [t for t in prompt if t >= tokenizer.vocab_size]
-                if bad:
-                    raise APIError(
-                        400,
-                        f"prompt: token id {bad[0]} is outside the vocabulary ({tokenizer.vocab_size} tokens)",
-                        param="prompt",
-                        code="invalid_value",
-                    )
-                prompts.append(list(prompt))
-                texts.append(tokenizer.decode(prompt))
-        await self.generate(request, prompts, texts, request.logprobs)

@@ -77,6 +77,10 @@ class _Sampling(_Request):
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
+    def max_tokens_field(self) -> str:
+        """The field requested_max_tokens comes from, for errors."""
+        return "max_tokens"
+
 
 class TextContent(_Request):
     type: Literal["text"]
@@ -148,6 +152,9 @@ class ChatCompletionRequest(_Sampling):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def max_tokens_field(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
 
     def template_messages(self) -> list[dict]:
         return template_messages(self.messages)

@@ -1,5 +1,9 @@
-"""Running the server: bind, say where, serve until SIGINT/SIGTERM, then shut down gracefully (stop
-accepting, let the requests in flight finish for a while, cancel the rest, stop the engine)."""
+"""Running the server: bind, say where, serve until SIGINT/SIGTERM, then shut down gracefully.
+
+The drain: connections are still accepted, /health answers 200, /ready and new completions 503; the
+requests in flight have `shutdown_timeout` seconds to finish. Those still running then end with a
+503 error (on a stream, an error event and `data: [DONE]`); then the connections close and the
+engine stops."""
 
 import asyncio
 import signal
@@ -9,6 +13,10 @@ from collections.abc import Callable
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
+
+from mistralcli.server.base import APIError, ServerState
+
+ANSWER_TIMEOUT_S = 5.0  # for a cut request's error to reach its client, and for the connections to close
 
 
 async def serve_app(
@@ -42,15 +50,20 @@ async def serve_app(
         on_ready(f"http://{shown}:{bound[1]}")
     await stop.wait()
     state.shutting_down = True
-    server.stop()  # no new connections; /ready says 503 to those still open
-    deadline = time.monotonic() + shutdown_timeout
-    while state.in_flight and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await _wait_for_requests(state, shutdown_timeout)
     for request_id in list(state.in_flight):
-        state.engine.cancel(request_id)
-    await asyncio.sleep(0.05)
+        error = APIError(503, "the server shut down before this request finished", "server_error", code="shutting_down")
+        state.engine.cancel(request_id, error)
+    await _wait_for_requests(state, ANSWER_TIMEOUT_S)  # their handlers answer with the error
+    server.stop()
     try:
-        await asyncio.wait_for(server.close_all_connections(), timeout=5.0)
+        await asyncio.wait_for(server.close_all_connections(), timeout=ANSWER_TIMEOUT_S)
     except TimeoutError:
         pass
     state.engine.shutdown()
+
+
+async def _wait_for_requests(state: ServerState, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while state.in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
