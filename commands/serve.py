@@ -77,7 +77,7 @@ def serve(
                 max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_cache_mb=kv_cache_mb
             ),
         )
-    name = served_model_name or Path(loaded.path).stem
+    name = served_model_name or loaded.name
     settings = ServerSettings(
         model_name=name,
         chat_template=loaded.chat_template,

@@ -193,3 +193,35 @@ def test_tokenizer_and_model_read_the_same_source(tiny_dir, tmp_path, smollm2_pa
     tokenizer, path = load_tokenizer(str(copy))
     assert path == copy and load_model(str(copy)).path == copy
     assert tokenizer.encode("Hello world!") == [19556, 905, 17]
+
+
+def test_truncated_gguf_names_the_tensor_and_the_bytes(tmp_path, smollm2_path):
+    """The error is in the file's terms (which tensor, bytes expected and present), not numpy's."""
+    whole = open_gguf(smollm2_path)
+    cut = 50_000_000
+    truncated = tmp_path / "truncated.gguf"
+    with open(smollm2_path, "rb") as f:
+        truncated.write_bytes(f.read(cut))
+    with pytest.raises(ModelLoadError) as info:
+        open_gguf(truncated)
+    message = str(info.value)
+    assert str(truncated) in message and "reshape" not in message and "dtype" not in message
+    name = message.split("tensor '")[1].split("'")[0]
+    expected = whole.tensors[name].data.nbytes
+    assert f"needs {expected} bytes" in message
+    assert f"{cut} bytes in all" in message
+    header_only = tmp_path / "header.gguf"
+    header_only.write_bytes(smollm2_path.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match="truncated GGUF header"):
+        open_gguf(header_only)
+
+
+def test_the_model_has_one_id(tmp_path, smollm2_path, tiny_dir):
+    """A GGUF goes by its file name, a directory by its name, a hub model by the repo id asked for."""
+    from mistralcli.loading.loader import model_id
+
+    assert load_model(str(smollm2_path)).name == smollm2_path.stem == "SmolLM2-135M-Instruct.Q4_1"
+    directory, _ = tiny_dir
+    assert load_model(str(directory)).name == directory.name
+    assert model_id("acme/tiny-llama", tmp_path) == "acme/tiny-llama"
+    assert model_id("acme/repo/model.Q4_K_M.gguf", tmp_path / "x.gguf") == "acme/repo/model.Q4_K_M"

@@ -86,12 +86,45 @@ def _from_index(path: Path, index: dict) -> GGUFFile:
     return GGUFFile(path, index["metadata"], tensors)
 
 
+class _TruncatedTensor(Exception):
+    def __init__(self, name: str, offset: int, expected: int, present: int):
+        self.name, self.offset, self.expected, self.present = name, offset, expected, present
+
+
+class _CheckedReader(GGUFReader):
+    """GGUFReader that checks each tensor's bytes lie inside the file before it views them: its own
+    views of a truncated file fail with numpy's words ("cannot reshape array of size ...")."""
+
+    def _build_tensors(self, start_offs: int, fields: list) -> None:
+        size = len(self.data)
+        for info in fields:
+            _, name_data, _, dims, raw_dtype, offset_tensor = info.parts
+            try:
+                block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(int(raw_dtype[0]))]
+            except (ValueError, KeyError):
+                continue  # an unknown type: the reader's own error, reported as such below
+            expected = int(np.prod(dims, dtype=np.int64)) * type_size // block_size
+            offset = int(start_offs + int(offset_tensor[0]))
+            if offset + expected > size:
+                name = bytes(name_data).decode("utf-8", "replace")
+                raise _TruncatedTensor(name, offset, expected, max(0, size - offset))
+        super()._build_tensors(start_offs, fields)
+
+
 def _read(path: Path) -> tuple[GGUFFile, dict[str, int]]:
     """Parse with GGUFReader; also return each tensor's byte offset in the file."""
     try:
-        reader = GGUFReader(path, "r")
+        reader = _CheckedReader(path, "r")
+    except _TruncatedTensor as t:
+        raise ModelLoadError(
+            path,
+            f"truncated: tensor {t.name!r} needs {t.expected} bytes from offset {t.offset}, the file holds "
+            f"{t.present} of them ({path.stat().st_size} bytes in all)",
+        ) from None
     except (ValueError, KeyError, IndexError, OSError, EOFError) as exc:
-        raise ModelLoadError(path, f"broken or truncated GGUF file ({_short(exc)})") from None
+        raise ModelLoadError(
+            path, f"broken or truncated GGUF header ({path.stat().st_size} bytes; the reader says: {_short(exc)})"
+        ) from None
 
     metadata = {}
     for key, value in reader.fields.items():

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from mistralcli.chat_template import ChatTemplate
 from mistralcli.errors import ModelLoadError
+from mistralcli.json_file import read_json
 from mistralcli.loading import gguf_config, safetensors_dir
 from mistralcli.loading.gguf_file import open_gguf
-from mistralcli.loading.json_file import read_json
 from mistralcli.loading.resolve import resolve_model
 from mistralcli.models import HF_MODEL_TYPES, get_architecture
 from mistralcli.ops import get_ops
@@ -17,7 +17,7 @@ from mistralcli.tokenizer import Tokenizer
 
 @dataclass
 class LoadedModel:
-    name: str
+    name: str  # the model's one id, in every output (run --json, bench, /v1/models): see model_id
     path: Path
     model: object
     tokenizer: Tokenizer
@@ -39,8 +39,20 @@ def load_model(spec: str | None, backend: str = "cpu", threads: int | None = Non
     path = resolve_model(spec)
     ops = get_ops(backend, threads=threads)
     if _is_hf_directory(path):
-        return _load_directory(path, ops)
-    return _load_gguf(_gguf_in(path), ops)
+        loaded = _load_directory(path, ops)
+    else:
+        loaded = _load_gguf(_gguf_in(path), ops)
+    loaded.name = model_id(spec, loaded.path)
+    return loaded
+
+
+def model_id(spec: str | None, path: Path) -> str:
+    """The id a model goes by: a GGUF file's name without .gguf (`SmolLM2-135M-Instruct.Q4_1`), a model
+    directory's name, or the repo id a hub model was asked for (`org/name`, `org/name/file.gguf`
+    without .gguf). Not the GGUF's general.name, which is free text ("Smollm2 135M 8k Lc100K Mix1 Ep2")."""
+    if spec and not Path(spec).expanduser().exists():  # a hub repo id
+        return spec.removesuffix(".gguf")
+    return path.stem if path.is_file() else path.name
 
 
 def _is_hf_directory(path: Path) -> bool:
@@ -84,9 +96,8 @@ def _load_gguf(path: Path, ops) -> LoadedModel:
     tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata, path)
     source = gguf.metadata.get("tokenizer.chat_template") or get_architecture(arch).default_chat_template
     template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token) if source else None
-    name = gguf.metadata.get("general.name") or path.stem
     return LoadedModel(
-        name, path, model, tokenizer, template, args.context_length, recommended_sampling(metadata=gguf.metadata)
+        path.stem, path, model, tokenizer, template, args.context_length, recommended_sampling(metadata=gguf.metadata)
     )
 
 

@@ -9,7 +9,7 @@ from gguf import GGMLQuantizationType
 from safetensors import SafetensorError, safe_open
 
 from mistralcli.errors import ModelLoadError
-from mistralcli.loading.json_file import read_json
+from mistralcli.json_file import read_json
 from mistralcli.quant_tensor import QuantTensor
 
 # Hugging Face parameter names -> the GGUF names our models use.

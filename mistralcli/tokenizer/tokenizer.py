@@ -13,7 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 
 from mistralcli.errors import ModelLoadError
-from mistralcli.loading.json_file import read_json
+from mistralcli.json_file import read_json
 from mistralcli.tokenizer import gguf_vocab
 from mistralcli.tokenizer.gguf_vocab import TokenType
 
