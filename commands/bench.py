@@ -86,17 +86,17 @@ def bench(
 
         raise MistralError("--compare llama-cpp needs llama-cpp-python: pip install llama-cpp-python")
 
-    from mistralcli import bench as b
     from mistralcli._ext import qmatmul
+    from mistralcli.bench import figures, offline
 
     console = stderr_console()
     threads = threads or os.cpu_count() or 1
     say = console.print if not as_json or console.is_terminal else (lambda *_: None)
     with console.status("benchmarking mistralcli…") if console.is_terminal else nullcontext():
-        ours, loaded = b.bench_mistralcli(model, lengths, gen_tokens, repetitions, threads, progress=say)
+        ours, loaded = offline.bench_mistralcli(model, lengths, gen_tokens, repetitions, threads, progress=say)
     say("[dim]measuring memory bandwidth…[/dim]")  # after ours: its buffer must not count in our peak RSS
-    bandwidth = b.measure_bandwidth(threads)
-    bytes_token = b.bytes_per_token(loaded.model)
+    bandwidth = offline.measure_bandwidth(threads)
+    bytes_token = offline.bytes_per_token(loaded.model)
     roofline = bandwidth * 1e9 / bytes_token
     result = {
         "mode": "offline",
@@ -120,7 +120,7 @@ def bench(
         with console.status("benchmarking llama.cpp…") if console.is_terminal else nullcontext():
             peer = _run_llama_cpp(str(loaded.path), threads, gen_tokens, repetitions, lengths)
         result["engines"]["llama.cpp"] = peer.to_dict()
-        result["ratios_vs_llama_cpp"] = b.ratios(ours, peer)
+        result["ratios_vs_llama_cpp"] = figures.ratios(ours, peer)
     if as_json:
         print(json.dumps(result))
     else:
@@ -130,8 +130,9 @@ def bench(
 def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threads, as_json):
     import time
 
-    from mistralcli import bench as b
     from mistralcli._ext import qmatmul
+    from mistralcli.bench.concurrency import bench_concurrency
+    from mistralcli.bench.figures import peak_rss_mib
     from mistralcli.loading.loader import load_model
 
     console = stderr_console()
@@ -141,7 +142,7 @@ def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threa
     loaded = load_model(model, threads=threads)
     load_s = time.perf_counter() - start
     with console.status("benchmarking concurrent requests…") if console.is_terminal else nullcontext():
-        figures = b.bench_concurrency(loaded, levels, prompt_len, gen_tokens, repetitions, progress=say)
+        figures = bench_concurrency(loaded, levels, prompt_len, gen_tokens, repetitions, progress=say)
     result = {
         "mode": "offline",
         "model": loaded.name,
@@ -158,7 +159,7 @@ def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threa
                 "engine": "mistralcli",
                 "load_s": load_s,
                 "concurrency": figures,
-                "peak_rss_mib": b.peak_rss_mib(),
+                "peak_rss_mib": peak_rss_mib(),
             }
         },
     }
@@ -192,8 +193,8 @@ def _bench_http(model, serve, targets, levels, prompt_len, gen_tokens, repetitio
     import asyncio
     import time
 
-    from mistralcli import bench_http
-    from mistralcli.bench import peak_rss_mib
+    from mistralcli.bench import http as bench_http
+    from mistralcli.bench.figures import peak_rss_mib
     from mistralcli.errors import MistralError
 
     console = stderr_console()
@@ -289,13 +290,13 @@ def _http_ratios(ours: dict, theirs: dict) -> dict:
 
 
 def _run_llama_cpp(path, threads, gen_tokens, repetitions, lengths):
-    from mistralcli.bench import EngineFigures
+    from mistralcli.bench.figures import EngineFigures
     from mistralcli.errors import MistralError
 
     cmd = [
         sys.executable,
         "-m",
-        "mistralcli.bench_llama_cpp",
+        "mistralcli.bench.llama_cpp",
         path,
         str(threads),
         str(gen_tokens),

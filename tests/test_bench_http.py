@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mistralcli.bench_http import served
+from mistralcli.bench.http import served
 from tests.test_cli import assert_clean_error, mistral
 
 pytestmark = pytest.mark.slow
@@ -68,7 +68,7 @@ def test_load_test_script_passes_on_a_short_run(smollm2_path):
         [
             sys.executable,
             "-m",
-            "mistralcli.server.loadtest",
+            "mistralcli.bench.loadtest",
             "--model",
             str(smollm2_path),
             "--clients",

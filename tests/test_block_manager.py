@@ -7,7 +7,7 @@ import pytest
 
 from mistralcli._ext.block_pool import BlockPool
 from mistralcli.engine.block_manager import BlockManager, NoFreeBlocks
-from mistralcli.engine.block_pool_reference import BlockPoolReference
+from mistralcli.reference.block_pool import BlockPoolReference
 
 POOLS = [BlockPool, BlockPoolReference]
 

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from mistralcli._ext.block_pool import BlockPool
-from mistralcli.engine.block_pool_reference import BlockPoolReference
+from mistralcli.reference.block_pool import BlockPoolReference
 
 
 def state(pool):

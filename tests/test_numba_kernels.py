@@ -8,7 +8,7 @@ import numpy as np
 
 from mistralcli.numba_kernels.cpu.bandwidth import sum_chunks
 
-PROBE = "from mistralcli.bench import measure_bandwidth; print(measure_bandwidth(1, 8, 1) > 0)"
+PROBE = "from mistralcli.bench.offline import measure_bandwidth; print(measure_bandwidth(1, 8, 1) > 0)"
 
 
 def test_bandwidth_probe_sums_every_chunk():
@@ -32,7 +32,7 @@ def test_first_run_notes_compilation_and_the_next_loads_from_the_cache(tmp_path)
 
 def test_expert_routing_kernels_equal_their_numpy_references():
     from mistralcli.ops.cpu import CpuOps
-    from mistralcli.ops.reference import ReferenceOps
+    from mistralcli.reference.ops import ReferenceOps
 
     cpu, ref = CpuOps(threads=1), ReferenceOps()
     rng = np.random.default_rng(3)

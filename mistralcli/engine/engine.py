@@ -102,7 +102,6 @@ class Engine:
                 f"a KV cache of {budget / 2**20:.1f} MiB holds no block of {config.block_size} tokens "
                 f"({per_block / 2**20:.2f} MiB each)"
             )
-        self.kv_cache_bytes = num_blocks * per_block
         self.blocks = BlockManager(num_blocks, config.block_size)
         self.cache = PagedKVCache(a.num_hidden_layers, num_blocks, config.block_size, a.num_key_value_heads, a.head_dim)
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)

@@ -40,10 +40,6 @@ class ScheduledBatch:
     def is_empty(self) -> bool:
         return not self.prefills and not self.decodes
 
-    @property
-    def num_tokens(self) -> int:
-        return sum(n for _, n in self.prefills) + len(self.decodes)
-
 
 class Scheduler:
     def __init__(self, config: SchedulerConfig, block_manager: BlockManager):
@@ -123,7 +119,6 @@ class Scheduler:
         self.blocks.free(seq.seq_id)
         seq.status = SequenceStatus.WAITING
         seq.num_computed = 0
-        seq.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(seq)
         if batch is not None:

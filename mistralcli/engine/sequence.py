@@ -33,7 +33,6 @@ class Sequence:
     first_token_s: float | None = None
     last_token_s: float | None = None
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache when last allocated
-    num_preemptions: int = 0
     index: int = 0  # which of the request's n choices
 
     def __post_init__(self):

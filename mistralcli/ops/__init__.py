@@ -4,7 +4,7 @@ Legend for shapes: T tokens, S cached positions, H query heads, Hkv key/value he
 K input features, N output features, V vocabulary.
 """
 
-from mistralcli.ops.reference import ReferenceOps
+from mistralcli.reference.ops import ReferenceOps
 
 _BACKENDS = {"reference": ReferenceOps}
 

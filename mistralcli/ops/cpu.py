@@ -19,8 +19,8 @@ from threadpoolctl import threadpool_limits
 from mistralcli._ext import attention, elementwise, qmatmul
 from mistralcli._ext.decode_step import DecodeStep
 from mistralcli.numba_kernels import call_noting_compilation
-from mistralcli.ops.reference import ReferenceOps
 from mistralcli.quant_tensor import QuantTensor
+from mistralcli.reference.ops import ReferenceOps
 
 FUSED_TYPES = {QT(t) for t in qmatmul.SUPPORTED_TYPES}
 DEQUANT_TYPES = {QT(t) for t in qmatmul.DEQUANT_TYPES}

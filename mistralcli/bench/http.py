@@ -1,6 +1,6 @@
 """The server benchmark (`mistral bench --url/--serve`): N streaming completions at once against any
-OpenAI-compatible server, with the figures of the offline concurrency mode (`bench.bench_concurrency`),
-so one report compares both; and the streaming client the load test (`mistralcli.server.loadtest`) uses.
+OpenAI-compatible server, with the figures of the offline concurrency mode (`bench.concurrency`),
+so one report compares both; and the streaming client the load test (`mistralcli.bench.loadtest`) uses.
 
 Every request is a streaming `/v1/completions` with temperature 0, `ignore_eos` and a distinct opening
 (no prefix-cache hits between requests). Tokens are counted from the final `usage` chunk where the
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.httputil import HTTPInputError
 
-from mistralcli.bench import FILLER, percentiles, summary
+from mistralcli.bench.figures import FILLER, percentiles, summary
 
 
 class Disconnect(HTTPInputError):

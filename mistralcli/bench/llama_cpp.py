@@ -1,7 +1,7 @@
 """The llama.cpp peer of `mistral bench --compare llama-cpp`, run in its own process.
 
-python -m mistralcli.bench_llama_cpp MODEL THREADS GEN_TOKENS REPETITIONS PROMPT_LENGTHS(comma)
-prints EngineFigures.to_dict() as JSON. The protocol is bench.run_protocol, as for
+python -m mistralcli.bench.llama_cpp MODEL THREADS GEN_TOKENS REPETITIONS PROMPT_LENGTHS(comma)
+prints EngineFigures.to_dict() as JSON. The protocol is bench.figures.run_protocol, as for
 mistralcli.
 llama.cpp's CPU weight repacking is off (as in ../shared/bench): on some CPUs it crashes.
 """
@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from mistralcli.bench import DECODE_PROMPT_TOKENS, EngineFigures, run_protocol
+from mistralcli.bench.figures import DECODE_PROMPT_TOKENS, EngineFigures, run_protocol
 
 
 def main(model: str, threads: int, gen_tokens: int, repetitions: int, lengths: list[int]) -> dict:

@@ -1,8 +1,8 @@
 """Load test for `mistral serve`: many clients at once for a while, some hanging up mid-stream, with a
 prober timing /health all along. A script, not a unit test:
 
-    python -m mistralcli.server.loadtest --clients 64 --disconnect 0.2 --duration 180
-    python -m mistralcli.server.loadtest --url http://127.0.0.1:8000 --json
+    python -m mistralcli.bench.loadtest --clients 64 --disconnect 0.2 --duration 180
+    python -m mistralcli.bench.loadtest --url http://127.0.0.1:8000 --json
 
 Each client loops: a chat or text completion (streaming 4 times in 5), a random prompt and length;
 a fifth of the streams (--disconnect) hang up after a few chunks. At the end it waits for the server to
@@ -20,8 +20,8 @@ import time
 
 from tornado.httpclient import HTTPRequest
 
-from mistralcli.bench import FILLER, percentiles
-from mistralcli.bench_http import get_json, headers, http_client, served, stream_completion
+from mistralcli.bench.figures import FILLER, percentiles
+from mistralcli.bench.http import get_json, headers, http_client, served, stream_completion
 
 TOPICS = ("the sea", "a lighthouse", "printing presses", "bread", "the moon", "trains", "a small village", "rain")
 
@@ -187,7 +187,7 @@ async def _progress(tally, start, duration, say):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mistralcli.server.loadtest",
+        prog="python -m mistralcli.bench.loadtest",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

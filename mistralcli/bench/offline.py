@@ -1,0 +1,84 @@
+"""Offline benchmark: load, prefill, decode, time to first token, peak RSS, bandwidth roofline, through
+the engine (Engine -> ModelRunner over the paged cache), as `mistral run` executes a request."""
+
+import itertools
+import time
+
+import numpy as np
+
+from mistralcli.bench.figures import DECODE_PROMPT_TOKENS, EngineFigures, run_protocol
+
+
+def measure_bandwidth(threads: int, size_mib: int = 512, repeats: int = 5) -> float:
+    """GB/s reading a fresh array of size_mib with `threads` threads (best of repeats)."""
+    import numba
+
+    from mistralcli.numba_kernels import call_noting_compilation
+    from mistralcli.numba_kernels.cpu.bandwidth import sum_chunks
+
+    numba.set_num_threads(threads)
+    data = np.ones(size_mib * 2**20 // 4, dtype=np.float32)
+    call_noting_compilation(sum_chunks, data, threads)  # compile (first run) or load, and first touch
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sum_chunks(data, threads)
+        best = max(best, data.nbytes / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def bytes_per_token(model) -> int:
+    """Weight bytes one decode step reads: every layer's matrices and the output matrix."""
+    total = model.output.data.nbytes
+    for layer in model.layers:
+        total += sum(v.data.nbytes for k, v in layer.items() if hasattr(v, "ggml_type") and v.data.ndim == 2)
+    return total
+
+
+def bench_mistralcli(
+    model_spec, prompt_lengths, gen_tokens, repetitions, threads, progress=None
+) -> tuple[EngineFigures, object]:
+    """Measure our engine in this process, through what `mistral run` executes (Engine -> ModelRunner
+    over the paged cache, greedy sampling, detokenization); returns the figures and the loaded model."""
+    from mistralcli.engine.engine import Engine, EngineConfig
+    from mistralcli.loading.loader import load_model
+    from mistralcli.sampling import SamplingParams
+
+    figures = EngineFigures("mistralcli")
+    start = time.perf_counter()
+    loaded = load_model(model_spec, threads=threads)
+    figures.load_s = time.perf_counter() - start
+    longest = max([*prompt_lengths, DECODE_PROMPT_TOKENS + gen_tokens + 1])
+    engine = Engine(
+        loaded.model,
+        loaded.tokenizer,
+        loaded.context_length,
+        EngineConfig(max_num_seqs=1, max_num_batched_tokens=max(512, longest), kv_cache_mb=None),
+    )
+    ids = itertools.count()
+    vocab = loaded.model.output.shape[0]
+
+    def prefill(prompt):
+        """A new request, stepped until its first token: (request id, that token). Each opens with a
+        token of its own, so that no run finds an earlier one's blocks in the prefix cache."""
+        n = next(ids)
+        request_id = f"bench-{n}"
+        prompt = [(1000 + 7919 * n) % vocab, *prompt[1:]]
+        params = SamplingParams(temperature=0, ignore_eos=True, max_tokens=gen_tokens + 1)
+        engine.add_request(request_id, list(prompt), params)
+        while True:
+            for out in engine.step():
+                if out.new_token_ids:
+                    if len(prompt) != DECODE_PROMPT_TOKENS:  # a prefill-only measurement
+                        engine.abort(request_id)
+                    return request_id, out.new_token_ids[-1]
+
+    def decode(request_id, token, position):
+        for out in engine.step():
+            if out.new_token_ids:
+                return out.new_token_ids[-1]
+        raise RuntimeError(f"the engine gave no token for {request_id} at position {position}")
+
+    encode = lambda text: loaded.tokenizer.encode(text, add_special=False)
+    run_protocol(figures, encode, prefill, decode, prompt_lengths, gen_tokens, repetitions, progress)
+    return figures, loaded
