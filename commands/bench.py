@@ -53,6 +53,25 @@ def bench(
     ),
     serve: bool = typer.Option(False, "--serve", help="Start `mistral serve` on --model and benchmark it over HTTP."),
     api_key: str = typer.Option(None, "--api-key", help="Bearer key for --url servers."),
+    load_test: bool = typer.Option(
+        False,
+        "--load-test",
+        help="Keep --clients busy against --url (or a started `mistral serve`) for --duration, some hanging up; "
+        "exit 1 on any 5xx, lost or hung request, KV block left in use, or slow /health.",
+    ),
+    clients: int = typer.Option(64, "--clients", min=1, help="Load test: clients at once."),
+    disconnect: float = typer.Option(
+        0.2, "--disconnect", min=0.0, max=1.0, help="Load test: share of streams that hang up mid-way."
+    ),
+    duration: float = typer.Option(180.0, "--duration", min=0.1, help="Load test: seconds of load."),
+    request_timeout: float = typer.Option(
+        300.0, "--request-timeout", min=0.1, help="Load test: a request slower than this counts as hung."
+    ),
+    health_p99_ms: float = typer.Option(
+        50.0, "--health-p99-ms", min=0.0, help="Load test: the /health latency p99 to stay under."
+    ),
+    max_num_seqs: int = typer.Option(16, "--max-num-seqs", min=1, help="Load test: the started server's batch."),
+    seed: int = typer.Option(0, "--seed", help="Load test: seed of the clients' random choices."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ):
     """Measure load time, prefill and decode speed, time to first token and peak memory.
@@ -62,8 +81,33 @@ def bench(
     Example: mistral bench --concurrency 1,4,16 --prompt-tokens 128 --gen-tokens 64 --json
 
     Example: mistral bench --serve --url llama-server=http://127.0.0.1:8080 --concurrency 1,4,16 -p 128 -n 64
+
+    Example: mistral bench --load-test --clients 64 --disconnect 0.2 --duration 180
     """
     lengths = _lengths(prompt_tokens)
+    if load_test:
+        if len(url or []) > 1 or compare is not None or concurrency is not None:
+            raise typer.BadParameter(
+                "takes at most one --url, and not --compare or --concurrency", param_hint="--load-test"
+            )
+        from mistralcli.bench.loadtest import load_test as run_load_test
+
+        target = _url(url[0])[1] if url else None
+        code = run_load_test(
+            target,
+            model,
+            threads,
+            max_num_seqs,
+            clients,
+            disconnect,
+            duration,
+            request_timeout,
+            health_p99_ms,
+            api_key,
+            seed,
+            as_json,
+        )
+        raise typer.Exit(code)
     if url or serve:
         if compare is not None:
             raise typer.BadParameter(

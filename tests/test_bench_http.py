@@ -63,12 +63,14 @@ def test_bench_http_usage_errors():
     assert_clean_error(result, 1, "cannot reach")
 
 
-def test_load_test_script_passes_on_a_short_run(smollm2_path):
+def test_load_test_mode_passes_on_a_short_run(smollm2_path):
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
-            "mistralcli.bench.loadtest",
+            "mistralcli",
+            "bench",
+            "--load-test",
             "--model",
             str(smollm2_path),
             "--clients",

@@ -1,8 +1,8 @@
-"""Load test for `mistral serve`: many clients at once for a while, some hanging up mid-stream, with a
-prober timing /health all along. A script, not a unit test:
+"""Load test for `mistral serve` (`mistral bench --load-test`): many clients at once for a while, some
+hanging up mid-stream, with a prober timing /health all along. A benchmark mode, not a unit test:
 
-    python -m mistralcli.bench.loadtest --clients 64 --disconnect 0.2 --duration 180
-    python -m mistralcli.bench.loadtest --url http://127.0.0.1:8000 --json
+    mistral bench --load-test --clients 64 --disconnect 0.2 --duration 180
+    mistral bench --load-test --url http://127.0.0.1:8000 --json
 
 Each client loops: a chat or text completion (streaming 4 times in 5), a random prompt and length;
 a fifth of the streams (--disconnect) hang up after a few chunks. At the end it waits for the server to
@@ -11,7 +11,6 @@ either finished with [DONE] and a finish_reason, or was the client's own hang-up
 --timeout, every KV block is free again, and /health's p99 stayed under --health-p99-ms.
 """
 
-import argparse
 import asyncio
 import json
 import random
@@ -185,39 +184,34 @@ async def _progress(tally, start, duration, say):
         )
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mistralcli.bench.loadtest",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--url", help="a running server (default: start `mistral serve` on --model)")
-    parser.add_argument("--model", "-m", help="the model to serve (default: SmolLM2-135M-Instruct Q4_1)")
-    parser.add_argument("--threads", type=int, help="the started server's threads")
-    parser.add_argument("--max-num-seqs", type=int, default=16, help="the started server's batch (default 16)")
-    parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--disconnect", type=float, default=0.2, help="share of streams that hang up (default 0.2)")
-    parser.add_argument("--duration", type=float, default=180.0, help="seconds of load (default 180)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="a request slower than this counts as hung")
-    parser.add_argument("--health-p99-ms", type=float, default=50.0, help="the /health latency to stay under")
-    parser.add_argument("--api-key")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    args = parser.parse_args(argv)
+def load_test(
+    url: str | None,
+    model: str | None,
+    threads: int | None,
+    max_num_seqs: int,
+    clients: int,
+    disconnect: float,
+    duration: float,
+    timeout: float,
+    health_p99_ms: float,
+    api_key: str | None,
+    seed: int,
+    as_json: bool,
+) -> int:
+    """Run the load test against `url` (or a `mistral serve` it starts on `model`), print the report
+    (one JSON object with as_json) and return the exit code: 0 passed, 1 failed."""
 
     def say(line):
         print(line, file=sys.stderr, flush=True)
 
     def go(base):
-        say(f"{args.clients} clients against {base} for {args.duration:.0f} s")
-        return asyncio.run(
-            run(base, args.clients, args.disconnect, args.duration, args.timeout, args.api_key, args.seed, say)
-        )
+        say(f"{clients} clients against {base} for {duration:.0f} s")
+        return asyncio.run(run(base, clients, disconnect, duration, timeout, api_key, seed, say))
 
-    if args.url:
-        report = go(args.url.rstrip("/").removesuffix("/v1"))
+    if url:
+        report = go(url.rstrip("/").removesuffix("/v1"))
     else:
-        with served(args.model, args.threads, args.max_num_seqs) as (base, _):
+        with served(model, threads, max_num_seqs) as (base, _):
             report = go(base)
     failures = []
     if report["http_5xx"]:
@@ -225,17 +219,17 @@ def main(argv=None) -> int:
     if report["errors"]:
         failures.append(f"{report['errors']} requests failed: {report['error_samples']}")
     if report["hung"]:
-        failures.append(f"{report['hung']} requests took longer than {args.timeout:.0f} s")
+        failures.append(f"{report['hung']} requests took longer than {timeout:.0f} s")
     if report["running_after"] or report["waiting_after"] or report["kv_blocks_used_after"]:
         failures.append(
             f"not idle afterwards: {report['running_after']} running, {report['waiting_after']} waiting, "
             f"{report['kv_blocks_used_after']} KV blocks in use"
         )
     health = report["health_ms"]
-    if health is None or health["failures"] or health["p99"] >= args.health_p99_ms:
+    if health is None or health["failures"] or health["p99"] >= health_p99_ms:
         failures.append(f"/health: {health}")
     report["passed"], report["failures"] = not failures, failures
-    if args.json:
+    if as_json:
         print(json.dumps(report))
     else:
         print(
@@ -247,7 +241,3 @@ def main(argv=None) -> int:
         )
         print("PASSED" if not failures else "FAILED: " + "; ".join(failures))
     return 0 if not failures else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
