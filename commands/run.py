@@ -56,6 +56,7 @@ def run(
 
     from mistralcli.generation import GenerationStats, generate
     from mistralcli.loading.loader import load_model
+    from mistralcli.prompt import chat_prompt_ids, encode_prompt
     from mistralcli.sampling import SamplingParams
 
     console = stderr_console()
@@ -75,13 +76,10 @@ def run(
 
     tokenizer = loaded.tokenizer
     if raw or loaded.chat_template is None:
-        prompt_text = text
+        prompt_ids = encode_prompt(tokenizer, text)
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-        prompt_text = loaded.chat_template.render(messages, add_generation_prompt=True)
-    # BOS as the model's metadata says, unless the text (a rendered template) already starts with it.
-    has_bos = bool(tokenizer.bos_token) and prompt_text.startswith(tokenizer.bos_token)
-    prompt_ids = tokenizer.encode(prompt_text, add_special=not has_bos)
+        prompt_ids = chat_prompt_ids(tokenizer, loaded.chat_template, messages)
 
     stats = GenerationStats()
     pieces = []

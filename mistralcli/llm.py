@@ -12,6 +12,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from mistralcli.engine.engine import Engine, EngineConfig, TokenLogprob
+from mistralcli.prompt import chat_prompt_ids, encode_prompt
 from mistralcli.sampling import SamplingParams
 
 
@@ -97,7 +98,7 @@ class LLM:
         results = []
         for prompt in prompts:
             text = prompt if isinstance(prompt, str) else None
-            ids = self.tokenizer.encode(prompt) if text is not None else list(prompt)
+            ids = encode_prompt(self.tokenizer, prompt) if text is not None else list(prompt)
             results.append(RequestOutput(f"llm-{next(self._ids)}", text, ids))
         self._run(results, sampling_params)
         return results
@@ -114,13 +115,11 @@ class LLM:
         if self.loaded.chat_template is None:
             raise ValueError("this model has no chat template; use generate() with plain text")
         conversations = [messages] if messages and isinstance(messages[0], dict) else messages
-        prompts = []
-        for conversation in conversations:
-            text = self.loaded.chat_template.render(
-                conversation, add_generation_prompt=True, tools=tools, **(chat_template_kwargs or {})
-            )
-            bos = self.tokenizer.bos_token
-            prompts.append(self.tokenizer.encode(text, add_special=not (bos and text.startswith(bos))))
+        template = self.loaded.chat_template
+        prompts = [
+            chat_prompt_ids(self.tokenizer, template, conversation, tools, template_kwargs=chat_template_kwargs)
+            for conversation in conversations
+        ]
         return self.generate(prompts, sampling_params)
 
     def _run(self, results: list[RequestOutput], params: list[SamplingParams]) -> None:

@@ -11,9 +11,9 @@ from typing import Any, TextIO
 import tornado.web
 from pydantic import ValidationError
 
+from mistralcli import prompt
 from mistralcli.engine.async_engine import AsyncEngine
 from mistralcli.engine.engine import Engine
-from mistralcli.errors import MistralError
 from mistralcli.server.limits import ApiKeys, RateLimit, RateLimiter
 from mistralcli.server.metrics import ServerMetrics
 
@@ -255,17 +255,11 @@ class BaseHandler(tornado.web.RequestHandler):
                 param="messages",
                 code="no_chat_template",
             )
+        tool_dicts = [t.model_dump(exclude_none=True) for t in tools] if tools else None
         try:
-            return template.render(
-                messages,
-                add_generation_prompt=add_generation_prompt,
-                tools=[t.model_dump(exclude_none=True) for t in tools] if tools else None,
-                **(kwargs or {}),
-            )
-        except (MistralError, TypeError) as exc:
+            return prompt.render_chat(template, messages, tool_dicts, add_generation_prompt, kwargs)
+        except prompt.PromptError as exc:
             raise APIError(400, str(exc), param="messages", code="chat_template_error") from None
 
     def encode_rendered(self, text: str) -> list[int]:
-        tokenizer = self.state.tokenizer
-        bos = tokenizer.bos_token
-        return tokenizer.encode(text, add_special=not (bos and text.startswith(bos)))
+        return prompt.encode_prompt(self.state.tokenizer, text)

@@ -18,6 +18,7 @@ from tornado.iostream import StreamClosedError
 
 from mistralcli.engine.async_engine import EngineDeadError
 from mistralcli.engine.engine import RequestError, RequestOutput
+from mistralcli.prompt import encode_prompt
 from mistralcli.sampling import SamplingParams
 from mistralcli.server import protocol, tool_calls
 from mistralcli.server.base import APIError, BaseHandler, ServerState
@@ -423,7 +424,7 @@ class CompletionsHandler(_GenerateHandler):
             if isinstance(prompt, str):
                 if not prompt:
                     raise APIError(400, "prompt: the prompt is empty", param="prompt", code="invalid_value")
-                prompts.append(tokenizer.encode(prompt))
+                prompts.append(encode_prompt(tokenizer, prompt))
                 self.prompt_texts.append(prompt)
             else:
                 bad = [t for t in prompt if t >= tokenizer.vocab_size]
