@@ -138,8 +138,8 @@ class Engine:
             params,
             min(max_tokens, self.context_length - len(prompt_ids)),
             frozenset(stops),
+            text=OutputText(self.tokenizer, params.stop),
         )
-        seq.text = OutputText(self.tokenizer, params.stop)
         if params.dry_multiplier > 0:
             seq.sampler.dry_breakers = self._dry_breakers(tuple(params.dry_sequence_breakers))
         self._requests[request_id] = [seq]
@@ -257,8 +257,8 @@ class Engine:
                 arrival_s=seq.arrival_s,
                 num_cached_tokens=seq.num_cached_tokens,
                 index=index,
+                text=OutputText(self.tokenizer, params.stop),
             )
-            child.text = OutputText(self.tokenizer, params.stop)
             child.sampler.dry_breakers = seq.sampler.dry_breakers
             self.blocks.fork(seq.seq_id, child.seq_id)
             self.scheduler.running.append(child)

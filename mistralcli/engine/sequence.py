@@ -4,6 +4,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
+from mistralcli.engine.output_text import OutputText
 from mistralcli.sampling import Sampler, SamplingParams
 
 
@@ -34,6 +35,7 @@ class Sequence:
     last_token_s: float | None = None
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache when last allocated
     index: int = 0  # which of the request's n choices
+    text: OutputText | None = None  # the output's text as it becomes final, stop strings matched
 
     def __post_init__(self):
         self.sampler = Sampler(self.params)
