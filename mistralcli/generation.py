@@ -1,7 +1,6 @@
 """Generation of one request as text: a thin loop over the engine's steps, decoding tokens to text
 as they come (never splitting a UTF-8 character)."""
 
-import codecs
 import time
 from dataclasses import dataclass, field
 
@@ -26,20 +25,6 @@ class GenerationStats:
     @property
     def generation_tok_s(self) -> float:
         return self.decode_steps / self.generation_s if self.generation_s > 0 else 0.0
-
-
-class IncrementalDetokenizer:
-    """Turns token ids into text as they come, never splitting a UTF-8 character."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def push(self, token_id: int) -> str:
-        return self._decoder.decode(self.tokenizer.decode_bytes([token_id]))
-
-    def flush(self) -> str:
-        return self._decoder.decode(b"", final=True)
 
 
 def generate(

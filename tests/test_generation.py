@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from mistralcli.errors import MistralError
-from mistralcli.generation import GenerationStats, IncrementalDetokenizer, generate
+from mistralcli.generation import GenerationStats, generate
 from mistralcli.sampling import SamplingParams
+from mistralcli.tokenizer.detokenizer import IncrementalDetokenizer
 
 GREEDY = SamplingParams(temperature=0.0)
 

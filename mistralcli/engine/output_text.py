@@ -5,7 +5,7 @@ Stop strings are matched across token boundaries; a match ends the text before i
 end of the text could still be the start of a stop string it is held back, so a stream never shows
 text that a later token turns into a stop."""
 
-from mistralcli.generation import IncrementalDetokenizer
+from mistralcli.tokenizer.detokenizer import IncrementalDetokenizer
 
 
 class OutputText:
