@@ -1,4 +1,4 @@
-"""Helpers the commands share: reading a prompt argument, the model option, stderr console."""
+"""Helpers the commands share: reading a prompt argument, the model option, stderr console, stdout."""
 
 import os
 import sys
@@ -6,15 +6,54 @@ import sys
 import typer
 
 MODEL_HELP = "GGUF file, model directory, or Hugging Face repo id (org/name or org/name/file.gguf). Default: SmolLM2-135M-Instruct Q4_1."  # noqa: E501
+REPLACE_INVALID_HELP = "Replace bytes that are not UTF-8 in {} with U+FFFD instead of refusing them."
 
 
-def read_text_argument(text: str | None, name: str = "PROMPT") -> str:
-    """The argument, or stdin when it is '-'; a usage error when neither is given."""
+def read_text_argument(text: str | None, name: str = "PROMPT", replace_invalid: bool = False) -> str:
+    """The argument, or stdin when it is '-'; a usage error when neither is given, or when the text is
+    not UTF-8 (unless replace_invalid: then each invalid byte becomes U+FFFD)."""
     if text == "-":
-        return sys.stdin.read()
+        if sys.stdin.isatty():
+            print(f"Reading {name} from stdin until Ctrl-D…", file=sys.stderr, flush=True)
+        data = sys.stdin.buffer.read()
+        # as sys.stdin.read() would: universal newlines
+        return _decode_utf8(data, name, replace_invalid).replace("\r\n", "\n").replace("\r", "\n")
     if text is None:
         raise typer.BadParameter(f"give {name} as an argument, or '-' to read it from stdin", param_hint=name)
-    return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        # bytes of argv that are not UTF-8 arrive as lone surrogates (PEP 383): back to those bytes
+        return _decode_utf8(text.encode("utf-8", "surrogateescape"), name, replace_invalid)
+
+
+def _decode_utf8(data: bytes, name: str, replace_invalid: bool) -> str:
+    try:
+        return data.decode("utf-8", errors="replace" if replace_invalid else "strict")
+    except UnicodeDecodeError as exc:
+        raise typer.BadParameter(
+            f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+            "(--replace-invalid replaces such bytes with U+FFFD)",
+            param_hint=name,
+        ) from None
+
+
+def write_stdout(text: str) -> None:
+    """Write and flush; a reader that has gone (`| head`) ends the command quietly, exit 0."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+        raise typer.Exit(0) from None
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that nothing written later (at exit, say) meets the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def stderr_console():

@@ -35,7 +35,7 @@ def bench(
     repetitions: int = typer.Option(
         5, "--repetitions", "-r", min=1, help="Measured runs of each figure (after one warm-up)."
     ),
-    threads: int = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: all cores)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads (default: all cores)."),
     compare: str = typer.Option(None, "--compare", help="Measure a peer in the same run: llama-cpp."),
     concurrency: str = typer.Option(
         None,

@@ -1,10 +1,8 @@
 """`mistral detokenize`: the text of token ids."""
 
-import sys
-
 import typer
 
-from mistralcli.commands._common import MODEL_HELP
+from mistralcli.commands._common import MODEL_HELP, write_stdout
 
 
 def detokenize(
@@ -24,4 +22,4 @@ def detokenize(
         raise typer.BadParameter(
             f"{bad[0]} is not a token id (the vocabulary has {tokenizer.vocab_size})", param_hint="IDS"
         )
-    sys.stdout.write(tokenizer.decode(ids, skip_special=skip_special) + "\n")
+    write_stdout(tokenizer.decode(ids, skip_special=skip_special) + "\n")

@@ -1,14 +1,19 @@
 """`mistral run`: one-shot generation for the shell (stdout is the answer and nothing else)."""
 
 import json
-import os
 import sys
 import time
 from contextlib import nullcontext
 
 import typer
 
-from mistralcli.commands._common import MODEL_HELP, read_text_argument, stderr_console
+from mistralcli.commands._common import (
+    MODEL_HELP,
+    REPLACE_INVALID_HELP,
+    read_text_argument,
+    stderr_console,
+    write_stdout,
+)
 
 SAMPLING_HELP = "Default: the model's recommended value, else {}."
 
@@ -33,14 +38,23 @@ def run(
     ignore_eos: bool = typer.Option(False, "--ignore-eos", help="Keep going past the model's end-of-text token."),
     seed: int = typer.Option(None, "--seed", help="Random seed: the same seed gives the same answer."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for the kernels."),
-    raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
+    raw: bool = typer.Option(
+        False,
+        "--raw",
+        help="Send the prompt as is, without the chat template (whitespace is text then; only an empty prompt "
+        "is refused).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with text, usage and timings."),
+    replace_invalid: bool = typer.Option(False, "--replace-invalid", help=REPLACE_INVALID_HELP.format("PROMPT")),
 ):
     """Generate an answer to PROMPT and print it.
 
     Example: mistral run "What is the capital of France?"   |   echo "Summarize: ..." | mistral run -
     """
-    text = read_text_argument(prompt)
+    text = read_text_argument(prompt, replace_invalid=replace_invalid)
+    if not (text if raw else text.strip()):
+        problem = "it is empty" if not text else "it is only whitespace (--raw sends whitespace as is)"
+        raise typer.BadParameter(problem, param_hint="PROMPT")
     given = dict(
         temperature=temperature,
         top_k=top_k,
@@ -71,7 +85,7 @@ def run(
     try:
         params = SamplingParams(**{**loaded.sampling_defaults, **given}, seed=seed)
     except ValueError as exc:
-        console.print(f"warning: ignoring the model's recommended sampling settings ({exc})")
+        console.print(f"warning: ignoring the model's recommended sampling settings ({exc})", soft_wrap=True)
         params = SamplingParams(**given, seed=seed)
 
     tokenizer = loaded.tokenizer
@@ -81,21 +95,31 @@ def run(
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
         prompt_ids = chat_prompt_ids(tokenizer, loaded.chat_template, messages)
 
+    room = loaded.context_length - len(prompt_ids)
+    if 0 < room < max_tokens:
+        console.print(
+            f"warning: --max-tokens {max_tokens} is more than the context leaves ({room} of its "
+            f"{loaded.context_length} tokens after the {len(prompt_ids)}-token prompt): generating at most {room}",
+            soft_wrap=True,
+        )
+        max_tokens = room
+
     stats = GenerationStats()
     pieces = []
     stream = not as_json
-    try:
+    # A terminal that sees no streamed text (--json, or stdout redirected) sees progress instead.
+    show_progress = console.is_terminal and not (stream and sys.stdout.isatty())
+    with GenerationProgress(console, max_tokens) if show_progress else nullcontext() as progress:
+        # a closed stdout (`| head`) ends the command quietly in write_stdout, and generate frees the request
         for piece in generate(loaded.model, tokenizer, prompt_ids, params, max_tokens, loaded.context_length, stats):
             pieces.append(piece)
             if stream:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-    except BrokenPipeError:  # `mistral run ... | head` has read enough: stop quietly, as cat does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return
+                write_stdout(piece)
+            if progress is not None:
+                progress.update(stats.completion_tokens)
     answer = "".join(pieces)
     if as_json:
-        print(
+        write_stdout(
             json.dumps(
                 {
                     "text": answer,
@@ -116,13 +140,50 @@ def run(
                 },
                 ensure_ascii=False,
             )
+            + "\n"
         )
     else:
-        if not answer.endswith("\n"):
-            sys.stdout.write("\n")
-        sys.stdout.flush()
+        write_stdout("" if answer.endswith("\n") else "\n")
         if console.is_terminal:
             console.print(
                 f"[dim]{stats.completion_tokens} tokens, {stats.generation_tok_s:.1f} tok/s "
                 f"(prompt {stats.prompt_tokens} tokens, {stats.prompt_tok_s:.1f} tok/s)[/dim]"
             )
+
+
+class GenerationProgress:
+    """Tokens generated so far as a rich progress bar on stderr, shown once a generation has run a second
+    (a short one shows nothing), gone when it ends."""
+
+    def __init__(self, console, total: int):
+        self.console = console
+        self.total = total
+        self.start = time.perf_counter()
+        self._progress = None
+
+    def __enter__(self):
+        return self
+
+    def update(self, done: int) -> None:
+        elapsed = time.perf_counter() - self.start
+        if self._progress is None:
+            if elapsed < 1.0:
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("Generating"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("tokens, {task.fields[rate]} tok/s"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._task = self._progress.add_task("generate", total=self.total, rate="…")
+            self._progress.start()
+        self._progress.update(self._task, completed=done, rate=f"{done / elapsed:.1f}")
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.stop()

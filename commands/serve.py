@@ -13,7 +13,7 @@ from mistralcli.commands._common import MODEL_HELP, stderr_console
 def serve(
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
-    port: int = typer.Option(8000, "--port", "-p", min=0, max=65535, help="Port (0: any free one)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free one)."),
     served_model_name: str = typer.Option(
         None, "--served-model-name", help="The model id clients name. Default: the model file's stem."
     ),

@@ -4,7 +4,7 @@ import json
 
 import typer
 
-from mistralcli.commands._common import MODEL_HELP, read_text_argument
+from mistralcli.commands._common import MODEL_HELP, REPLACE_INVALID_HELP, read_text_argument, write_stdout
 
 
 def tokenize(
@@ -12,18 +12,19 @@ def tokenize(
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
     no_bos: bool = typer.Option(False, "--no-bos", help="Do not add BOS even where the model's metadata says to."),
     as_json: bool = typer.Option(False, "--json", help='Print {"ids": [...], "pieces": [...]}.'),
+    replace_invalid: bool = typer.Option(False, "--replace-invalid", help=REPLACE_INVALID_HELP.format("TEXT")),
 ):
     """Print the token ids of TEXT, separated by spaces (special tokens in TEXT count as specials).
 
     Example: mistral tokenize "Hello world"
     """
-    text = read_text_argument(text, "TEXT")
+    text = read_text_argument(text, "TEXT", replace_invalid)
     from mistralcli.loading.loader import load_tokenizer
 
     tokenizer, _ = load_tokenizer(model)
     ids = tokenizer.encode(text, add_special=not no_bos)
     if as_json:
         pieces = [tokenizer.decode_bytes([i], skip_special=False).decode("utf-8", errors="replace") for i in ids]
-        print(json.dumps({"ids": ids, "pieces": pieces}, ensure_ascii=False))
+        write_stdout(json.dumps({"ids": ids, "pieces": pieces}, ensure_ascii=False) + "\n")
     else:
-        print(" ".join(map(str, ids)))
+        write_stdout(" ".join(map(str, ids)) + "\n")

@@ -7,10 +7,13 @@ import typer
 
 from mistralcli import __version__
 from mistralcli.commands import bench, detokenize, run, serve, tokenize
+from mistralcli.commands._command import MistralCommand, MistralGroup
+from mistralcli.commands._common import silence_stdout
 from mistralcli.errors import MistralError
 
 app = typer.Typer(
     name="mistral",
+    cls=MistralGroup,
     help="Run language models (GGUF, safetensors, Hugging Face repos) from the command line.\n\n"
     'Example: mistral run "What is the capital of France?"',
     no_args_is_help=True,
@@ -35,19 +38,30 @@ def root(
     """Run language models from the command line."""
 
 
-app.command("run")(run.run)
-app.command("tokenize")(tokenize.tokenize)
-app.command("detokenize")(detokenize.detokenize)
-app.command("bench")(bench.bench)
-app.command("serve")(serve.serve)
+app.command("run", cls=MistralCommand)(run.run)
+app.command("tokenize", cls=MistralCommand)(tokenize.tokenize)
+app.command("detokenize", cls=MistralCommand)(detokenize.detokenize)
+app.command("bench", cls=MistralCommand)(bench.bench)
+app.command("serve", cls=MistralCommand)(serve.serve)
 
 
 def main() -> None:
     try:
         app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
     except MistralError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        code = 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
+    except BrokenPipeError:  # stdout's reader has gone (`| head`): never an error
+        silence_stdout()
+        code = 0
+    try:
+        sys.stdout.flush()  # what is still buffered, here rather than at exit, where a closed pipe is exit 120
+    except BrokenPipeError:
+        silence_stdout()
+    sys.exit(code)

@@ -2,10 +2,12 @@
 
 import json
 import os
+import struct
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 RUN = [sys.executable, "-m", "mistralcli"]
 QUESTION = "What is the capital of France?"
@@ -138,6 +140,77 @@ def test_closed_pipe_is_not_an_error(smollm2_path):
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout) == 5 and "Traceback" not in result.stderr
+
+
+def piped(args: list[str], reader: str, stdin: str | None = None):
+    """`mistral ARGS | READER` under pipefail: the pipeline's status is mistral's unless the reader fails."""
+    import shlex
+
+    command = f"set -o pipefail; {shlex.join([*RUN, *args])} | {reader}"
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.run(["bash", "-c", command], input=stdin, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_closed_pipe_is_not_an_error_with_json(smollm2_path):
+    run = ["run", "Write a long poem.", "--model", str(smollm2_path), "-n", "40"]
+    for attempt in range(3):  # the reader leaves while the answer is written: about 1 run in 3 failed
+        result = piped([*run, "--json"], "head -c 10")
+        assert (result.returncode, result.stderr, len(result.stdout)) == (0, "", 10), attempt
+    for args in ([*run, "--json"], run):  # a reader gone before anything is written (at exit, buffered)
+        result = piped(args, "true")
+        assert (result.returncode, result.stderr) == (0, ""), args
+
+
+def test_closed_pipe_is_not_an_error_for_tokenize(smollm2_path):
+    m = ["--model", str(smollm2_path)]
+    long_text = "The quick brown fox jumps over the lazy dog. " * 3000  # a JSON answer far past a pipe's 64 KiB
+    for args in (["tokenize", "-", *m, "--json"], ["tokenize", "-", *m]):
+        result = piped(args, "head -c 10", stdin=long_text)
+        assert (result.returncode, result.stderr, len(result.stdout)) == (0, "", 10), args
+    result = piped(["detokenize", "19556", "905", *m], "true")
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+@pytest.fixture(scope="session")
+def small_context_path(tmp_path_factory, smollm2_path):
+    """SmolLM2 with a 256-token context: its GGUF copied with llama.context_length rewritten in place."""
+    key = b"llama.context_length"
+    path = tmp_path_factory.mktemp("small-context") / "SmolLM2-ctx256.gguf"
+    data = bytearray(smollm2_path.read_bytes())
+    at = data.index(key, 0, 1 << 20) + len(key)  # then the value's type (uint32: 4) and the uint32 value
+    assert struct.unpack_from("<II", data, at) == (4, 8192)
+    struct.pack_into("<I", data, at + 4, 256)
+    path.write_bytes(data)
+    return path
+
+
+def test_max_tokens_past_the_context_is_clamped_with_one_warning(small_context_path):
+    result = mistral("run", "Hi", "--model", str(small_context_path), "-n", "100000", "--json", "--ignore-eos")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["finish_reason"] == "length"
+    assert out["usage"]["total_tokens"] == 256
+    lines = result.stderr.strip().splitlines()  # stderr is not a terminal: no progress either
+    assert len(lines) == 1 and lines[0].startswith("warning: --max-tokens 100000") and "256" in lines[0], lines
+    within = mistral("run", "Hi", "--model", str(small_context_path), "-n", "5", "--json")
+    assert within.returncode == 0 and within.stderr == ""
+
+
+def test_long_generation_shows_progress_on_a_terminal(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from mistralcli.commands.run import GenerationProgress
+
+    console = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=100)
+    with GenerationProgress(console, 200) as progress:
+        progress.update(3)  # under a second: nothing yet
+        assert console.file.getvalue() == ""
+        progress.start -= 2.0
+        progress.update(50)
+    shown = console.file.getvalue()  # drawn, then erased when the generation ends
+    assert "Generating" in shown and "50/200 tokens" in shown
 
 
 def test_bench_json(smollm2_path):

@@ -1,5 +1,7 @@
 """The Cython sampler against its NumPy reference, and the properties users rely on."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -207,3 +209,19 @@ def test_model_recommended_settings():
     assert recommended_sampling(metadata=metadata) == {"temperature": 0.6, "top_k": 20}
     assert recommended_sampling(generation_config=generation) == {"temperature": 0.7, "top_p": 0.8}
     assert recommended_sampling() == {}
+
+
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(SamplingParams) if f.type in (float, float | None)]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+def test_non_finite_floats_are_rejected_naming_the_field(name, value):
+    with pytest.raises(ValueError, match=f"^{name} must be a finite number"):
+        SamplingParams(**{name: value})
+
+
+def test_non_finite_logit_bias_is_rejected():
+    assert len(FLOAT_FIELDS) >= 9  # the walk above finds the float fields
+    with pytest.raises(ValueError, match="logit_bias"):
+        SamplingParams(logit_bias={5: float("nan")})
