@@ -41,6 +41,7 @@ def bench_mistralcli(
     """Measure our engine in this process, through what `mistral run` executes (Engine -> ModelRunner
     over the paged cache, greedy sampling, detokenization); returns the figures and the loaded model."""
     from mistralcli.engine.engine import Engine, EngineConfig
+    from mistralcli.engine.paged_cache import PagedKVCache
     from mistralcli.loading.loader import load_model
     from mistralcli.sampling import SamplingParams
 
@@ -49,11 +50,15 @@ def bench_mistralcli(
     loaded = load_model(model_spec, threads=threads)
     figures.load_s = time.perf_counter() - start
     longest = max([*prompt_lengths, DECODE_PROMPT_TOKENS + gen_tokens + 1])
-    engine = Engine(
+    a = loaded.model.args
+    per_token = PagedKVCache.bytes_per_block(a.num_hidden_layers, 1, a.num_key_value_heads, a.head_dim)
+    engine = Engine(  # one request at a time, its cache sized for it, as `mistral run` sizes its own
         loaded.model,
         loaded.tokenizer,
         loaded.context_length,
-        EngineConfig(max_num_seqs=1, max_num_batched_tokens=max(512, longest), kv_cache_mb=None),
+        EngineConfig(
+            max_num_seqs=1, max_num_batched_tokens=max(512, longest), kv_cache_mb=(longest + 32) * per_token / 2**20
+        ),
     )
     ids = itertools.count()
     vocab = loaded.model.output.shape[0]
