@@ -11,9 +11,9 @@ Every prompt goes through one engine at once (continuous batching); outputs come
 import itertools
 from dataclasses import dataclass, field
 
-from mistralcli.engine.engine import Engine, EngineConfig, TokenLogprob
+from mistralcli.engine.engine import Engine, EngineConfig
 from mistralcli.prompt import chat_prompt_ids, encode_prompt
-from mistralcli.sampling import SamplingParams
+from mistralcli.sampling import SamplingParams, TokenLogprob
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""Sampling parameters, the per-request sampler, and the NumPy reference of the Cython kernel.
-
-`mistralcli._ext.sampler.sample` is the fast path; `sample_reference` below takes the same
-arguments, follows the same steps (documented in _ext/sampler.pyx) and must pick the same tokens.
+"""Sampling parameters and `sample`, the one function that picks a request's next token: (logits,
+params, history, RNG state) in, the token and its logprobs out; the min_tokens mask, logit bias,
+allowed and banned tokens and DRY before `mistralcli._ext.sampler.sample` (whose NumPy reference,
+mistralcli/reference/sampling.py, must pick the same tokens).
 """
 
 import math
@@ -122,35 +122,60 @@ def rng_state(seed: int | None) -> np.ndarray:
     return np.array([seed & MASK64], dtype=np.uint64)
 
 
-class Sampler:
-    """Samples one request's tokens with its own RNG, so the same seed gives the same tokens.
+@dataclass
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]  # the most likely tokens at that step (id, logprob), best first
 
-    dry_breakers: (V,) uint8, 1 for tokens that end a DRY repeat (see dry_breaker_mask); needed when
-    params.dry_multiplier > 0."""
 
-    def __init__(self, params: SamplingParams, dry_breakers: np.ndarray | None = None):
-        self.params = params
-        self.rng = rng_state(params.seed)
-        self.dry_breakers = dry_breakers
+def sample(
+    logits: np.ndarray,
+    params: SamplingParams,
+    history_ids,
+    rng: np.ndarray,
+    num_output_tokens: int = 0,
+    stop_token_ids=(),
+    dry_breakers: np.ndarray | None = None,
+) -> tuple[int, TokenLogprob | None]:
+    """The next token of a request, and its logprobs when params.logprobs asks for them.
 
-    def __call__(self, logits: np.ndarray, history_ids) -> int:
-        """logits (V,) float32; history_ids: the tokens so far (prompt and output)."""
-        p = self.params
-        logits = process_logits(np.asarray(logits, dtype=np.float32), history_ids, p, self.dry_breakers)
-        recent = np.asarray(history_ids[-p.penalty_last_n :] if p.penalty_last_n else [], dtype=np.int64)
-        return _sampler.sample(
-            logits,
-            recent,
-            p.temperature,
-            p.top_k,
-            p.top_p,
-            p.min_p,
-            p.repetition_penalty,
-            p.presence_penalty,
-            p.frequency_penalty,
-            self.rng,
-            p.typical_p,
-        )
+    logits (V,) float32, the model's; history_ids: the tokens so far (prompt and output); rng: the
+    request's (1,) uint64 state (rng_state), advanced here, so the same seed gives the same tokens;
+    stop_token_ids are masked while fewer than params.min_tokens of num_output_tokens are out;
+    dry_breakers (V,) uint8 marks the tokens that end a DRY repeat (see dry_breaker_mask)."""
+    p = params
+    logits = np.asarray(logits, dtype=np.float32)
+    if num_output_tokens < p.min_tokens and stop_token_ids:
+        logits = logits.copy()
+        logits[list(stop_token_ids)] = -np.inf
+    processed = process_logits(logits, history_ids, p, dry_breakers)
+    recent = np.asarray(history_ids[-p.penalty_last_n :] if p.penalty_last_n else [], dtype=np.int64)
+    token = _sampler.sample(
+        processed,
+        recent,
+        p.temperature,
+        p.top_k,
+        p.top_p,
+        p.min_p,
+        p.repetition_penalty,
+        p.presence_penalty,
+        p.frequency_penalty,
+        rng,
+        p.typical_p,
+    )
+    return token, (token_logprob(logits, token, p.logprobs) if p.logprobs is not None else None)
+
+
+def token_logprob(logits: np.ndarray, token: int, top: int) -> TokenLogprob:
+    """log-softmax of the model's logits (before any sampling setting): the token's and the top ones."""
+    logits = logits.astype(np.float64)
+    finite = np.isfinite(logits)
+    peak = logits[finite].max()
+    lse = peak + np.log(np.exp(logits[finite] - peak).sum())
+    best = np.argpartition(-logits, top)[:top] if top else np.empty(0, dtype=np.int64)
+    best = best[np.argsort(-logits[best], kind="stable")]
+    return TokenLogprob(int(token), float(logits[token] - lse), [(int(i), float(logits[i] - lse)) for i in best])
 
 
 def process_logits(logits: np.ndarray, history_ids, p: SamplingParams, dry_breakers: np.ndarray | None) -> np.ndarray:
@@ -188,93 +213,3 @@ def dry_breaker_mask(token_texts: list[str], breakers: list[str]) -> np.ndarray:
             if any(b in text for b in breakers):
                 mask[i] = 1
     return mask
-
-
-def dry_penalties_reference(history_ids, multiplier, base, allowed_length, is_breaker, vocab) -> np.ndarray:
-    """NumPy-side reference of `_ext.sampler.dry_penalties` (returns the (V,) penalties)."""
-    history = [int(t) for t in history_ids]
-    penalties = np.zeros(vocab, dtype=np.float64)
-    n = len(history)
-    if n < 2 or multiplier <= 0 or is_breaker[history[-1]]:
-        return penalties
-    for i in range(n - 1):
-        length = 0
-        while length <= i and history[i - length] == history[n - 1 - length] and not is_breaker[history[i - length]]:
-            length += 1
-        if length >= allowed_length:
-            follower = history[i + 1]
-            penalties[follower] = max(penalties[follower], multiplier * base ** (length - allowed_length))
-    return penalties
-
-
-def _splitmix64_uniform(state: np.ndarray) -> float:
-    s = (int(state[0]) + 0x9E3779B97F4A7C15) & MASK64
-    state[0] = s
-    z = ((s ^ (s >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-    z ^= z >> 31
-    return (z >> 11) * (1.0 / 9007199254740992.0)
-
-
-def sample_reference(
-    logits,
-    history_ids,
-    temperature,
-    top_k,
-    top_p,
-    min_p,
-    repetition_penalty,
-    presence_penalty,
-    frequency_penalty,
-    rng_state,
-    typical_p=1.0,
-) -> int:
-    """NumPy reference of `_ext.sampler.sample` (same arguments, same result)."""
-    work = np.asarray(logits, dtype=np.float64).copy()
-    history = np.asarray(history_ids, dtype=np.int64)
-    history = history[(history >= 0) & (history < len(work))]
-    if len(history) and (repetition_penalty != 1.0 or presence_penalty != 0.0 or frequency_penalty != 0.0):
-        counts = np.bincount(history, minlength=len(work))
-        seen = counts > 0
-        if repetition_penalty != 1.0:
-            work[seen] = np.where(work[seen] > 0, work[seen] / repetition_penalty, work[seen] * repetition_penalty)
-        work[seen] = work[seen] - counts[seen] * frequency_penalty - presence_penalty
-    if temperature <= 0:
-        return int(np.argmax(work))
-    scaled = work / temperature
-    best = scaled.max()
-    ids = np.nonzero(scaled >= best - CUTOFF)[0]
-    if top_k > 0 or top_p < 1.0 or min_p > 0.0 or typical_p < 1.0:  # else nothing is cut off: keep id order
-        ids = ids[np.lexsort((ids, -scaled[ids]))]  # logit descending, then id ascending
-    if 0 < top_k < len(ids):
-        ids = ids[:top_k]
-    weights = np.exp(scaled[ids] - best)
-    total = weights.sum()
-    if typical_p < 1.0 and len(ids) > 1:
-        probs = weights / total
-        with np.errstate(divide="ignore"):
-            surprise = -np.log(probs)
-        entropy = -(probs[probs > 0] * np.log(probs[probs > 0])).sum()
-        deviation = np.where(probs > 0, np.abs(surprise - entropy), 1e300)
-        order = np.lexsort((np.arange(len(ids)), deviation))  # closest to the entropy first, then step-4 order
-        cum = np.cumsum(probs[order])
-        reached = np.nonzero(cum >= typical_p)[0]
-        count = int(reached[0]) + 1 if len(reached) else len(ids)
-        kept = np.sort(order[:count])
-        ids, weights = ids[kept], weights[kept]
-        total = weights.sum()
-    keep = len(ids)
-    if top_p < 1.0:
-        cum = np.cumsum(weights / total)
-        reached = np.nonzero(cum >= top_p)[0]
-        if len(reached):
-            keep = int(reached[0]) + 1
-    if min_p > 0.0:
-        probs = weights[:keep] / total
-        below = np.nonzero(probs[1:] < min_p * probs[0])[0]
-        if len(below):
-            keep = int(below[0]) + 1
-    weights = weights[:keep]
-    u = _splitmix64_uniform(rng_state) * weights.sum()
-    hit = np.nonzero(u < np.cumsum(weights))[0]
-    return int(ids[hit[0]] if len(hit) else ids[keep - 1])

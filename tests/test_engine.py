@@ -204,7 +204,7 @@ def test_min_tokens_logprobs_and_length(lm):
 
 
 def test_token_logprob_is_the_log_softmax():
-    from mistralcli.engine.engine import token_logprob
+    from mistralcli.sampling import token_logprob
 
     logits = np.array([1.0, 3.0, -np.inf, 2.0, 0.5], dtype=np.float32)
     expected = logits.astype(np.float64) - np.log(np.exp(logits[np.isfinite(logits)].astype(np.float64)).sum())

@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 
 from mistralcli._ext import sampler
+from mistralcli.reference.sampling import _splitmix64_uniform, dry_penalties_reference, sample_reference
 from mistralcli.sampling import (
-    Sampler,
     SamplingParams,
     dry_breaker_mask,
-    dry_penalties_reference,
     process_logits,
     recommended_sampling,
     rng_state,
-    sample_reference,
+    sample,
 )
 
 SETTINGS = [
@@ -101,8 +100,8 @@ def test_dry_matches_reference_on_random_histories():
 def test_logit_bias_allowed_and_banned_tokens():
     logits = np.zeros(8, np.float32)
     params = SamplingParams(temperature=0, logit_bias={3: 5.0, 7: 100.0}, banned_token_ids=[7])
-    assert Sampler(params)(logits, []) == 3
-    assert Sampler(SamplingParams(temperature=1.0, allowed_token_ids=[2, 5], seed=1))(logits, []) in (2, 5)
+    assert sample(logits, params, [], rng_state(0))[0] == 3
+    assert sample(logits, SamplingParams(temperature=1.0, allowed_token_ids=[2, 5]), [], rng_state(1))[0] in (2, 5)
     out = process_logits(logits, [], SamplingParams(allowed_token_ids=[1], logit_bias={1: 2.0}), None)
     assert out[1] == 2.0 and np.isneginf(out[[0, 2, 3, 4, 5, 6, 7]]).all()
     assert dry_breaker_mask(["a", "b\n", ":x", "y"], ["\n", ":"]).tolist() == [0, 1, 1, 0]
@@ -122,7 +121,6 @@ def test_full_vocabulary_with_ties_matches_reference(top_k):
 
 def test_uniform_draws_match_reference_rng():
     fast, ref = rng_state(7), rng_state(7)
-    from mistralcli.sampling import _splitmix64_uniform
 
     draws = [sampler.uniform(fast) for _ in range(1000)]
     assert draws == [_splitmix64_uniform(ref) for _ in range(1000)]
@@ -169,10 +167,19 @@ def test_sampling_follows_the_distribution():
 def test_same_seed_same_tokens():
     logits = np.random.default_rng(5).standard_normal(1000).astype(np.float32)
     params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=1234)
-    a, b = Sampler(params), Sampler(params)
-    assert [a(logits, []) for _ in range(50)] == [b(logits, []) for _ in range(50)]
-    c = Sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=4321))
-    assert [a(logits, []) for _ in range(50)] != [c(logits, []) for _ in range(50)]
+    a, b, c = rng_state(params.seed), rng_state(params.seed), rng_state(4321)
+    draws = [sample(logits, params, [], a)[0] for _ in range(50)]
+    assert draws == [sample(logits, params, [], b)[0] for _ in range(50)]
+    assert draws != [sample(logits, params, [], c)[0] for _ in range(50)]
+
+
+def test_min_tokens_masks_the_stop_tokens_and_logprobs_come_with_the_token():
+    logits = np.array([5.0, 1.0, 0.0, -1.0], np.float32)
+    params = SamplingParams(temperature=0, min_tokens=2, logprobs=2)
+    token, logprob = sample(logits, params, [], rng_state(0), num_output_tokens=1, stop_token_ids={0})
+    assert token == 1 and logprob.token_id == 1 and [t for t, _ in logprob.top] == [1, 2]
+    assert sample(logits, params, [], rng_state(0), num_output_tokens=2, stop_token_ids={0})[0] == 0
+    assert sample(logits, SamplingParams(temperature=0), [], rng_state(0))[1] is None
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from mistralcli.engine.paged_cache import PagedKVCache
 from mistralcli.engine.scheduler import Scheduler, SchedulerConfig
 from mistralcli.engine.sequence import Sequence, SequenceStatus
 from mistralcli.errors import MistralError
-from mistralcli.sampling import SamplingParams, dry_breaker_mask
+from mistralcli.sampling import SamplingParams, TokenLogprob, dry_breaker_mask, rng_state, sample
 
 DEFAULT_KV_MEMORY_FRACTION = 0.3  # of the memory available at start, when no --kv-cache-mb is given
 
@@ -43,13 +43,6 @@ class EngineConfig:
         if self.kv_cache_mb is not None and self.kv_cache_mb <= 0:
             raise ValueError("kv_cache_mb must be positive")
         SchedulerConfig(self.max_num_seqs, self.max_num_batched_tokens)  # validates those two
-
-
-@dataclass
-class TokenLogprob:
-    token_id: int
-    logprob: float
-    top: list[tuple[int, float]]  # the most likely tokens at that step (id, logprob), best first
 
 
 @dataclass
@@ -138,10 +131,10 @@ class Engine:
             params,
             min(max_tokens, self.context_length - len(prompt_ids)),
             frozenset(stops),
+            rng=rng_state(params.seed),
             text=OutputText(self.tokenizer, params.stop),
+            dry_breakers=self._dry_breakers(tuple(params.dry_sequence_breakers)) if params.dry_multiplier > 0 else None,
         )
-        if params.dry_multiplier > 0:
-            seq.sampler.dry_breakers = self._dry_breakers(tuple(params.dry_sequence_breakers))
         self._requests[request_id] = [seq]
         self.scheduler.add(seq)
 
@@ -257,9 +250,10 @@ class Engine:
                 arrival_s=seq.arrival_s,
                 num_cached_tokens=seq.num_cached_tokens,
                 index=index,
+                rng=rng_state(seed),
                 text=OutputText(self.tokenizer, params.stop),
+                dry_breakers=seq.dry_breakers,
             )
-            child.sampler.dry_breakers = seq.sampler.dry_breakers
             self.blocks.fork(seq.seq_id, child.seq_id)
             self.scheduler.running.append(child)
             self._requests[seq.request_id].append(child)
@@ -268,12 +262,10 @@ class Engine:
 
     def _sample(self, seq: Sequence, logits: np.ndarray) -> RequestOutput:
         """Pick seq's next token, add it, and say what that produced."""
-        params = seq.params
-        if len(seq.output_ids) < params.min_tokens and seq.stop_token_ids:
-            logits = logits.copy()
-            logits[list(seq.stop_token_ids)] = -np.inf
-        token = seq.sampler(logits, seq.token_ids)
-        logprobs = [token_logprob(logits, token, params.logprobs)] if params.logprobs is not None else None
+        token, logprob = sample(
+            logits, seq.params, seq.token_ids, seq.rng, len(seq.output_ids), seq.stop_token_ids, seq.dry_breakers
+        )
+        logprobs = [logprob] if logprob is not None else None
         now = time.perf_counter()
         if seq.first_token_s is None:
             seq.first_token_s = now
@@ -316,14 +308,3 @@ class Engine:
             self.counters.finished_requests += 1
             self.counters.prompt_tokens += seq.num_prompt_tokens
         return self._output(seq, new_ids or [], text, True, logprobs)
-
-
-def token_logprob(logits: np.ndarray, token: int, top: int) -> TokenLogprob:
-    """log-softmax of the model's logits (before any sampling setting): the token's and the top ones."""
-    logits = logits.astype(np.float64)
-    finite = np.isfinite(logits)
-    peak = logits[finite].max()
-    lse = peak + np.log(np.exp(logits[finite] - peak).sum())
-    best = np.argpartition(-logits, top)[:top] if top else np.empty(0, dtype=np.int64)
-    best = best[np.argsort(-logits[best], kind="stable")]
-    return TokenLogprob(int(token), float(logits[token] - lse), [(int(i), float(logits[i] - lse)) for i in best])

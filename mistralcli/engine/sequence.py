@@ -4,8 +4,10 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
+import numpy as np
+
 from mistralcli.engine.output_text import OutputText
-from mistralcli.sampling import Sampler, SamplingParams
+from mistralcli.sampling import SamplingParams
 
 
 class SequenceStatus(Enum):
@@ -35,10 +37,9 @@ class Sequence:
     last_token_s: float | None = None
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache when last allocated
     index: int = 0  # which of the request's n choices
+    rng: np.ndarray | None = None  # (1,) uint64: the sampler's state for this choice (sampling.rng_state)
     text: OutputText | None = None  # the output's text as it becomes final, stop strings matched
-
-    def __post_init__(self):
-        self.sampler = Sampler(self.params)
+    dry_breakers: np.ndarray | None = None  # (V,) uint8, the tokens that end a DRY repeat (with DRY on)
 
     @property
     def token_ids(self) -> list[int]:
