@@ -1,6 +1,7 @@
 """Generation of one request as text: a thin loop over the engine's steps, decoding tokens to text
 as they come (never splitting a UTF-8 character)."""
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -44,11 +45,9 @@ def generate(
     from mistralcli.engine.paged_cache import PagedKVCache
 
     stats = stats if stats is not None else GenerationStats()
-    if not prompt_ids:
-        raise MistralError("the prompt is empty")
-    if len(prompt_ids) >= context_length:
-        raise MistralError(f"the prompt is {len(prompt_ids)} tokens; the model's context holds {context_length}")
-    max_tokens = min(max_tokens, context_length - len(prompt_ids))
+    # at most what the context leaves after the prompt; a prompt that leaves nothing is the engine's to refuse
+    max_tokens = max(1, min(max_tokens, context_length - len(prompt_ids)))
+    params = dataclasses.replace(params, max_tokens=max_tokens)
     if engine is None:
         a = model.args
         tokens = len(prompt_ids) + max_tokens + 16
@@ -59,7 +58,7 @@ def generate(
     stats.prompt_tokens = len(prompt_ids)
     request_id = f"generate-{id(stats)}"
     try:
-        engine.add_request(request_id, list(prompt_ids), params, max_tokens=max_tokens)
+        engine.add_request(request_id, list(prompt_ids), params)
     except RequestError as exc:
         raise MistralError(str(exc)) from None
     start = time.perf_counter()

@@ -2,6 +2,8 @@
 into prompt chunks, preempted and recomputed, or sharing a cached prefix; cancelled and finished
 requests give every block back; bad requests are refused before they are queued."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -30,7 +32,7 @@ def prompts(count, seed=0):
 
 def run(eng, requests, max_tokens=12, params=GREEDY):
     for i, ids in enumerate(requests):
-        eng.add_request(str(i), ids, params, max_tokens=max_tokens)
+        eng.add_request(str(i), ids, replace(params, max_tokens=max_tokens))
     outputs = {str(i): [] for i in range(len(requests))}
     finished = set()
     while eng.has_unfinished():
@@ -71,7 +73,7 @@ def test_shared_prefix_is_computed_once(lm):
     first, second = prefix + [11, 12, 13], prefix + [21, 22]
     eng = engine(lm, kv_cache_mb=64)
     assert run(eng, [first]) == alone(lm, [first])
-    eng.add_request("again", second, GREEDY, max_tokens=12)
+    eng.add_request("again", second, replace(GREEDY, max_tokens=12))
     got, cached = [], None
     while eng.has_unfinished():
         for out in eng.step():
@@ -89,7 +91,7 @@ def test_a_cached_prefix_gives_the_same_bits_as_computing_it(lm):
     params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=9, logprobs=3, ignore_eos=True)
 
     def once(eng, request_id):
-        eng.add_request(request_id, ids, params, max_tokens=8)
+        eng.add_request(request_id, ids, replace(params, max_tokens=8))
         outs = []
         while eng.has_unfinished():
             outs += [o for o in eng.step() if o.request_id == request_id]
@@ -112,7 +114,7 @@ def test_same_seed_same_sample_whatever_else_runs(lm):
 def test_cancel_frees_every_block(lm):
     eng = engine(lm, kv_cache_mb=16)
     for i, ids in enumerate(prompts(4, seed=4)):
-        eng.add_request(str(i), ids, GREEDY, max_tokens=50)
+        eng.add_request(str(i), ids, replace(GREEDY, max_tokens=50))
     for _ in range(3):
         eng.step()
     assert eng.blocks.num_free_blocks < eng.blocks.num_blocks
@@ -131,6 +133,13 @@ def test_bad_requests_are_refused_and_nothing_is_queued(lm):
         eng.add_request("c", [5] * lm.context_length, GREEDY)
     with pytest.raises(RequestError, match="outside the vocabulary"):
         eng.add_request("d", [5, 10**7], GREEDY)
+    with pytest.raises(RequestError, match="max_tokens is") as info:
+        eng.add_request("f", [5, 6], replace(GREEDY, max_tokens=lm.context_length - 1))
+    assert (info.value.param, info.value.code) == ("max_tokens", "context_length_exceeded")
+    for field, value in [("logit_bias", {10**7: 1.0}), ("allowed_token_ids", [10**7]), ("stop_token_ids", [10**7])]:
+        with pytest.raises(RequestError, match="outside the vocabulary") as info:
+            eng.add_request("g", [5, 6], replace(GREEDY, **{field: value}))
+        assert (info.value.param, info.value.code) == (field, "invalid_value")
     eng.add_request("e", [5, 6], GREEDY)
     with pytest.raises(RequestError, match="already in use"):
         eng.add_request("e", [5, 6], GREEDY)
@@ -140,7 +149,7 @@ def test_bad_requests_are_refused_and_nothing_is_queued(lm):
 def test_a_sequence_longer_than_the_pool_ends_with_length(lm):
     eng = engine(lm, kv_cache_mb=0.7, block_size=8)  # a handful of blocks
     capacity = eng.max_tokens_in_cache
-    eng.add_request("long", [5] * (capacity - 3), GREEDY, max_tokens=100)
+    eng.add_request("long", [5] * (capacity - 3), replace(GREEDY, max_tokens=100))
     outs = []
     while eng.has_unfinished():
         outs += eng.step()

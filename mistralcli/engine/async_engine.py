@@ -68,8 +68,7 @@ class AsyncEngine:
 
     def validate(self, prompt_ids: list[int], params: SamplingParams | None = None) -> None:
         """Raise RequestError if add_request would refuse this prompt with these params (queues nothing)."""
-        params = params or SamplingParams()
-        self.engine.validate(prompt_ids, self.engine.max_tokens_for(params))
+        self.engine.validate(prompt_ids, params)
 
     def cancel(self, request_id: str, error: BaseException | None = None) -> None:
         """Stop the request now; its blocks are freed before the next step. With an error, its stream

@@ -26,7 +26,13 @@ DEFAULT_KV_MEMORY_FRACTION = 0.3  # of the memory available at start, when no --
 
 
 class RequestError(MistralError):
-    """A request the engine cannot take (it was not queued)."""
+    """A request the engine cannot take (it was not queued). param: the request field at fault (None: the
+    prompt); code: a short machine-readable reason (the server's OpenAI error code)."""
+
+    def __init__(self, message: str, param: str | None = None, code: str = "invalid_prompt"):
+        super().__init__(message)
+        self.param = param
+        self.code = code
 
 
 @dataclass
@@ -108,21 +114,14 @@ class Engine:
     def max_tokens_in_cache(self) -> int:
         return self.blocks.num_blocks * self.config.block_size
 
-    def add_request(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        params: SamplingParams | None = None,
-        max_tokens: int | None = None,
-    ) -> None:
-        """Queue a request (max_tokens, when given, overrides params.max_tokens). Raises RequestError (and
-        queues nothing) for an empty prompt, a prompt that does not fit the context or the KV cache,
-        token ids outside the vocabulary, or a request id already in use."""
+    def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams | None = None) -> None:
+        """Queue a request. Raises RequestError (and queues nothing) for what `validate` refuses, or a
+        request id already in use."""
         params = params or SamplingParams()
-        max_tokens = self.max_tokens_for(params, max_tokens)
         if request_id in self._requests:
-            raise RequestError(f"request id {request_id!r} is already in use")
-        self.validate(prompt_ids, max_tokens)
+            raise RequestError(f"request id {request_id!r} is already in use", param="request_id")
+        self.validate(prompt_ids, params)
+        max_tokens = self.max_tokens_for(params)
         stops = set(params.stop_token_ids) | (set() if params.ignore_eos else set(self.tokenizer.eog_token_ids))
         seq = Sequence(
             next(self._seq_ids),
@@ -138,11 +137,14 @@ class Engine:
         self._requests[request_id] = [seq]
         self.scheduler.add(seq)
 
-    def max_tokens_for(self, params: SamplingParams, override: int | None = None) -> int:
-        """The most tokens a request may generate: override, else params.max_tokens, else the context."""
-        if override is not None:
-            return override
+    def max_tokens_for(self, params: SamplingParams) -> int:
+        """The most tokens a request may generate: params.max_tokens, else the rest of the context."""
         return params.max_tokens if params.max_tokens is not None else self.context_length
+
+    @property
+    def vocab_size(self) -> int:
+        """The ids a request may name: rows of the model's output that the tokenizer also knows."""
+        return min(self.runner.vocab_size, self.tokenizer.vocab_size)
 
     def _dry_breakers(self, breakers: tuple[str, ...]) -> np.ndarray:
         """Which tokens end a DRY repeat (their text holds a breaker), computed once per set of breakers."""
@@ -152,22 +154,47 @@ class Engine:
             self._breaker_masks[breakers] = dry_breaker_mask(texts, list(breakers))
         return self._breaker_masks[breakers]
 
-    def validate(self, prompt_ids: list[int], max_tokens: int = 1) -> None:
-        """Raise RequestError if a request with this prompt could not be queued (changes nothing; safe to
-        call from another thread than the one stepping the engine)."""
+    def validate(self, prompt_ids: list[int], params: SamplingParams | None = None) -> None:
+        """Raise RequestError if this request could not be queued: the one check of a request, for every
+        caller (changes nothing; safe to call from another thread than the one stepping the engine).
+        Refused: an empty prompt, one that does not fit the context or the KV cache, a max_tokens that
+        the context cannot hold after the prompt, token ids (in the prompt or the params) outside the
+        vocabulary."""
+        params = params or SamplingParams()
         if not prompt_ids:
             raise RequestError("the prompt is empty")
         if len(prompt_ids) >= self.context_length:
             raise RequestError(
-                f"the prompt is {len(prompt_ids)} tokens; the model's context holds {self.context_length}"
+                f"the prompt is {len(prompt_ids)} tokens; the model's context holds {self.context_length}",
+                code="context_length_exceeded",
             )
         if len(prompt_ids) >= self.max_tokens_in_cache:
             raise RequestError(f"the prompt is {len(prompt_ids)} tokens; the KV cache holds {self.max_tokens_in_cache}")
-        if max_tokens < 1:
-            raise RequestError("max_tokens must be at least 1")
-        vocab = self.runner.vocab_size
-        if any(not 0 <= t < vocab for t in prompt_ids):
-            raise RequestError(f"the prompt has token ids outside the vocabulary (0..{vocab - 1})")
+        max_tokens = params.max_tokens
+        if max_tokens is not None and len(prompt_ids) + max_tokens > self.context_length:
+            raise RequestError(
+                f"the model's context holds {self.context_length} tokens; the prompt is {len(prompt_ids)} "
+                f"tokens and max_tokens is {max_tokens}",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        vocab = self.vocab_size
+        bad = next((t for t in prompt_ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise RequestError(f"prompt: token id {bad} is outside the vocabulary ({vocab} tokens)")
+        for name, ids in (
+            ("stop_token_ids", params.stop_token_ids),
+            ("allowed_token_ids", params.allowed_token_ids),
+            ("banned_token_ids", params.banned_token_ids),
+            ("logit_bias", params.logit_bias),
+        ):
+            bad = next((t for t in ids or () if not 0 <= int(t) < vocab), None)
+            if bad is not None:
+                raise RequestError(
+                    f"{name}: token id {bad} is outside the vocabulary ({vocab} tokens)",
+                    param=name,
+                    code="invalid_value",
+                )
 
     def abort(self, request_id: str) -> bool:
         """Stop a request now and free its blocks; False if it is not (or no longer) in the engine."""

@@ -159,26 +159,25 @@ class _GenerateHandler(BaseHandler):
             raise APIError(503, "the engine has stopped; see the server's log", "server_error", code="engine_dead")
         max_tokens = request.requested_max_tokens()
         try:
-            params = protocol.sampling_params(
-                request, state.settings.sampling_defaults, logprobs, max_tokens, state.tokenizer.vocab_size
-            )
+            params = protocol.sampling_params(request, state.settings.sampling_defaults, logprobs, max_tokens)
         except ValueError as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
         for ids in prompts:
-            if len(ids) + (max_tokens or 1) > state.context_length:
-                raise APIError(
-                    400,
-                    f"this model's context is {state.context_length} tokens; the prompt is {len(ids)} "
-                    f"tokens" + (f" and {request.max_tokens_field()} is {max_tokens}" if max_tokens else ""),
-                    param=self.prompt_param,
-                    code="context_length_exceeded",
-                )
             try:
                 state.engine.validate(ids, params)
             except RequestError as exc:
-                raise APIError(400, str(exc), param=self.prompt_param, code="invalid_prompt") from None
+                raise self._refused(exc, request) from None
         self._take_rate_limit(sum(len(ids) + (max_tokens or 0) * request.n for ids in prompts))
         return params
+
+    def _refused(self, exc: RequestError, request: protocol._Sampling | None) -> APIError:
+        """The engine's refusal in OpenAI's terms: the field it names, under this protocol's name."""
+        param = exc.param or self.prompt_param
+        message = str(exc)
+        if param == "max_tokens" and request is not None:
+            param = request.max_tokens_field()
+            message = message.replace("max_tokens", param)
+        return APIError(400, message, param=param, code=exc.code)
 
     def _rate_key(self) -> str:
         return self.key or self.request.remote_ip or "-"
@@ -208,7 +207,7 @@ class _GenerateHandler(BaseHandler):
                 self.state.in_flight.add(request_id)
                 streams.append(stream)
         except RequestError as exc:
-            raise APIError(400, str(exc), code="invalid_prompt") from None
+            raise self._refused(exc, None) from None
         except EngineDeadError as exc:
             raise APIError(503, str(exc), "server_error", code="engine_dead") from None
         return streams
@@ -427,14 +426,10 @@ class CompletionsHandler(_GenerateHandler):
                 prompts.append(encode_prompt(tokenizer, prompt))
                 self.prompt_texts.append(prompt)
             else:
-                bad = [t for t in prompt if t >= tokenizer.vocab_size]
-                if bad:
-                    raise APIError(
-                        400,
-                        f"prompt: token id {bad[0]} is outside the vocabulary ({tokenizer.vocab_size} tokens)",
-                        param="prompt",
-                        code="invalid_value",
-                    )
+                try:
+                    self.state.engine.validate(list(prompt))
+                except RequestError as exc:
+                    raise self._refused(exc, request) from None
                 prompts.append(list(prompt))
                 self.prompt_texts.append(tokenizer.decode(prompt))
         await self.generate(request, prompts, request.logprobs)
