@@ -45,16 +45,13 @@ def generate(
     from mistralcli.engine.paged_cache import PagedKVCache
 
     stats = stats if stats is not None else GenerationStats()
-    # at most what the context leaves after the prompt; a prompt that leaves nothing is the engine's to refuse
-    max_tokens = max(1, min(max_tokens, context_length - len(prompt_ids)))
+    room = context_length - len(prompt_ids)
+    if room > 0:  # at most what the context leaves; a prompt that leaves nothing is the engine's to refuse
+        max_tokens = min(max_tokens, room)
     params = dataclasses.replace(params, max_tokens=max_tokens)
     if engine is None:
-        a = model.args
-        tokens = len(prompt_ids) + max_tokens + 16
-        per_token = PagedKVCache.bytes_per_block(a.num_hidden_layers, 1, a.num_key_value_heads, a.head_dim)
-        engine = Engine(
-            model, tokenizer, context_length, EngineConfig(max_num_seqs=1, kv_cache_mb=tokens * per_token / 2**20)
-        )
+        kv_cache_mb = PagedKVCache.mib_for_tokens(model.args, len(prompt_ids) + max_tokens + 16)
+        engine = Engine(model, tokenizer, context_length, EngineConfig(max_num_seqs=1, kv_cache_mb=kv_cache_mb))
     stats.prompt_tokens = len(prompt_ids)
     request_id = f"generate-{id(stats)}"
     try:

@@ -50,39 +50,39 @@ def bench_mistralcli(
     loaded = load_model(model_spec, threads=threads)
     figures.load_s = time.perf_counter() - start
     longest = max([*prompt_lengths, DECODE_PROMPT_TOKENS + gen_tokens + 1])
-    a = loaded.model.args
-    per_token = PagedKVCache.bytes_per_block(a.num_hidden_layers, 1, a.num_key_value_heads, a.head_dim)
-    engine = Engine(  # one request at a time, its cache sized for it, as `mistral run` sizes its own
-        loaded.model,
-        loaded.tokenizer,
-        loaded.context_length,
-        EngineConfig(
-            max_num_seqs=1, max_num_batched_tokens=max(512, longest), kv_cache_mb=(longest + 32) * per_token / 2**20
-        ),
+    config = EngineConfig(  # one request at a time, its cache sized for it, as `mistral run` sizes its own
+        max_num_seqs=1,
+        max_num_batched_tokens=max(512, longest),
+        kv_cache_mb=PagedKVCache.mib_for_tokens(loaded.model.args, longest + 32),
     )
+    engine = Engine(loaded.model, loaded.tokenizer, loaded.context_length, config)
     ids = itertools.count()
-    vocab = loaded.model.output.shape[0]
+    last = []  # the request of the latest prefill: the next prefill ends it, decoded or not
+
+    def next_token(request_id: str) -> int:
+        """Step the engine until it gives request_id a token."""
+        while engine.has_unfinished():
+            for out in engine.step():
+                if out.request_id == request_id and out.new_token_ids:
+                    return out.new_token_ids[-1]
+        raise RuntimeError(f"the engine gave no token for {request_id}")
 
     def prefill(prompt):
         """A new request, stepped until its first token: (request id, that token). Each opens with a
         token of its own, so that no run finds an earlier one's blocks in the prefix cache."""
+        while last:
+            engine.abort(last.pop())
         n = next(ids)
         request_id = f"bench-{n}"
-        prompt = [(1000 + 7919 * n) % vocab, *prompt[1:]]
-        params = SamplingParams(temperature=0, ignore_eos=True, max_tokens=gen_tokens + 1)
-        engine.add_request(request_id, list(prompt), params)
-        while True:
-            for out in engine.step():
-                if out.new_token_ids:
-                    if len(prompt) != DECODE_PROMPT_TOKENS:  # a prefill-only measurement
-                        engine.abort(request_id)
-                    return request_id, out.new_token_ids[-1]
+        prompt = [(1000 + 7919 * n) % engine.vocab_size, *prompt[1:]]
+        engine.add_request(
+            request_id, prompt, SamplingParams(temperature=0, ignore_eos=True, max_tokens=gen_tokens + 1)
+        )
+        last.append(request_id)
+        return request_id, next_token(request_id)
 
     def decode(request_id, token, position):
-        for out in engine.step():
-            if out.new_token_ids:
-                return out.new_token_ids[-1]
-        raise RuntimeError(f"the engine gave no token for {request_id} at position {position}")
+        return next_token(request_id)
 
     encode = lambda text: loaded.tokenizer.encode(text, add_special=False)
     run_protocol(figures, encode, prefill, decode, prompt_lengths, gen_tokens, repetitions, progress)

@@ -30,6 +30,13 @@ class PagedKVCache:
     def bytes_per_block(num_layers: int, block_size: int, num_kv_heads: int, head_dim: int) -> int:
         return 2 * num_layers * block_size * num_kv_heads * head_dim * 4
 
+    @staticmethod
+    def mib_for_tokens(args, num_tokens: int) -> float:
+        """The kv_cache_mb (EngineConfig) that holds num_tokens of a model with these DecoderArgs: what
+        one request needs, for a private engine sized to it."""
+        per_token = PagedKVCache.bytes_per_block(args.num_hidden_layers, 1, args.num_key_value_heads, args.head_dim)
+        return num_tokens * per_token / 2**20
+
     @property
     def num_blocks(self) -> int:
         return self.k.shape[1]
