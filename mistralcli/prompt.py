@@ -25,8 +25,6 @@ def render_chat(
         return template.render(
             messages, add_generation_prompt=add_generation_prompt, tools=tools or None, **(template_kwargs or {})
         )
-    except PromptError:
-        raise
     except (MistralError, TypeError) as exc:
         raise PromptError(str(exc)) from None
 

@@ -120,15 +120,15 @@ class Engine:
         params = params or SamplingParams()
         if request_id in self._requests:
             raise RequestError(f"request id {request_id!r} is already in use", param="request_id")
-        self.validate(prompt_ids, params)
-        max_tokens = self.max_tokens_for(params)
+        self.validate(prompt_ids, params)  # so a given max_tokens fits the context after the prompt
+        room = self.context_length - len(prompt_ids)
         stops = set(params.stop_token_ids) | (set() if params.ignore_eos else set(self.tokenizer.eog_token_ids))
         seq = Sequence(
             next(self._seq_ids),
             request_id,
             list(prompt_ids),
             params,
-            min(max_tokens, self.context_length - len(prompt_ids)),
+            room if params.max_tokens is None else params.max_tokens,
             frozenset(stops),
             rng=rng_state(params.seed),
             text=OutputText(self.tokenizer, params.stop),
@@ -136,10 +136,6 @@ class Engine:
         )
         self._requests[request_id] = [seq]
         self.scheduler.add(seq)
-
-    def max_tokens_for(self, params: SamplingParams) -> int:
-        """The most tokens a request may generate: params.max_tokens, else the rest of the context."""
-        return params.max_tokens if params.max_tokens is not None else self.context_length
 
     @property
     def vocab_size(self) -> int:

@@ -69,9 +69,7 @@ class CpuOps(ReferenceOps):
                 qmatmul.matmul_gemm(full, padded, _raw_rows(w), qtype, self.num_threads)
                 return full[: len(x)].copy()
             qmatmul.matmul_gemm(out, x, _raw_rows(w), qtype, self.num_threads)
-        elif w.ggml_type in FUSED_TYPES:
-            qmatmul.matmul(out, x, w.data, qtype, self.num_threads)
-        else:
+        else:  # every type with block products can also be dequantized: only the rest come here
             return self._tiled(x, w)
         return out
 
