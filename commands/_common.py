@@ -40,13 +40,10 @@ def _decode_utf8(data: bytes, name: str, replace_invalid: bool) -> str:
 
 
 def write_stdout(text: str) -> None:
-    """Write and flush; a reader that has gone (`| head`) ends the command quietly, exit 0."""
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        silence_stdout()
-        raise typer.Exit(0) from None
+    """Write and flush (a reader that has gone, `| head`, raises BrokenPipeError here, which every
+    command's invoke turns into a quiet exit 0: see _command.MistralCommand)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def silence_stdout() -> None:

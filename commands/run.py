@@ -110,7 +110,7 @@ def run(
     # A terminal that sees no streamed text (--json, or stdout redirected) sees progress instead.
     show_progress = console.is_terminal and not (stream and sys.stdout.isatty())
     with GenerationProgress(console, max_tokens) if show_progress else nullcontext() as progress:
-        # a closed stdout (`| head`) ends the command quietly in write_stdout, and generate frees the request
+        # a closed stdout (`| head`) ends the command quietly (MistralCommand), and generate frees the request
         for piece in generate(loaded.model, tokenizer, prompt_ids, params, max_tokens, loaded.context_length, stats):
             pieces.append(piece)
             if stream:
