@@ -2,7 +2,7 @@
 
 import time
 
-from mistralcli.bench.figures import percentiles, prompt_ids, summary
+from mistralcli.bench.figures import concurrency_level, prompt_ids
 
 
 def bench_concurrency(
@@ -61,14 +61,7 @@ def bench_concurrency(
             ttft += [first[r] - start for r in first]
             itl += rep_itl
             overhead = 1 - engine.counters.model_s / engine.counters.step_s if engine.counters.step_s else 0.0
-        results[str(n)] = {
-            "aggregate_tok_s": summary(aggregate),
-            "per_stream_tok_s": summary(per_stream),
-            "ttft_s": percentiles(ttft),
-            "itl_s": percentiles(itl),
-            "errors": errors,
-            "engine_overhead_fraction": overhead,
-        }
+        results[str(n)] = concurrency_level(aggregate, per_stream, ttft, itl, errors, overhead)
         if progress:
             progress(f"mistralcli concurrency {n}: {results[str(n)]['aggregate_tok_s']['median']:.1f} tok/s aggregate")
     return results

@@ -122,3 +122,16 @@ def percentiles(values: list[float]) -> dict:
     ordered = sorted(values)
     pick = lambda q: ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
     return {"p50": pick(0.50), "p95": pick(0.95), "count": len(ordered)}
+
+
+def concurrency_level(aggregate, per_stream, ttft, itl, errors: int, overhead: float | None) -> dict:
+    """One concurrency level's figures, in the one shape the offline and HTTP modes share: throughput
+    summaries over repetitions, latency percentiles over every request and token."""
+    return {
+        "aggregate_tok_s": summary(aggregate),
+        "per_stream_tok_s": summary(per_stream),
+        "ttft_s": percentiles(ttft),
+        "itl_s": percentiles(itl),
+        "errors": errors,
+        "engine_overhead_fraction": overhead,
+    }

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.httputil import HTTPInputError
 
-from mistralcli.bench.figures import FILLER, percentiles, summary
+from mistralcli.bench.figures import FILLER, concurrency_level, summary
 
 
 class Disconnect(HTTPInputError):
@@ -193,15 +193,8 @@ async def bench_url(
                 ttft += [r.first - r.start for r in good]
                 itl += [gap for r in good for gap in r.gaps]
                 prompt_lengths += [r.prompt_tokens for r in good if r.prompt_tokens]
-            results[str(n)] = {
-                "aggregate_tok_s": summary(aggregate),
-                "per_stream_tok_s": summary(per_stream),
-                "ttft_s": percentiles(ttft),
-                "itl_s": percentiles(itl),
-                "errors": errors,
-                "engine_overhead_fraction": None,
-                "prompt_tokens_seen": summary([float(p) for p in prompt_lengths])["median"],
-            }
+            results[str(n)] = concurrency_level(aggregate, per_stream, ttft, itl, errors, None)
+            results[str(n)]["prompt_tokens_seen"] = summary([float(p) for p in prompt_lengths])["median"]
             if progress:
                 median = results[str(n)]["aggregate_tok_s"]["median"]
                 progress(
