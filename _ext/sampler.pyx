@@ -5,6 +5,8 @@ The NumPy reference with the same signature and the same steps is `mistralcli.sa
 keep the two in step (tests/test_sampling.py checks they pick the same tokens).
 
 Steps, all in float64:
+  0. token_mask (the grammar's, one bit per token id, int32 words as llguidance writes them): tokens
+     whose bit is 0 are never sampled (-inf). When the mask leaves no token, -1 is returned.
   1. penalties over history_ids: repetition (llama.cpp/HF: positive logits divided, negative
      multiplied), then frequency (count * f) and presence (p if seen) subtracted (OpenAI).
   2. temperature <= 0: argmax (lowest id on ties), no RNG draw.
@@ -25,7 +27,7 @@ from the logits by the caller.
 
 from libc.math cimport exp, fabs, log, pow
 from libc.stdlib cimport malloc, free, qsort
-from libc.stdint cimport uint64_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 cdef double CUTOFF = 30.0
 
@@ -103,9 +105,16 @@ def uniform(uint64_t[::1] rng_state):
 
 def sample(const float[::1] logits, const int64_t[::1] history_ids, double temperature, int top_k,
            double top_p, double min_p, double repetition_penalty, double presence_penalty,
-           double frequency_penalty, uint64_t[::1] rng_state, double typical_p=1.0):
-    """Return one token id sampled from logits (V,); rng_state (1,) uint64 is advanced in place."""
+           double frequency_penalty, uint64_t[::1] rng_state, double typical_p=1.0,
+           const int32_t[::1] token_mask=None):
+    """Return one token id sampled from logits (V,); rng_state (1,) uint64 is advanced in place.
+    token_mask ((V + 31) // 32,) int32, or None: bit i of word i // 32 allows token i; -1 when none is."""
     cdef Py_ssize_t vocab = logits.shape[0]
+    cdef const int32_t* mask = NULL
+    if token_mask is not None:
+        if token_mask.shape[0] * 32 < vocab:
+            raise ValueError(f"token_mask has {token_mask.shape[0]} words; {vocab} tokens need {(vocab + 31) // 32}")
+        mask = &token_mask[0]
     cdef int64_t result
     cdef double* work = <double*>malloc(vocab * sizeof(double))
     cdef int* counts = <int*>malloc(vocab * sizeof(int))
@@ -117,7 +126,7 @@ def sample(const float[::1] logits, const int64_t[::1] history_ids, double tempe
     with nogil:
         result = _sample(logits, history_ids, temperature, top_k, top_p, min_p, repetition_penalty,
                          presence_penalty, frequency_penalty, typical_p, &rng_state[0], work, counts, cand,
-                         ranked)
+                         ranked, mask)
     free(work)
     free(counts)
     free(cand)
@@ -161,14 +170,20 @@ def dry_penalties(const int64_t[::1] history_ids, double multiplier, double base
 cdef int64_t _sample(const float[::1] logits, const int64_t[::1] history_ids, double temperature,
                      int top_k, double top_p, double min_p, double repetition_penalty,
                      double presence_penalty, double frequency_penalty, double typical_p, uint64_t* rng_state,
-                     double* work, int* counts, Candidate* cand, Ranked* ranked) noexcept nogil:
+                     double* work, int* counts, Candidate* cand, Ranked* ranked,
+                     const int32_t* mask) noexcept nogil:
     cdef Py_ssize_t vocab = logits.shape[0]
     cdef Py_ssize_t n_hist = history_ids.shape[0]
     cdef Py_ssize_t i, n, keep
     cdef int64_t tok
     cdef double best, total, cum, u, p_max, x, entropy, prob
+    cdef double neg_inf = -1.0 / 0.0
     for i in range(vocab):
         work[i] = logits[i]
+    if mask != NULL:
+        for i in range(vocab):
+            if not ((<uint32_t>mask[i >> 5] >> (i & 31)) & 1):
+                work[i] = neg_inf
     if n_hist > 0 and (repetition_penalty != 1.0 or presence_penalty != 0.0 or frequency_penalty != 0.0):
         for i in range(vocab):
             counts[i] = 0
@@ -190,6 +205,8 @@ cdef int64_t _sample(const float[::1] logits, const int64_t[::1] history_ids, do
         if work[i] > best:
             best = work[i]
             n = i
+    if best == neg_inf:  # only where a mask (or -inf logits) leaves nothing
+        return -1
     if temperature <= 0.0:
         return n
     best = best / temperature

@@ -23,6 +23,7 @@ class CompletionOutput:
     token_ids: list[int]
     finish_reason: str | None
     logprobs: list[TokenLogprob] | None = None
+    grammar_complete: bool | None = None  # with params.structured: False when it ended before the grammar accepts
 
     @property
     def cumulative_logprob(self) -> float | None:
@@ -144,6 +145,7 @@ class LLM:
                         completion.logprobs += out.logprobs
                     if out.finished:
                         completion.finish_reason = out.finish_reason
+                        completion.grammar_complete = out.grammar_complete
                         result.num_cached_tokens = out.num_cached_tokens
                         result.finished = all(c.finish_reason is not None for c in result.outputs)
         finally:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from mistralcli._ext import sampler as _sampler
+from mistralcli.structured.spec import StructuredOutputs
 
 CUTOFF = 30.0  # candidates lie within this of the best scaled logit (as in the Cython kernel)
 MASK64 = (1 << 64) - 1
@@ -47,6 +48,7 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)  # strings that stop it (not in the output)
     logprobs: int | None = None  # per output token: its log-probability and the `logprobs` most likely ones
     n: int = 1  # choices per prompt: they share the prompt's KV blocks (seeds seed, seed + 1, ...)
+    structured: StructuredOutputs | None = None  # what the output must match (a JSON schema, regex, grammar...)
 
     def __post_init__(self):
         if isinstance(self.stop, str):
@@ -54,6 +56,10 @@ class SamplingParams:
         self.stop = list(self.stop)
         self.stop_token_ids = list(self.stop_token_ids)
         self.logit_bias = {int(k): float(v) for k, v in dict(self.logit_bias).items()}
+        if isinstance(self.structured, dict):
+            self.structured = StructuredOutputs(**self.structured)
+        if self.structured is not None and not isinstance(self.structured, StructuredOutputs):
+            raise ValueError("structured must be a StructuredOutputs (or a dict of its fields)")
         # inf and nan pass (or dodge) the range checks below, so every float is checked first
         for f in fields(self):
             value = getattr(self, f.name)
@@ -137,13 +143,15 @@ def sample(
     num_output_tokens: int = 0,
     stop_token_ids=(),
     dry_breakers: np.ndarray | None = None,
+    token_mask: np.ndarray | None = None,
 ) -> tuple[int, TokenLogprob | None]:
     """The next token of a request, and its logprobs when params.logprobs asks for them.
 
     logits (V,) float32, the model's; history_ids: the tokens so far (prompt and output); rng: the
     request's (1,) uint64 state (rng_state), advanced here, so the same seed gives the same tokens;
     stop_token_ids are masked while fewer than params.min_tokens of num_output_tokens are out;
-    dry_breakers (V,) uint8 marks the tokens that end a DRY repeat (see dry_breaker_mask)."""
+    dry_breakers (V,) uint8 marks the tokens that end a DRY repeat (see dry_breaker_mask); token_mask, the
+    grammar's (structured output), allows only its tokens: -1 when it allows none."""
     p = params
     logits = np.asarray(logits, dtype=np.float32)
     if num_output_tokens < p.min_tokens and stop_token_ids:
@@ -163,7 +171,10 @@ def sample(
         p.frequency_penalty,
         rng,
         p.typical_p,
+        token_mask,
     )
+    if token < 0:
+        return token, None
     return token, (token_logprob(logits, token, p.logprobs) if p.logprobs is not None else None)
 
 

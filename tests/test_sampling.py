@@ -232,3 +232,27 @@ def test_non_finite_logit_bias_is_rejected():
     assert len(FLOAT_FIELDS) >= 9  # the walk above finds the float fields
     with pytest.raises(ValueError, match="logit_bias"):
         SamplingParams(logit_bias={5: float("nan")})
+
+
+def test_token_mask_allows_only_its_tokens_as_the_reference_does():
+    from mistralcli.reference.sampling import unpack_mask
+
+    rng = np.random.default_rng(7)
+    vocab = 100
+    logits = rng.normal(size=vocab).astype(np.float32)
+    mask = np.zeros((vocab + 31) // 32, dtype=np.int32)
+    allowed = [3, 31, 32, 63, 64, 99]
+    for t in allowed:
+        mask[t >> 5] |= np.int32(np.uint32(1 << (t & 31)).view(np.int32))
+    assert list(np.nonzero(unpack_mask(mask, vocab))[0]) == allowed
+    none = np.array([], np.int64)
+    for setting in [(0.0, 0, 1.0, 0.0), (1.0, 0, 1.0, 0.0), (1.5, 3, 0.9, 0.05)]:
+        fast, ref = rng_state(5), rng_state(5)
+        got = [sampler.sample(logits, none, *setting, 1.0, 0.0, 0.0, fast, 1.0, mask) for _ in range(40)]
+        assert got == [sample_reference(logits, none, *setting, 1.0, 0.0, 0.0, ref, 1.0, mask) for _ in range(40)]
+        assert set(got) <= set(allowed)
+    empty = np.zeros_like(mask)
+    assert sampler.sample(logits, none, 1.0, 0, 1.0, 0.0, 1.0, 0.0, 0.0, rng_state(0), 1.0, empty) == -1
+    assert sample_reference(logits, none, 1.0, 0, 1.0, 0.0, 1.0, 0.0, 0.0, rng_state(0), 1.0, empty) == -1
+    with pytest.raises(ValueError, match="token_mask"):
+        sampler.sample(logits, none, 1.0, 0, 1.0, 0.0, 1.0, 0.0, 0.0, rng_state(0), 1.0, mask[:2])

@@ -21,6 +21,8 @@ from mistralcli.engine.scheduler import Scheduler, SchedulerConfig
 from mistralcli.engine.sequence import Sequence, SequenceStatus
 from mistralcli.errors import MistralError
 from mistralcli.sampling import SamplingParams, TokenLogprob, dry_breaker_mask, rng_state, sample
+from mistralcli.structured import GrammarError
+from mistralcli.structured.grammars import GrammarCompiler
 
 DEFAULT_KV_MEMORY_FRACTION = 0.3  # of the memory available at start, when no --kv-cache-mb is given
 
@@ -65,6 +67,9 @@ class RequestOutput:
     num_cached_tokens: int = 0
     logprobs: list[TokenLogprob] | None = None
     index: int = 0  # the choice (of the request's n) this is about; `finished` is that choice's
+    # a constrained choice, once finished: whether its output is complete under the grammar (False: it ended
+    # first, at max_tokens or the context's end); None: unconstrained, or not finished
+    grammar_complete: bool | None = None
 
 
 def available_memory_bytes() -> int:
@@ -105,6 +110,8 @@ class Engine:
         self.cache = PagedKVCache(a.num_hidden_layers, num_blocks, config.block_size, a.num_key_value_heads, a.head_dim)
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
         self.runner = ModelRunner(model, self.cache, self.blocks)
+        self.grammars = GrammarCompiler(tokenizer, self.runner.vocab_size)
+        self._mask_rows: dict[int, int] = {}  # this step's constrained sequences: seq id -> row of the masks
         self.counters = EngineCounters()
         self._requests: dict[str, list[Sequence]] = {}  # request id -> its choices (one until it forks)
         self._seq_ids = itertools.count()
@@ -133,6 +140,7 @@ class Engine:
             rng=rng_state(params.seed),
             text=OutputText(self.tokenizer, params.stop),
             dry_breakers=self._dry_breakers(tuple(params.dry_sequence_breakers)) if params.dry_multiplier > 0 else None,
+            matcher=self.grammars.matcher(params.structured) if params.structured is not None else None,
         )
         self._requests[request_id] = [seq]
         self.scheduler.add(seq)
@@ -155,7 +163,8 @@ class Engine:
         caller (changes nothing; safe to call from another thread than the one stepping the engine).
         Refused: an empty prompt, one that does not fit the context or the KV cache, a max_tokens that
         the context cannot hold after the prompt, token ids (in the prompt or the params) outside the
-        vocabulary."""
+        vocabulary, a structured-output constraint that does not compile (param "structured"; its message
+        names the field of StructuredOutputs and what llguidance refused)."""
         params = params or SamplingParams()
         if not prompt_ids:
             raise RequestError("the prompt is empty")
@@ -191,6 +200,11 @@ class Engine:
                     param=name,
                     code="invalid_value",
                 )
+        if params.structured is not None:
+            try:
+                self.grammars.check(params.structured)
+            except GrammarError as exc:
+                raise RequestError(str(exc), param="structured", code="invalid_grammar") from None
 
     def abort(self, request_id: str) -> bool:
         """Stop a request now and free its blocks; False if it is not (or no longer) in the engine."""
@@ -240,9 +254,11 @@ class Engine:
         if batch.is_empty:
             return list(outputs.values())
         self.counters.steps += 1
+        masks = self._start_masks(batch)
         start = time.perf_counter()
         results = self.runner.execute(batch)
         self.counters.model_s += time.perf_counter() - start
+        rows = masks.result() if masks is not None else None
         for seq, num_computed, logits in results:
             seq.num_computed += num_computed
             self.blocks.commit(seq.seq_id, seq.num_computed)
@@ -251,9 +267,20 @@ class Engine:
             choices = [seq]
             if seq.params.n > 1 and not seq.output_ids and len(self._requests.get(seq.request_id, ())) == 1:
                 choices += self._fork(seq)
-            for choice in choices:
-                outputs[choice.request_id, choice.index] = self._sample(choice, logits)
+            mask = rows[self._mask_rows[seq.seq_id]] if seq.matcher is not None else None
+            for choice in choices:  # forked choices' matchers are copies of seq's, in the same state
+                outputs[choice.request_id, choice.index] = self._sample(choice, logits, mask)
         return list(outputs.values())
+
+    def _start_masks(self, batch):
+        """Start filling the grammar masks of the constrained sequences that sample this step (decodes, and
+        prefills whose last chunk this is) while the model runs; None when there are none."""
+        sampling = [seq for seq, n in batch.prefills if seq.num_computed + n == seq.num_tokens] + batch.decodes
+        constrained = [seq for seq in sampling if seq.matcher is not None]
+        if not constrained:
+            return None
+        self._mask_rows = {seq.seq_id: i for i, seq in enumerate(constrained)}
+        return self.grammars.start_masks([seq.matcher for seq in constrained])
 
     def _fork(self, seq: Sequence) -> list[Sequence]:
         """The other n - 1 choices of seq's request, sharing its prompt blocks (copied when written)."""
@@ -276,6 +303,7 @@ class Engine:
                 rng=rng_state(seed),
                 text=OutputText(self.tokenizer, params.stop),
                 dry_breakers=seq.dry_breakers,
+                matcher=seq.matcher.deep_copy() if seq.matcher is not None else None,
             )
             self.blocks.fork(seq.seq_id, child.seq_id)
             self.scheduler.running.append(child)
@@ -283,10 +311,10 @@ class Engine:
             children.append(child)
         return children
 
-    def _sample(self, seq: Sequence, logits: np.ndarray) -> RequestOutput:
-        """Pick seq's next token, add it, and say what that produced."""
+    def _sample(self, seq: Sequence, logits: np.ndarray, mask: np.ndarray | None = None) -> RequestOutput:
+        """Pick seq's next token (among those its grammar mask allows), add it, and say what that produced."""
         token, logprob = sample(
-            logits, seq.params, seq.token_ids, seq.rng, len(seq.output_ids), seq.stop_token_ids, seq.dry_breakers
+            logits, seq.params, seq.token_ids, seq.rng, len(seq.output_ids), seq.stop_token_ids, seq.dry_breakers, mask
         )
         logprobs = [logprob] if logprob is not None else None
         now = time.perf_counter()
@@ -296,18 +324,41 @@ class Engine:
         else:
             self.counters.itl_s.observe(now - seq.last_token_s)
         seq.last_token_s = now
+        if token < 0:  # the grammar allows no token here (nor, then, an end): the output cannot go on
+            return self._finish(seq, "stop", [], seq.text.finish(), logprobs)
         if token in seq.stop_token_ids:
             return self._finish(seq, "stop", [], seq.text.finish(), logprobs)
         seq.output_ids.append(token)
         self.counters.generated_tokens += 1
         text, matched = seq.text.push(token)
+        if seq.matcher is not None:
+            seq.matcher.consume_token(token)
+            seq.text_ends.append(len(seq.text.text))
+            if matched:
+                self._roll_back_to_text(seq)
+            elif seq.matcher.is_stopped():  # the grammar is complete and takes nothing more
+                return self._finish(seq, "stop", [token], text + seq.text.finish(), logprobs)
         if matched:
             return self._finish(seq, "stop", [token], text, logprobs)
         if len(seq.output_ids) >= seq.max_tokens:
             return self._finish(seq, "length", [token], text + seq.text.finish(), logprobs)
         return self._output(seq, [token], text, False, logprobs)
 
+    @staticmethod
+    def _roll_back_to_text(seq: Sequence) -> None:
+        """A stop string cut the text: roll the matcher back over the tokens whose text lies past the cut (a
+        token the cut splits stays, so the grammar's verdict is on at most one token more than the text)."""
+        kept = len(seq.text.text)
+        over = 0
+        while over < len(seq.text_ends) - 1 and seq.text_ends[-2 - over] >= kept:
+            over += 1
+        if over:
+            seq.matcher.rollback(over)
+
     def _output(self, seq: Sequence, new_ids: list[int], text: str, finished: bool, logprobs=None) -> RequestOutput:
+        complete = None
+        if finished and seq.matcher is not None:
+            complete = seq.matcher.is_accepting() and not seq.matcher.is_error()
         return RequestOutput(
             seq.request_id,
             new_ids,
@@ -319,6 +370,7 @@ class Engine:
             seq.num_cached_tokens,
             logprobs,
             seq.index,
+            complete,
         )
 
     def _finish(

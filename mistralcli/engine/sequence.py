@@ -3,6 +3,7 @@
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,8 @@ class Sequence:
     rng: np.ndarray | None = None  # (1,) uint64: the sampler's state for this choice (sampling.rng_state)
     text: OutputText | None = None  # the output's text as it becomes final, stop strings matched
     dry_breakers: np.ndarray | None = None  # (V,) uint8, the tokens that end a DRY repeat (with DRY on)
+    matcher: Any = None  # the llguidance matcher of a constrained choice (params.structured), advanced per token
+    text_ends: list[int] = field(default_factory=list)  # with a matcher: len(text.text) after each output token
 
     @property
     def token_ids(self) -> list[int]:

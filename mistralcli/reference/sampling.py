@@ -44,9 +44,12 @@ def sample_reference(
     frequency_penalty,
     rng_state,
     typical_p=1.0,
+    token_mask=None,
 ) -> int:
     """NumPy reference of `_ext.sampler.sample` (same arguments, same result)."""
     work = np.asarray(logits, dtype=np.float64).copy()
+    if token_mask is not None:
+        work[~unpack_mask(token_mask, len(work))] = -np.inf
     history = np.asarray(history_ids, dtype=np.int64)
     history = history[(history >= 0) & (history < len(work))]
     if len(history) and (repetition_penalty != 1.0 or presence_penalty != 0.0 or frequency_penalty != 0.0):
@@ -55,6 +58,8 @@ def sample_reference(
         if repetition_penalty != 1.0:
             work[seen] = np.where(work[seen] > 0, work[seen] / repetition_penalty, work[seen] * repetition_penalty)
         work[seen] = work[seen] - counts[seen] * frequency_penalty - presence_penalty
+    if work.max() == -np.inf:
+        return -1
     if temperature <= 0:
         return int(np.argmax(work))
     scaled = work / temperature
@@ -94,3 +99,9 @@ def sample_reference(
     u = _splitmix64_uniform(rng_state) * weights.sum()
     hit = np.nonzero(u < np.cumsum(weights))[0]
     return int(ids[hit[0]] if len(hit) else ids[keep - 1])
+
+
+def unpack_mask(token_mask, vocab: int) -> np.ndarray:
+    """(V,) bool from llguidance's bitmask: bit i % 32 of int32 word i // 32 allows token i."""
+    words = np.asarray(token_mask, dtype=np.int32).view(np.uint32)
+    return np.unpackbits(words.view(np.uint8), bitorder="little")[:vocab].astype(bool)

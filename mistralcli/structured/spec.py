@@ -1,0 +1,77 @@
+"""StructuredOutputs: one constraint on a request's output, named as vLLM's StructuredOutputsParams names
+them, and its llguidance grammar. Pure Python: llguidance is imported only to write the grammar text."""
+
+import json
+from dataclasses import dataclass, fields
+
+from mistralcli.errors import MistralError
+
+# how a JSON schema's output is laid out: one space after ':' and ',' (what models write), no other
+# whitespace, so a small model cannot spend its tokens on blank lines where the grammar would allow them
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+class GrammarError(MistralError):
+    """A constraint that cannot be used: a schema, regex or grammar llguidance cannot compile, or a keyword
+    it does not support. field: which StructuredOutputs field it was."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class StructuredOutputs:
+    """Exactly one of: json (a JSON schema, as a dict or its text), json_object (any JSON object), regex,
+    choice (one of these strings), grammar (Lark, in llguidance's dialect, or GBNF as llama.cpp writes it),
+    llguidance (an llguidance grammar object or its JSON text)."""
+
+    json: dict | str | None = None
+    json_object: bool = False
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
+    grammar: str | None = None
+    llguidance: dict | str | None = None
+
+    def __post_init__(self):
+        if self.choice is not None:
+            object.__setattr__(self, "choice", tuple(self.choice))
+        given = [f.name for f in fields(self) if getattr(self, f.name) not in (None, False)]
+        if len(given) != 1:
+            raise ValueError(
+                "structured outputs take exactly one of json, json_object, regex, choice, grammar, llguidance"
+                + (f"; got {', '.join(given)}" if given else "")
+            )
+        if self.choice is not None and (not self.choice or not all(isinstance(c, str) and c for c in self.choice)):
+            raise ValueError("choice must be a list of non-empty strings")
+
+    @property
+    def kind(self) -> str:
+        return next(f.name for f in fields(self) if getattr(self, f.name) not in (None, False))
+
+    def to_grammar(self) -> str:
+        """The llguidance grammar (its text) for this constraint. Raises GrammarError for a schema that is
+        not a JSON object; what llguidance itself refuses is found when it is compiled."""
+        import llguidance
+
+        kind = self.kind
+        try:
+            if kind == "json" or kind == "json_object":
+                schema = self.json if kind == "json" else {"type": "object"}
+                if isinstance(schema, str):
+                    schema = json.loads(schema)
+                if not isinstance(schema, dict):
+                    raise GrammarError("a JSON schema must be a JSON object", kind)
+                return llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=JSON_LAYOUT)
+            if kind == "regex":
+                return llguidance.LLMatcher.grammar_from_regex(self.regex)
+            if kind == "choice":
+                return llguidance.grammar_from("choice", json.dumps(list(self.choice)))
+            if kind == "grammar":
+                return llguidance.grammar_from("grammar", self.grammar)
+            value = self.llguidance
+            return value if isinstance(value, str) else json.dumps(value)
+        except GrammarError:
+            raise
+        except (ValueError, TypeError) as exc:  # not JSON, or a GBNF grammar that does not convert
+            raise GrammarError(f"{kind}: {exc}", kind) from None
