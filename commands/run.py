@@ -1,9 +1,11 @@
 """`mistral run`: one-shot generation for the shell (stdout is the answer and nothing else)."""
 
+import dataclasses
 import json
 import sys
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import typer
 
@@ -44,12 +46,26 @@ def run(
         help="Send the prompt as is, without the chat template (whitespace is text then; only an empty prompt "
         "is refused).",
     ),
+    json_schema: str = typer.Option(
+        None,
+        "--json-schema",
+        help="Constrain the answer to this JSON schema: a file, or the schema itself ({...}).",
+        show_default=False,
+    ),
+    json_object: bool = typer.Option(False, "--json-object", help="Constrain the answer to a JSON object."),
+    regex: str = typer.Option(None, "--regex", help="Constrain the answer to match this regular expression."),
+    grammar: Path = typer.Option(
+        None, "--grammar", help="Constrain the answer to this grammar file (Lark, or GBNF as llama.cpp writes it)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with text, usage and timings."),
     replace_invalid: bool = typer.Option(False, "--replace-invalid", help=REPLACE_INVALID_HELP.format("PROMPT")),
 ):
     """Generate an answer to PROMPT and print it.
 
     Example: mistral run "What is the capital of France?"   |   echo "Summarize: ..." | mistral run -
+
+    Structured: mistral run --json-schema person.json "A person"   (stdout is then exactly the constrained text,
+    and the exit status is 1 if it ended, at --max-tokens, before the constraint was complete)
     """
     text = read_text_argument(prompt, replace_invalid=replace_invalid)
     if not (text if raw else text.strip()):
@@ -67,6 +83,7 @@ def run(
         ignore_eos=ignore_eos or None,
     )
     given = {k: v for k, v in given.items() if v is not None}
+    structured = structured_option(json_schema, json_object, regex, grammar)
 
     from mistralcli.generation import GenerationStats, generate
     from mistralcli.loading.loader import load_model
@@ -87,6 +104,8 @@ def run(
     except ValueError as exc:
         console.print(f"warning: ignoring the model's recommended sampling settings ({exc})", soft_wrap=True)
         params = SamplingParams(**given, seed=seed)
+    if structured is not None:
+        params = dataclasses.replace(params, structured=structured)
 
     tokenizer = loaded.tokenizer
     if raw or loaded.chat_template is None:
@@ -124,6 +143,7 @@ def run(
                 {
                     "text": answer,
                     "finish_reason": stats.finish_reason,
+                    **({"grammar_complete": stats.grammar_complete} if structured is not None else {}),
                     "model": loaded.name,
                     "usage": {
                         "prompt_tokens": stats.prompt_tokens,
@@ -143,12 +163,80 @@ def run(
             + "\n"
         )
     else:
-        write_stdout("" if answer.endswith("\n") else "\n")
+        # a constrained answer is exactly its text on a pipe (`| jq`); a terminal gets its line ended
+        end = structured is None or sys.stdout.isatty()
+        write_stdout("" if answer.endswith("\n") or not end else "\n")
         if console.is_terminal:
             console.print(
                 f"[dim]{stats.completion_tokens} tokens, {stats.generation_tok_s:.1f} tok/s "
                 f"(prompt {stats.prompt_tokens} tokens, {stats.prompt_tok_s:.1f} tok/s)[/dim]"
             )
+
+    if stats.grammar_complete is False:
+        console.print(
+            f"error: the answer ended ({stats.finish_reason}: --max-tokens {max_tokens}) before it completed "
+            f"the {structured.kind.replace('_', ' ')} constraint",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
+def structured_option(json_schema: str | None, json_object: bool, regex: str | None, grammar: Path | None):
+    """The constraint the flags ask for (at most one), checked before any model is loaded: a schema file
+    that is missing or not JSON, a regex or grammar llguidance cannot compile, are usage errors."""
+    from mistralcli.structured import GrammarError, StructuredOutputs
+
+    given = {
+        "--json-schema": json_schema is not None,
+        "--json-object": json_object,
+        "--regex": regex is not None,
+        "--grammar": grammar is not None,
+    }
+    flags = [flag for flag, on in given.items() if on]
+    if len(flags) > 1:
+        raise typer.BadParameter(f"{' and '.join(flags)}: give one constraint", param_hint=flags[1])
+    if not flags:
+        return None
+    flag = flags[0]
+    try:
+        if flag == "--json-schema":
+            text = json_schema if json_schema.lstrip().startswith("{") else _read(Path(json_schema), flag)
+            try:
+                structured = StructuredOutputs(json=json.loads(text))
+            except json.JSONDecodeError as exc:
+                where = "the schema" if text is json_schema else json_schema
+                raise typer.BadParameter(f"{where} is not JSON: {exc}", param_hint=flag) from None
+        elif flag == "--json-object":
+            structured = StructuredOutputs(json_object=True)
+        elif flag == "--regex":
+            structured = StructuredOutputs(regex=regex)
+        else:
+            structured = StructuredOutputs(grammar=_read(grammar, flag))
+        check_grammar(structured)
+    except GrammarError as exc:
+        raise typer.BadParameter(exc.reason, param_hint=flag) from None
+    return structured
+
+
+def check_grammar(structured) -> None:
+    """Compile the constraint without a tokenizer (so before the model loads): GrammarError if it cannot be."""
+    import llguidance
+
+    from mistralcli.structured import GrammarError
+
+    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(structured.to_grammar())
+    if is_error:
+        from mistralcli.structured.grammars import _message
+
+        raise GrammarError(_message(messages[0]), structured.kind)
+
+
+def _read(path: Path, flag: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise typer.BadParameter(f"cannot read {str(path)!r}: {reason}", param_hint=flag) from None
 
 
 class GenerationProgress:

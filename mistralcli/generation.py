@@ -17,6 +17,7 @@ class GenerationStats:
     generation_s: float = 0.0
     decode_steps: int = 0  # forwards of one token each (the first token comes from the prefill)
     finish_reason: str | None = None
+    grammar_complete: bool | None = None  # with a constraint (params.structured): whether the output completes it
     token_ids: list[int] = field(default_factory=list)
 
     @property
@@ -78,6 +79,7 @@ def generate(
                     yield out.text
                 if out.finished:
                     stats.finish_reason = out.finish_reason
+                    stats.grammar_complete = out.grammar_complete
                     finished = True
     finally:
         engine.abort(request_id)  # a reader that stops early (a closed pipe) frees the blocks

@@ -1,7 +1,7 @@
-"""Qwen2, Gemma 3, Mistral with a sliding window, Mixtral, Qwen2-MoE and Phi-3 against transformers on tiny random configs:
-logits within 1e-4 in float32 for a prompt in one go, and for decode steps through the paged cache
-(the engine's path: prompt chunks through forward, each next token through the fused C step), and
-batched greedy decoding equal to decoding alone."""
+"""Qwen2, Qwen3, Gemma 3, Mistral with a sliding window, Mixtral, Qwen2-MoE, Qwen3-MoE and Phi-3 against transformers
+on tiny random configs: logits within 1e-4 in float32 for a prompt in one go, and for decode steps through the paged
+cache (the engine's path: prompt chunks through forward, each next token through the fused C step), and batched
+greedy decoding equal to decoding alone. GGUF files of Mixtral and Qwen3 load as llama.cpp writes them."""
 
 import numpy as np
 import pytest
@@ -80,6 +80,36 @@ CONFIGS |= {
     "phi3-window": (
         "phi3",
         dict(pad_token_id=0, eos_token_id=1, bos_token_id=2, sliding_window=5, num_key_value_heads=4),
+    ),
+}
+QWEN3 = dict(head_dim=32)  # not hidden / heads (16), as in the real models
+QWEN3_MOE = dict(QWEN3, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48)
+CONFIGS |= {
+    "qwen3": ("qwen3", QWEN3),
+    "qwen3-tied-window-bias": (
+        "qwen3",
+        dict(
+            head_dim=8,
+            tie_word_embeddings=True,
+            use_sliding_window=True,
+            sliding_window=4,
+            max_window_layers=1,
+            attention_bias=True,
+        ),
+    ),
+    "qwen3-moe": ("qwen3_moe", dict(QWEN3_MOE, num_hidden_layers=3, mlp_only_layers=[1])),
+    "qwen3-moe-normalized-window": (
+        "qwen3_moe",
+        dict(
+            QWEN3_MOE,
+            num_experts=6,
+            num_experts_per_tok=3,
+            moe_intermediate_size=32,
+            norm_topk_prob=True,
+            decoder_sparse_step=2,
+            use_sliding_window=True,
+            sliding_window=5,
+        ),
     ),
 }
 TOKENS = np.array([5, 17, 300, 2, 99, 99, 451, 0, 12, 200, 7, 64, 3, 3, 480, 31])
@@ -214,3 +244,70 @@ def test_mixtral_gguf_with_quantized_experts(tmp_path, smollm2_path, backend, to
     rows = list(cache.forward(ids[:-3], np.arange(len(ids) - 3), all_logits=True))
     rows += [cache.forward(ids[p : p + 1], np.array([p]))[-1] for p in range(len(ids) - 3, len(ids))]
     np.testing.assert_allclose(np.stack(rows), expected, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize(
+    "kind, arch, overrides",
+    [("qwen3", "qwen3", QWEN3), ("qwen3_moe", "qwen3moe", dict(QWEN3_MOE, norm_topk_prob=True))],
+)
+def test_qwen3_gguf(tmp_path, smollm2_path, kind, arch, overrides):
+    """A Qwen3 / Qwen3-MoE GGUF as llama.cpp writes it (q/k rows unpermuted, `attn_q_norm`, head_dim in
+    `attention.key_length`, stacked experts, top-k always renormalized) agrees with transformers, prompt
+    and decode, through the loader."""
+    from tiny_models import make_hf_model, write_gguf
+
+    from mistralcli.loading.gguf_file import open_gguf
+    from mistralcli.loading.loader import load_model
+
+    vocab = open_gguf(smollm2_path).metadata
+    hf = make_hf_model(kind, vocab_size=len(vocab["tokenizer.ggml.tokens"]), **overrides)
+    path = tmp_path / f"tiny-{arch}.gguf"
+    write_gguf(path, hf, vocab, arch=arch)
+    loaded = load_model(str(path), backend="cpu")
+    model = loaded.model
+    assert type(model) is get_architecture(arch) and model.args.head_dim == 32
+    assert model.layers[0]["attn_q_norm"].shape == (32,) and model.layers[0]["attn_q_bias"] is None
+    ids = np.array(loaded.tokenizer.encode("The capital of France is Paris, and the capital of Italy is"))
+    cache = OneSequence(model, block_size=4)
+    rows = list(cache.forward(ids[:-3], np.arange(len(ids) - 3), all_logits=True))
+    rows += [cache.forward(ids[p : p + 1], np.array([p]))[-1] for p in range(len(ids) - 3, len(ids))]
+    np.testing.assert_allclose(np.stack(rows), hf_logits(hf, ids), rtol=0, atol=TOLERANCE)
+
+
+def test_qwen3_directory_with_its_thinking_template(tmp_path):
+    """A Qwen3 model directory with Qwen3's own chat template renders both sides of its thinking switch
+    as transformers does (thinking off: an empty `<think>\\n\\n</think>\\n\\n` closes the prompt; the tags
+    are one token each), and its template calls for the `think` reasoning parser."""
+    from tiny_models import QWEN3_CHAT_TEMPLATE, make_hf_model, save_byte_level_tokenizer
+
+    from mistralcli.loading.loader import load_model
+    from mistralcli.prompt import chat_prompt_ids, render_chat
+    from mistralcli.reasoning import prompt_ends_in_thought, reasoning_parser_for_template
+
+    make_hf_model("qwen3", **QWEN3).save_pretrained(tmp_path)
+    hf_tokenizer = save_byte_level_tokenizer(tmp_path, QWEN3_CHAT_TEMPLATE)
+    loaded = load_model(str(tmp_path))
+    assert type(loaded.model).__name__ == "Qwen3Model"
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "<think>\nEasy.\n</think>\n\n4"},
+        {"role": "user", "content": "And 3+3?"},
+    ]
+    prompts, prompt_ids = {}, {}
+    for enable_thinking in (False, True):
+        kwargs = {"enable_thinking": enable_thinking}
+        prompt = render_chat(loaded.chat_template, messages, template_kwargs=kwargs)
+        assert prompt == hf_tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
+        )
+        ids = chat_prompt_ids(loaded.tokenizer, loaded.chat_template, messages, template_kwargs=kwargs)
+        assert ids == hf_tokenizer.encode(prompt, add_special_tokens=False)
+        assert not prompt_ends_in_thought(prompt)
+        prompts[enable_thinking], prompt_ids[enable_thinking] = prompt, ids
+    assert prompts[False].endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert prompts[True].endswith("<|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n")
+    assert "Easy." not in prompts[True]  # the earlier turn's thought is dropped, as Qwen3 wants
+    think_ids = hf_tokenizer.convert_tokens_to_ids(["<think>", "</think>"])
+    assert [i for i in prompt_ids[False] if i in think_ids] == think_ids
+    assert reasoning_parser_for_template(loaded.chat_template.source) == "think"

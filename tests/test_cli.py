@@ -296,3 +296,51 @@ def test_run_stop_strings_and_dry(smollm2_path):
     plain, dry = mistral(*loop), mistral(*loop, "--dry-multiplier", "0.8")
     assert json.loads(plain.stdout)["text"].startswith(" 1, 2, 3")
     assert not json.loads(dry.stdout)["text"].startswith(" 1, 2, 3")
+
+
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer", "minimum": 0}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+def test_run_constrained_stdout_is_exactly_the_constrained_text(smollm2_path, tmp_path):
+    import jsonschema
+
+    schema = tmp_path / "person.json"
+    schema.write_text(json.dumps(PERSON_SCHEMA))
+    lark = tmp_path / "answer.lark"
+    lark.write_text('start: "Answer: " ("yes" | "no")\n')
+    model = ("--model", str(smollm2_path), "--temperature", "1", "--seed", "3")
+    result = mistral("run", "A person", "--json-schema", str(schema), *model)
+    assert result.returncode == 0, result.stderr
+    jsonschema.validate(json.loads(result.stdout), PERSON_SCHEMA)
+    assert not result.stdout.endswith("\n")  # exactly the JSON text: `| jq` reads it as is
+    inline = mistral("run", "A person", "--json-schema", json.dumps(PERSON_SCHEMA), *model)
+    assert inline.stdout == result.stdout
+    assert json.loads(mistral("run", "A thing", "--json-object", *model).stdout).__class__ is dict
+    assert mistral("run", "Code", "--regex", "[A-Z]{2}[0-9]{2}", *model).stdout.__len__() == 4
+    assert mistral("run", "Sky blue?", "--grammar", str(lark), *model).stdout in ("Answer: yes", "Answer: no")
+    short = mistral("run", "A person", "--json-schema", str(schema), "-n", "3", "--json", *model)
+    assert_clean_error(short, 1, "before it completed the json constraint")
+    assert json.loads(short.stdout)["grammar_complete"] is False
+
+
+def test_run_constraint_errors_are_usage_errors_before_loading(tmp_path):
+    missing = tmp_path / "none.json"
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    bad_lark = tmp_path / "g.lark"
+    bad_lark.write_text("start: undefined_rule\n")
+    model = ("--model", str(tmp_path / "no-such-model.gguf"))  # never loaded: the flags are refused first
+    for args, needles in [
+        (("--json-schema", str(missing)), ["--json-schema", "none.json", "No such file"]),
+        (("--json-schema", str(broken)), ["--json-schema", "broken.json", "not JSON"]),
+        (("--json-schema", '{"type": "object", "if": {}}'), ["--json-schema", '"if"']),
+        (("--regex", "(a"), ["--regex", "unclosed group"]),
+        (("--grammar", str(bad_lark)), ["--grammar", "undefined_rule"]),
+        (("--regex", "a", "--json-object"), ["give one constraint"]),
+    ]:
+        assert_clean_error(mistral("run", "hi", *args, *model), 2, *needles)

@@ -1,6 +1,12 @@
-"""Tiny random-weight checkpoints (Llama, Mistral, Qwen2, Gemma 3) made with transformers, as oracles for our forward."""
+"""Tiny random-weight checkpoints (Llama, Mistral, Qwen2, Qwen3, Gemma 3, the MoEs) made with transformers, as oracles
+for our forward; their GGUF files as llama.cpp's converter writes them; a byte-level tokenizer for model directories."""
+
+from pathlib import Path
 
 import numpy as np
+
+# Qwen3's own chat template, shortened (see the file's opening comment): the thinking switch is its point.
+QWEN3_CHAT_TEMPLATE = (Path(__file__).parent / "data" / "qwen3_chat_template.jinja").read_text(encoding="utf-8")
 
 
 def make_hf_model(kind: str = "llama", vocab_size: int = 512, seed: int = 0, **overrides):
@@ -29,6 +35,8 @@ def make_hf_model(kind: str = "llama", vocab_size: int = 512, seed: int = 0, **o
         "mixtral": transformers.MixtralConfig,
         "qwen2_moe": transformers.Qwen2MoeConfig,
         "phi3": transformers.Phi3Config,
+        "qwen3": transformers.Qwen3Config,
+        "qwen3_moe": transformers.Qwen3MoeConfig,
     }[kind]
     model_cls = {
         "llama": transformers.LlamaForCausalLM,
@@ -38,6 +46,8 @@ def make_hf_model(kind: str = "llama", vocab_size: int = 512, seed: int = 0, **o
         "mixtral": transformers.MixtralForCausalLM,
         "qwen2_moe": transformers.Qwen2MoeForCausalLM,
         "phi3": transformers.Phi3ForCausalLM,
+        "qwen3": transformers.Qwen3ForCausalLM,
+        "qwen3_moe": transformers.Qwen3MoeForCausalLM,
     }[kind]
     config = config_cls(**base)
     config._attn_implementation = "eager"
@@ -78,20 +88,24 @@ def permute_for_gguf(weight: np.ndarray, num_heads: int) -> np.ndarray:
     )
 
 
-def write_gguf(path, model, tokenizer_metadata: dict, expert_type=None):
-    """Write the HF model as a float32 llama GGUF, as llama.cpp's converter lays it out. A Mixtral
-    becomes llama with an expert count and stacked (E, rows, cols) expert tensors, quantized to
+def write_gguf(path, model, tokenizer_metadata: dict, expert_type=None, arch: str = "llama"):
+    """Write the HF model as a float32 GGUF of architecture arch (`llama`, `qwen3`, `qwen3moe`), as
+    llama.cpp's converter lays it out: llama's Q/K rows permuted, the others' as they are. A Mixtral
+    becomes llama with an expert count; experts become stacked (E, rows, cols) tensors, quantized to
     expert_type (a GGMLQuantizationType) when given."""
     import gguf
 
     cfg = model.config
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), arch)
     writer.add_block_count(cfg.num_hidden_layers)
     writer.add_context_length(cfg.max_position_embeddings)
     writer.add_embedding_length(cfg.hidden_size)
     writer.add_feed_forward_length(cfg.intermediate_size)
     writer.add_head_count(cfg.num_attention_heads)
     writer.add_head_count_kv(cfg.num_key_value_heads)
+    if getattr(cfg, "head_dim", None):  # as the converter: only where the config names it
+        writer.add_key_length(cfg.head_dim)
+        writer.add_value_length(cfg.head_dim)
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
     writer.add_tokenizer_model(tokenizer_metadata["tokenizer.ggml.model"])
@@ -117,6 +131,8 @@ def write_gguf(path, model, tokenizer_metadata: dict, expert_type=None):
         "self_attn.k_proj": "attn_k",
         "self_attn.v_proj": "attn_v",
         "self_attn.o_proj": "attn_output",
+        "self_attn.q_norm": "attn_q_norm",
+        "self_attn.k_norm": "attn_k_norm",
         "mlp.gate_proj": "ffn_gate",
         "mlp.up_proj": "ffn_up",
         "mlp.down_proj": "ffn_down",
@@ -132,10 +148,9 @@ def write_gguf(path, model, tokenizer_metadata: dict, expert_type=None):
             _, _, layer, *rest = name.split(".")
             key = ".".join(rest[:-1])
             ours = f"blk.{layer}.{per_layer[key]}.{rest[-1]}"
-            if key == "self_attn.q_proj":
-                array = permute_for_gguf(array, cfg.num_attention_heads)
-            elif key == "self_attn.k_proj":
-                array = permute_for_gguf(array, cfg.num_key_value_heads)
+            if arch == "llama" and key in ("self_attn.q_proj", "self_attn.k_proj"):
+                heads = cfg.num_attention_heads if key == "self_attn.q_proj" else cfg.num_key_value_heads
+                array = permute_for_gguf(array, heads)
         writer.add_tensor(ours, np.ascontiguousarray(array))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -178,3 +193,26 @@ def requantize_experts(model, expert_type):
                 flat = array.reshape(-1, array.shape[-1])
                 back = gguf.quants.dequantize(gguf.quants.quantize(flat, expert_type), expert_type)
                 param.copy_(torch.from_numpy(back.reshape(array.shape)))
+
+
+def save_byte_level_tokenizer(directory, chat_template: str):
+    """Save into directory (through transformers) a byte-level BPE tokenizer.json, the 256 byte symbols
+    and no merges, with ChatML's special tokens and `<think>` / `</think>` added as Qwen's are, and the
+    chat template. Returns the transformers tokenizer, the oracle of rendering."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokenizer = Tokenizer(models.BPE(vocab={s: i for i, s in enumerate(symbols)}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    hf = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    hf.add_tokens(["<think>", "</think>"])
+    hf.chat_template = chat_template
+    hf.save_pretrained(directory)
+    return hf

@@ -29,12 +29,14 @@ DEFAULT_KV_MEMORY_FRACTION = 0.3  # of the memory available at start, when no --
 
 class RequestError(MistralError):
     """A request the engine cannot take (it was not queued). param: the request field at fault (None: the
-    prompt); code: a short machine-readable reason (the server's OpenAI error code)."""
+    prompt); code: a short machine-readable reason (the server's OpenAI error code); detail: the message
+    without the field it names, where a caller names the field its own way."""
 
-    def __init__(self, message: str, param: str | None = None, code: str = "invalid_prompt"):
+    def __init__(self, message: str, param: str | None = None, code: str = "invalid_prompt", detail: str | None = None):
         super().__init__(message)
         self.param = param
         self.code = code
+        self.detail = detail if detail is not None else message
 
 
 @dataclass
@@ -144,6 +146,8 @@ class Engine:
         )
         self._requests[request_id] = [seq]
         self.scheduler.add(seq)
+        self.counters.added_requests += 1
+        self.counters.constrained_requests += params.structured is not None
 
     @property
     def vocab_size(self) -> int:
@@ -204,7 +208,7 @@ class Engine:
             try:
                 self.grammars.check(params.structured)
             except GrammarError as exc:
-                raise RequestError(str(exc), param="structured", code="invalid_grammar") from None
+                raise RequestError(str(exc), param="structured", code="invalid_grammar", detail=exc.reason) from None
 
     def abort(self, request_id: str) -> bool:
         """Stop a request now and free its blocks; False if it is not (or no longer) in the engine."""
@@ -232,6 +236,8 @@ class Engine:
             "prefix_cache_hits": blocks.num_prefix_hits,
             "prefix_cache_hit_rate": blocks.prefix_hit_rate,
             "preemptions": self.scheduler.num_preemptions,
+            "added_requests": self.counters.added_requests,
+            "constrained_requests": self.counters.constrained_requests,
             "prompt_tokens": self.counters.prompt_tokens,
             "generated_tokens": self.counters.generated_tokens,
             "finished_requests": self.counters.finished_requests,

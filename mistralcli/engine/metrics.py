@@ -56,6 +56,8 @@ class Histogram:
 
 @dataclass
 class EngineCounters:
+    added_requests: int = 0  # queued by add_request (a refused request is not)
+    constrained_requests: int = 0  # of those, with structured output
     prompt_tokens: int = 0  # of finished requests
     generated_tokens: int = 0
     steps: int = 0

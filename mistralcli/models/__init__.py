@@ -17,6 +17,10 @@ HF_MODEL_TYPES = {
     "Qwen2MoeForCausalLM": "qwen2moe",
     "phi3": "phi3",
     "Phi3ForCausalLM": "phi3",
+    "qwen3": "qwen3",
+    "Qwen3ForCausalLM": "qwen3",
+    "qwen3_moe": "qwen3moe",
+    "Qwen3MoeForCausalLM": "qwen3moe",
 }
 
 
@@ -30,6 +34,7 @@ def register(name: str):
 
 def get_architecture(name: str):
     """The model class for an architecture name, or None if unsupported."""
-    from mistralcli.models import gemma3, llama, mixtral, phi3, qwen2, qwen2_moe  # noqa: F401  (each registers itself)
+    # each registers itself
+    from mistralcli.models import gemma3, llama, mixtral, phi3, qwen2, qwen2_moe, qwen3  # noqa: F401
 
     return ARCHITECTURES.get(name)

@@ -7,6 +7,7 @@ the prompts' streams, and the answer. The two handlers differ only in how a choi
 message with a delta when streamed, or a text (echoing its prompt when asked)."""
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -22,6 +23,7 @@ from mistralcli.prompt import encode_prompt
 from mistralcli.sampling import SamplingParams
 from mistralcli.server import protocol, tool_calls
 from mistralcli.server.base import APIError, BaseHandler, ServerState
+from mistralcli.structured import StructuredOutputs
 
 
 @dataclass
@@ -34,6 +36,7 @@ class _Choice:
     started: bool = False
     tools: tool_calls.StreamParser | None = None  # chat requests with tools: finds calls in the text
     tool_calls: list = field(default_factory=list)
+    grammar_complete: bool | None = None  # a constrained choice's, once finished (see RequestOutput)
 
     def add(self, out: RequestOutput) -> str:
         """Take one of the engine's outputs for this choice; returns the text to send (tool calls held back)."""
@@ -49,6 +52,7 @@ class _Choice:
                 text += held
         if out.finished:
             self.finish_reason = "tool_calls" if self.tool_calls else _finish_reason(out.finish_reason)
+            self.grammar_complete = out.grammar_complete
         return text
 
 
@@ -88,6 +92,7 @@ class _GenerateHandler(BaseHandler):
         self.logprobs: int | None = None  # top logprobs per token, None: no logprobs
         self.include_usage = False  # a stream ends with a usage chunk
         self.reserved_tokens = 0  # taken from the rate limit at admission, settled at the end
+        self.structured_param: str | None = None  # the request field the output's constraint came from
 
     def on_connection_close(self):
         """The client left: stop its requests now, which frees their blocks."""
@@ -162,6 +167,9 @@ class _GenerateHandler(BaseHandler):
             params = protocol.sampling_params(request, state.settings.sampling_defaults, logprobs, max_tokens)
         except ValueError as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
+        structured, self.structured_param = self.structured(request)
+        if structured is not None:
+            params = dataclasses.replace(params, structured=structured)
         for ids in prompts:
             try:
                 state.engine.validate(ids, params)
@@ -174,6 +182,9 @@ class _GenerateHandler(BaseHandler):
         """The engine's refusal in OpenAI's terms: the field it names, under this protocol's name."""
         param = exc.param or self.prompt_param
         message = str(exc)
+        if param == "structured":  # the constraint did not compile: named by the field it came from
+            param = self.structured_param
+            message = f"{param}: {exc.detail}"
         if param == "max_tokens" and request is not None:
             param = request.max_tokens_field()
             message = message.replace("max_tokens", param)
@@ -195,6 +206,16 @@ class _GenerateHandler(BaseHandler):
                 headers["Retry-After"] = str(max(1, int(decision.retry_after + 0.999)))
             raise APIError(429, decision.message, "rate_limit_error", code="rate_limit_exceeded", headers=headers)
         self.reserved_tokens = tokens
+
+    def structured(self, request: protocol._Sampling) -> tuple[StructuredOutputs | None, str | None]:
+        """The constraint on the request's output, and the request field it came from (for errors): its
+        response_format, grammar or structured_outputs. Raises APIError (400) for one that is not
+        well-formed."""
+        try:
+            return request.structured()
+        except ValueError as exc:
+            param = next((n for n in ("response_format", "grammar", "structured_outputs") if getattr(request, n)), None)
+            raise APIError(400, str(exc), param=param, code="invalid_value") from None
 
     # ---- submission and merging
     def _submit(self, prompts: list[list[int]], params: SamplingParams) -> list[AsyncIterator[RequestOutput]]:
@@ -264,7 +285,7 @@ class _GenerateHandler(BaseHandler):
             "object": self.response_object,
             "created": self.created,
             "model": self.state.settings.model_name,
-            "choices": [self._response_choice(c) for c in choices],
+            "choices": [self._marked(c, self._response_choice(c)) for c in choices],
             "usage": usage.body(),
             **self.extra_fields,
         }
@@ -276,10 +297,20 @@ class _GenerateHandler(BaseHandler):
         self.set_header("X-Accel-Buffering", "no")
         await self.flush()
 
+    @staticmethod
+    def _marked(choice: _Choice, body: dict) -> dict:
+        """A choice's body, marked when its constrained output ended before its grammar accepts (the
+        output is then not valid under the constraint: finish_reason says "length")."""
+        if choice.grammar_complete is False:
+            body["structured_output_incomplete"] = True
+        return body
+
     async def _send_chunk(self, choice: _Choice, out: RequestOutput, text: str):
         body = self._chunk_choice(choice, out, text)
         if body is None:
             return
+        if out.finished:
+            self._marked(choice, body)
         chunk = {
             "id": self.completion_id,
             "object": self.chunk_object,

@@ -25,6 +25,11 @@ class _EngineCollector:
         for key, (name, doc) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=float(stats[key]))
         totals = {
+            "added_requests": ("mistralcli_engine_requests_added", "Requests queued for the engine"),
+            "constrained_requests": (
+                "mistralcli_engine_requests_constrained",
+                "Requests queued with structured output (a grammar, schema or forced tool call)",
+            ),
             "prompt_tokens": ("mistralcli_prompt_tokens", "Prompt tokens of finished requests"),
             "generated_tokens": ("mistralcli_generation_tokens", "Tokens generated"),
             "finished_requests": ("mistralcli_engine_requests_finished", "Requests the engine finished"),

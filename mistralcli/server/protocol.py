@@ -8,9 +8,10 @@ typical_p, repetition_penalty, dry_*, min_tokens, ignore_eos, ...) are named as 
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mistralcli.sampling import SamplingParams
+from mistralcli.structured import StructuredOutputs
 
 MAX_N = 16
 MAX_TOP_LOGPROBS = 20
@@ -23,6 +24,70 @@ class _Request(BaseModel):
 
 class StreamOptions(_Request):
     include_usage: bool = False
+
+
+class JsonSchemaFormat(_Request):
+    name: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None  # the schema is enforced either way: output never strays from it
+
+
+class ResponseFormat(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self):
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError('type "json_schema" needs a json_schema object')
+        return self
+
+    def structured(self) -> StructuredOutputs | None:
+        if self.type == "json_object":
+            return StructuredOutputs(json_object=True)
+        if self.type == "json_schema":
+            return StructuredOutputs(json=self.json_schema.schema_)
+        return None
+
+
+# the grammar extension's types -> StructuredOutputs' fields (lark takes GBNF too, as llama.cpp writes it)
+GRAMMAR_TYPES = {
+    "regex": "regex",
+    "lark": "grammar",
+    "gbnf": "grammar",
+    "json_schema": "json",
+    "llguidance": "llguidance",
+}
+
+
+class Grammar(_Request):
+    """An extension for what OpenAI has no field for: {"type": "regex" | "lark" | "gbnf" | "json_schema" |
+    "llguidance", "value": ...}."""
+
+    type: Literal["regex", "lark", "gbnf", "json_schema", "llguidance"]
+    value: str | dict[str, Any]
+
+    def structured(self) -> StructuredOutputs:
+        field = GRAMMAR_TYPES[self.type]
+        if field in ("regex", "grammar") and not isinstance(self.value, str):
+            raise ValueError(f"a {self.type} grammar's value is a string")
+        return StructuredOutputs(**{field: self.value})
+
+
+class VllmStructuredOutputs(_Request):
+    """vLLM's `structured_outputs` request field (the StructuredOutputsParams fields we have)."""
+
+    json_: dict[str, Any] | str | None = Field(default=None, alias="json")
+    json_object: bool = False
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+
+    def structured(self) -> StructuredOutputs:
+        return StructuredOutputs(
+            json=self.json_, json_object=self.json_object, regex=self.regex, choice=self.choice, grammar=self.grammar
+        )
 
 
 class _Sampling(_Request):
@@ -57,6 +122,10 @@ class _Sampling(_Request):
     stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
     allowed_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
     banned_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    # structured output: OpenAI's response_format, our grammar extension, vLLM's structured_outputs (one of them)
+    response_format: ResponseFormat | None = None
+    grammar: Grammar | None = None
+    structured_outputs: VllmStructuredOutputs | None = None
 
     @field_validator("stop")
     @classmethod
@@ -76,6 +145,19 @@ class _Sampling(_Request):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+    def structured(self) -> tuple[StructuredOutputs | None, str | None]:
+        """The output's constraint and the field it came from. Raises ValueError for more than one, or one
+        that is not well-formed (a schema that does not compile is the engine's to refuse)."""
+        given = [name for name in ("response_format", "grammar", "structured_outputs") if getattr(self, name)]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)}: give one way of constraining the output")
+        if not given:
+            return None, None
+        try:
+            return getattr(self, given[0]).structured(), given[0]
+        except ValueError as exc:
+            raise ValueError(f"{given[0]}: {exc}") from None
 
     def max_tokens_field(self) -> str:
         """The field requested_max_tokens comes from, for errors."""

@@ -88,10 +88,10 @@ class GrammarCompiler:
         tokenizer = self.lltokenizer
         is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
         if is_error:
-            raise GrammarError(f"{field}: {_message(messages[0])}", field)
+            raise GrammarError(_message(messages[0]), field)
         compiled = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
         if compiled.is_error():
-            raise GrammarError(f"{field}: {_message(compiled.get_error())}", field)
+            raise GrammarError(_message(compiled.get_error()), field)
         return compiled
 
     # ---- a step's masks

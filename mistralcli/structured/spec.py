@@ -15,8 +15,9 @@ class GrammarError(MistralError):
     """A constraint that cannot be used: a schema, regex or grammar llguidance cannot compile, or a keyword
     it does not support. field: which StructuredOutputs field it was."""
 
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
+    def __init__(self, reason: str, field: str):
+        super().__init__(f"{field}: {reason}")
+        self.reason = reason
         self.field = field
 
 
@@ -61,7 +62,7 @@ class StructuredOutputs:
                 if isinstance(schema, str):
                     schema = json.loads(schema)
                 if not isinstance(schema, dict):
-                    raise GrammarError("a JSON schema must be a JSON object", kind)
+                    raise GrammarError("a JSON schema is a JSON object", kind)
                 return llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=JSON_LAYOUT)
             if kind == "regex":
                 return llguidance.LLMatcher.grammar_from_regex(self.regex)
@@ -74,4 +75,4 @@ class StructuredOutputs:
         except GrammarError:
             raise
         except (ValueError, TypeError) as exc:  # not JSON, or a GBNF grammar that does not convert
-            raise GrammarError(f"{kind}: {exc}", kind) from None
+            raise GrammarError(str(exc), kind) from None
