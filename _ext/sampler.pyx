@@ -180,10 +180,17 @@ cdef int64_t _sample(const float[::1] logits, const int64_t[::1] history_ids, do
     cdef double neg_inf = -1.0 / 0.0
     for i in range(vocab):
         work[i] = logits[i]
-    if mask != NULL:
-        for i in range(vocab):
-            if not ((<uint32_t>mask[i >> 5] >> (i & 31)) & 1):
-                work[i] = neg_inf
+    cdef uint32_t word
+    cdef Py_ssize_t w, end
+    if mask != NULL:  # word by word: a grammar allows few tokens, so most words are 0
+        for w in range((vocab + 31) >> 5):
+            word = <uint32_t>mask[w]
+            if word == <uint32_t>0xFFFFFFFFu:
+                continue
+            end = min(32 * w + 32, vocab)
+            for i in range(32 * w, end):
+                if not ((word >> (i & 31)) & 1):
+                    work[i] = neg_inf
     if n_hist > 0 and (repetition_penalty != 1.0 or presence_penalty != 0.0 or frequency_penalty != 0.0):
         for i in range(vocab):
             counts[i] = 0

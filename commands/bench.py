@@ -45,6 +45,18 @@ def bench(
         "aggregate and per-stream tok/s, TTFT and inter-token latency, "
         "with a prompt of the first --prompt-tokens length.",
     ),
+    structured: bool = typer.Option(
+        False,
+        "--structured",
+        help="With --concurrency: measure each level also under a nested JSON schema (or --json-schema's), "
+        "in the same run, and report the constrained requests' cost in tok/s.",
+    ),
+    json_schema: str = typer.Option(
+        None,
+        "--json-schema",
+        help="The schema for --structured: a file, or the schema itself ({...}).",
+        show_default=False,
+    ),
     url: list[str] = typer.Option(
         None,
         "--url",
@@ -79,6 +91,8 @@ def bench(
     Example: mistral bench --prompt-tokens 128,512 --gen-tokens 128 --compare llama-cpp
 
     Example: mistral bench --concurrency 1,4,16 --prompt-tokens 128 --gen-tokens 64 --json
+
+    Example: mistral bench --concurrency 1,16 --structured   (a JSON schema's cost: the same requests, constrained)
 
     Example: mistral bench --serve --url llama-server=http://127.0.0.1:8080 --concurrency 1,4,16 -p 128 -n 64
 
@@ -118,11 +132,14 @@ def bench(
         return _bench_http(
             model, serve, targets, levels, lengths[0], gen_tokens, repetitions, threads, api_key, as_json
         )
+    if (structured or json_schema is not None) and (concurrency is None or url or serve or load_test):
+        raise typer.BadParameter("needs --concurrency (the offline engine)", param_hint="--structured")
     if concurrency is not None:
         levels = _lengths(concurrency)
         if compare is not None:
             raise typer.BadParameter("not with --concurrency", param_hint="--compare")
-        return _bench_concurrency(model, levels, lengths[0], gen_tokens, repetitions, threads, as_json)
+        constraint = _bench_constraint(json_schema) if structured or json_schema is not None else None
+        return _bench_concurrency(model, levels, lengths[0], gen_tokens, repetitions, threads, as_json, constraint)
     if compare is not None and compare not in PEERS:
         raise typer.BadParameter(f"unknown peer {compare!r} (known: {', '.join(PEERS)})", param_hint="--compare")
     if compare == "llama-cpp" and importlib.util.find_spec("llama_cpp") is None:
@@ -171,7 +188,18 @@ def bench(
         _print_table(result, ours, peer)
 
 
-def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threads, as_json):
+def _bench_constraint(json_schema: str | None):
+    """The StructuredOutputs of --structured: --json-schema's schema, or the built-in nested one."""
+    from mistralcli.bench.concurrency import BENCH_SCHEMA
+    from mistralcli.commands.run import structured_option
+    from mistralcli.structured import StructuredOutputs
+
+    if json_schema is None:
+        return StructuredOutputs(json=BENCH_SCHEMA)
+    return structured_option(json_schema, False, None, None)
+
+
+def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threads, as_json, structured=None):
     import time
 
     from mistralcli._ext import qmatmul
@@ -186,7 +214,11 @@ def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threa
     loaded = load_model(model, threads=threads)
     load_s = time.perf_counter() - start
     with console.status("benchmarking concurrent requests…") if console.is_terminal else nullcontext():
-        figures = bench_concurrency(loaded, levels, prompt_len, gen_tokens, repetitions, progress=say)
+        figures = bench_concurrency(loaded, levels, prompt_len, gen_tokens, repetitions, say, structured)
+    extra = {}
+    if structured is not None:
+        extra = {"structured": {"schema": structured.json, **figures}}
+        figures = figures["free"]
     result = {
         "mode": "offline",
         "model": loaded.name,
@@ -203,6 +235,7 @@ def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threa
                 "engine": "mistralcli",
                 "load_s": load_s,
                 "concurrency": figures,
+                **extra,
                 "peak_rss_mib": peak_rss_mib(),
             }
         },
@@ -220,7 +253,18 @@ def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threa
         table.add_column(column, justify="right")
     for n, f in figures.items():
         table.add_row(n, *_concurrency_cells(f), f"{100 * f['engine_overhead_fraction']:.1f}%")
-    Console(no_color="NO_COLOR" in os.environ).print(table)
+        if extra:
+            g = extra["structured"]["structured"][n]
+            table.add_row(f"{n}, JSON schema", *_concurrency_cells(g), f"{100 * g['engine_overhead_fraction']:.1f}%")
+    out = Console(no_color="NO_COLOR" in os.environ)
+    out.print(table)
+    if extra:
+        costs = extra["structured"]["cost"]
+        out.print(
+            "structured output costs "
+            + ", ".join(f"{100 * c:.1f}% of the tok/s at {n} requests" for n, c in costs.items())
+            + " (the same requests, free and under the schema, in this run)"
+        )
 
 
 def _url(spec: str) -> tuple[str, str]:

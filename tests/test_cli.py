@@ -244,6 +244,22 @@ def test_bench_concurrency_json(smollm2_path):
     assert_clean_error(mistral("bench", "-c", "2", "--compare", "llama-cpp"), 2, "not with --concurrency")
 
 
+def test_bench_structured_measures_the_same_requests_free_and_constrained(smollm2_path):
+    args = ("bench", "--model", str(smollm2_path), "-c", "1,2", "-p", "16", "-n", "6", "-r", "1", "--json")
+    result = mistral(*args, "--structured")
+    assert result.returncode == 0, result.stderr
+    engine = json.loads(result.stdout)["engines"]["mistralcli"]
+    structured = engine["structured"]
+    assert structured["schema"]["type"] == "array" and set(structured["cost"]) == {"1", "2"}
+    assert structured["free"] == engine["concurrency"]
+    for n, f in structured["structured"].items():
+        assert f["errors"] == 0 and f["itl_s"]["count"] == 5 * int(n)  # all 6 tokens: the schema outlasts -n
+        free = structured["free"][n]["aggregate_tok_s"]["median"]
+        assert structured["cost"][n] == pytest.approx(1 - f["aggregate_tok_s"]["median"] / free)
+    assert_clean_error(mistral("bench", "--structured"), 2, "needs --concurrency")
+    assert_clean_error(mistral(*args, "--json-schema", '{"type": "bogus"}'), 2, "--json-schema", "bogus")
+
+
 def test_bench_compare_llama_cpp(smollm2_path):
     import importlib.util
 
