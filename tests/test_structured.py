@@ -204,3 +204,36 @@ def test_grammar_errors_name_the_field():
     with pytest.raises(GrammarError) as info:
         StructuredOutputs(json="[1, 2]").to_grammar()
     assert info.value.field == "json"
+
+
+def _accepts(compiler, spec, ids) -> tuple[bool, bool]:
+    matcher = compiler.matcher(spec)
+    return matcher.consume_tokens(ids), matcher.is_accepting()
+
+
+def test_after_a_thought_the_answer_is_constrained(smollm2):
+    from mistralcli.structured.spec import after_thought
+
+    tokenizer = smollm2.tokenizer
+    compiler = GrammarCompiler(tokenizer, smollm2.model.output.shape[0])
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+    def encode(text):
+        return tokenizer.encode(text, add_special=False)
+
+    inside = after_thought(StructuredOutputs(json=schema), "<think>", "</think>", starts_inside=True)
+    assert _accepts(compiler, inside, encode('A is one, I think.</think>\n\n{"a": 1}')) == (True, True)
+    assert _accepts(compiler, inside, encode('{"a": 1}')) == (True, False)  # still thinking: not an answer yet
+    assert _accepts(compiler, inside, encode("ok</think>\n\nnot json"))[0] is False
+    opened = after_thought(StructuredOutputs(json=schema), "<think>", "</think>", starts_inside=False)
+    assert _accepts(compiler, opened, encode('<think>\nSure.\n</think>\n\n{"a": 2}')) == (True, True)
+    assert _accepts(compiler, opened, encode('{"a": 2}')) == (True, True)  # a model may answer without thinking
+    assert _accepts(compiler, opened, encode("I think"))[0] is False  # outside a thought, prose is not the answer
+    # tags the tokenizer has as special tokens are matched as those tokens, never as their text
+    start, end = "<filename>", "<file_sep>"
+    ids = {tokenizer.tokens[i]: i for i in tokenizer.control_ids}
+    special = after_thought(StructuredOutputs(regex="[0-9]+"), start, end, True, special_id=ids.get)
+    assert _accepts(compiler, special, encode("hmm") + [ids[end]] + encode("42")) == (True, True)
+    as_text = tokenizer.encode(f"hmm{end}42", add_special=False, parse_special=False)
+    assert ids[end] not in as_text
+    assert _accepts(compiler, special, as_text) == (True, False)  # the tag's text is more thought

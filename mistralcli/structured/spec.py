@@ -76,3 +76,28 @@ class StructuredOutputs:
             raise
         except (ValueError, TypeError) as exc:  # not JSON, or a GBNF grammar that does not convert
             raise GrammarError(str(exc), kind) from None
+
+
+def after_thought(
+    spec: StructuredOutputs, start: str, end: str, starts_inside: bool, special_id=lambda text: None
+) -> StructuredOutputs:
+    """spec applied to the answer of a model that thinks first: the output is a thought (free text, ended by
+    `end`; opened by `start` unless the prompt already opened it, and optional then), blank space, then what
+    spec allows. special_id(tag) is the tag's token id where the tokenizer has it as a special token (a
+    grammar names those by id: their text is never matched by ordinary tokens), else None."""
+    grammar = spec.to_grammar()
+    grammars = json.loads(grammar)["grammars"] if grammar.lstrip().startswith("{") else [{"lark_grammar": grammar}]
+    answer, *rest = grammars
+
+    def tag(text: str) -> str:
+        token = special_id(text)
+        return f"<[{token}]>" if token is not None else json.dumps(text)
+
+    if special_id(end) is not None:  # free text, then the end token
+        thought = f"thought: THOUGHT_TEXT {tag(end)}\nTHOUGHT_TEXT: /(.|\\n)*/"
+    else:  # the shortest text that ends with the end tag (a lazy rule, as llguidance's tool-call tags do)
+        thought = f"thought[lazy]: THOUGHT_TEXT {tag(end)}\nTHOUGHT_TEXT: /(.|\\n)*/"
+    opening = "thought" if starts_inside else f"({tag(start)} thought)?"
+    top = f"%llguidance {{}}\nstart: {opening} BLANK @answer\nBLANK: /[ \\t\\n]*/\n{thought}\n"
+    combined = {"grammars": [{"name": "after_thought", "lark_grammar": top}, {**answer, "name": "answer"}, *rest]}
+    return StructuredOutputs(llguidance=combined)
