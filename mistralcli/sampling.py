@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from mistralcli._ext import sampler as _sampler
+from mistralcli.engine.thinking import ThinkingBudget
 from mistralcli.structured.spec import StructuredOutputs
 
 CUTOFF = 30.0  # candidates lie within this of the best scaled logit (as in the Cython kernel)
@@ -49,6 +50,7 @@ class SamplingParams:
     logprobs: int | None = None  # per output token: its log-probability and the `logprobs` most likely ones
     n: int = 1  # choices per prompt: they share the prompt's KV blocks (seeds seed, seed + 1, ...)
     structured: StructuredOutputs | None = None  # what the output must match (a JSON schema, regex, grammar...)
+    thinking_budget: ThinkingBudget | None = None  # the most tokens a thought takes (engine.thinking)
 
     def __post_init__(self):
         if isinstance(self.stop, str):

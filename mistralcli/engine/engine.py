@@ -19,8 +19,9 @@ from mistralcli.engine.output_text import OutputText
 from mistralcli.engine.paged_cache import PagedKVCache
 from mistralcli.engine.scheduler import Scheduler, SchedulerConfig
 from mistralcli.engine.sequence import Sequence, SequenceStatus
+from mistralcli.engine.thinking import BudgetState
 from mistralcli.errors import MistralError
-from mistralcli.sampling import SamplingParams, TokenLogprob, dry_breaker_mask, rng_state, sample
+from mistralcli.sampling import SamplingParams, TokenLogprob, dry_breaker_mask, rng_state, sample, token_logprob
 from mistralcli.structured import GrammarError
 from mistralcli.structured.grammars import GrammarCompiler
 
@@ -143,6 +144,7 @@ class Engine:
             text=OutputText(self.tokenizer, params.stop),
             dry_breakers=self._dry_breakers(tuple(params.dry_sequence_breakers)) if params.dry_multiplier > 0 else None,
             matcher=self.grammars.matcher(params.structured) if params.structured is not None else None,
+            thought=BudgetState(params.thinking_budget) if params.thinking_budget is not None else None,
         )
         self._requests[request_id] = [seq]
         self.scheduler.add(seq)
@@ -202,6 +204,16 @@ class Engine:
                 raise RequestError(
                     f"{name}: token id {bad} is outside the vocabulary ({vocab} tokens)",
                     param=name,
+                    code="invalid_value",
+                )
+        budget = params.thinking_budget
+        if budget is not None:
+            ids = (*budget.start_ids, *budget.end_ids, *(budget.forced_ids or ()))
+            bad = next((t for t in ids if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise RequestError(
+                    f"thinking_budget: token id {bad} is outside the vocabulary ({vocab} tokens)",
+                    param="thinking_budget",
                     code="invalid_value",
                 )
         if params.structured is not None:
@@ -310,6 +322,7 @@ class Engine:
                 text=OutputText(self.tokenizer, params.stop),
                 dry_breakers=seq.dry_breakers,
                 matcher=seq.matcher.deep_copy() if seq.matcher is not None else None,
+                thought=BudgetState(params.thinking_budget) if params.thinking_budget is not None else None,
             )
             self.blocks.fork(seq.seq_id, child.seq_id)
             self.scheduler.running.append(child)
@@ -318,10 +331,25 @@ class Engine:
         return children
 
     def _sample(self, seq: Sequence, logits: np.ndarray, mask: np.ndarray | None = None) -> RequestOutput:
-        """Pick seq's next token (among those its grammar mask allows), add it, and say what that produced."""
-        token, logprob = sample(
-            logits, seq.params, seq.token_ids, seq.rng, len(seq.output_ids), seq.stop_token_ids, seq.dry_breakers, mask
-        )
+        """Pick seq's next token (among those its grammar mask allows, or the one its spent thinking budget
+        forces), add it, and say what that produced."""
+        forced = seq.thought.forced() if seq.thought is not None else None
+        if forced is not None:
+            token = forced
+            logprob = token_logprob(logits, token, seq.params.logprobs) if seq.params.logprobs is not None else None
+        else:
+            token, logprob = sample(
+                logits,
+                seq.params,
+                seq.token_ids,
+                seq.rng,
+                len(seq.output_ids),
+                seq.stop_token_ids,
+                seq.dry_breakers,
+                mask,
+            )
+        if seq.thought is not None and token >= 0:
+            seq.thought.accept(token)
         logprobs = [logprob] if logprob is not None else None
         now = time.perf_counter()
         if seq.first_token_s is None:

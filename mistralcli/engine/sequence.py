@@ -42,6 +42,7 @@ class Sequence:
     text: OutputText | None = None  # the output's text as it becomes final, stop strings matched
     dry_breakers: np.ndarray | None = None  # (V,) uint8, the tokens that end a DRY repeat (with DRY on)
     matcher: Any = None  # the llguidance matcher of a constrained choice (params.structured), advanced per token
+    thought: Any = None  # with params.thinking_budget: its BudgetState (engine.thinking)
     text_ends: list[int] = field(default_factory=list)  # with a matcher: len(text.text) after each output token
 
     @property
