@@ -40,15 +40,33 @@ def serve(
         30.0, "--shutdown-timeout", min=0.0, help="On SIGINT/SIGTERM, seconds to let running requests finish."
     ),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for the kernels."),
+    tool_call_parser: str = typer.Option(
+        None,
+        "--tool-call-parser",
+        help="How the model writes tool calls: hermes, mistral, llama3_json or json. Default: from its chat template.",
+    ),
+    reasoning_parser: str = typer.Option(
+        None,
+        "--reasoning-parser",
+        help="How the model writes its reasoning (think, deepseek_r1), or none. Default: from its chat template.",
+    ),
 ):
     """Serve a model over the OpenAI API (chat and text completions, streaming) on HOST:PORT.
 
     Example: mistral serve --port 8000, then
     curl http://127.0.0.1:8000/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
     """
+    from mistralcli.reasoning import REASONING_PARSERS
     from mistralcli.server.limits import ApiKeys, RateLimit
+    from mistralcli.tools import TOOL_CALL_PARSERS
 
     console = stderr_console()
+    for value, choices, hint in (
+        (tool_call_parser, list(TOOL_CALL_PARSERS), "--tool-call-parser"),
+        (reasoning_parser, [*REASONING_PARSERS, "none"], "--reasoning-parser"),
+    ):
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=hint)
     try:
         limit = RateLimit.parse(rate_limit) if rate_limit else None
     except ValueError as exc:
@@ -88,6 +106,8 @@ def serve(
         max_body_bytes=int(max_body_mb * (1 << 20)),
         access_log=None if quiet else sys.stderr,
         request_log=request_log,
+        tool_call_parser=tool_call_parser,
+        reasoning_parser=reasoning_parser,
     )
     app = make_app(engine, settings)
 

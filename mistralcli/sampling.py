@@ -47,6 +47,7 @@ class SamplingParams:
     ignore_eos: bool = False  # the model's end-of-generation tokens do not stop it
     stop_token_ids: list[int] = field(default_factory=list)  # more tokens that stop it (not in the output)
     stop: list[str] = field(default_factory=list)  # strings that stop it (not in the output)
+    skip_special_tokens: bool = True  # control tokens give no text (False: they do, as tool-call markers must)
     logprobs: int | None = None  # per output token: its log-probability and the `logprobs` most likely ones
     n: int = 1  # choices per prompt: they share the prompt's KV blocks (seeds seed, seed + 1, ...)
     structured: StructuredOutputs | None = None  # what the output must match (a JSON schema, regex, grammar...)

@@ -72,3 +72,17 @@ def test_through_the_engine_the_thought_ends_at_its_budget(llm):
         thought, _, answer = choice.text.partition("</think>")
         assert len(tokenizer.encode(thought, add_special=False)) <= 8  # the budget, give or take a merge
         assert choice.grammar_complete is True and json.loads(answer)["ok"] in (True, False), choice
+
+
+def test_rows_past_the_tokenizer_are_never_sampled(tmp_path):
+    """A model whose output layer has more rows (512) than its tokenizer has tokens (261), as padded
+    vocabularies do: no sampled token lies past the tokenizer, where it would have no text."""
+    from tiny_models import QWEN3_CHAT_TEMPLATE, make_hf_model, save_byte_level_tokenizer
+
+    make_hf_model("qwen3", head_dim=32).save_pretrained(tmp_path)
+    save_byte_level_tokenizer(tmp_path, QWEN3_CHAT_TEMPLATE)
+    llm = LLM(str(tmp_path), kv_cache_mb=8)
+    assert llm.engine.runner.vocab_size > llm.tokenizer.vocab_size
+    params = [SamplingParams(temperature=2.0, top_k=0, top_p=1.0, min_p=0.0, seed=s, max_tokens=40) for s in range(4)]
+    for out in llm.generate(["hello"] * 4, params):
+        assert max(out.outputs[0].token_ids) < llm.tokenizer.vocab_size

@@ -141,7 +141,7 @@ class Engine:
             room if params.max_tokens is None else params.max_tokens,
             frozenset(stops),
             rng=rng_state(params.seed),
-            text=OutputText(self.tokenizer, params.stop),
+            text=OutputText(self.tokenizer, params.stop, params.skip_special_tokens),
             dry_breakers=self._dry_breakers(tuple(params.dry_sequence_breakers)) if params.dry_multiplier > 0 else None,
             matcher=self.grammars.matcher(params.structured) if params.structured is not None else None,
             thought=BudgetState(params.thinking_budget) if params.thinking_budget is not None else None,
@@ -319,7 +319,7 @@ class Engine:
                 num_cached_tokens=seq.num_cached_tokens,
                 index=index,
                 rng=rng_state(seed),
-                text=OutputText(self.tokenizer, params.stop),
+                text=OutputText(self.tokenizer, params.stop, params.skip_special_tokens),
                 dry_breakers=seq.dry_breakers,
                 matcher=seq.matcher.deep_copy() if seq.matcher is not None else None,
                 thought=BudgetState(params.thinking_budget) if params.thinking_budget is not None else None,
@@ -333,6 +333,8 @@ class Engine:
     def _sample(self, seq: Sequence, logits: np.ndarray, mask: np.ndarray | None = None) -> RequestOutput:
         """Pick seq's next token (among those its grammar mask allows, or the one its spent thinking budget
         forces), add it, and say what that produced."""
+        if len(logits) > self.vocab_size:  # rows the tokenizer has no token for (a padded output layer)
+            logits[self.vocab_size :] = -np.inf
         forced = seq.thought.forced() if seq.thought is not None else None
         if forced is not None:
             token = forced

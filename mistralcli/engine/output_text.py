@@ -9,8 +9,8 @@ from mistralcli.tokenizer.detokenizer import IncrementalDetokenizer
 
 
 class OutputText:
-    def __init__(self, tokenizer, stop: list[str]):
-        self._decoder = IncrementalDetokenizer(tokenizer)
+    def __init__(self, tokenizer, stop: list[str], skip_special: bool = True):
+        self._decoder = IncrementalDetokenizer(tokenizer, skip_special)
         self._stop = [s for s in stop if s]
         self._longest = max((len(s) for s in self._stop), default=0)
         self.text = ""  # all decoded text (cut at a stop string once one matched)

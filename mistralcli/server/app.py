@@ -12,7 +12,8 @@ from mistralcli.engine.async_engine import AsyncEngine
 from mistralcli.engine.engine import Engine
 from mistralcli.server import protocol
 from mistralcli.server.base import DEFAULT_MAX_BODY_BYTES, APIError, BaseHandler, ServerSettings, ServerState
-from mistralcli.server.completions import ChatCompletionsHandler, CompletionsHandler
+from mistralcli.server.chat import ChatCompletionsHandler
+from mistralcli.server.completions import CompletionsHandler
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "APIError", "ServerSettings", "ServerState", "make_app", "routes"]
 

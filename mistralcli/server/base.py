@@ -52,6 +52,8 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     access_log: TextIO | None = sys.stderr  # one line per request; None: quiet
     request_log: TextIO | None = None  # one JSON line per request with its body and result
+    tool_call_parser: str | None = None  # a mistralcli.tools.TOOL_CALL_PARSERS name; None: the chat template's
+    reasoning_parser: str | None = None  # a mistralcli.reasoning.REASONING_PARSERS name or "none"; None: the template's
 
 
 class ServerState:

@@ -1,5 +1,6 @@
-"""POST /v1/chat/completions and /v1/completions: a request becomes engine requests (one per prompt,
-each with its n choices), whose outputs are merged and answered whole or as server-sent events.
+"""The generation endpoints' common loop, and POST /v1/completions (chat.py has /v1/chat/completions): a
+request becomes engine requests (one per prompt, each with its n choices), whose outputs are merged and
+answered whole or as server-sent events.
 
 `_GenerateHandler.generate` runs the four stages both share: admission (the server serves, the
 request is valid and within its rate limit), submission (one engine request per prompt), merging
@@ -21,7 +22,7 @@ from mistralcli.engine.async_engine import EngineDeadError
 from mistralcli.engine.engine import RequestError, RequestOutput
 from mistralcli.prompt import encode_prompt
 from mistralcli.sampling import SamplingParams
-from mistralcli.server import protocol, tool_calls
+from mistralcli.server import protocol
 from mistralcli.server.base import APIError, BaseHandler, ServerState
 from mistralcli.structured import StructuredOutputs
 
@@ -34,26 +35,18 @@ class _Choice:
     logprobs: list = field(default_factory=list)
     finish_reason: str | None = None
     started: bool = False
-    tools: tool_calls.StreamParser | None = None  # chat requests with tools: finds calls in the text
-    tool_calls: list = field(default_factory=list)
     grammar_complete: bool | None = None  # a constrained choice's, once finished (see RequestOutput)
 
-    def add(self, out: RequestOutput) -> str:
-        """Take one of the engine's outputs for this choice; returns the text to send (tool calls held back)."""
+    def add(self, out: RequestOutput):
+        """Take one of the engine's outputs for this choice; returns what to send of it (here its text)."""
         self.text += out.text
         self.token_ids += out.new_token_ids
         if out.logprobs:
             self.logprobs += out.logprobs
-        text = out.text
-        if self.tools is not None:
-            text = self.tools.feed(out.text)
-            if out.finished:
-                held, self.tool_calls = self.tools.finish()
-                text += held
         if out.finished:
-            self.finish_reason = "tool_calls" if self.tool_calls else _finish_reason(out.finish_reason)
+            self.finish_reason = _finish_reason(out.finish_reason)
             self.grammar_complete = out.grammar_complete
-        return text
+        return out.text
 
 
 @dataclass
@@ -168,8 +161,11 @@ class _GenerateHandler(BaseHandler):
         except ValueError as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
         structured, self.structured_param = self.structured(request)
+        extra = self.sampling_extras(request)
         if structured is not None:
-            params = dataclasses.replace(params, structured=structured)
+            extra["structured"] = structured
+        if extra:
+            params = dataclasses.replace(params, **extra)
         for ids in prompts:
             try:
                 state.engine.validate(ids, params)
@@ -206,6 +202,10 @@ class _GenerateHandler(BaseHandler):
                 headers["Retry-After"] = str(max(1, int(decision.retry_after + 0.999)))
             raise APIError(429, decision.message, "rate_limit_error", code="rate_limit_exceeded", headers=headers)
         self.reserved_tokens = tokens
+
+    def sampling_extras(self, request: protocol._Sampling) -> dict:
+        """SamplingParams fields a handler sets beyond the request's own sampling fields (none here)."""
+        return {}
 
     def structured(self, request: protocol._Sampling) -> tuple[StructuredOutputs | None, str | None]:
         """The constraint on the request's output, and the request field it came from (for errors): its
@@ -359,76 +359,6 @@ class _GenerateHandler(BaseHandler):
     def _token(self, token_id: int) -> tuple[str, list[int]]:
         raw = self.state.tokenizer.decode_bytes([token_id], skip_special=False)
         return raw.decode("utf-8", errors="replace"), list(raw)
-
-
-class ChatCompletionsHandler(_GenerateHandler):
-    route = "/v1/chat/completions"
-    id_prefix = "chatcmpl"
-    prompt_param = "messages"
-    response_object = "chat.completion"
-    chunk_object = "chat.completion.chunk"
-    extra_fields = {"system_fingerprint": None}
-
-    def initialize(self, state: ServerState):
-        super().initialize(state)
-        self.tool_names: tuple[str, ...] | None = None  # the tools whose calls are parsed out; None: no parsing
-
-    async def post(self):
-        request = self.parse(protocol.ChatCompletionRequest)
-        self.check_model(request.model)
-        if request.top_logprobs is not None and not request.logprobs:
-            raise APIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs", code="invalid_value")
-        text = self.render_chat(
-            request.template_messages(), request.tools, request.add_generation_prompt, request.chat_template_kwargs
-        )
-        if request.tools and request.tool_choice != "none":
-            self.tool_names = tuple(t.function.name for t in request.tools)
-        logprobs = (request.top_logprobs or 0) if request.logprobs else None
-        await self.generate(request, [self.encode_rendered(text)], logprobs)
-
-    def _new_choice(self, index: int) -> _Choice:
-        tools = tool_calls.StreamParser(self.tool_names) if self.tool_names is not None else None
-        return _Choice(index, tools=tools)
-
-    def _chunk_choice(self, choice: _Choice, out: RequestOutput, text: str) -> dict | None:
-        is_first = not choice.started
-        choice.started = True
-        if not (text or out.finished or is_first):
-            return None
-        delta = {"role": "assistant", "content": ""} if is_first else {}
-        if text:
-            delta["content"] = text
-        if out.finished and choice.tool_calls:
-            delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(choice.tool_calls)]
-        return {
-            "index": choice.index,
-            "delta": delta,
-            "logprobs": self._logprobs(out.logprobs) if self.logprobs is not None and out.logprobs else None,
-            "finish_reason": choice.finish_reason if out.finished else None,
-        }
-
-    def _response_choice(self, choice: _Choice) -> dict:
-        if choice.tool_calls:
-            message = {"role": "assistant", "content": choice.tools.content(), "tool_calls": choice.tool_calls}
-        else:
-            message = {"role": "assistant", "content": choice.text}
-        return {
-            "index": choice.index,
-            "message": message,
-            "logprobs": self._logprobs(choice.logprobs) if self.logprobs is not None else None,
-            "finish_reason": choice.finish_reason,
-        }
-
-    def _logprobs(self, entries) -> dict:
-        content = []
-        for e in entries:
-            text, raw = self._token(e.token_id)
-            top = []
-            for token_id, lp in e.top:
-                t, b = self._token(token_id)
-                top.append({"token": t, "logprob": lp, "bytes": b})
-            content.append({"token": text, "logprob": e.logprob, "bytes": raw, "top_logprobs": top})
-        return {"content": content}
 
 
 class CompletionsHandler(_GenerateHandler):

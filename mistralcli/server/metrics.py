@@ -62,6 +62,12 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.tool_call_parse_errors = Counter(
+            "mistralcli_tool_call_parse_errors",
+            "Tool calls the model opened that could not be parsed, by call format",
+            ["parser"],
+            registry=self.registry,
+        )
         self.registry.register(_EngineCollector(engine))
 
     def observe(self, route: str, status: int, seconds: float) -> None:

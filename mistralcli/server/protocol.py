@@ -6,9 +6,11 @@ Fields OpenAI defines keep its names, ranges and defaults; the engine's extensio
 typical_p, repetition_penalty, dry_*, min_tokens, ignore_eos, ...) are named as vLLM names them.
 """
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mistralcli.sampling import SamplingParams
 from mistralcli.structured import StructuredOutputs
@@ -179,6 +181,17 @@ class ToolCall(_Request):
     type: Literal["function"] = "function"
     function: FunctionCall
 
+    @field_validator("function")
+    @classmethod
+    def _arguments_are_an_object(cls, value: FunctionCall):
+        try:
+            arguments = json.loads(value.arguments)
+        except ValueError as exc:
+            raise ValueError(f"arguments is not JSON: {exc}") from None
+        if not isinstance(arguments, dict):
+            raise ValueError("arguments must be a JSON object (in a string)")
+        return value
+
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -199,6 +212,17 @@ class FunctionDefinition(_Request):
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # with tool_choice "auto", calls are held to the parameters (constrained decoding)
+
+    @field_validator("parameters")
+    @classmethod
+    def _a_json_schema(cls, value):
+        if value is not None:
+            try:
+                jsonschema.validators.validator_for(value).check_schema(value)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"not a valid JSON schema: {exc.message}") from None
+        return value
 
 
 class Tool(_Request):
@@ -206,15 +230,31 @@ class Tool(_Request):
     function: FunctionDefinition
 
 
+class FunctionName(_Request):
+    name: str
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: FunctionName
+
+
 def template_messages(messages: list[ChatMessage]) -> list[dict]:
-    """A conversation as chat templates expect it (content as one string, developer as system)."""
+    """A conversation as chat templates expect it (content as one string, developer as system, a tool
+    call's arguments as the object that OpenAI sends as JSON text)."""
     out = []
     for m in messages:
         message = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
         if m.name:
             message["name"] = m.name
         if m.tool_calls:
-            message["tool_calls"] = [c.model_dump(exclude_none=True) for c in m.tool_calls]
+            message["tool_calls"] = [
+                {
+                    **c.model_dump(exclude_none=True),
+                    "function": {"name": c.function.name, "arguments": json.loads(c.function.arguments)},
+                }
+                for c in m.tool_calls
+            ]
         if m.tool_call_id:
             message["tool_call_id"] = m.tool_call_id
         out.append(message)
@@ -227,10 +267,30 @@ class ChatCompletionRequest(_Sampling):
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     tools: list[Tool] | None = None
-    # "required" and a named function would need constrained decoding, which the engine lacks: refused
-    tool_choice: Literal["none", "auto"] | None = None
+    # "required" and a named function are forced by a grammar of the model's call syntax
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
     chat_template_kwargs: dict[str, Any] | None = None
     add_generation_prompt: bool = True
+    # the most tokens a thinking model's thought may take (vLLM's name, and ours), then it answers
+    thinking_token_budget: Annotated[int, Field(ge=0)] | None = None
+    max_thinking_tokens: Annotated[int, Field(ge=0)] | None = None
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _one_tool_choice(cls, value):
+        """One error for the field, not one per form it may take."""
+        if value is None or value in ("none", "auto", "required"):
+            return value
+        if isinstance(value, dict):
+            try:
+                return NamedToolChoice.model_validate(value)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                raise ValueError(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+        raise ValueError(
+            f'give "none", "auto", "required" or {{"type": "function", "function": {{"name": ...}}}}; got {value!r}'
+        )
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens

@@ -23,12 +23,14 @@ CACHE_SIZE = 64  # compiled grammars kept (by their text): one per distinct sche
 class _TokenizerView:
     """What llguidance's TokenizerWrapper reads from a tokenizer."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, vocab_size: int):
         self._tokenizer = tokenizer
         self.eos_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.bos_token_id = tokenizer.bos_token_id
-        self.tokens = list(tokenizer.token_bytes)
-        self.special_token_ids = sorted(tokenizer.control_ids)
+        # one entry per row of the model's logits: rows past the tokenizer's tokens are empty (never allowed)
+        tokens = list(tokenizer.token_bytes[:vocab_size])
+        self.tokens = tokens + [b""] * (vocab_size - len(tokens))
+        self.special_token_ids = sorted(i for i in tokenizer.control_ids if i < vocab_size)
 
     def __call__(self, text):
         if isinstance(text, bytes):
@@ -58,8 +60,8 @@ class GrammarCompiler:
     def lltokenizer(self) -> llguidance.LLTokenizer:
         with self._lock:
             if self._lltokenizer is None:
-                view = llguidance.TokenizerWrapper(_TokenizerView(self._tokenizer))
-                eos = sorted(self._tokenizer.eog_token_ids) or None
+                view = llguidance.TokenizerWrapper(_TokenizerView(self._tokenizer, self.vocab_size))
+                eos = sorted(t for t in self._tokenizer.eog_token_ids if t < self.vocab_size) or None
                 self._lltokenizer = llguidance.LLTokenizer(view, n_vocab=self.vocab_size, eos_token=eos)
             return self._lltokenizer
 

@@ -83,8 +83,9 @@ def after_thought(
 ) -> StructuredOutputs:
     """spec applied to the answer of a model that thinks first: the output is a thought (free text, ended by
     `end`; opened by `start` unless the prompt already opened it, and optional then), blank space, then what
-    spec allows. special_id(tag) is the tag's token id where the tokenizer has it as a special token (a
-    grammar names those by id: their text is never matched by ordinary tokens), else None."""
+    spec allows. special_id(tag) is the tag's token id where one token is the tag, else None: the grammar
+    then names the tag by that id (a special token's text is never matched by ordinary tokens, and an
+    ordinary tag token is then the only way to write the tag)."""
     grammar = spec.to_grammar()
     grammars = json.loads(grammar)["grammars"] if grammar.lstrip().startswith("{") else [{"lark_grammar": grammar}]
     answer, *rest = grammars

@@ -6,12 +6,13 @@ import codecs
 class IncrementalDetokenizer:
     """Turns token ids into text as they come, never splitting a UTF-8 character."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, skip_special: bool = True):
         self.tokenizer = tokenizer
+        self.skip_special = skip_special  # control tokens (the tokenizer's control_ids) give no text
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token_id: int) -> str:
-        return self._decoder.decode(self.tokenizer.decode_bytes([token_id]))
+        return self._decoder.decode(self.tokenizer.decode_bytes([token_id], self.skip_special))
 
     def flush(self) -> str:
         return self._decoder.decode(b"", final=True)
