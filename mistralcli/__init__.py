@@ -4,7 +4,7 @@ from mistralcli import LLM, SamplingParams
 """
 
 __version__ = "0.1.0"
-__all__ = ["LLM", "SamplingParams"]
+__all__ = ["LLM", "SamplingParams", "StructuredOutputs", "ThinkingBudget"]
 
 
 def __getattr__(name):  # the API loads on first use, so `import mistralcli` (and `mistral --help`) stays light
@@ -16,4 +16,12 @@ def __getattr__(name):  # the API loads on first use, so `import mistralcli` (an
         from mistralcli.sampling import SamplingParams
 
         return SamplingParams
+    if name == "StructuredOutputs":
+        from mistralcli.structured import StructuredOutputs
+
+        return StructuredOutputs
+    if name == "ThinkingBudget":
+        from mistralcli.engine.thinking import ThinkingBudget
+
+        return ThinkingBudget
     raise AttributeError(f"module 'mistralcli' has no attribute {name!r}")

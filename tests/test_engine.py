@@ -266,3 +266,16 @@ def test_n_choices_share_the_prompt_and_each_is_its_own_seeded_request(lm):
         assert choices[index] == alone(lm, [ids], 10, single)[0]
     assert len({tuple(c) for c in choices.values()}) > 1
     assert eng.stats()["finished_requests"] == 1
+
+
+def test_control_tokens_give_text_only_when_asked(lm):
+    """skip_special_tokens=False keeps control tokens' text (the tool-call markers some formats use are such
+    tokens); by default they give none."""
+    special = min(lm.tokenizer.control_ids - lm.tokenizer.eog_token_ids)
+    texts = {}
+    for skip in (True, False):
+        eng = engine(lm)
+        params = SamplingParams(temperature=0, max_tokens=2, allowed_token_ids=[special], skip_special_tokens=skip)
+        eng.add_request("r", [1, 2, 3], params)
+        texts[skip] = "".join(out.text for _ in range(4) for out in eng.step())
+    assert texts[True] == "" and texts[False] == lm.tokenizer.tokens[special] * 2

@@ -70,7 +70,7 @@ class _ChatChoice(_Choice):
             delta.tool_calls = _merged_tool_deltas(events)
         self.reasoning += delta.reasoning
         self.content += delta.content
-        if out.finished and self.tool_calls:
+        if out.finished and self.tool_calls and self.finish_reason != "length":  # cut off: "length", as OpenAI says
             self.finish_reason = "tool_calls"
         return delta
 
