@@ -174,9 +174,17 @@ def test_a_stop_string_rolls_the_matcher_back_to_the_text(llm):
     assert choice.grammar_complete is False  # "123" is not yet "ddd-ddd"
 
 
-@pytest.mark.parametrize("path_fixture", ["smollm2_path", "gemma_path"])  # GPT-2 BPE, and SentencePiece
-def test_the_grammar_tokenizer_sees_every_token_as_ours_does(request, path_fixture):
-    loaded = load_model(str(request.getfixturevalue(path_fixture)))
+# GGUF's GPT-2 BPE and SentencePiece, and a tokenizer.json (with added tokens, and more output rows than tokens)
+@pytest.mark.parametrize("path_fixture", ["smollm2_path", "gemma_path", "tokenizer_json_dir"])
+def test_the_grammar_tokenizer_sees_every_token_as_ours_does(request, path_fixture, tmp_path):
+    if path_fixture == "tokenizer_json_dir":
+        from tiny_models import QWEN3_CHAT_TEMPLATE, make_hf_model, save_byte_level_tokenizer
+
+        make_hf_model("qwen3", head_dim=32).save_pretrained(tmp_path)
+        save_byte_level_tokenizer(tmp_path, QWEN3_CHAT_TEMPLATE)
+        loaded = load_model(str(tmp_path))
+    else:
+        loaded = load_model(str(request.getfixturevalue(path_fixture)))
     tokenizer = loaded.tokenizer
     compiler = GrammarCompiler(tokenizer, loaded.model.output.shape[0])
     lltok = compiler.lltokenizer

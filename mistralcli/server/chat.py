@@ -194,7 +194,8 @@ class ChatCompletionsHandler(_GenerateHandler):
         """The thinking budget, and the control tokens kept in the text where the tool-call markers are such
         tokens (Mistral's [TOOL_CALLS], Llama's <|python_tag|>): the parser must see them."""
         extra = {}
-        if self.tool_parser is not None and any(self._special_id(m) is not None for m in self.tool_parser.markers):
+        markers = (*self.tool_parser.markers, *self.tool_parser.grammar_tokens) if self.tool_parser else ()
+        if any(self._special_id(m) is not None for m in markers):
             extra["skip_special_tokens"] = False
         budget = request.thinking_token_budget
         if budget is None:
