@@ -97,7 +97,7 @@ class _GenerateHandler(BaseHandler):
 
     async def generate(self, request: protocol._Sampling, prompts: list[list[int]], logprobs: int | None):
         """Answer the request for these prompts (token ids), n choices each."""
-        params = self._admit(request, prompts, logprobs)
+        params = await self._admit(request, prompts, logprobs)
         self.completion_id = f"{self.id_prefix}-{uuid.uuid4().hex[:24]}"
         self.set_header("x-request-id", self.completion_id)
         self.created = int(time.time())
@@ -147,9 +147,12 @@ class _GenerateHandler(BaseHandler):
                 self.state.limiter.settle(self._rate_key(), used - self.reserved_tokens)
 
     # ---- admission
-    def _admit(self, request: protocol._Sampling, prompts: list[list[int]], logprobs: int | None) -> SamplingParams:
+    async def _admit(
+        self, request: protocol._Sampling, prompts: list[list[int]], logprobs: int | None
+    ) -> SamplingParams:
         """Check that the server serves, that the request and its prompts are valid, and take it from
-        the rate limit (setting its headers); returns the engine's sampling params."""
+        the rate limit (setting its headers); returns the engine's sampling params. A constraint is compiled
+        on a worker thread (a large schema takes a while), so other streams go on meanwhile."""
         state = self.state
         if state.shutting_down:
             raise APIError(503, "the server is shutting down", "server_error", code="shutting_down")
@@ -166,11 +169,13 @@ class _GenerateHandler(BaseHandler):
             extra["structured"] = structured
         if extra:
             params = dataclasses.replace(params, **extra)
-        for ids in prompts:
-            try:
+        try:
+            if params.structured is not None:
+                await asyncio.get_running_loop().run_in_executor(None, state.engine.validate, prompts[0], params)
+            for ids in prompts:  # the constraint is compiled (and cached) by now: these checks are quick
                 state.engine.validate(ids, params)
-            except RequestError as exc:
-                raise self._refused(exc, request) from None
+        except RequestError as exc:
+            raise self._refused(exc, request) from None
         self._take_rate_limit(sum(len(ids) + (max_tokens or 0) * request.n for ids in prompts))
         return params
 
