@@ -245,3 +245,19 @@ def test_after_a_thought_the_answer_is_constrained(smollm2):
     as_text = tokenizer.encode(f"hmm{end}42", add_special=False, parse_special=False)
     assert ids[end] not in as_text
     assert _accepts(compiler, special, as_text) == (True, False)  # the tag's text is more thought
+
+
+def test_masks_filled_here_or_on_a_worker_are_the_same(smollm2):
+    tokenizer = smollm2.tokenizer
+    vocab = smollm2.model.output.shape[0]
+    here, worker = GrammarCompiler(tokenizer, vocab, overlap=False), GrammarCompiler(tokenizer, vocab, overlap=True)
+    prefixes = ["", '{"name": "Jo', '{"name": "Jo", "age": 4', '{"name": "Jo", "age": 41, "address": {']
+    matchers = {}
+    for compiler in (here, worker):
+        matchers[compiler] = [compiler.matcher(StructuredOutputs(json=PERSON)) for _ in prefixes]
+        for matcher, text in zip(matchers[compiler], prefixes, strict=True):
+            assert matcher.consume_tokens(tokenizer.encode(text, add_special=False))
+    a = here.start_masks(matchers[here]).result()
+    b = worker.start_masks(matchers[worker]).result()
+    assert a.shape == (len(prefixes), (vocab + 31) // 32) and np.array_equal(a, b)
+    assert len({row.tobytes() for row in a}) == len(prefixes)  # each state allows its own tokens

@@ -1,6 +1,7 @@
 """N requests at once through the engine (`mistral bench --concurrency`), optionally each level also under
 a JSON schema (`--structured`), measured in the same run, so the grammar's cost is a ratio of like runs."""
 
+import statistics
 import time
 
 from mistralcli.bench.figures import concurrency_level, prompt_ids
@@ -41,10 +42,11 @@ def bench_concurrency(
     (median [min..max] over repetitions), time to first token and inter-token latency (p50/p95 over every
     request and token of all repetitions), and the engine's share of the step time.
 
-    With structured (a StructuredOutputs), every repetition runs the level free and then constrained, and the
-    result is {"free": levels' figures, "structured": theirs, "cost": {N: 1 - constrained / free aggregate}};
-    else the levels' figures. The same fields as the HTTP mode's (`mistral bench --url`), so one report
-    compares both."""
+    With structured (a StructuredOutputs), every repetition runs the level free and constrained, back to back
+    (in turn first, so a drift of the machine's speed weighs on both alike), and the result is {"free":
+    levels' figures, "structured": theirs, "cost": {N: 1 - the median over repetitions of constrained / free
+    aggregate tok/s}} (paired, so that noise between repetitions cancels); else the levels' figures. The
+    same fields as the HTTP mode's (`mistral bench --url`), so one report compares both."""
     from dataclasses import replace
 
     from mistralcli.engine.engine import Engine, EngineConfig
@@ -70,7 +72,8 @@ def bench_concurrency(
         )
         samples = {name: ([], [], [], [], [0], [0.0]) for name in variants}
         for rep in range(repetitions + 1):  # the first is a warm-up
-            for name, params in variants.items():
+            order = list(variants.items())
+            for name, params in order if rep % 2 else order[::-1]:
                 aggregate, per_stream, ttft, itl, errors, overhead = samples[name]
                 tag = f"{n}.{rep}.{name}"
                 one = _repetition(engine, params, {f"{tag}-{i}": distinct(f"{tag}-{i}") for i in range(n)})
@@ -90,10 +93,10 @@ def bench_concurrency(
                 progress(f"mistralcli concurrency {n}{label}: {rate:.1f} tok/s aggregate")
     if structured is None:
         return results["free"]
-    cost = {
-        n: 1 - results["structured"][n]["aggregate_tok_s"]["median"] / f["aggregate_tok_s"]["median"]
-        for n, f in results["free"].items()
-    }
+    cost = {}
+    for n, f in results["free"].items():
+        pairs = zip(results["structured"][n]["aggregate_tok_s"]["values"], f["aggregate_tok_s"]["values"], strict=True)
+        cost[n] = 1 - statistics.median(c / r for c, r in pairs)
     return {**results, "cost": cost}
 
 

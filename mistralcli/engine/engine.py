@@ -21,6 +21,7 @@ from mistralcli.engine.scheduler import Scheduler, SchedulerConfig
 from mistralcli.engine.sequence import Sequence, SequenceStatus
 from mistralcli.engine.thinking import BudgetState
 from mistralcli.errors import MistralError
+from mistralcli.ops.cpu import available_cores
 from mistralcli.sampling import SamplingParams, TokenLogprob, dry_breaker_mask, rng_state, sample, token_logprob
 from mistralcli.structured import GrammarError
 from mistralcli.structured.grammars import GrammarCompiler
@@ -113,7 +114,9 @@ class Engine:
         self.cache = PagedKVCache(a.num_hidden_layers, num_blocks, config.block_size, a.num_key_value_heads, a.head_dim)
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
         self.runner = ModelRunner(model, self.cache, self.blocks)
-        self.grammars = GrammarCompiler(tokenizer, self.runner.vocab_size)
+        # grammar masks overlap the forward only where a core is left over from the kernels' threads
+        kernel_threads = getattr(model.ops, "num_threads", 0)
+        self.grammars = GrammarCompiler(tokenizer, self.runner.vocab_size, overlap=available_cores() > kernel_threads)
         self._mask_rows: dict[int, int] = {}  # this step's constrained sequences: seq id -> row of the masks
         self.counters = EngineCounters()
         self._requests: dict[str, list[Sequence]] = {}  # request id -> its choices (one until it forks)

@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import llguidance
 import numpy as np
-from llguidance.numpy import fill_next_token_bitmask_par
+from llguidance.numpy import fill_next_token_bitmask, fill_next_token_bitmask_par
 
 from mistralcli.structured.spec import GrammarError, StructuredOutputs
 
@@ -47,9 +47,10 @@ class GrammarCompiler:
     more rows than the tokenizer has tokens: those are never allowed). Thread-safe: the server checks
     requests on its own thread while the engine steps on another."""
 
-    def __init__(self, tokenizer, vocab_size: int):
+    def __init__(self, tokenizer, vocab_size: int, overlap: bool = True):
         self._tokenizer = tokenizer
         self.vocab_size = vocab_size
+        self.overlap = overlap  # fill masks on a worker thread while the model runs (False: at once, here)
         self._lltokenizer = None
         self._compiled: OrderedDict[str, llguidance.LLMatcher] = OrderedDict()
         self._lock = threading.Lock()
@@ -98,13 +99,21 @@ class GrammarCompiler:
 
     # ---- a step's masks
     def start_masks(self, matchers: list[llguidance.LLMatcher]) -> "Future[np.ndarray]":
-        """Fill the next-token masks of these matchers ((B, words) int32, row i for matchers[i]) on a worker
-        thread, which llguidance spreads over its own threads without the GIL: the model's forward runs
-        meanwhile. The matchers must not be advanced before the future is done."""
+        """Fill the next-token masks of these matchers ((B, words) int32, row i for matchers[i]). With
+        overlap, on a worker thread, which llguidance spreads over its own threads without the GIL: the
+        model's forward runs meanwhile (the matchers must not be advanced before the future is done).
+        Without (no core is left over from the kernels' threads, whose spinning a worker would slow), one
+        after another, here: a mask takes tens of microseconds."""
+        masks = np.empty((len(matchers), mask_words(self.vocab_size)), dtype=np.int32)
+        if not self.overlap:
+            for i, matcher in enumerate(matchers):
+                fill_next_token_bitmask(matcher, masks, i)
+            done: Future = Future()
+            done.set_result(masks)
+            return done
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar-masks")
             self._executor = llguidance.LLExecutor()
-        masks = np.empty((len(matchers), mask_words(self.vocab_size)), dtype=np.int32)
         batch = [(m, i) for i, m in enumerate(matchers)]
         return self._pool.submit(_fill, self._executor, batch, masks)
 
