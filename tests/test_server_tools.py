@@ -85,3 +85,23 @@ def test_required_always_gives_a_valid_call_whole_and_streamed(served):
                 jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
             streamed = _streamed_calls(list(c.chat.completions.create(**kw, stream=True)))
             assert [s[1:] for s in streamed[: len(calls)]] == [(t.function.name, t.function.arguments) for t in calls]
+
+
+def test_auto_without_parallel_calls_makes_at_most_one(served):
+    c = client(served)
+    model = c.models.list().data[0].id
+    question = "What is the forecast for Lyon and for Paris, for 3 days each, in celsius?"
+    for seed in range(2):
+        choice = c.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": question}],
+            tools=TOOLS,
+            parallel_tool_calls=False,
+            temperature=1.0,
+            seed=seed,
+            max_tokens=80,
+        ).choices[0]
+        calls = choice.message.tool_calls or []
+        assert len(calls) <= 1 and getattr(choice, "tool_call_parse_error", None) is None, choice
+        if calls:
+            assert choice.finish_reason == "tool_calls" and calls[0].function.name in SCHEMAS

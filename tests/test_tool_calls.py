@@ -288,3 +288,17 @@ def test_markers_that_are_not_control_tokens_are_text_in_the_grammar():
     grammar = TOOL_CALL_PARSERS["mistral"].call_grammar(TOOLS)  # no special_tokens: the markers are text
     text = '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}'
     assert _accepts(grammar, text, ids=lambda t: list(t.encode())) and not _accepts(grammar, text)
+
+
+@pytest.mark.parametrize("fmt", sorted(GRAMMAR_CASES))
+@pytest.mark.parametrize("markers_are_tokens", [True, False])
+def test_without_parallel_calls_auto_allows_text_or_one_call(fmt, markers_are_tokens):
+    one, two, bad = GRAMMAR_CASES[fmt]
+    special = SPECIAL_IDS if markers_are_tokens else {}
+    ids = _ids if markers_are_tokens else (lambda t: list(t.encode()))
+    grammar = TOOL_CALL_PARSERS[fmt].strict_grammar(TOOLS, special_tokens=special, parallel=False)
+    assert llguidance.LLMatcher.validate_grammar(grammar, LLTOKENIZER) == ""
+    assert _accepts(grammar, "The weather is fine.", ids) and _accepts(grammar, one, ids)
+    assert not _accepts(grammar, two, ids)  # a second call is neither a call nor text
+    if fmt in ("hermes", "mistral"):
+        assert _accepts(grammar, f"Let me look. {one}", ids) and not _accepts(grammar, f"Let me look. {one} Done.", ids)

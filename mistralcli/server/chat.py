@@ -166,6 +166,8 @@ class ChatCompletionsHandler(_GenerateHandler):
         model, it holds for the answer after the thought (which stays free)."""
         own, param = super().structured(request)
         forced = self._tool_constraint(request)
+        if forced is not None and forced[1] == "parallel_tool_calls" and own is not None:
+            forced = None  # the output is the request's own shape: the one-call grammar has nothing to hold
         if forced is not None and own is not None:
             why = "tool_choice forces the output" if forced[1] == "tool_choice" else "strict tools constrain it"
             raise APIError(400, f"{param} cannot be combined with tool calls: {why}", param=param, code="invalid_value")
@@ -220,7 +222,9 @@ class ChatCompletionsHandler(_GenerateHandler):
 
     def _tool_constraint(self, request: protocol.ChatCompletionRequest) -> tuple[StructuredOutputs, str] | None:
         """tool_choice "required" or a named function: a grammar of nothing but calls in the model's syntax;
-        "auto" with strict tools: free text whose calls are held to their parameters. With the field asking."""
+        "auto" with strict tools, or with parallel_tool_calls false: free text whose calls are held to the
+        syntax (and, for strict tools, to their parameters; at most one call without parallel calls). With
+        the field asking."""
         if self.tool_parser is None:
             return None
         tokenizer = self.state.tokenizer
@@ -233,10 +237,12 @@ class ChatCompletionsHandler(_GenerateHandler):
                 self.tools, names=names, parallel=request.parallel_tool_calls, special_tokens=special
             )
             return StructuredOutputs(grammar=grammar), "tool_choice"
-        if any(t.function.strict for t in request.tools):
-            return StructuredOutputs(
-                grammar=self.tool_parser.strict_grammar(self.tools, special_tokens=special)
-            ), "tools"
+        strict = any(t.function.strict for t in request.tools)
+        if strict or not request.parallel_tool_calls:  # "auto": text, and calls held to the syntax (at most one)
+            grammar = self.tool_parser.strict_grammar(
+                self.tools, special_tokens=special, parallel=request.parallel_tool_calls
+            )
+            return StructuredOutputs(grammar=grammar), "tools" if strict else "parallel_tool_calls"
         return None
 
     def _new_choice(self, index: int) -> _ChatChoice:

@@ -106,9 +106,12 @@ class ToolCallParser:
         raise NotImplementedError
 
     @classmethod
-    def strict_grammar(cls, tools: Sequence[Mapping], *, special_tokens: Mapping[str, int] | None = None) -> str:
-        """A Lark grammar for tool_choice "auto" with strict tools: any text, but a call the model opens must
-        name a tool, with arguments matching its parameters where the tool is strict."""
+    def strict_grammar(
+        cls, tools: Sequence[Mapping], *, special_tokens: Mapping[str, int] | None = None, parallel: bool = True
+    ) -> str:
+        """A Lark grammar for tool_choice "auto" with strict tools, or with parallel_tool_calls false: any
+        text, but a call the model opens must name a tool, with arguments matching its parameters where the
+        tool is strict (an object where it is not); parallel False: at most one call, and nothing after it."""
         raise NotImplementedError
 
     # ---- the output's structure

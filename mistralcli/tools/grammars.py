@@ -27,9 +27,11 @@ def hermes(tools: Sequence[Mapping], names: Sequence[str] | None, parallel: bool
     )
 
 
-def hermes_strict(tools: Sequence[Mapping], special: Mapping[str, int]) -> str:
+def hermes_strict(tools: Sequence[Mapping], special: Mapping[str, int], parallel: bool = True) -> str:
     body = f'"\\n" fn "\\n" {_marker("</tool_call>", special)}'
-    return _lark(*_text_with_calls("<tool_call>", body, special), f"fn: {_json(_calls_schema(tools, strict=True))}")
+    return _lark(
+        *_text_with_calls("<tool_call>", body, special, parallel), f"fn: {_json(_calls_schema(tools, strict=True))}"
+    )
 
 
 def mistral(tools: Sequence[Mapping], names: Sequence[str] | None, parallel: bool, special: Mapping[str, int]) -> str:
@@ -38,8 +40,11 @@ def mistral(tools: Sequence[Mapping], names: Sequence[str] | None, parallel: boo
     return _lark(f"start: {marker} calls", *_mistral_calls(tools, names, parallel, special))
 
 
-def mistral_strict(tools: Sequence[Mapping], special: Mapping[str, int]) -> str:
-    return _lark(*_text_with_calls("[TOOL_CALLS]", "calls", special), *_mistral_calls(tools, None, True, special, True))
+def mistral_strict(tools: Sequence[Mapping], special: Mapping[str, int], parallel: bool = True) -> str:
+    return _lark(
+        *_text_with_calls("[TOOL_CALLS]", "calls", special, parallel),
+        *_mistral_calls(tools, None, parallel, special, True),
+    )
 
 
 def _mistral_calls(tools, names, parallel, special, strict=False) -> list[str]:
@@ -62,12 +67,12 @@ def llama3_json(tools: Sequence[Mapping], names: Sequence[str] | None, parallel:
     return _lark(*_llama3_calls(tools, names, parallel), "start: calls")
 
 
-def llama3_json_strict(tools: Sequence[Mapping], special: Mapping[str, int]) -> str:
+def llama3_json_strict(tools: Sequence[Mapping], special: Mapping[str, int], parallel: bool = True) -> str:
     """Text that does not open with `{`, or calls; after `<|python_tag|>` where that is a control token."""
     start = "start: calls | TEXT" + (
         f" | {_marker('<|python_tag|>', special)} calls" if "<|python_tag|>" in special else ""
     )
-    return _lark(start, r"TEXT: /([^{](.|\n)*)?/", *_llama3_calls(tools, None, True, strict=True))
+    return _lark(start, r"TEXT: /([^{](.|\n)*)?/", *_llama3_calls(tools, None, parallel, strict=True))
 
 
 def _llama3_calls(tools, names, parallel, strict=False) -> list[str]:
@@ -82,9 +87,10 @@ def bare_json(tools: Sequence[Mapping], names: Sequence[str] | None, parallel: b
     return _lark("start: fn", f"fn: {_json(_bare_schema(tools, names, parallel))}")
 
 
-def bare_json_strict(tools: Sequence[Mapping]) -> str:
+def bare_json_strict(tools: Sequence[Mapping], parallel: bool = True) -> str:
     """Text that does not open with `{` or `[`, or calls."""
-    return _lark("start: fn | TEXT", r"TEXT: /([^{\[](.|\n)*)?/", f"fn: {_json(_bare_schema(tools, None, True, True))}")
+    schema = _bare_schema(tools, None, parallel, True)
+    return _lark("start: fn | TEXT", r"TEXT: /([^{\[](.|\n)*)?/", f"fn: {_json(schema)}")
 
 
 def _bare_schema(tools, names, parallel, strict=False) -> dict:
@@ -131,12 +137,26 @@ def _marker(text: str, special: Mapping[str, int]) -> str:
     return f"<[{special[text]}]>" if text in special else json.dumps(text)
 
 
-def _text_with_calls(trigger: str, body: str, special: Mapping[str, int]) -> list[str]:
-    """Free text with calls (`trigger` then body) anywhere in it: the pattern llguidance.StructTag compiles."""
-    rules = ["start: call* TEXT", f"TEXT: {ANY_TEXT}"]
+def _text_with_calls(trigger: str, body: str, special: Mapping[str, int], parallel: bool = True) -> list[str]:
+    """Free text with calls (`trigger` then body) anywhere in it: the pattern llguidance.StructTag compiles.
+    parallel False: text with no call, or text then one call and nothing after it; the free text cannot
+    hold the trigger's text (a lexeme that is the intersection of any text and the negation of any text
+    holding the trigger), so a second call cannot pass for text."""
+    if parallel:
+        rules = ["start: call* TEXT", f"TEXT: {ANY_TEXT}"]
+    elif trigger in special:  # a control token is never text: any text is free of it
+        rules = ["start: TEXT | call", f"TEXT: {ANY_TEXT}"]
+    else:
+        holding = "/(.|\\n)*" + _regex_literal(trigger) + "(.|\\n)*/"
+        rules = ["start: TEXT | call", f"TEXT: {ANY_TEXT} & ~{holding}"]
     if trigger in special:
         return rules + [f"call: TEXT {_marker(trigger, special)} {body}"]
     return rules + [f"call_open[lazy]: TEXT {json.dumps(trigger)}", f"call: call_open {body}"]
+
+
+def _regex_literal(text: str) -> str:
+    """text as a regex that matches it literally, inside Lark's /.../."""
+    return "".join("\\" + c if c in r"\.^$|?*+()[]{}/" else c for c in text)
 
 
 def _lark(*rules: str) -> str:

@@ -34,8 +34,8 @@ class HermesParser(ToolCallParser):
         return grammars.hermes(tools, names, parallel, special_tokens or {})
 
     @classmethod
-    def strict_grammar(cls, tools, *, special_tokens=None):
-        return grammars.hermes_strict(tools, special_tokens or {})
+    def strict_grammar(cls, tools, *, special_tokens=None, parallel=True):
+        return grammars.hermes_strict(tools, special_tokens or {}, parallel)
 
 
 class MistralParser(ToolCallParser):
@@ -71,8 +71,8 @@ class MistralParser(ToolCallParser):
         return grammars.mistral(tools, names, parallel, special_tokens or {})
 
     @classmethod
-    def strict_grammar(cls, tools, *, special_tokens=None):
-        return grammars.mistral_strict(tools, special_tokens or {})
+    def strict_grammar(cls, tools, *, special_tokens=None, parallel=True):
+        return grammars.mistral_strict(tools, special_tokens or {}, parallel)
 
 
 class Llama3JsonParser(ToolCallParser):
@@ -90,8 +90,8 @@ class Llama3JsonParser(ToolCallParser):
         return grammars.llama3_json(tools, names, parallel)
 
     @classmethod
-    def strict_grammar(cls, tools, *, special_tokens=None):
-        return grammars.llama3_json_strict(tools, special_tokens or {})
+    def strict_grammar(cls, tools, *, special_tokens=None, parallel=True):
+        return grammars.llama3_json_strict(tools, special_tokens or {}, parallel)
 
 
 class JsonParser(ToolCallParser):
@@ -102,8 +102,8 @@ class JsonParser(ToolCallParser):
         return grammars.bare_json(tools, names, parallel)
 
     @classmethod
-    def strict_grammar(cls, tools, *, special_tokens=None):
-        return grammars.bare_json_strict(tools)
+    def strict_grammar(cls, tools, *, special_tokens=None, parallel=True):
+        return grammars.bare_json_strict(tools, parallel)
 
 
 TOOL_CALL_PARSERS: dict[str, type[ToolCallParser]] = {
