@@ -57,7 +57,18 @@ def run(
     grammar: Path = typer.Option(
         None, "--grammar", help="Constrain the answer to this grammar file (Lark, or GBNF as llama.cpp writes it)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with text, usage and timings."),
+    think: bool = typer.Option(
+        None,
+        "--think/--no-think",
+        help="A thinking model (Qwen3, ...): turn its thinking on or off (enable_thinking). Default: its template's.",
+        show_default=False,
+    ),
+    thinking_budget: int = typer.Option(
+        None, "--thinking-budget", min=0, help="A thinking model's thought ends after this many tokens."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object with text (and a thinking model's reasoning), usage and timings."
+    ),
     replace_invalid: bool = typer.Option(False, "--replace-invalid", help=REPLACE_INVALID_HELP.format("PROMPT")),
 ):
     """Generate an answer to PROMPT and print it.
@@ -66,6 +77,8 @@ def run(
 
     Structured: mistral run --json-schema person.json "A person"   (stdout is then exactly the constrained text,
     and the exit status is 1 if it ended, at --max-tokens, before the constraint was complete)
+
+    A thinking model's thought goes to stderr (dimmed, on a terminal) and its answer to stdout.
     """
     text = read_text_argument(prompt, replace_invalid=replace_invalid)
     if not (text if raw else text.strip()):
@@ -87,7 +100,8 @@ def run(
 
     from mistralcli.generation import GenerationStats, generate
     from mistralcli.loading.loader import load_model
-    from mistralcli.prompt import chat_prompt_ids, encode_prompt
+    from mistralcli.prompt import encode_prompt, render_chat
+    from mistralcli.reasoning import Thinking
     from mistralcli.sampling import SamplingParams
 
     console = stderr_console()
@@ -108,11 +122,21 @@ def run(
         params = dataclasses.replace(params, structured=structured)
 
     tokenizer = loaded.tokenizer
+    thinking = None
     if raw or loaded.chat_template is None:
         prompt_ids = encode_prompt(tokenizer, text)
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-        prompt_ids = chat_prompt_ids(tokenizer, loaded.chat_template, messages)
+        kwargs = {"enable_thinking": think} if think is not None else None
+        rendered = render_chat(loaded.chat_template, messages, template_kwargs=kwargs)
+        prompt_ids = encode_prompt(tokenizer, rendered)
+        thinking = Thinking.of(loaded.chat_template.source, rendered)
+    if thinking_budget is not None:
+        if thinking is None:
+            raise typer.BadParameter(f"{loaded.name} does not think (its chat template has no thought)")
+        params = dataclasses.replace(params, thinking_budget=thinking.budget(tokenizer, thinking_budget))
+    if thinking is not None and params.structured is not None:
+        params = dataclasses.replace(params, structured=thinking.constrain(params.structured, tokenizer))
 
     room = loaded.context_length - len(prompt_ids)
     if 0 < room < max_tokens:
@@ -124,24 +148,37 @@ def run(
         max_tokens = room
 
     stats = GenerationStats()
-    pieces = []
+    pieces, thought = [], []
+    splitter = thinking.new_parser() if thinking is not None else None
+    show_thought = console.is_terminal and not as_json
+
+    def emit(reasoning: str, piece: str) -> None:
+        thought.append(reasoning)
+        if reasoning and show_thought:
+            console.print(reasoning, style="dim", end="", soft_wrap=True, markup=False, highlight=False)
+        pieces.append(piece)
+        if stream and piece:
+            write_stdout(piece)
+
     stream = not as_json
     # A terminal that sees no streamed text (--json, or stdout redirected) sees progress instead.
     show_progress = console.is_terminal and not (stream and sys.stdout.isatty())
     with GenerationProgress(console, max_tokens) if show_progress else nullcontext() as progress:
         # a closed stdout (`| head`) ends the command quietly (MistralCommand), and generate frees the request
         for piece in generate(loaded.model, tokenizer, prompt_ids, params, max_tokens, loaded.context_length, stats):
-            pieces.append(piece)
-            if stream:
-                write_stdout(piece)
+            reasoning, piece = splitter.feed(piece) if splitter is not None else ("", piece)
+            emit(reasoning, piece)
             if progress is not None:
                 progress.update(stats.completion_tokens)
+        if splitter is not None:
+            emit(*splitter.finish())
     answer = "".join(pieces)
     if as_json:
         write_stdout(
             json.dumps(
                 {
                     "text": answer,
+                    **({"reasoning": "".join(thought) if splitter.has_thought else None} if splitter else {}),
                     "finish_reason": stats.finish_reason,
                     **({"grammar_complete": stats.grammar_complete} if structured is not None else {}),
                     "model": loaded.name,

@@ -14,7 +14,11 @@ is content, tags and all. Whitespace as Qwen3's own template reads an answer bac
 `</think>` are dropped, and the whitespace before an opening `<think>`; the rest is kept as written.
 """
 
+from dataclasses import dataclass
 from enum import Enum
+
+from mistralcli.engine.thinking import ThinkingBudget
+from mistralcli.structured.spec import StructuredOutputs, after_thought
 
 THINK_MARKERS = ("<think>", "</think>", "enable_thinking")
 
@@ -145,3 +149,57 @@ def split_reasoning(text: str, parser: ThinkParser | None = None) -> tuple[str |
     reasoning, content = parser.feed(text)
     more_reasoning, more_content = parser.finish()
     return (reasoning + more_reasoning if parser.has_thought else None), content + more_content
+
+
+@dataclass(frozen=True)
+class Thinking:
+    """How a request's output thinks: its parser, and whether the prompt left a thought open. With the
+    tokenizer, the engine's side of it: a thinking budget, and a constraint held for the answer after the
+    thought. The server and `mistral run` build theirs with `Thinking.of`."""
+
+    parser: type[ThinkParser]
+    starts_inside: bool
+
+    @classmethod
+    def of(cls, template_source: str | None, prompt: str, override: str | None = None) -> "Thinking | None":
+        """The template's reasoning (override: a parser's name, or "none"), for this rendered prompt; None
+        when the model does not think."""
+        name = override or reasoning_parser_for_template(template_source)
+        if not name or name == "none":
+            return None
+        parser = REASONING_PARSERS[name]
+        return cls(parser, prompt_ends_in_thought(prompt, parser))
+
+    def new_parser(self) -> ThinkParser:
+        return self.parser(self.starts_inside)
+
+    def budget(self, tokenizer, tokens: int) -> ThinkingBudget:
+        """At most `tokens` in the thought; then "\\n</think>\\n\\n" is forced, as the models write it."""
+
+        def ids(text: str) -> tuple[int, ...]:
+            return tuple(tokenizer.encode(text, add_special=False))
+
+        return ThinkingBudget(
+            tokens,
+            start_ids=ids(self.parser.start_tag),
+            end_ids=ids(self.parser.end_tag),
+            forced_ids=ids("\n" + self.parser.end_of_thought_text + "\n\n"),
+            starts_inside=self.starts_inside,
+        )
+
+    def constrain(self, spec: StructuredOutputs, tokenizer) -> StructuredOutputs:
+        """spec held for the answer after the thought (the thought stays free)."""
+        return after_thought(
+            spec, self.parser.start_tag, self.parser.end_tag, self.starts_inside, lambda tag: tag_token(tokenizer, tag)
+        )
+
+
+def tag_token(tokenizer, text: str) -> int | None:
+    """The one token a tag is (a control token, or a single token of the vocabulary), which a grammar then
+    names by id, so the model writes that token (as a thinking budget and the parser expect), not the tag's
+    text in pieces; None: the tag is more than one token."""
+    special = next((i for i in tokenizer.control_ids if tokenizer.tokens[i] == text), None)
+    if special is not None:
+        return special
+    ids = tokenizer.encode(text, add_special=False)
+    return ids[0] if len(ids) == 1 else None

@@ -362,3 +362,29 @@ def test_run_constraint_errors_are_usage_errors_before_loading(tmp_path):
         (("--regex", "a", "--json-object"), ["give one constraint"]),
     ]:
         assert_clean_error(mistral("run", "hi", *args, *model), 2, *needles)
+
+
+def test_run_with_a_thinking_model_keeps_the_thought_off_stdout(tmp_path, smollm2_path):
+    from tiny_models import QWEN3_CHAT_TEMPLATE, make_hf_model, save_byte_level_tokenizer
+
+    make_hf_model("qwen3", head_dim=32).save_pretrained(tmp_path)
+    save_byte_level_tokenizer(tmp_path, QWEN3_CHAT_TEMPLATE)
+    model = ("--model", str(tmp_path), "--temperature", "1", "-n", "40")
+    thought = 0
+    for seed in range(1, 6):
+        result = mistral("run", "hi", *model, "--seed", str(seed), "--thinking-budget", "4", "--json-object", "--json")
+        out = json.loads(result.stdout)
+        assert "reasoning" in out, out
+        if out["grammar_complete"]:  # the random model may spend -n on a long object: then it is said so
+            assert isinstance(json.loads(out["text"]), dict) and result.returncode == 0
+        else:
+            assert out["finish_reason"] == "length" and result.returncode == 1
+        thought += out["reasoning"] is not None
+        plain = mistral("run", "hi", *model, "--seed", str(seed), "--thinking-budget", "4", "--json-object")
+        assert plain.stdout == out["text"]  # stdout: the answer alone, the thought is elsewhere
+    assert thought > 0
+    on = json.loads(mistral("run", "hi", *model, "--think", "--json", "-n", "1").stdout)
+    off = json.loads(mistral("run", "hi", *model, "--no-think", "--json", "-n", "1").stdout)
+    assert off["usage"]["prompt_tokens"] > on["usage"]["prompt_tokens"]  # the empty <think></think> block
+    refused = mistral("run", "hi", "--model", str(smollm2_path), "--thinking-budget", "4")
+    assert_clean_error(refused, 2, "does not think")

@@ -55,7 +55,8 @@ def test_a_budgeted_thought_then_an_answer_under_the_schema(server):
         if message["reasoning_content"] is not None:  # the random model opened a thought: the budget cut it
             thought += 1
             assert "</think>" not in message["reasoning_content"]
-            assert len(message["reasoning_content"].encode()) <= 6 + 1  # byte tokens: the budget, and a newline
+            # byte tokens: the budget, the rest of a character it ended inside (up to 3 bytes), a newline
+            assert len(message["reasoning_content"].encode()) <= 6 + 3 + 1
     assert thought > 0  # some of the seeds thought (the grammar lets the model open a thought or not)
 
 

@@ -86,3 +86,15 @@ def test_rows_past_the_tokenizer_are_never_sampled(tmp_path):
     params = [SamplingParams(temperature=2.0, top_k=0, top_p=1.0, min_p=0.0, seed=s, max_tokens=40) for s in range(4)]
     for out in llm.generate(["hello"] * 4, params):
         assert max(out.outputs[0].token_ids) < llm.tokenizer.vocab_size
+
+
+def test_forcing_waits_while_other_tokens_are_taken():
+    """The engine samples instead of forcing while the text is inside a UTF-8 character: the forcing resumes."""
+    state = BudgetState(ThinkingBudget(1, start_ids=(), end_ids=(8, 9), starts_inside=True))
+    state.accept(5)  # the budget is spent
+    assert state.forced() == 8
+    state.accept(200)  # sampled: the rest of a character
+    assert state.forced() == 8
+    state.accept(8)
+    state.accept(9)
+    assert state.phase is Phase.DONE and state.forced() is None

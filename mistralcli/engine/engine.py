@@ -338,7 +338,9 @@ class Engine:
         forces), add it, and say what that produced."""
         if len(logits) > self.vocab_size:  # rows the tokenizer has no token for (a padded output layer)
             logits[self.vocab_size :] = -np.inf
-        forced = seq.thought.forced() if seq.thought is not None else None
+        # a spent thinking budget forces the thought's end, once the text is not inside a character (as
+        # llama.cpp's reasoning budget waits for UTF-8: a forced tag there would leave broken text)
+        forced = seq.thought.forced() if seq.thought is not None and not seq.text.in_character else None
         if forced is not None:
             token = forced
             logprob = token_logprob(logits, token, seq.params.logprobs) if seq.params.logprobs is not None else None

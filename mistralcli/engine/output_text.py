@@ -28,6 +28,11 @@ class OutputText:
             return self._release(len(self.text)), True
         return self._release(len(self.text) - self._held_back()), False
 
+    @property
+    def in_character(self) -> bool:
+        """The output so far ends inside a UTF-8 character."""
+        return self._decoder.in_character
+
     def finish(self) -> str:
         """The rest, when the sequence ends for another reason than a stop string."""
         self.text += self._decoder.flush()

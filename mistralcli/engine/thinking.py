@@ -51,7 +51,8 @@ class _Sequence:
 
 class BudgetState:
     """One choice's thought: `forced()` is the token it must take next (None: sample it), `accept(token)`
-    follows every token taken."""
+    follows every token taken. The engine may sample instead of forcing (to finish a UTF-8 character the
+    thought was in the middle of): a token that is not the forced one leaves the forcing where it was."""
 
     def __init__(self, spec: ThinkingBudget):
         self.spec = spec
@@ -78,7 +79,7 @@ class BudgetState:
                 self.phase = Phase.DONE
             elif self.used >= self.spec.budget:
                 self._force()
-        elif self.phase is Phase.FORCING:
+        elif self.phase is Phase.FORCING and token == self._forcing[0]:  # else sampled: a character to finish
             self._forcing.pop(0)
             if not self._forcing:
                 self.phase = Phase.DONE

@@ -8,14 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mistralcli.engine.engine import RequestOutput
-from mistralcli.engine.thinking import ThinkingBudget
 from mistralcli.prompt import PromptError, render_chat
-from mistralcli.reasoning import REASONING_PARSERS, ThinkParser, prompt_ends_in_thought, reasoning_parser_for_template
+from mistralcli.reasoning import Thinking, ThinkParser
 from mistralcli.server import protocol
 from mistralcli.server.base import APIError, ServerState
 from mistralcli.server.completions import _Choice, _GenerateHandler
 from mistralcli.structured import StructuredOutputs
-from mistralcli.structured.spec import after_thought
 from mistralcli.tools import (
     TOOL_CALL_PARSERS,
     ContentDelta,
@@ -117,8 +115,7 @@ class ChatCompletionsHandler(_GenerateHandler):
         super().initialize(state)
         self.tools: list[dict] = []  # the request's tools, as dicts
         self.tool_parser: type[ToolCallParser] | None = None  # None: the output is not parsed for calls
-        self.reasoning_parser: type[ThinkParser] | None = None
-        self.starts_in_thought = False  # the prompt leaves a think block open
+        self.thinking: Thinking | None = None  # how the model thinks, where it does
 
     async def post(self):
         request = self.parse(protocol.ChatCompletionRequest)
@@ -153,10 +150,7 @@ class ChatCompletionsHandler(_GenerateHandler):
         """The reasoning parser and the tool-call parser: the server's, or the ones its chat template calls for."""
         settings = self.state.settings
         source = settings.chat_template.source
-        name = settings.reasoning_parser or reasoning_parser_for_template(source)
-        if name and name != "none":
-            self.reasoning_parser = REASONING_PARSERS[name]
-            self.starts_in_thought = prompt_ends_in_thought(prompt, self.reasoning_parser)
+        self.thinking = Thinking.of(source, prompt, settings.reasoning_parser)
         if request.tools and request.tool_choice != "none":
             self.tools = [t.model_dump(exclude_none=True) for t in request.tools]
             self.tool_parser = TOOL_CALL_PARSERS[settings.tool_call_parser or parser_for_template(source)]
@@ -172,25 +166,14 @@ class ChatCompletionsHandler(_GenerateHandler):
             why = "tool_choice forces the output" if forced[1] == "tool_choice" else "strict tools constrain it"
             raise APIError(400, f"{param} cannot be combined with tool calls: {why}", param=param, code="invalid_value")
         spec, param = forced or (own, param)
-        if spec is not None and self.reasoning_parser is not None:
-            parser = self.reasoning_parser
-            spec = after_thought(spec, parser.start_tag, parser.end_tag, self.starts_in_thought, self._tag_token)
+        if spec is not None and self.thinking is not None:
+            spec = self.thinking.constrain(spec, self.state.tokenizer)
         return spec, param
 
     def _special_id(self, text: str) -> int | None:
         """The id of the control token whose text this is (None: no such token)."""
         tokenizer = self.state.tokenizer
         return next((i for i in tokenizer.control_ids if tokenizer.tokens[i] == text), None)
-
-    def _tag_token(self, text: str) -> int | None:
-        """The one token a thought's tag is (a control token, or a single token of the vocabulary), so that
-        the grammar names it by id: the model then writes that token, as the budget and the parser expect,
-        not the tag's text in pieces. None: the tag is more than one token."""
-        special = self._special_id(text)
-        if special is not None:
-            return special
-        ids = self.state.tokenizer.encode(text, add_special=False)
-        return ids[0] if len(ids) == 1 else None
 
     def sampling_extras(self, request: protocol.ChatCompletionRequest) -> dict:
         """The thinking budget, and the control tokens kept in the text where the tool-call markers are such
@@ -204,21 +187,11 @@ class ChatCompletionsHandler(_GenerateHandler):
             budget = request.max_thinking_tokens
         if budget is not None:
             field_name = "thinking_token_budget" if request.thinking_token_budget is not None else "max_thinking_tokens"
-            if self.reasoning_parser is None:
+            if self.thinking is None:
                 message = f"{field_name}: this model's chat template does not think (no reasoning parser)"
                 raise APIError(400, message, param=field_name, code="invalid_value")
-            parser, encode = self.reasoning_parser, self._tag_ids
-            extra["thinking_budget"] = ThinkingBudget(
-                budget,
-                start_ids=encode(parser.start_tag),
-                end_ids=encode(parser.end_tag),
-                forced_ids=encode("\n" + parser.end_of_thought_text + "\n\n"),
-                starts_inside=self.starts_in_thought,
-            )
+            extra["thinking_budget"] = self.thinking.budget(self.state.tokenizer, budget)
         return extra
-
-    def _tag_ids(self, text: str) -> tuple[int, ...]:
-        return tuple(self.state.tokenizer.encode(text, add_special=False))
 
     def _tool_constraint(self, request: protocol.ChatCompletionRequest) -> tuple[StructuredOutputs, str] | None:
         """tool_choice "required" or a named function: a grammar of nothing but calls in the model's syntax;
@@ -248,7 +221,7 @@ class ChatCompletionsHandler(_GenerateHandler):
     def _new_choice(self, index: int) -> _ChatChoice:
         return _ChatChoice(
             index,
-            reasoning_parser=self.reasoning_parser(self.starts_in_thought) if self.reasoning_parser else None,
+            reasoning_parser=self.thinking.new_parser() if self.thinking else None,
             tool_parser=self.tool_parser(self.tools) if self.tool_parser else None,
             on_parse_error=self._parse_error,
         )

@@ -82,10 +82,10 @@ def after_thought(
     spec: StructuredOutputs, start: str, end: str, starts_inside: bool, special_id=lambda text: None
 ) -> StructuredOutputs:
     """spec applied to the answer of a model that thinks first: the output is a thought (free text, ended by
-    `end`; opened by `start` unless the prompt already opened it, and optional then), blank space, then what
-    spec allows. special_id(tag) is the tag's token id where one token is the tag, else None: the grammar
-    then names the tag by that id (a special token's text is never matched by ordinary tokens, and an
-    ordinary tag token is then the only way to write the tag)."""
+    `end`; opened by `start` unless the prompt already opened it, and optional then), newlines (which the
+    reasoning parser drops), then what spec allows. special_id(tag) is the tag's token id where one token is
+    the tag, else None: the grammar then names the tag by that id (a special token's text is never matched
+    by ordinary tokens, and an ordinary tag token is then the only way to write the tag)."""
     grammar = spec.to_grammar()
     grammars = json.loads(grammar)["grammars"] if grammar.lstrip().startswith("{") else [{"lark_grammar": grammar}]
     answer, *rest = grammars
@@ -98,7 +98,7 @@ def after_thought(
         thought = f"thought: THOUGHT_TEXT {tag(end)}\nTHOUGHT_TEXT: /(.|\\n)*/"
     else:  # the shortest text that ends with the end tag (a lazy rule, as llguidance's tool-call tags do)
         thought = f"thought[lazy]: THOUGHT_TEXT {tag(end)}\nTHOUGHT_TEXT: /(.|\\n)*/"
-    opening = "thought" if starts_inside else f"({tag(start)} thought)?"
-    top = f"%llguidance {{}}\nstart: {opening} BLANK @answer\nBLANK: /[ \\t\\n]*/\n{thought}\n"
+    opening = "thought BLANK" if starts_inside else f"({tag(start)} thought BLANK)?"  # blank space after a thought only
+    top = f"%llguidance {{}}\nstart: {opening} @answer\nBLANK: /\\n*/\n{thought}\n"
     combined = {"grammars": [{"name": "after_thought", "lark_grammar": top}, {**answer, "name": "answer"}, *rest]}
     return StructuredOutputs(llguidance=combined)

@@ -14,5 +14,10 @@ class IncrementalDetokenizer:
     def push(self, token_id: int) -> str:
         return self._decoder.decode(self.tokenizer.decode_bytes([token_id], self.skip_special))
 
+    @property
+    def in_character(self) -> bool:
+        """The last tokens left a UTF-8 character unfinished (its first bytes wait for the rest)."""
+        return bool(self._decoder.getstate()[0])
+
     def flush(self) -> str:
         return self._decoder.decode(b"", final=True)
