@@ -261,3 +261,31 @@ def test_masks_filled_here_or_on_a_worker_are_the_same(smollm2):
     b = worker.start_masks(matchers[worker]).result()
     assert a.shape == (len(prefixes), (vocab + 31) // 32) and np.array_equal(a, b)
     assert len({row.tobytes() for row in a}) == len(prefixes)  # each state allows its own tokens
+
+
+def test_preempted_constrained_requests_keep_their_grammar_and_their_output(smollm2):
+    """A KV cache too small for all at once: sequences are preempted and recomputed, their matchers untouched."""
+    from mistralcli.engine.engine import Engine, EngineConfig
+
+    def run(config):
+        engine = Engine(smollm2.model, smollm2.tokenizer, smollm2.context_length, EngineConfig(**config))
+        for i in range(6):
+            prompt = smollm2.tokenizer.encode(f"Person number {i} as JSON, with details:" * 4)
+            engine.add_request(str(i), prompt, _params(i, StructuredOutputs(json=PERSON), max_tokens=40))
+        texts, complete = {}, {}
+        while engine.has_unfinished():
+            for out in engine.step():
+                texts[out.request_id] = texts.get(out.request_id, "") + out.text
+                if out.finished:
+                    complete[out.request_id] = out.grammar_complete
+        return engine, texts, complete
+
+    tight, texts, complete = run(dict(kv_cache_mb=6, block_size=8, max_num_seqs=6))
+    assert tight.scheduler.num_preemptions > 0
+    _, roomy, _ = run(dict(max_num_seqs=6))
+    assert texts == roomy
+    for request_id, text in texts.items():
+        if complete[request_id]:
+            jsonschema.validate(json.loads(text), PERSON)
+        else:
+            assert text.startswith("{")
