@@ -191,7 +191,7 @@ def bench(
 def _bench_constraint(json_schema: str | None):
     """The StructuredOutputs of --structured: --json-schema's schema, or the built-in nested one."""
     from mistralcli.bench.concurrency import BENCH_SCHEMA
-    from mistralcli.commands.run import structured_option
+    from mistralcli.commands._structured import structured_option
     from mistralcli.structured import StructuredOutputs
 
     if json_schema is None:

@@ -89,9 +89,7 @@ class GrammarCompiler:
 
     def _compile(self, grammar: str, field: str) -> llguidance.LLMatcher:
         tokenizer = self.lltokenizer
-        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
-        if is_error:
-            raise GrammarError(_message(messages[0]), field)
+        validate(grammar, field, tokenizer)
         compiled = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
         if compiled.is_error():
             raise GrammarError(_message(compiled.get_error()), field)
@@ -121,6 +119,14 @@ class GrammarCompiler:
 def _fill(executor, batch, masks: np.ndarray) -> np.ndarray:
     fill_next_token_bitmask_par(executor, batch, masks)
     return masks
+
+
+def validate(grammar: str, field: str, tokenizer: llguidance.LLTokenizer | None = None) -> None:
+    """Raise GrammarError (for this StructuredOutputs field) if llguidance refuses the grammar; without a
+    tokenizer (before a model is loaded) the checks that need none."""
+    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
+    if is_error:
+        raise GrammarError(_message(messages[0]), field)
 
 
 def _message(message: str) -> str:
