@@ -198,7 +198,7 @@ def tag_token(tokenizer, text: str) -> int | None:
     """The one token a tag is (a control token, or a single token of the vocabulary), which a grammar then
     names by id, so the model writes that token (as a thinking budget and the parser expect), not the tag's
     text in pieces; None: the tag is more than one token."""
-    special = next((i for i in tokenizer.control_ids if tokenizer.tokens[i] == text), None)
+    special = tokenizer.control_id(text)
     if special is not None:
         return special
     ids = tokenizer.encode(text, add_special=False)

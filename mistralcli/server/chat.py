@@ -170,17 +170,12 @@ class ChatCompletionsHandler(_GenerateHandler):
             spec = self.thinking.constrain(spec, self.state.tokenizer)
         return spec, param
 
-    def _special_id(self, text: str) -> int | None:
-        """The id of the control token whose text this is (None: no such token)."""
-        tokenizer = self.state.tokenizer
-        return next((i for i in tokenizer.control_ids if tokenizer.tokens[i] == text), None)
-
     def sampling_extras(self, request: protocol.ChatCompletionRequest) -> dict:
         """The thinking budget, and the control tokens kept in the text where the tool-call markers are such
         tokens (Mistral's [TOOL_CALLS], Llama's <|python_tag|>): the parser must see them."""
         extra = {}
         markers = (*self.tool_parser.markers, *self.tool_parser.grammar_tokens) if self.tool_parser else ()
-        if any(self._special_id(m) is not None for m in markers):
+        if any(self.state.tokenizer.control_id(m) is not None for m in markers):
             extra["skip_special_tokens"] = False
         budget = request.thinking_token_budget
         if budget is None:
@@ -202,7 +197,7 @@ class ChatCompletionsHandler(_GenerateHandler):
             return None
         tokenizer = self.state.tokenizer
         markers = self.tool_parser.grammar_tokens
-        special = {tokenizer.tokens[i]: i for i in tokenizer.control_ids if tokenizer.tokens[i] in markers}
+        special = {m: token for m in markers if (token := tokenizer.control_id(m)) is not None}
         choice = request.tool_choice
         if choice == "required" or isinstance(choice, protocol.NamedToolChoice):
             names = [choice.function.name] if isinstance(choice, protocol.NamedToolChoice) else None

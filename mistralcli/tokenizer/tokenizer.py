@@ -57,6 +57,7 @@ class Tokenizer:
         self.add_eos = add_eos
         self.add_space_prefix = add_space_prefix
         self._special_by_text = {tokens[i]: i for i in sorted(special_ids)}
+        self._control_by_text = {tokens[i]: i for i in sorted(control_ids, reverse=True)}  # a text's lowest id
         self._always_split = {tokens[i] for i in special_ids if i not in control_ids}
         by_length = sorted(self._special_by_text, key=lambda t: (-len(t), t))
         self._special_re = re.compile("|".join(map(re.escape, by_length))) if by_length else None
@@ -72,6 +73,10 @@ class Tokenizer:
     @property
     def eos_token(self) -> str:
         return self.tokens[self.eos_token_id] if self.eos_token_id is not None else ""
+
+    def control_id(self, text: str) -> int | None:
+        """The id of the control token whose text this is (None: no such token)."""
+        return self._control_by_text.get(text)
 
     def encode(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         """Token ids of `text`; add_special adds BOS/EOS as the model says; parse_special reads
