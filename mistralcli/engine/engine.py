@@ -117,7 +117,6 @@ class Engine:
         # grammar masks overlap the forward only where a core is left over from the kernels' threads
         kernel_threads = getattr(model.ops, "num_threads", 0)
         self.grammars = GrammarCompiler(tokenizer, self.runner.vocab_size, overlap=available_cores() > kernel_threads)
-        self._mask_rows: dict[int, int] = {}  # this step's constrained sequences: seq id -> row of the masks
         self.counters = EngineCounters()
         self._requests: dict[str, list[Sequence]] = {}  # request id -> its choices (one until it forks)
         self._seq_ids = itertools.count()
@@ -275,11 +274,11 @@ class Engine:
         if batch.is_empty:
             return list(outputs.values())
         self.counters.steps += 1
-        masks = self._start_masks(batch)
+        mask_rows, masks = self._start_masks(batch)
         start = time.perf_counter()
         results = self.runner.execute(batch)
         self.counters.model_s += time.perf_counter() - start
-        rows = masks.result() if masks is not None else None
+        masks = masks.result() if masks is not None else None
         for seq, num_computed, logits in results:
             seq.num_computed += num_computed
             self.blocks.commit(seq.seq_id, seq.num_computed)
@@ -288,20 +287,21 @@ class Engine:
             choices = [seq]
             if seq.params.n > 1 and not seq.output_ids and len(self._requests.get(seq.request_id, ())) == 1:
                 choices += self._fork(seq)
-            mask = rows[self._mask_rows[seq.seq_id]] if seq.matcher is not None else None
+            mask = masks[mask_rows[seq.seq_id]] if seq.matcher is not None else None
             for choice in choices:  # forked choices' matchers are copies of seq's, in the same state
                 outputs[choice.request_id, choice.index] = self._sample(choice, logits, mask)
         return list(outputs.values())
 
     def _start_masks(self, batch):
         """Start filling the grammar masks of the constrained sequences that sample this step (decodes, and
-        prefills whose last chunk this is) while the model runs; None when there are none."""
+        prefills whose last chunk this is) while the model runs: (seq id -> row of the masks, the masks'
+        future), the future None when there are none."""
         sampling = [seq for seq, n in batch.prefills if seq.num_computed + n == seq.num_tokens] + batch.decodes
         constrained = [seq for seq in sampling if seq.matcher is not None]
         if not constrained:
-            return None
-        self._mask_rows = {seq.seq_id: i for i, seq in enumerate(constrained)}
-        return self.grammars.start_masks([seq.matcher for seq in constrained])
+            return {}, None
+        rows = {seq.seq_id: i for i, seq in enumerate(constrained)}
+        return rows, self.grammars.start_masks([seq.matcher for seq in constrained])
 
     def _fork(self, seq: Sequence) -> list[Sequence]:
         """The other n - 1 choices of seq's request, sharing its prompt blocks (copied when written)."""
