@@ -7,6 +7,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from model_fetcher import FetchError, fetch
 
+pytest_plugins = ["sandbox_tree"]  # the agent tools' sandbox fixtures
+
 _fetched: dict[str, Path | str] = {}
 
 
