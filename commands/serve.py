@@ -50,11 +50,38 @@ def serve(
         "--reasoning-parser",
         help="How the model writes its reasoning (think, deepseek_r1), or none. Default: from its chat template.",
     ),
+    mcp_config: Path = typer.Option(
+        None, "--mcp-config", help="Run the tools of these MCP servers for the model (mistral.rs or Cursor shape)."
+    ),
+    enable_agent_tools: bool = typer.Option(
+        False, "--enable-agent-tools", help="Run the agent tools (sandboxed ls, cat, grep, wc, ...) for the model."
+    ),
+    agent_sandbox_root: Path = typer.Option(
+        Path("."), "--agent-sandbox-root", help="The agent tools see this directory only (read-only unless below)."
+    ),
+    agent_writable: list[Path] = typer.Option(
+        None, "--agent-writable", help="A path under the sandbox root that write_file and edit_file may change."
+    ),
+    agent_shell: bool = typer.Option(False, "--agent-shell", help="Add the shell tool (time and output limits)."),
+    agent_permission: str = typer.Option(
+        "auto",
+        "--agent-permission",
+        help="Dangerous tools (shell, write_file, edit_file): auto (run), ask (wait for POST /v1/agent/approvals/ID) "
+        "or deny.",
+    ),
+    agent_approval_timeout: float = typer.Option(
+        60.0, "--agent-approval-timeout", min=0.1, help="With ask: seconds a call waits for its approval, then denied."
+    ),
+    max_tool_rounds: int = typer.Option(
+        10, "--max-tool-rounds", min=1, help="Most rounds of tool calls the server runs for one chat completion."
+    ),
 ):
     """Serve a model over the OpenAI API (chat and text completions, streaming) on HOST:PORT.
 
     Example: mistral serve --port 8000, then
     curl http://127.0.0.1:8000/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
+
+    With tools the server runs itself: mistral serve --enable-agent-tools --agent-sandbox-root ./project
     """
     from mistralcli.reasoning import REASONING_PARSERS
     from mistralcli.server.limits import ApiKeys, RateLimit
@@ -75,6 +102,21 @@ def serve(
         keys = ApiKeys(api_key, api_key_file)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--api-key-file") from None
+    from mistralcli.tools.loop import PERMISSIONS
+
+    if agent_permission not in PERMISSIONS:
+        raise typer.BadParameter(
+            f"{agent_permission!r} is not one of {', '.join(PERMISSIONS)}", param_hint="--agent-permission"
+        )
+    tools, mcp = _server_tools(
+        mcp_config,
+        enable_agent_tools,
+        agent_sandbox_root,
+        agent_writable or [],
+        agent_shell,
+        agent_permission,
+        agent_approval_timeout,
+    )
     try:
         request_log = open(log_requests, "a", encoding="utf-8") if log_requests else None
     except OSError as exc:
@@ -108,6 +150,8 @@ def serve(
         request_log=request_log,
         tool_call_parser=tool_call_parser,
         reasoning_parser=reasoning_parser,
+        tools=tools,
+        max_tool_rounds=max_tool_rounds,
     )
     app = make_app(engine, settings)
 
@@ -117,8 +161,23 @@ def serve(
         if host not in ("127.0.0.1", "localhost", "::1") and not keys:
             console.print("warning: listening beyond this machine without --api-key")
 
+    async def main():
+        from mistralcli.tools.mcp_client import McpClients
+
+        async with McpClients(mcp, tools.registry) if mcp is not None else nullcontext() as clients:
+            if clients is not None:
+                _report_servers(console, clients.statuses)
+            if tools is not None:
+                sources = sorted({t.source for t in tools.registry})
+                console.print(
+                    f"The server runs {len(tools.registry)} tools ({', '.join(sources) or 'none'}); "
+                    f"dangerous ones: {agent_permission}.",
+                    highlight=False,
+                )
+            await serve_app(app, host, port, shutdown_timeout=shutdown_timeout, on_ready=ready)
+
     try:
-        asyncio.run(serve_app(app, host, port, shutdown_timeout=shutdown_timeout, on_ready=ready))
+        asyncio.run(main())
     except OSError as exc:
         console.print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}")
         raise typer.Exit(1) from None
@@ -126,3 +185,45 @@ def serve(
         if request_log is not None:
             request_log.close()
     console.print("stopped")
+
+
+def _server_tools(mcp_config, agent_tools_on, root, writable, shell, permission, approval_timeout):
+    """The tool runner of the server's tool loop (None: no tools) and the MCP config whose servers join it
+    once started; a bad sandbox or config is a usage error."""
+    from mistralcli.errors import MistralError
+    from mistralcli.tools.loop import Approvals, ToolRunner
+    from mistralcli.tools.mcp_config import load_config
+    from mistralcli.tools.registry import ToolRegistry
+
+    if not (agent_tools_on or mcp_config):
+        for value, flag in ((writable, "--agent-writable"), (shell, "--agent-shell")):
+            if value:
+                raise typer.BadParameter("it needs --enable-agent-tools", param_hint=flag)
+        return None, None
+    registry = ToolRegistry()
+    if agent_tools_on:
+        from mistralcli.tools.agent_tools import agent_tools
+        from mistralcli.tools.sandbox import SandboxConfig
+
+        try:
+            config = SandboxConfig(root=root, writable=list(writable), allow_shell=shell)
+        except MistralError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--agent-sandbox-root") from None
+        for tool in agent_tools(config):
+            registry.add(tool)
+    mcp = None
+    if mcp_config is not None:
+        try:
+            mcp = load_config(mcp_config)
+        except MistralError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--mcp-config") from None
+    return ToolRunner(registry, permission=permission, approvals=Approvals(approval_timeout)), mcp
+
+
+def _report_servers(console, statuses) -> None:
+    for status in statuses:
+        if status.ok:
+            line = f"MCP server {status.id}: {status.num_tools} tools ({status.start_secs:.2f} s)"
+        else:
+            line = f"warning: MCP server {status.id} failed: {status.reason}"
+        console.print(line, highlight=False, markup=False)

@@ -1,56 +1,24 @@
 """The server's drain on shutdown, in-process with SmolLM2: while draining, /health answers 200, /ready and
 new completions 503; at the timeout each open stream gets an error event and its end, and serve_app returns."""
 
-import asyncio
 import json
 import threading
 import time
 
 import httpx
 import pytest
+from server_harness import InProcessServer
 
 pytestmark = pytest.mark.slow
 
 
-class InProcessServer:
-    """serve_app in a thread of its own (its own event loop), stopped as a signal would stop it."""
+def in_process_server(loaded, shutdown_timeout: float) -> InProcessServer:
+    from mistralcli.engine.engine import Engine, EngineConfig
+    from mistralcli.server.app import ServerSettings, make_app
 
-    def __init__(self, loaded, shutdown_timeout: float):
-        from mistralcli.engine.engine import Engine, EngineConfig
-        from mistralcli.server.app import ServerSettings, make_app
-
-        engine = Engine(loaded.model, loaded.tokenizer, loaded.context_length, EngineConfig(kv_cache_mb=16))
-        settings = ServerSettings(model_name="smollm2", chat_template=loaded.chat_template, access_log=None)
-        self.app = make_app(engine, settings)
-        self.shutdown_timeout = shutdown_timeout
-        self.started = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        assert self.started.wait(30), "the server did not start"
-
-    def _run(self):
-        from mistralcli.server.serve import serve_app
-
-        async def main():
-            self.loop = asyncio.get_running_loop()
-            self.stop_event = asyncio.Event()
-
-            def ready(url):
-                self.url = url
-                self.started.set()
-
-            await serve_app(
-                self.app, "127.0.0.1", 0, shutdown_timeout=self.shutdown_timeout, on_ready=ready, stop=self.stop_event
-            )
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self):
-        self.loop.call_soon_threadsafe(self.stop_event.set)
+    engine = Engine(loaded.model, loaded.tokenizer, loaded.context_length, EngineConfig(kv_cache_mb=16))
+    settings = ServerSettings(model_name="smollm2", chat_template=loaded.chat_template, access_log=None)
+    return InProcessServer(make_app(engine, settings), shutdown_timeout)
 
 
 def assert_openai_error(response, status: int, code: str):
@@ -60,7 +28,7 @@ def assert_openai_error(response, status: int, code: str):
 
 
 def test_the_drain_keeps_answering_and_cuts_streams_with_an_error_then_done(smollm2):
-    server = InProcessServer(smollm2, shutdown_timeout=2.0)
+    server = in_process_server(smollm2, shutdown_timeout=2.0)
     long_request = {"prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": True}
     events, whole = [], {}
 

@@ -144,6 +144,41 @@ class OpenAPIHandler(BaseHandler):
         self.write_json(openapi_document(self.state.settings.model_name))
 
 
+class ApprovalsHandler(BaseHandler):
+    """The dangerous tool calls waiting for a decision (serve --agent-permission ask): GET lists them, POST
+    /v1/agent/approvals/{id} with {"approved": true or false} decides one."""
+
+    route = "/v1/agent/approvals"
+
+    def _runner(self):
+        runner = self.state.settings.tools
+        if runner is None:
+            message = "this server runs no tools (serve --enable-agent-tools or --mcp-config)"
+            raise APIError(404, message, code="not_found")
+        return runner
+
+    def get(self, approval_id: str | None = None):
+        runner = self._runner()
+        pending = {a.id: a.body() for a in runner.approvals.pending()}
+        if approval_id is None:
+            self.write_json({"object": "list", "permission": runner.permission, "data": list(pending.values())})
+        elif approval_id in pending:
+            self.write_json(pending[approval_id])
+        else:
+            raise APIError(404, f"no call waits for the approval {approval_id!r}", code="approval_not_found")
+
+    def post(self, approval_id: str | None = None):
+        runner = self._runner()
+        if approval_id is None:
+            raise APIError(405, "POST /v1/agent/approvals/{id} decides one approval", code="method_not_allowed")
+        decision = self.parse(protocol.ApprovalDecision)
+        approval = runner.approvals.decide(approval_id, decision.approved)
+        if approval is None:
+            message = f"no call waits for the approval {approval_id!r} (unknown, already decided, or expired)"
+            raise APIError(404, message, code="approval_not_found")
+        self.write_json({**approval.body(), "approved": decision.approved})
+
+
 class NotFoundHandler(BaseHandler):
     route = "not_found"
     needs_key = False
@@ -164,6 +199,8 @@ def routes(state: ServerState) -> list:
         (r"/v1/models", ModelsHandler, args),
         (r"/v1/models/(.+)", ModelsHandler, args),
         (r"/v1/chat/template", ChatTemplateHandler, args),
+        (r"/v1/agent/approvals", ApprovalsHandler, args),
+        (r"/v1/agent/approvals/([^/]+)", ApprovalsHandler, args),
         (r"/tokenize", TokenizeHandler, args),
         (r"/detokenize", DetokenizeHandler, args),
         (r"/health", HealthHandler, args),

@@ -54,6 +54,8 @@ class ServerSettings:
     request_log: TextIO | None = None  # one JSON line per request with its body and result
     tool_call_parser: str | None = None  # a mistralcli.tools.TOOL_CALL_PARSERS name; None: the chat template's
     reasoning_parser: str | None = None  # a mistralcli.reasoning.REASONING_PARSERS name or "none"; None: the template's
+    tools: Any = None  # a mistralcli.tools.loop.ToolRunner: the tools the server runs itself (the tool loop)
+    max_tool_rounds: int = 10  # rounds of tool calls the server runs for one chat completion
 
 
 class ServerState:
@@ -66,6 +68,8 @@ class ServerState:
         self.context_length = self.engine.context_length
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
         self.metrics = ServerMetrics(self.engine)
+        if settings.tools is not None and settings.tools.observe is None:
+            settings.tools.observe = self.metrics.observe_tool_call
         self.created = int(time.time())
         self.in_flight: set[str] = set()  # request ids being served
         self.shutting_down = False

@@ -3,16 +3,21 @@ comes into reasoning (a thinking model's thought), content and tool calls, whole
 streams them. Tool calls asked for (tool_choice "required", a named function, strict tools) and
 structured output are grammars on the answer, after any thought; a thinking budget cuts a thought."""
 
+import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mistralcli.engine.engine import RequestOutput
+from pydantic import ValidationError
+
+from mistralcli.engine.engine import RequestError, RequestOutput
 from mistralcli.prompt import PromptError, render_chat
 from mistralcli.reasoning import Thinking, ThinkParser
+from mistralcli.sampling import SamplingParams
 from mistralcli.server import protocol
 from mistralcli.server.base import APIError, ServerState
-from mistralcli.server.completions import _Choice, _GenerateHandler
+from mistralcli.server.completions import _Choice, _GenerateHandler, _Usage
 from mistralcli.structured import StructuredOutputs
 from mistralcli.tools import (
     TOOL_CALL_PARSERS,
@@ -50,6 +55,11 @@ class _ChatChoice(_Choice):
     content: str = ""
     tool_calls: list = field(default_factory=list)
     parse_error: ToolCallParseError | None = None
+    # the server's tool loop: the calls of its tools (run by the server, not the client's), whether the loop
+    # goes on after this choice (its calls answered), and where the parser's call indexes go in the stream
+    server_calls: list = field(default_factory=list)
+    continues: bool = False
+    stream_index: dict = field(default_factory=dict)
 
     def add(self, out: RequestOutput) -> _ChatDelta:
         text = super().add(out)
@@ -90,6 +100,25 @@ class _ChatChoice(_Choice):
         return message
 
 
+@dataclass
+class _ToolLoop:
+    """What the server's tool loop did for a request: the rounds it ran, their messages (each round's
+    assistant message with its calls, then the tool results), and whether a limit stopped it, with the
+    calls it did not run."""
+
+    rounds: int = 0
+    messages: list[dict] = field(default_factory=list)
+    stopped_by: str | None = None  # "max_tool_rounds" or "context"
+    unrun_calls: list[dict] = field(default_factory=list)
+
+    def body(self) -> dict:
+        body = {"rounds": self.rounds, "messages": self.messages}
+        if self.stopped_by is not None:
+            body["stopped_by"] = self.stopped_by
+            body["unrun_tool_calls"] = self.unrun_calls
+        return body
+
+
 def _merged_tool_deltas(events: list) -> list[dict]:
     """The tool-call deltas among events as OpenAI streams them, one per call in a chunk (its pieces joined)."""
     merged: list[dict] = []
@@ -116,22 +145,53 @@ class ChatCompletionsHandler(_GenerateHandler):
         self.tools: list[dict] = []  # the request's tools, as dicts
         self.tool_parser: type[ToolCallParser] | None = None  # None: the output is not parsed for calls
         self.thinking: Thinking | None = None  # how the model thinks, where it does
+        # the server's tool loop, when it runs its tools for this request
+        self.runner = None  # the server's mistralcli.tools.loop.ToolRunner
+        self.server_tools: set[str] = set()  # the names of its tools offered (the client's own win a clash)
+        self.loop: _ToolLoop | None = None
+        self.round = 0  # the generation under way, from 1
+        self.stream = False
+        self.emit_lock = asyncio.Lock()
 
     async def post(self):
         request = self.parse(protocol.ChatCompletionRequest)
         self.check_model(request.model)
         if request.top_logprobs is not None and not request.logprobs:
             raise APIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs", code="invalid_value")
+        self._offer_server_tools(request)
         _check_tool_choice(request)
         text = self._render(request)
         self._choose_parsers(request, text)
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
+        self.stream = bool(request.stream)
         await self.generate(request, [self.encode_rendered(text)], logprobs)
 
-    def _render(self, request: protocol.ChatCompletionRequest) -> str:
-        """The prompt text; a conversation the template refuses is a 400 naming the message it refuses,
-        where that can be told."""
-        messages = request.template_messages()
+    def _offer_server_tools(self, request: protocol.ChatCompletionRequest) -> None:
+        """The tools the server runs join the request's own (which win a clash of names), unless tool_choice
+        is "none"; the request then runs the tool loop."""
+        runner = self.state.settings.tools
+        if runner is None or not len(runner) or request.tool_choice == "none":
+            return
+        own = {t.function.name for t in request.tools or []}
+        offered = []
+        for tool in runner.openai_tools(exclude=own):
+            try:
+                offered.append(protocol.Tool.model_validate(tool))
+            except ValidationError as exc:  # an MCP server's schema that is not one: that tool is left out
+                log.warning("the tool %s is not offered: %s", tool["function"]["name"], exc.errors()[0]["msg"])
+        if not offered:
+            return
+        if request.n > 1:
+            message = 'n: the server runs its tools for one choice at a time; ask for n=1 (or tool_choice "none")'
+            raise APIError(400, message, param="n", code="invalid_value")
+        self.runner = runner
+        self.server_tools = {t.function.name for t in offered}
+        request.tools = [*(request.tools or []), *offered]
+
+    def _render(self, request: protocol.ChatCompletionRequest, messages: list[dict] | None = None) -> str:
+        """The prompt text (of the request's conversation, or of messages); a conversation the template
+        refuses is a 400 naming the message it refuses, where that can be told."""
+        messages = messages if messages is not None else request.template_messages()
         try:
             return self.render_chat(
                 messages, request.tools, request.add_generation_prompt, request.chat_template_kwargs
@@ -216,10 +276,116 @@ class ChatCompletionsHandler(_GenerateHandler):
     def _new_choice(self, index: int) -> _ChatChoice:
         return _ChatChoice(
             index,
+            started=self.round > 1,  # a later round of the tool loop: the stream has begun the message
             reasoning_parser=self.thinking.new_parser() if self.thinking else None,
             tool_parser=self.tool_parser(self.tools) if self.tool_parser else None,
             on_parse_error=self._parse_error,
         )
+
+    # ---- the server's tool loop
+    async def _rounds(
+        self, request: protocol.ChatCompletionRequest, prompts: list[list[int]], params: SamplingParams, usage: _Usage
+    ) -> list[_ChatChoice]:
+        """With the server's tools: generate, run the calls of the server's tools (all at once), feed the
+        results back and generate again, until the model answers, calls a client's tool (returned to the
+        client as usual) or a limit stops it."""
+        if self.runner is None:
+            return await super()._rounds(request, prompts, params, usage)
+        self.loop = _ToolLoop()
+        conversation = request.template_messages()
+        while True:
+            self.round += 1
+            choices = [self._new_choice(0)]
+            await self._round(request, prompts, params, choices, usage)
+            choice = choices[0]
+            if not choice.continues:
+                return choices
+            text = self._render(request, conversation + self.loop.messages)
+            prompts = [self.encode_rendered(text)]
+            params = self._later_params(request, params)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.state.engine.validate, prompts[0], params)
+            except RequestError as exc:  # the conversation has outgrown the context: the answer ends here
+                log.warning("%s: the tool loop stops after %d rounds: %s", self.completion_id, self.loop.rounds, exc)
+                self.loop.stopped_by = "context"
+                choice.finish_reason, choice.continues = "length", False
+                if self.stream:
+                    end = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}
+                    await self._sse(self._chunk([end]))
+                return choices
+
+    def _later_params(self, request: protocol.ChatCompletionRequest, params: SamplingParams) -> SamplingParams:
+        """The sampling params of the rounds after the first: a tool call forced by tool_choice is forced
+        once (the first round's), then the model is free to answer."""
+        if self.round != 1 or request.tool_choice in (None, "auto"):
+            return params
+        structured, _ = self.structured(request.model_copy(update={"tool_choice": "auto"}))
+        return dataclasses.replace(params, structured=structured)
+
+    async def _choice_done(self, choice: _ChatChoice) -> None:
+        """A round's end: the calls of the server's tools are split from the client's and run, before the
+        round's last chunk goes out."""
+        if self.runner is None:
+            return
+        calls = choice.tool_calls
+        server = [c for c in calls if c["function"]["name"] in self.server_tools]
+        if not server:
+            return
+        client = [c for c in calls if c["function"]["name"] not in self.server_tools]
+        choice.tool_calls, choice.server_calls = client, server
+        if choice.finish_reason == "length" or self.round > self.state.settings.max_tool_rounds:
+            self.loop.stopped_by = "max_tool_rounds" if choice.finish_reason != "length" else "length"
+            self.loop.unrun_calls = server
+            choice.finish_reason = "length"
+            return
+        from mistralcli.tools.loop import ToolCall, round_messages
+
+        task = asyncio.ensure_future(self.runner.run([ToolCall.of(c) for c in server], self._emit))
+        self.tasks.append(task)  # a client that leaves cancels it
+        outcomes = await task
+        self.loop.rounds += 1
+        self.state.metrics.tool_rounds.inc()
+        self.loop.messages += round_messages(choice.content, outcomes)
+        # the answer goes back to the client with its own calls, or with a call that could not be parsed
+        choice.continues = not client and choice.parse_error is None
+        choice.finish_reason = None if choice.continues else "tool_calls" if client else "stop"
+
+    async def _emit(self, event: dict) -> None:
+        """A tool loop's event: a chunk of its own in a stream (see `_chunk`), a log line for an approval."""
+        event = {**event, "round": self.round}
+        if event["type"] == "approval_required" and self.state.settings.access_log is not None:
+            print(
+                f"{self.completion_id}: {event['name']} waits for approval: "
+                f'POST /v1/agent/approvals/{event["approval_id"]} {{"approved": true}}',
+                file=self.state.settings.access_log,
+                flush=True,
+            )
+        if not self.stream:
+            return
+        async with self.emit_lock:
+            await self._sse(self._event_chunk(event))
+
+    def _event_chunk(self, event: dict) -> dict:
+        """A stream's chunk for a tool loop's event: an empty delta (what the openai SDK and other clients take
+        in their stride) and the event in `tool_event`."""
+        chunk = self._chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": None}])
+        chunk["tool_event"] = event
+        return chunk
+
+    def _client_deltas(self, choice: _ChatChoice, deltas: list[dict]) -> list[dict]:
+        """The tool-call deltas a client gets: those of its own tools, numbered among them."""
+        if self.runner is None:
+            return deltas
+        routed = []
+        for delta in deltas:
+            if "id" in delta:  # a call's first piece names its tool
+                own = delta["function"]["name"] not in self.server_tools
+                taken = sum(v is not None for v in choice.stream_index.values())
+                choice.stream_index[delta["index"]] = taken if own else None
+            index = choice.stream_index.get(delta["index"])
+            if index is not None:
+                routed.append({**delta, "index": index})
+        return routed
 
     def _parse_error(self, error: ToolCallParseError) -> None:
         self.state.metrics.tool_call_parse_errors.labels(self.tool_parser.name).inc()
@@ -234,7 +400,8 @@ class ChatCompletionsHandler(_GenerateHandler):
     def _chunk_choice(self, choice: _ChatChoice, out: RequestOutput, piece: _ChatDelta) -> dict | None:
         is_first = not choice.started
         choice.started = True
-        if not (piece or out.finished or is_first):
+        piece.tool_calls = self._client_deltas(choice, piece.tool_calls)
+        if not (piece or (out.finished and not choice.continues) or is_first):
             return None
         delta = {"role": "assistant", "content": ""} if is_first else {}
         if piece.reasoning:
@@ -262,6 +429,8 @@ class ChatCompletionsHandler(_GenerateHandler):
         }
         if choice.parse_error is not None:
             body["tool_call_parse_error"] = choice.parse_error.body()
+        if self.loop is not None and (self.loop.rounds or self.loop.stopped_by):
+            body["tool_loop"] = self.loop.body()
         return body
 
     def _logprobs(self, entries) -> dict:

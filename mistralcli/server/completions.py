@@ -103,21 +103,9 @@ class _GenerateHandler(BaseHandler):
         self.created = int(time.time())
         self.logprobs = logprobs
         self.include_usage = bool(request.stream and request.stream_options and request.stream_options.include_usage)
-        choices = [self._new_choice(index) for index in range(len(prompts) * request.n)]
-        usage = _Usage(sum(len(ids) for ids in prompts))
+        usage = _Usage(0)
         try:
-            streams = self._submit(prompts, params)
-            if request.stream:
-                await self._open_stream()
-            async with aclosing(self._merge(streams)) as outputs:
-                async for i, out in outputs:
-                    choice = choices[i * request.n + out.index]
-                    text = choice.add(out)
-                    usage.completion_tokens += len(out.new_token_ids)
-                    if out.finished:
-                        usage.cached_tokens = max(usage.cached_tokens, out.num_cached_tokens)
-                    if request.stream:
-                        await self._send_chunk(choice, out, text)
+            choices = await self._rounds(request, prompts, params, usage)
             self.usage = (usage.prompt_tokens, usage.completion_tokens)
             self.log_record["response"] = {
                 "id": self.completion_id,
@@ -222,13 +210,53 @@ class _GenerateHandler(BaseHandler):
             param = next((n for n in ("response_format", "grammar", "structured_outputs") if getattr(request, n)), None)
             raise APIError(400, str(exc), param=param, code="invalid_value") from None
 
+    # ---- generation
+    async def _rounds(
+        self, request: protocol._Sampling, prompts: list[list[int]], params: SamplingParams, usage: _Usage
+    ) -> list[_Choice]:
+        """Generate the answer's choices (one round here; the chat handler's tool loop runs several)."""
+        choices = [self._new_choice(index) for index in range(len(prompts) * request.n)]
+        await self._round(request, prompts, params, choices, usage)
+        return choices
+
+    async def _round(
+        self,
+        request: protocol._Sampling,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        choices: list[_Choice],
+        usage: _Usage,
+    ) -> None:
+        """One engine request per prompt, their outputs taken into the choices (and streamed) as they come;
+        usage counts this round's tokens."""
+        usage.prompt_tokens += sum(len(ids) for ids in prompts)
+        streams = self._submit(prompts, params)
+        if request.stream and not self._headers_written:
+            await self._open_stream()
+        cached = 0
+        async with aclosing(self._merge(streams)) as outputs:
+            async for i, out in outputs:
+                choice = choices[i * request.n + out.index]
+                text = choice.add(out)
+                usage.completion_tokens += len(out.new_token_ids)
+                if out.finished:
+                    cached = max(cached, out.num_cached_tokens)
+                    await self._choice_done(choice)
+                if request.stream:
+                    await self._send_chunk(choice, out, text)
+        usage.cached_tokens += cached
+
+    async def _choice_done(self, choice: _Choice) -> None:
+        """A hook: the choice has its last output (taken, its chunk not yet sent)."""
+
     # ---- submission and merging
     def _submit(self, prompts: list[list[int]], params: SamplingParams) -> list[AsyncIterator[RequestOutput]]:
         """One engine request per prompt; returns their streams, in the prompts' order."""
         streams = []
         try:
-            for i, ids in enumerate(prompts):
-                request_id, stream = self.state.engine.add_request(ids, params, f"{self.completion_id}-{i}")
+            for ids in prompts:
+                number = len(self.request_ids)  # across the rounds of a tool loop
+                request_id, stream = self.state.engine.add_request(ids, params, f"{self.completion_id}-{number}")
                 self.request_ids.append(request_id)
                 self.state.in_flight.add(request_id)
                 streams.append(stream)
@@ -255,7 +283,7 @@ class _GenerateHandler(BaseHandler):
             finally:
                 queue.put_nowait((i, None))
 
-        self.tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
+        self.tasks += [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
         num_open = len(streams)
         while num_open:
             i, out = await queue.get()
@@ -316,17 +344,20 @@ class _GenerateHandler(BaseHandler):
             return
         if out.finished:
             self._marked(choice, body)
+        await self._sse(self._chunk([body]))
+
+    def _chunk(self, choices: list[dict]) -> dict:
         chunk = {
             "id": self.completion_id,
             "object": self.chunk_object,
             "created": self.created,
             "model": self.state.settings.model_name,
-            "choices": [body],
+            "choices": choices,
             **self.extra_fields,
         }
         if self.include_usage:
             chunk["usage"] = None
-        await self._sse(chunk)
+        return chunk
 
     async def _end_stream(self, usage: _Usage):
         if self.include_usage:

@@ -68,7 +68,29 @@ class ServerMetrics:
             ["parser"],
             registry=self.registry,
         )
+        self.tool_calls = Counter(
+            "mistralcli_tool_calls",
+            "Tool calls the server ran, by tool and outcome (ok, error, unknown_tool, invalid_arguments, denied)",
+            ["tool", "outcome"],
+            registry=self.registry,
+        )
+        self.tool_call_latency = Histogram(
+            "mistralcli_tool_call_duration_seconds",
+            "Time of a tool call the server ran, approval waits included, by tool",
+            ["tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tool_rounds = Counter(
+            "mistralcli_tool_rounds",
+            "Rounds of tool calls the server ran for its chat completions",
+            registry=self.registry,
+        )
         self.registry.register(_EngineCollector(engine))
+
+    def observe_tool_call(self, tool: str, outcome: str, seconds: float) -> None:
+        self.tool_calls.labels(tool, outcome).inc()
+        self.tool_call_latency.labels(tool).observe(seconds)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()

@@ -331,6 +331,12 @@ class CompletionRequest(_Sampling):
         return list(p)
 
 
+class ApprovalDecision(_Request):
+    """POST /v1/agent/approvals/{id}: run the waiting call (true) or refuse it (false)."""
+
+    approved: bool
+
+
 class TokenizeRequest(_Request):
     model: str | None = None
     prompt: str | None = None

@@ -1,0 +1,400 @@
+"""The server's tool loop end to end with scripted model outputs (SmolLM2's tokenizer, a short Hermes chat
+template, as Qwen2.5's, answers written by the tests): every call of a round runs, at once (their timings overlap), every
+result reaches the model's next prompt, the answer comes back whole or streamed with the loop's events (read
+through the openai SDK), usage counts every round; the round limit, a client's tools beside the server's,
+approvals (asked, approved, denied, timed out), errors fed back, and the metrics."""
+
+import json
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+from server_harness import InProcessServer, ScriptedEngine
+
+from mistralcli.tools.loop import Approvals, ToolRunner
+from mistralcli.tools.registry import Tool, ToolRegistry, ToolResult
+
+pytestmark = pytest.mark.slow
+
+SLEEP_S = 0.6
+
+
+def call(name: str, **arguments) -> str:
+    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
+
+
+class Toolbox:
+    """Registered tools that record when each call ran."""
+
+    def __init__(self):
+        self.registry = ToolRegistry()
+        self.spans: list[tuple[str, float, float]] = []
+        self.notes: list[str] = []
+        number = {"type": "number"}
+        self._add("slow_add", "Add two numbers, slowly", {"a": number, "b": number}, self.slow_add)
+        self._add("slow_upper", "Upper-case a text, slowly", {"text": {"type": "string"}}, self.slow_upper)
+        self._add("broken", "Always fails", {}, self.broken)
+        self._add("write_note", "Write a note", {"text": {"type": "string"}}, self.write_note, dangerous=True)
+
+    def _add(self, name, description, properties, fn, dangerous=False):
+        schema = {"type": "object", "properties": properties, "required": list(properties)}
+        self.registry.add(Tool(name, description, schema, fn, source="test", dangerous=dangerous))
+
+    async def _timed(self, name, value):
+        import asyncio
+
+        start = time.perf_counter()
+        await asyncio.sleep(SLEEP_S)
+        self.spans.append((name, start, time.perf_counter()))
+        return ToolResult(str(value))
+
+    async def slow_add(self, args):
+        return await self._timed("slow_add", args["a"] + args["b"])
+
+    async def slow_upper(self, args):
+        return await self._timed("slow_upper", args["text"].upper())
+
+    async def broken(self, args):
+        raise RuntimeError("the disk is on fire")
+
+    async def write_note(self, args):
+        self.notes.append(args["text"])
+        return ToolResult("written")
+
+
+# Qwen2.5's way (Hermes' format) in short: the tools in the system message, calls as <tool_call> blocks, results
+# as <tool_response> blocks in a user turn
+HERMES_TEMPLATE = """\
+{%- if tools %}<|im_start|>system
+You may call these tools:
+<tools>
+{%- for tool in tools %}
+{{ tool | tojson }}
+{%- endfor %}
+</tools><|im_end|>
+{% endif %}
+{%- for m in messages %}
+{%- if m.role == "tool" %}<|im_start|>user
+<tool_response>
+{{ m.content }}
+</tool_response><|im_end|>
+{% else %}<|im_start|>{{ m.role }}
+{{ m.content or "" }}
+{%- for c in m.tool_calls or [] %}
+<tool_call>
+{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}
+</tool_call>
+{%- endfor %}<|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
+
+def tool_results(prompt: str) -> int:
+    return prompt.count("<tool_response>")
+
+
+def two_calls_then_answer(prompt: str) -> str:
+    if tool_results(prompt) == 0:
+        return "Let me compute." + call("slow_add", a=2, b=3) + call("slow_upper", text="done")
+    return "The sum is 5 and the word is DONE."
+
+
+class LoopServer:
+    def __init__(self, loaded, script, permission="auto", max_rounds=10, approval_timeout=30.0):
+        from mistralcli.chat_template import ChatTemplate
+        from mistralcli.engine.engine import Engine, EngineConfig
+        from mistralcli.server.app import ServerSettings, make_app
+
+        self.toolbox = Toolbox()
+        runner = ToolRunner(self.toolbox.registry, permission=permission, approvals=Approvals(approval_timeout))
+        engine = Engine(loaded.model, loaded.tokenizer, loaded.context_length, EngineConfig(kv_cache_mb=96))
+        self.engine = ScriptedEngine(engine, script, token_delay=0.001)
+        settings = ServerSettings(
+            model_name="smollm2",
+            chat_template=ChatTemplate(HERMES_TEMPLATE),
+            access_log=None,
+            tool_call_parser="hermes",
+            tools=runner,
+            max_tool_rounds=max_rounds,
+        )
+        self.server = InProcessServer(make_app(self.engine, settings))
+        self.url = self.server.url
+
+    def chat(self, **body) -> httpx.Response:
+        body = {"messages": [{"role": "user", "content": "Add 2 and 3, and shout 'done'."}], **body}
+        return httpx.post(f"{self.url}/v1/chat/completions", json=body, timeout=60)
+
+    def events(self, **body) -> list[dict]:
+        """The stream's chunks, as JSON."""
+        body = {"messages": [{"role": "user", "content": "Go."}], "stream": True, **body}
+        chunks = []
+        with httpx.stream("POST", f"{self.url}/v1/chat/completions", json=body, timeout=60) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    chunks.append(json.loads(line[6:]))
+        return chunks
+
+    def close(self):
+        self.server.stop(wait=10)
+
+
+@pytest.fixture
+def make_server(smollm2):
+    servers = []
+
+    def make(script, **kwargs):
+        servers.append(LoopServer(smollm2, script, **kwargs))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def test_both_calls_of_a_round_run_at_once_and_both_results_reach_the_model(make_server):
+    s = make_server(two_calls_then_answer)
+    started = time.perf_counter()
+    response = s.chat()
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, response.text
+    body = response.json()
+    [choice] = body["choices"]
+    assert choice["finish_reason"] == "stop"
+    assert choice["message"]["content"] == "The sum is 5 and the word is DONE."
+    assert "tool_calls" not in choice["message"]
+    # concurrency: each call sleeps SLEEP_S; the second started before the first ended
+    spans = sorted(s.toolbox.spans, key=lambda span: span[1])
+    assert [name for name, _, _ in spans] == ["slow_add", "slow_upper"] or len(spans) == 2
+    assert max(start for _, start, _ in spans) < min(end for _, _, end in spans)
+    assert elapsed < 2 * SLEEP_S + 1.0
+    # the second prompt holds both results, after the assistant's turn
+    assert len(s.engine.asked) == 2
+    second_prompt = s.engine.asked[1][0]
+    assert tool_results(second_prompt) == 2
+    assert "<tool_response>\n5\n</tool_response>" in second_prompt
+    assert "<tool_response>\nDONE\n</tool_response>" in second_prompt
+    # and the assistant's calls, with their arguments, before them
+    assert '{"name": "slow_add", "arguments": {"a": 2, "b": 3}}' in second_prompt
+    # the loop's record: one round, the calls and their results in OpenAI's message shape
+    loop = choice["tool_loop"]
+    assert loop["rounds"] == 1 and "stopped_by" not in loop
+    assistant, *results = loop["messages"]
+    assert assistant["role"] == "assistant" and assistant["content"] == "Let me compute."
+    assert [c["function"]["name"] for c in assistant["tool_calls"]] == ["slow_add", "slow_upper"]
+    assert [(m["role"], m["content"]) for m in results] == [("tool", "5"), ("tool", "DONE")]
+    assert [m["tool_call_id"] for m in results] == [c["id"] for c in assistant["tool_calls"]]
+    # usage counts both rounds
+    tokenizer = s.engine.tokenizer
+    prompts = [len(tokenizer.encode(p, add_special=False)) for p, _ in s.engine.asked]
+    usage = body["usage"]
+    assert usage["prompt_tokens"] == pytest.approx(sum(prompts), abs=2)
+    answers = [two_calls_then_answer(p) for p, _ in s.engine.asked]
+    assert usage["completion_tokens"] == sum(len(tokenizer.encode(a, add_special=False)) for a in answers)
+
+
+def test_the_stream_shows_each_call_and_result_then_the_answer_through_the_openai_sdk(make_server):
+    s = make_server(two_calls_then_answer)
+    client = openai.OpenAI(base_url=f"{s.url}/v1", api_key="none")
+    stream = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Go."}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    content, events, finish, usage = "", [], [], None
+    for chunk in stream:
+        extra = chunk.model_extra or {}
+        if extra.get("tool_event"):
+            events.append(extra["tool_event"])
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            assert not choice.delta.tool_calls  # the server's calls are events, not calls for the client
+            content += choice.delta.content or ""
+            if choice.finish_reason:
+                finish.append(choice.finish_reason)
+    assert content == "Let me compute.The sum is 5 and the word is DONE."
+    assert finish == ["stop"]
+    kinds = [(e["type"], e["name"]) for e in events]
+    assert sorted(kinds[:2]) == [("tool_call", "slow_add"), ("tool_call", "slow_upper")]
+    assert sorted(kinds[2:]) == [("tool_result", "slow_add"), ("tool_result", "slow_upper")]
+    results = {e["name"]: e for e in events if e["type"] == "tool_result"}
+    assert results["slow_add"]["content"] == "5" and results["slow_add"]["outcome"] == "ok"
+    assert results["slow_add"]["duration_s"] >= SLEEP_S * 0.9
+    assert all(e["round"] == 1 for e in events)
+    calls = {e["name"]: e for e in events if e["type"] == "tool_call"}
+    assert json.loads(calls["slow_add"]["arguments"]) == {"a": 2, "b": 3}
+    assert usage is not None and usage.completion_tokens > 0
+
+
+def test_the_round_limit_stops_a_model_that_never_answers(make_server):
+    s = make_server(lambda prompt: call("slow_add", a=1, b=tool_results(prompt)), max_rounds=2)
+    for response in (s.chat(), s.chat()):  # non-streamed, twice (no state leaks between requests)
+        assert response.status_code == 200, response.text
+        [choice] = response.json()["choices"]
+        assert choice["finish_reason"] == "length"
+        loop = choice["tool_loop"]
+        assert loop["rounds"] == 2 and loop["stopped_by"] == "max_tool_rounds"
+        assert [c["function"]["name"] for c in loop["unrun_tool_calls"]] == ["slow_add"]
+        assert "tool_calls" not in choice["message"]
+    assert len(s.engine.asked) == 6 and len(s.toolbox.spans) == 4
+    chunks = s.events()
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert finishes == ["length"]
+    results = [c["tool_event"] for c in chunks if c.get("tool_event", {}).get("type") == "tool_result"]
+    assert [e["round"] for e in results] == [1, 2]
+
+
+CLIENT_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+
+
+def test_a_clients_tool_goes_back_to_it_while_the_servers_runs(make_server):
+    s = make_server(lambda prompt: call("slow_add", a=1, b=1) + call("get_weather", city="Lyon"))
+    response = s.chat(tools=[CLIENT_TOOL])
+    [choice] = response.json()["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    [client_call] = choice["message"]["tool_calls"]
+    assert client_call["function"]["name"] == "get_weather"
+    assert json.loads(client_call["function"]["arguments"]) == {"city": "Lyon"}
+    loop = choice["tool_loop"]
+    assert loop["rounds"] == 1 and loop["messages"][1]["content"] == "2"
+    assert len(s.engine.asked) == 1 and len(s.toolbox.spans) == 1
+    # the model was shown both the client's tool and the server's
+    assert "get_weather" in s.engine.asked[0][0] and "slow_upper" in s.engine.asked[0][0]
+    # streamed: the client's call is its only delta.tool_calls, numbered 0, and the server's result comes first
+    chunks = s.events(tools=[CLIENT_TOOL])
+    deltas = [d for c in chunks if c["choices"] for d in c["choices"][0]["delta"].get("tool_calls", [])]
+    assert deltas and all(d["index"] == 0 for d in deltas)
+    assert deltas[0]["function"]["name"] == "get_weather"
+    kinds = [c["tool_event"]["type"] if "tool_event" in c else c["choices"][0]["finish_reason"] for c in chunks]
+    kinds = [k for k in kinds if k]
+    assert kinds == ["tool_call", "tool_result", "tool_calls"]
+
+
+def test_tool_choice_none_offers_no_server_tools_and_n_above_one_is_refused(make_server):
+    s = make_server(lambda prompt: "Hello.")
+    response = s.chat(tool_choice="none")
+    assert response.status_code == 200 and "tool_loop" not in response.json()["choices"][0]
+    assert "slow_add" not in s.engine.asked[-1][0]
+    response = s.chat()
+    assert "slow_add" in s.engine.asked[-1][0] and "tool_loop" not in response.json()["choices"][0]
+    response = s.chat(n=2)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "n"
+
+
+def test_a_forced_call_is_forced_in_the_first_round_only(make_server):
+    s = make_server(two_calls_then_answer)
+    response = s.chat(tool_choice="required")
+    assert response.json()["choices"][0]["message"]["content"] == "The sum is 5 and the word is DONE."
+    first, second = (params for _, params in s.engine.asked)
+    assert first.structured is not None and second.structured is None
+
+
+def test_a_tools_failure_is_fed_back_to_the_model_and_counted(make_server):
+    s = make_server(lambda prompt: call("broken") if tool_results(prompt) == 0 else "Sorry.")
+    response = s.chat()
+    [choice] = response.json()["choices"]
+    assert choice["message"]["content"] == "Sorry." and choice["finish_reason"] == "stop"
+    [_, result] = choice["tool_loop"]["messages"]
+    assert result["content"] == "broken failed: the disk is on fire"
+    assert "<tool_response>\nbroken failed: the disk is on fire\n</tool_response>" in s.engine.asked[1][0]
+    metrics = httpx.get(f"{s.url}/metrics").text
+    assert 'mistralcli_tool_calls_total{outcome="error",tool="broken"} 1.0' in metrics
+    assert "mistralcli_tool_rounds_total 1.0" in metrics
+    assert 'mistralcli_tool_call_duration_seconds_count{tool="broken"} 1.0' in metrics
+
+
+def test_a_call_that_cannot_be_parsed_ends_the_loop_and_is_reported(make_server):
+    # the second call's arguments violate slow_add's schema: the parser reports it; the first call still runs
+    s = make_server(lambda prompt: call("slow_add", a=1, b=2) + call("slow_add", a="two", b=3))
+    response = s.chat()
+    [choice] = response.json()["choices"]
+    assert choice["finish_reason"] == "stop"
+    assert "'two' is not of type 'number'" in choice["tool_call_parse_error"]["message"]
+    assert choice["tool_loop"]["rounds"] == 1 and choice["tool_loop"]["messages"][1]["content"] == "3"
+    assert len(s.engine.asked) == 1 and len(s.toolbox.spans) == 1
+
+
+def write_then_answer(prompt: str) -> str:
+    return call("write_note", text="hello") if tool_results(prompt) == 0 else "Done."
+
+
+def _stream_with_decisions(s: LoopServer, decide) -> list[dict]:
+    """Stream a request; on each approval_required event, decide(approval_id) in a thread (as a person would)."""
+    chunks = []
+    body = {"messages": [{"role": "user", "content": "Note it."}], "stream": True}
+    with httpx.stream("POST", f"{s.url}/v1/chat/completions", json=body, timeout=60) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            chunks.append(chunk)
+            event = chunk.get("tool_event") or {}
+            if event.get("type") == "approval_required":
+                threading.Thread(target=decide, args=(event["approval_id"],)).start()
+    return [c["tool_event"] for c in chunks if "tool_event" in c]
+
+
+def test_ask_waits_for_an_approval_and_runs_or_refuses_the_call(make_server):
+    s = make_server(write_then_answer, permission="ask")
+
+    def approve(approval_id):
+        pending = httpx.get(f"{s.url}/v1/agent/approvals").json()
+        assert pending["permission"] == "ask" and [a["id"] for a in pending["data"]] == [approval_id]
+        assert pending["data"][0]["name"] == "write_note"
+        response = httpx.post(f"{s.url}/v1/agent/approvals/{approval_id}", json={"approved": True})
+        assert response.status_code == 200 and response.json()["approved"] is True
+
+    events = _stream_with_decisions(s, approve)
+    assert [e["type"] for e in events] == ["tool_call", "approval_required", "approval", "tool_result"]
+    assert events[2]["decision"] == "approved" and events[3]["outcome"] == "ok"
+    assert s.toolbox.notes == ["hello"]
+
+    def deny(approval_id):
+        httpx.post(f"{s.url}/v1/agent/approvals/{approval_id}", json={"approved": False})
+
+    events = _stream_with_decisions(s, deny)
+    assert events[2]["decision"] == "denied" and events[3]["outcome"] == "denied"
+    assert "not run: the call was denied" in events[3]["content"]
+    assert s.toolbox.notes == ["hello"]
+    # decided, unknown and malformed decisions
+    assert httpx.post(f"{s.url}/v1/agent/approvals/appr_nope", json={"approved": True}).status_code == 404
+    bad = httpx.post(f"{s.url}/v1/agent/approvals/appr_nope", json={"approved": "yes"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "approved"
+
+
+def test_ask_denies_when_no_approval_comes_in_time_and_deny_never_runs(make_server):
+    s = make_server(write_then_answer, permission="ask", approval_timeout=0.5)
+    response = s.chat()
+    [choice] = response.json()["choices"]
+    [_, result] = choice["tool_loop"]["messages"]
+    assert "no approval came within 0.5 s" in result["content"]
+    assert httpx.get(f"{s.url}/v1/agent/approvals").json()["data"] == []
+    s = make_server(write_then_answer, permission="deny")
+    events = s.events()
+    results = [c["tool_event"] for c in events if c.get("tool_event", {}).get("type") == "tool_result"]
+    assert [e["outcome"] for e in results] == ["denied"] and not s.toolbox.notes
+    # safe tools run under deny
+    s = make_server(two_calls_then_answer, permission="deny")
+    assert s.chat().json()["choices"][0]["message"]["content"].startswith("The sum is 5")
+
+
+def test_approvals_need_a_server_with_tools(smollm2):
+    from mistralcli.engine.engine import Engine, EngineConfig
+    from mistralcli.server.app import ServerSettings, make_app
+
+    engine = Engine(smollm2.model, smollm2.tokenizer, smollm2.context_length, EngineConfig(kv_cache_mb=16))
+    server = InProcessServer(make_app(engine, ServerSettings(model_name="m", access_log=None)))
+    try:
+        response = httpx.get(f"{server.url}/v1/agent/approvals")
+        assert response.status_code == 404 and "runs no tools" in response.json()["error"]["message"]
+    finally:
+        server.stop(wait=10)
