@@ -6,14 +6,21 @@
     print(outputs[0].outputs[0].text)
 
 Every prompt goes through one engine at once (continuous batching); outputs come back in input order.
+
+With tools of its own (`agent_tools=SandboxConfig(...)`, `tool_callbacks={"name": function}`,
+`mcp_config=...`), `chat` runs the tool loop: the calls the model makes to them are run (every call of a
+round at once), their results fed back, until the model answers (see LLM.chat).
 """
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
 from mistralcli.engine.engine import Engine, EngineConfig
-from mistralcli.prompt import chat_prompt_ids, encode_prompt
+from mistralcli.prompt import chat_prompt_ids, encode_prompt, render_chat
+from mistralcli.reasoning import Thinking
 from mistralcli.sampling import SamplingParams, TokenLogprob
+from mistralcli.tools.loop import ToolCall, round_messages
 
 
 @dataclass
@@ -24,6 +31,7 @@ class CompletionOutput:
     finish_reason: str | None
     logprobs: list[TokenLogprob] | None = None
     grammar_complete: bool | None = None  # with params.structured: False when it ended before the grammar accepts
+    tool_calls: list[dict] | None = None  # chat with tools: the calls to the caller's tools (OpenAI's shape)
 
     @property
     def cumulative_logprob(self) -> float | None:
@@ -48,10 +56,15 @@ class RequestOutput:
     outputs: list[CompletionOutput] = field(default_factory=list)
     num_cached_tokens: int = 0
     finished: bool = True
+    # chat's tool loop: the messages it added before this answer (each round's calls, then their results),
+    # and the tokens of those rounds (counted in usage)
+    tool_messages: list[dict] = field(default_factory=list)
+    earlier_usage: tuple[int, int] = (0, 0)
 
     @property
     def usage(self) -> Usage:
-        return Usage(len(self.prompt_token_ids), sum(len(o.token_ids) for o in self.outputs))
+        prompt, completion = self.earlier_usage
+        return Usage(prompt + len(self.prompt_token_ids), completion + sum(len(o.token_ids) for o in self.outputs))
 
 
 class LLM:
@@ -60,18 +73,62 @@ class LLM:
     Args:
         model: a GGUF file, a Hugging Face model directory or repo id; None for the default model.
         threads: CPU threads (default: every core this process may use).
+        agent_tools: a mistralcli.tools.sandbox.SandboxConfig: the agent tools (ls, cat, wc, grep, ...) over it.
+        tool_callbacks: {name: function}: plain Python functions as tools (schema from the signature,
+            description from the docstring).
+        mcp_config: the MCP servers whose tools join: a config file's path, a dict (mistral.rs or Cursor
+            shape) or a McpConfig.
+        agent_permission: "auto" (dangerous tools run) or "deny" (they are refused).
+        max_tool_rounds: most rounds of tool calls chat runs for one conversation.
         max_num_seqs, max_num_batched_tokens, kv_cache_mb, block_size: the engine's settings (EngineConfig).
     """
 
-    def __init__(self, model: str | None = None, threads: int | None = None, **engine_config):
+    def __init__(
+        self,
+        model: str | None = None,
+        threads: int | None = None,
+        *,
+        agent_tools=None,
+        tool_callbacks: dict | None = None,
+        mcp_config=None,
+        agent_permission: str = "auto",
+        max_tool_rounds: int = 10,
+        **engine_config,
+    ):
         from mistralcli.loading.loader import load_model
 
-        self.loaded = load_model(model, threads=threads)
-        self.tokenizer = self.loaded.tokenizer
-        self.engine = Engine(
-            self.loaded.model, self.tokenizer, self.loaded.context_length, EngineConfig(**engine_config)
-        )
+        self.tools = None  # a mistralcli.tools.host.ToolHost, with tools of its own
+        if agent_tools is not None or tool_callbacks or mcp_config is not None:
+            from mistralcli.tools.host import ToolHost
+
+            self.tools = ToolHost(
+                agent_tools=agent_tools,
+                tool_callbacks=tool_callbacks,
+                mcp_config=mcp_config,
+                permission=agent_permission,
+            )
+        self.max_tool_rounds = max_tool_rounds
+        try:
+            self.loaded = load_model(model, threads=threads)
+            self.tokenizer = self.loaded.tokenizer
+            self.engine = Engine(
+                self.loaded.model, self.tokenizer, self.loaded.context_length, EngineConfig(**engine_config)
+            )
+        except BaseException:
+            self.close()
+            raise
         self._ids = itertools.count()
+
+    def close(self) -> None:
+        """End the MCP servers' sessions (their processes are reaped); the model stays usable without them."""
+        if self.tools is not None:
+            self.tools.close()
+
+    def __enter__(self) -> "LLM":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def default_sampling_params(self) -> SamplingParams:
         """The model's recommended sampling settings (from its file), else mistralcli's defaults."""
@@ -112,10 +169,18 @@ class LLM:
         tools: list[dict] | None = None,
     ) -> list[RequestOutput]:
         """Answer one conversation (a list of {"role", "content"} messages) or several, through the model's
-        chat template; returns one RequestOutput per conversation."""
+        chat template; returns one RequestOutput per conversation.
+
+        With tools of the LLM's own (see LLM), the tool loop runs: they join `tools` (the caller's, which
+        win a clash of names), the model's calls to them run (all of a round at once) and their results are
+        fed back, until it answers, calls one of the caller's tools (in `.outputs[0].tool_calls`) or
+        max_tool_rounds is reached (finish_reason "length"). `.tool_messages` holds the rounds' messages,
+        `.usage` counts every round."""
         if self.loaded.chat_template is None:
             raise ValueError("this model has no chat template; use generate() with plain text")
         conversations = [messages] if messages and isinstance(messages[0], dict) else messages
+        if self.tools is not None and len(self.tools.registry):
+            return _ToolChat(self, tools or [], sampling_params, chat_template_kwargs).run(conversations)
         template = self.loaded.chat_template
         prompts = [
             chat_prompt_ids(self.tokenizer, template, conversation, tools, template_kwargs=chat_template_kwargs)
@@ -152,3 +217,96 @@ class LLM:
             for request_id, result in by_id.items():
                 if not result.finished:
                     self.engine.abort(request_id)
+
+
+class _ToolChat:
+    """LLM.chat's tool loop over several conversations at once: each round generates every conversation
+    still going in one batch, then runs all their calls to the LLM's tools at once."""
+
+    def __init__(self, llm: "LLM", tools: list[dict], params: SamplingParams | None, template_kwargs: dict | None):
+        from mistralcli.structured import StructuredOutputs
+        from mistralcli.tools import TOOL_CALL_PARSERS, parser_for_template
+
+        self.llm = llm
+        template = llm.loaded.chat_template
+        own = {t["function"]["name"] for t in tools}
+        self.server_tools = {t.name for t in llm.tools.registry} - own
+        strict = params is None or params.structured is None  # the LLM's tools are held to their parameters
+        offered = llm.tools.runner.openai_tools(exclude=own)
+        self.tools = [*tools, *offered]  # as the template shows them
+        held = [*tools, *({**t, "function": {**t["function"], "strict": strict}} for t in offered)]
+        self.parser = TOOL_CALL_PARSERS[parser_for_template(template.source)]
+        params = params or llm.default_sampling_params()
+        extra: dict = {}
+        if self.parser.keeps_special_tokens(llm.tokenizer):
+            extra["skip_special_tokens"] = False
+        if strict:
+            grammar = self.parser.strict_grammar(held, special_tokens=self.parser.special_tokens(llm.tokenizer))
+            extra["structured"] = StructuredOutputs(grammar=grammar)
+        self.params = dataclasses.replace(params, **extra) if extra else params
+        self.template_kwargs = template_kwargs
+
+    def _prompt(self, conversation: list[dict]) -> tuple[list[int], "Thinking | None", SamplingParams]:
+        """The conversation's prompt, how the model thinks in it (a template may think or not by its
+        kwargs), and the params: a constraint holds after the thought."""
+        template = self.llm.loaded.chat_template
+        text = render_chat(template, conversation, self.tools, True, self.template_kwargs)
+        thinking = Thinking.of(template.source, text, None)
+        params = self.params
+        if thinking is not None and params.structured is not None:
+            params = dataclasses.replace(params, structured=thinking.constrain(params.structured, self.llm.tokenizer))
+        return encode_prompt(self.llm.tokenizer, text), thinking, params
+
+    def _calls(self, text: str, thinking: "Thinking | None") -> tuple[str, list[dict], bool]:
+        """The content of an answer, its calls, and whether a call could not be parsed."""
+        from mistralcli.tools import ContentDelta
+
+        if thinking is not None:
+            parser = thinking.new_parser()
+            _, text = parser.feed(text)
+            text += parser.finish()[1]
+        calls = self.parser(self.tools)
+        events = calls.feed(text)
+        end = calls.finish()
+        content = "".join(e.text for e in [*events, *end.events] if isinstance(e, ContentDelta))
+        return content, end.calls, end.error is not None
+
+    def run(self, conversations: list[list[dict]]) -> list[RequestOutput]:
+        llm = self.llm
+        added: list[list[dict]] = [[] for _ in conversations]
+        spent = [(0, 0)] * len(conversations)
+        results: list[RequestOutput | None] = [None] * len(conversations)
+        going = list(range(len(conversations)))
+        for round_number in itertools.count(1):
+            prompts = [self._prompt(conversations[i] + added[i]) for i in going]
+            outputs = llm.generate([ids for ids, _, _ in prompts], [params for _, _, params in prompts])
+            pending = []  # (conversation, content, its calls to run, whether it goes on after them)
+            for i, (_, thinking, _), out in zip(going, prompts, outputs, strict=True):
+                out.tool_messages, out.earlier_usage = added[i], spent[i]
+                results[i] = out
+                completion = out.outputs[0]
+                content, calls, broken = self._calls(completion.text, thinking)
+                mine = [c for c in calls if c["function"]["name"] in self.server_tools]
+                theirs = [c for c in calls if c["function"]["name"] not in self.server_tools]
+                completion.tool_calls = theirs or None
+                if not mine or completion.finish_reason == "length":
+                    continue
+                if round_number > llm.max_tool_rounds:
+                    completion.finish_reason = "length"
+                    continue
+                pending.append((i, content, mine, not theirs and not broken))
+            if not pending:
+                return results
+            flat = [ToolCall.of(c) for _, _, mine, _ in pending for c in mine]
+            outcomes = llm.tools.run(flat)
+            going = []
+            for i, content, mine, goes_on in pending:
+                done, outcomes = outcomes[: len(mine)], outcomes[len(mine) :]
+                added[i] = added[i] + round_messages(content, done)
+                usage = results[i].usage
+                spent[i] = (usage.prompt_tokens, usage.completion_tokens)
+                results[i].tool_messages = added[i]
+                if goes_on:
+                    going.append(i)
+            if not going:
+                return results

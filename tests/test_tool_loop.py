@@ -4,6 +4,7 @@ result reaches the model's next prompt, the answer comes back whole or streamed 
 through the openai SDK), usage counts every round; the round limit, a client's tools beside the server's,
 approvals (asked, approved, denied, timed out), errors fed back, and the metrics."""
 
+import asyncio
 import json
 import threading
 import time
@@ -398,3 +399,70 @@ def test_approvals_need_a_server_with_tools(smollm2):
         assert response.status_code == 404 and "runs no tools" in response.json()["error"]["message"]
     finally:
         server.stop(wait=10)
+
+
+# ---- a real model through `mistral serve`: Qwen2.5-Coder-0.5B with the agent tools and an MCP server's
+def test_qwen_asks_a_real_agent_tool_for_a_files_line_count(qwen_path, tmp_path):
+    import sys
+    from pathlib import Path
+
+    from test_server import Server
+
+    (tmp_path / "notes.txt").write_text("".join(f"line {i}\n" for i in range(1, 8)))
+    config = tmp_path / "mcp.json"
+    toolbox = str(Path(__file__).parent / "mcp_servers" / "toolbox.py")
+    config.write_text(json.dumps({"mcpServers": {"box": {"command": sys.executable, "args": [toolbox, "stdio"]}}}))
+    s = Server(qwen_path, "--enable-agent-tools", "--agent-sandbox-root", str(tmp_path), "--mcp-config", str(config))
+    try:
+        question = [{"role": "user", "content": "How many lines does the file notes.txt have?"}]
+        body = {
+            "messages": question,
+            "temperature": 0,
+            "max_tokens": 48,
+            "tool_choice": {"type": "function", "function": {"name": "wc"}},
+        }
+        response = httpx.post(f"{s.url}/v1/chat/completions", json=body, timeout=300)
+        assert response.status_code == 200, response.text
+        [choice] = response.json()["choices"]
+        loop = choice["tool_loop"]
+        assert loop["rounds"] >= 1
+        call, result = loop["messages"][0]["tool_calls"][0], loop["messages"][1]
+        assert call["function"]["name"] == "wc" and result["tool_call_id"] == call["id"]
+        # whatever path the model chose, the result is the tool's own answer for it
+        from mistralcli.tools.agent_tools import agent_tools
+        from mistralcli.tools.registry import ToolRegistry
+        from mistralcli.tools.sandbox import SandboxConfig
+
+        registry = ToolRegistry()
+        for tool in agent_tools(SandboxConfig(root=tmp_path)):
+            registry.add(tool)
+        expected = asyncio.run(registry.call("wc", call["function"]["arguments"]))
+        assert result["content"] == expected.text
+        if call["function"]["arguments"] == {"path": "notes.txt"}:
+            assert result["content"] == "7 14 49 notes.txt"
+        assert choice["finish_reason"] in ("stop", "length")
+        assert response.json()["usage"]["prompt_tokens"] > 2 * 1000  # two rounds' prompts, each with the tools
+        # the MCP server's tool, streamed: the call and its result arrive as events, then the answer
+        body = {
+            "messages": [{"role": "user", "content": "What is 2 + 3? Use the add tool."}],
+            "temperature": 0,
+            "max_tokens": 32,
+            "stream": True,
+            "tool_choice": {"type": "function", "function": {"name": "add"}},
+        }
+        events = []
+        with httpx.stream("POST", f"{s.url}/v1/chat/completions", json=body, timeout=300) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    events.append(json.loads(line[6:]).get("tool_event"))
+        events = [e for e in events if e]
+        assert [e["type"] for e in events[:2]] == ["tool_call", "tool_result"]
+        assert events[0]["name"] == "add" and events[1]["outcome"] == "ok"
+        args = json.loads(events[0]["arguments"])
+        assert events[1]["content"] == str(args["a"] + args["b"])
+        metrics = httpx.get(f"{s.url}/metrics").text
+        assert 'mistralcli_tool_calls_total{outcome="ok",tool="wc"}' in metrics
+        assert 'mistralcli_tool_calls_total{outcome="ok",tool="add"}' in metrics
+    finally:
+        assert s.stop() == 0
+    assert any("MCP server box:" in line for line in s.stderr_lines)

@@ -148,6 +148,7 @@ class ChatCompletionsHandler(_GenerateHandler):
         # the server's tool loop, when it runs its tools for this request
         self.runner = None  # the server's mistralcli.tools.loop.ToolRunner
         self.server_tools: set[str] = set()  # the names of its tools offered (the client's own win a clash)
+        self.strict_server_tools = False  # their calls held to their parameters (unless the output has a shape)
         self.loop: _ToolLoop | None = None
         self.round = 0  # the generation under way, from 1
         self.stream = False
@@ -168,7 +169,8 @@ class ChatCompletionsHandler(_GenerateHandler):
 
     def _offer_server_tools(self, request: protocol.ChatCompletionRequest) -> None:
         """The tools the server runs join the request's own (which win a clash of names), unless tool_choice
-        is "none"; the request then runs the tool loop."""
+        is "none"; the request then runs the tool loop. They are strict: the server runs what the model
+        writes, so its calls are held to their parameters (but where the request constrains the output)."""
         runner = self.state.settings.tools
         if runner is None or not len(runner) or request.tool_choice == "none":
             return
@@ -187,6 +189,10 @@ class ChatCompletionsHandler(_GenerateHandler):
         self.runner = runner
         self.server_tools = {t.function.name for t in offered}
         request.tools = [*(request.tools or []), *offered]
+        try:  # strict (in the grammar; the template shows the tools as they are), unless the output has a shape
+            self.strict_server_tools = request.structured()[0] is None
+        except ValueError:
+            self.strict_server_tools = False  # the request is refused later, with the field named
 
     def _render(self, request: protocol.ChatCompletionRequest, messages: list[dict] | None = None) -> str:
         """The prompt text (of the request's conversation, or of messages); a conversation the template
@@ -212,8 +218,14 @@ class ChatCompletionsHandler(_GenerateHandler):
         source = settings.chat_template.source
         self.thinking = Thinking.of(source, prompt, settings.reasoning_parser)
         if request.tools and request.tool_choice != "none":
-            self.tools = [t.model_dump(exclude_none=True) for t in request.tools]
+            self.tools = [self._strict(t.model_dump(exclude_none=True)) for t in request.tools]
             self.tool_parser = TOOL_CALL_PARSERS[settings.tool_call_parser or parser_for_template(source)]
+
+    def _strict(self, tool: dict) -> dict:
+        """A tool as the parser and the grammars take it: the server's own are strict where they may be."""
+        if self.strict_server_tools and tool["function"]["name"] in self.server_tools:
+            return {**tool, "function": {**tool["function"], "strict": True}}
+        return tool
 
     def structured(self, request: protocol.ChatCompletionRequest) -> tuple[StructuredOutputs | None, str | None]:
         """The request's own constraint, or the one its tool calls ask for: never both. With a thinking
@@ -234,8 +246,7 @@ class ChatCompletionsHandler(_GenerateHandler):
         """The thinking budget, and the control tokens kept in the text where the tool-call markers are such
         tokens (Mistral's [TOOL_CALLS], Llama's <|python_tag|>): the parser must see them."""
         extra = {}
-        markers = (*self.tool_parser.markers, *self.tool_parser.grammar_tokens) if self.tool_parser else ()
-        if any(self.state.tokenizer.control_id(m) is not None for m in markers):
+        if self.tool_parser is not None and self.tool_parser.keeps_special_tokens(self.state.tokenizer):
             extra["skip_special_tokens"] = False
         budget = request.thinking_token_budget
         if budget is None:
@@ -255,9 +266,7 @@ class ChatCompletionsHandler(_GenerateHandler):
         the field asking."""
         if self.tool_parser is None:
             return None
-        tokenizer = self.state.tokenizer
-        markers = self.tool_parser.grammar_tokens
-        special = {m: token for m in markers if (token := tokenizer.control_id(m)) is not None}
+        special = self.tool_parser.special_tokens(self.state.tokenizer)
         choice = request.tool_choice
         if choice == "required" or isinstance(choice, protocol.NamedToolChoice):
             names = [choice.function.name] if isinstance(choice, protocol.NamedToolChoice) else None
@@ -265,7 +274,7 @@ class ChatCompletionsHandler(_GenerateHandler):
                 self.tools, names=names, parallel=request.parallel_tool_calls, special_tokens=special
             )
             return StructuredOutputs(grammar=grammar), "tool_choice"
-        strict = any(t.function.strict for t in request.tools)
+        strict = any(t["function"].get("strict") for t in self.tools)
         if strict or not request.parallel_tool_calls:  # "auto": text, and calls held to the syntax (at most one)
             grammar = self.tool_parser.strict_grammar(
                 self.tools, special_tokens=special, parallel=request.parallel_tool_calls

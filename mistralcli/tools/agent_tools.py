@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from stat import filemode
-from typing import Annotated, Literal, get_type_hints
+from typing import Annotated, Literal
 
 import pydantic
 
-from mistralcli.tools.registry import Tool, ToolResult
+from mistralcli.tools.registry import Tool, ToolResult, arguments_model, untitled
 from mistralcli.tools.sandbox import Entry, Sandbox, SandboxConfig, SandboxError
 
 PathArg = Annotated[str, pydantic.Field(description="a path relative to the sandbox root")]
@@ -295,27 +295,9 @@ READ_TOOLS = (ls, cat, head, tail, wc, grep, find, sort, uniq, cut, diff, stat, 
 WRITE_TOOLS = (write_file, edit_file)
 
 
-def _arguments_model(func: Callable) -> type[pydantic.BaseModel]:
-    """A pydantic model of `func`'s arguments (all but the sandbox), refusing unknown ones."""
-    hints = get_type_hints(func, include_extras=True)
-    fields = {
-        p.name: (hints[p.name], ... if p.default is inspect.Parameter.empty else p.default)
-        for p in list(inspect.signature(func).parameters.values())[1:]
-    }
-    return pydantic.create_model(func.__name__, __config__=pydantic.ConfigDict(extra="forbid"), **fields)
-
-
-def _untitled(schema: dict) -> dict:
-    """The schema without pydantic's generated titles, which only repeat the names."""
-    schema.pop("title", None)
-    for prop in schema.get("properties", {}).values():
-        prop.pop("title", None)
-    return schema
-
-
 def make_tool(func: Callable, sb: Sandbox, *, dangerous: bool = False) -> Tool:
     """`func` as a registry Tool: its schema from its signature, its description from its docstring."""
-    model = _arguments_model(func)
+    model = arguments_model(func, skip=1)  # all but the sandbox
 
     async def call(arguments: dict) -> ToolResult:
         try:
@@ -328,7 +310,7 @@ def make_tool(func: Callable, sb: Sandbox, *, dangerous: bool = False) -> Tool:
     return Tool(
         name=func.__name__,
         description=inspect.getdoc(func),
-        parameters=_untitled(model.model_json_schema()),
+        parameters=untitled(model.model_json_schema()),
         call=call,
         source="agent",
         dangerous=dangerous,

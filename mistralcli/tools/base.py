@@ -89,6 +89,19 @@ class ToolCallParser:
             error = ToolCallParseError(message, self.text[raw_start:])
         return ParsedEnd(self._take_events(), list(self.calls), error)
 
+    # ---- the model's tokens for this format
+    @classmethod
+    def special_tokens(cls, tokenizer) -> dict[str, int]:
+        """The grammar's marker texts that are control tokens of this tokenizer, with their ids (for the
+        grammars' special_tokens)."""
+        return {m: token for m in cls.grammar_tokens if (token := tokenizer.control_id(m)) is not None}
+
+    @classmethod
+    def keeps_special_tokens(cls, tokenizer) -> bool:
+        """Whether a marker is a control token of this tokenizer (Mistral's [TOOL_CALLS], Llama's
+        <|python_tag|>): then the output's control tokens must stay in its text, for the parser to see."""
+        return any(tokenizer.control_id(m) is not None for m in (*cls.markers, *cls.grammar_tokens))
+
     # ---- the grammars that force this format's calls (see grammars.py)
     @classmethod
     def call_grammar(

@@ -6,10 +6,15 @@ A tool's result is text for the model (`ToolResult`); a tool that fails says so 
 (`is_error`), it does not raise: only a call the registry cannot make (an unknown tool, arguments that
 are not an object or violate the schema) raises `ToolCallError`."""
 
+import asyncio
+import inspect
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, get_type_hints
 
 import jsonschema
+import pydantic
 
 from mistralcli.errors import MistralError
 
@@ -93,3 +98,53 @@ class ToolRegistry:
             return await tool.call(arguments)
         except Exception as exc:
             return ToolResult(f"{name} failed: {exc}", is_error=True)
+
+
+def arguments_model(func: Callable, skip: int = 0) -> type[pydantic.BaseModel]:
+    """A pydantic model of `func`'s parameters (but the first `skip`), refusing unknown ones; a parameter
+    without a type hint takes any JSON value."""
+    hints = get_type_hints(func, include_extras=True)
+    params = list(inspect.signature(func).parameters.values())[skip:]
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+            raise TypeError(f"{func.__name__}: a tool's parameters are named ones; {p.name!r} is {p.kind.description}")
+    fields = {p.name: (hints.get(p.name, Any), ... if p.default is p.empty else p.default) for p in params}
+    return pydantic.create_model(func.__name__, __config__=pydantic.ConfigDict(extra="forbid"), **fields)
+
+
+def untitled(schema: dict) -> dict:
+    """The schema without pydantic's generated titles, which only repeat the names."""
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    return schema
+
+
+def function_tool(func: Callable, name: str | None = None) -> Tool:
+    """A plain Python function (or coroutine function) as a Tool: its JSON schema from its signature, its
+    description from its docstring. It is called with the arguments by name; a str it returns is the result,
+    anything else is sent as JSON (or its str() where it is not JSON); an exception is a tool error. A
+    function that is not a coroutine runs in a worker thread."""
+    model = arguments_model(func)
+    is_async = inspect.iscoroutinefunction(func)
+
+    async def call(arguments: dict) -> ToolResult:
+        try:
+            kwargs = dict(model.model_validate(arguments))
+        except pydantic.ValidationError as exc:
+            return ToolResult(f"{name or func.__name__}: {exc.errors()[0]['msg']}", is_error=True)
+        value = await func(**kwargs) if is_async else await asyncio.to_thread(func, **kwargs)
+        if isinstance(value, str):
+            return ToolResult(value)
+        try:
+            return ToolResult(json.dumps(value, ensure_ascii=False))
+        except (TypeError, ValueError):
+            return ToolResult(str(value))
+
+    return Tool(
+        name=name or func.__name__,
+        description=inspect.getdoc(func) or "",
+        parameters=untitled(model.model_json_schema()),
+        call=call,
+        source="python",
+    )
