@@ -75,6 +75,14 @@ def serve(
     max_tool_rounds: int = typer.Option(
         10, "--max-tool-rounds", min=1, help="Most rounds of tool calls the server runs for one chat completion."
     ),
+    mcp_port: int = typer.Option(
+        None,
+        "--mcp-port",
+        min=0,
+        max=65535,
+        help="Also serve the model as an MCP server (chat and complete tools) over streamable HTTP on this port, "
+        "at /mcp.",
+    ),
 ):
     """Serve a model over the OpenAI API (chat and text completions, streaming) on HOST:PORT.
 
@@ -174,7 +182,35 @@ def serve(
                     f"dangerous ones: {agent_permission}.",
                     highlight=False,
                 )
-            await serve_app(app, host, port, shutdown_timeout=shutdown_timeout, on_ready=ready)
+            if mcp_port is None:
+                await serve_app(app, host, port, shutdown_timeout=shutdown_timeout, on_ready=ready)
+                return
+            from mistralcli.tools.mcp_server import EngineBackend, build_server, serve_http
+
+            state = app.mistral_state
+            backend = EngineBackend(state.engine, name, loaded.chat_template, loaded.sampling_defaults)
+            stop_mcp = asyncio.Event()
+            mcp_ready = asyncio.get_running_loop().create_future()
+
+            def mcp_listening(url: str):
+                console.print(f"MCP server (streamable HTTP) at {url}", highlight=False)
+                mcp_ready.set_result(None)
+
+            mcp_task = asyncio.create_task(
+                serve_http(build_server(backend, log_level="WARNING"), host, mcp_port, stop_mcp, mcp_listening)
+            )
+            await asyncio.wait([mcp_task, mcp_ready], return_when=asyncio.FIRST_COMPLETED)
+            if mcp_task.done():
+                try:
+                    await mcp_task  # it could not listen: raises
+                except OSError as exc:
+                    console.print(f"error: cannot listen on {host}:{mcp_port} (--mcp-port): {exc.strerror or exc}")
+                    raise typer.Exit(1) from None
+            try:
+                await serve_app(app, host, port, shutdown_timeout=shutdown_timeout, on_ready=ready)
+            finally:
+                stop_mcp.set()
+                await mcp_task
 
     try:
         asyncio.run(main())

@@ -99,6 +99,9 @@ def list_tools(
 
 
 def _type(schema: dict) -> str:
+    if "anyOf" in schema:  # pydantic's optional fields: X | None
+        kinds = [_type(s) for s in schema["anyOf"] if s.get("type") != "null"]
+        return "|".join(kinds) or "null"
     kind = schema.get("type", "any")
     if kind == "array":
         return f"{_type(schema.get('items', {}))}[]"

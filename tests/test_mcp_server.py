@@ -41,3 +41,47 @@ def test_the_model_answers_through_its_chat_and_complete_tools(smollm2_path):
                 registry.check("chat", {"prompt": "hi", "temperature": 9})
 
     asyncio.run(session())
+
+
+def test_serve_mcp_port_serves_the_model_over_streamable_http_beside_the_openai_api(smollm2_path):
+    import re
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+    from test_server import Server
+
+    s = Server(smollm2_path, "--mcp-port", "0")
+    try:
+        deadline = time.monotonic() + 30
+        while not (urls := [m for line in s.stderr_lines if (m := re.search(r"at (http://\S+/mcp)", line))]):
+            assert time.monotonic() < deadline, s.stderr_lines
+            time.sleep(0.1)
+        cfg = parse_config({"mcpServers": {"local": {"url": urls[0].group(1)}}, "tool_timeout_secs": 60})
+
+        async def session():
+            async with McpClients(cfg) as clients:
+                assert [st.ok for st in clients.statuses] == [True], clients.statuses
+                return await asyncio.gather(
+                    clients.registry.call("chat", {"prompt": "What is the capital of France?", "temperature": 0}),
+                    clients.registry.call("complete", {"prompt": "1, 2, 3, 4,", "temperature": 0, "max_tokens": 8}),
+                    clients.registry.call("complete", {"prompt": ""}),
+                )
+
+        answer, counted, empty = asyncio.run(session())
+        assert "Paris" in answer.text and counted.text.startswith(" 5, 6, 7")
+        assert empty.is_error and "the prompt is empty" in empty.text
+        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        assert httpx.post(f"{s.url}/v1/chat/completions", json=body, timeout=60).status_code == 200
+    finally:
+        assert s.stop() == 0
+    # a port in use: one line naming the flag, exit 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "mistralcli", "serve", "-m", str(smollm2_path), "--port", "0"]
+        done = subprocess.run([*command, "--mcp-port", str(port)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and f"cannot listen on 127.0.0.1:{port} (--mcp-port)" in done.stderr
+    assert "Traceback" not in done.stderr
