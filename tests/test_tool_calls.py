@@ -302,3 +302,22 @@ def test_without_parallel_calls_auto_allows_text_or_one_call(fmt, markers_are_to
     assert not _accepts(grammar, two, ids)  # a second call is neither a call nor text
     if fmt in ("hermes", "mistral"):
         assert _accepts(grammar, f"Let me look. {one}", ids) and not _accepts(grammar, f"Let me look. {one} Done.", ids)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+@pytest.mark.parametrize("markers_are_tokens", [True, False])
+def test_hermes_strict_holds_bare_calls_too(parallel, markers_are_tokens):
+    """Small models write Hermes calls bare (the parser takes them at the output's start): under strict tools
+    such an output is held to the schema as well, and text cannot open with `{` to slip past it."""
+    special = SPECIAL_IDS if markers_are_tokens else {}
+    ids = _ids if markers_are_tokens else (lambda t: list(t.encode()))
+    tools = [{**t, "function": {**t["function"], "strict": True}} for t in TOOLS]
+    grammar = TOOL_CALL_PARSERS["hermes"].strict_grammar(tools, special_tokens=special, parallel=parallel)
+    assert llguidance.LLMatcher.validate_grammar(grammar, LLTOKENIZER) == ""
+    bare = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert _accepts(grammar, bare, ids) and _accepts(grammar, "The weather is fine.", ids)
+    assert not _accepts(grammar, '{"name": "get_weather", "arguments": {"town": "Paris"}}', ids)
+    assert not _accepts(grammar, "{'name': 'get_weather', 'arguments': {}}", ids)  # not JSON: not text either
+    assert _accepts(grammar, f"{bare}\n{bare}", ids) == parallel
+    _, _, calls, error = _run("hermes", [bare])
+    assert error is None and calls[0] == PARIS

@@ -28,9 +28,14 @@ def hermes(tools: Sequence[Mapping], names: Sequence[str] | None, parallel: bool
 
 
 def hermes_strict(tools: Sequence[Mapping], special: Mapping[str, int], parallel: bool = True) -> str:
+    """Text with marked calls, or bare call objects (which the parser takes at the output's start, as small
+    models write them): as llama3_json_strict's, text that opens with `{` must be calls."""
     body = f'"\\n" fn "\\n" {_marker("</tool_call>", special)}'
+    bare = "bare: fn" + (' ("\\n" fn)*' if parallel else "")
     return _lark(
-        *_text_with_calls("<tool_call>", body, special, parallel), f"fn: {_json(_calls_schema(tools, strict=True))}"
+        *_text_with_calls("<tool_call>", body, special, parallel, bare=True),
+        bare,
+        f"fn: {_json(_calls_schema(tools, strict=True))}",
     )
 
 
@@ -137,21 +142,36 @@ def _marker(text: str, special: Mapping[str, int]) -> str:
     return f"<[{special[text]}]>" if text in special else json.dumps(text)
 
 
-def _text_with_calls(trigger: str, body: str, special: Mapping[str, int], parallel: bool = True) -> list[str]:
+def _text_with_calls(
+    trigger: str, body: str, special: Mapping[str, int], parallel: bool = True, bare: bool = False
+) -> list[str]:
     """Free text with calls (`trigger` then body) anywhere in it: the pattern llguidance.StructTag compiles.
     parallel False: text with no call, or text then one call and nothing after it; the free text cannot
     hold the trigger's text (a lexeme that is the intersection of any text and the negation of any text
-    holding the trigger), so a second call cannot pass for text."""
+    holding the trigger), so a second call cannot pass for text. bare: the output may instead be a `bare`
+    rule (bare call objects), and the text before the first call cannot open with `{`."""
+    text = ANY_TEXT
+    if not parallel and trigger not in special:  # a control token is never text: any text is free of it
+        text = f"{ANY_TEXT} & ~/(.|\\n)*{_regex_literal(trigger)}(.|\\n)*/"
+    first = f"{text} & ~/[ \\t\\n]*\\{{(.|\\n)*/" if bare else text
+    alternatives = "bare | " if bare else ""
     if parallel:
-        rules = ["start: call* TEXT", f"TEXT: {ANY_TEXT}"]
-    elif trigger in special:  # a control token is never text: any text is free of it
-        rules = ["start: TEXT | call", f"TEXT: {ANY_TEXT}"]
+        rules = [f"start: {alternatives}first_call call* TEXT | FIRST", f"TEXT: {text}", f"FIRST: {first}"]
     else:
-        holding = "/(.|\\n)*" + _regex_literal(trigger) + "(.|\\n)*/"
-        rules = ["start: TEXT | call", f"TEXT: {ANY_TEXT} & ~{holding}"]
+        rules = [f"start: {alternatives}FIRST | first_call", f"FIRST: {first}"]
     if trigger in special:
-        return rules + [f"call: TEXT {_marker(trigger, special)} {body}"]
-    return rules + [f"call_open[lazy]: TEXT {json.dumps(trigger)}", f"call: call_open {body}"]
+        marker = _marker(trigger, special)
+        rules += [f"first_call: FIRST {marker} {body}", f"call: TEXT {marker} {body}"]
+    else:
+        rules += [
+            f"first_open[lazy]: FIRST {json.dumps(trigger)}",
+            f"first_call: first_open {body}",
+            f"call_open[lazy]: TEXT {json.dumps(trigger)}",
+            f"call: call_open {body}",
+        ]
+    if not parallel:  # no second call: call and TEXT unused
+        rules = [r for r in rules if not r.startswith(("call:", "call_open", "TEXT:"))]
+    return rules
 
 
 def _regex_literal(text: str) -> str:
