@@ -295,8 +295,13 @@ def test_a_forced_call_is_forced_in_the_first_round_only(make_server):
     s = make_server(two_calls_then_answer)
     response = s.chat(tool_choice="required")
     assert response.json()["choices"][0]["message"]["content"] == "The sum is 5 and the word is DONE."
-    first, second = (params for _, params in s.engine.asked)
-    assert first.structured is not None and second.structured is None
+    first, second = (params.structured.grammar for _, params in s.engine.asked)
+    assert first.startswith("%llguidance {}\nstart: call")  # nothing but calls
+    assert second.startswith("%llguidance {}\nstart: bare | first_call call* TEXT | FIRST")  # text, or strict calls
+    # with its own constraint, the request's shape holds, and the server's tools are not strict
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    s.chat(response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}})
+    assert s.engine.asked[-1][1].structured.json == schema
 
 
 def test_a_tools_failure_is_fed_back_to_the_model_and_counted(make_server):
