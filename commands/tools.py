@@ -51,11 +51,13 @@ def _registry(with_agent_tools: bool, sandbox_root: Path):
     return registry
 
 
-def _load(config_path: Path | None):
+def _load(config_path: Path | None, quiet: bool = False):
+    """The MCP config; with no file given and none at the default place, a note says so (unless quiet: the
+    agent tools were asked for, and are what the user wants)."""
     from mistralcli.tools.mcp_config import default_config_path, load_config
 
     config = load_config(config_path)
-    if config_path is None and not config.servers:
+    if config_path is None and not config.servers and not quiet:
         stderr_console().print(f"no MCP servers: no config at {default_config_path()}", highlight=False)
     return config
 
@@ -83,7 +85,8 @@ def list_tools(
     from mistralcli.tools.mcp_client import McpClients
 
     async def collect():
-        async with McpClients(_load(mcp_config), _registry(with_agent_tools, sandbox_root)) as clients:
+        config, registry = _load(mcp_config, with_agent_tools), _registry(with_agent_tools, sandbox_root)
+        async with McpClients(config, registry) as clients:
             _warn_failed(clients.statuses)
             return list(clients.registry)
 
@@ -133,7 +136,8 @@ def call(
         raise typer.BadParameter(f"{args!r} is not JSON ({exc})", param_hint="--args") from None
 
     async def run_call():
-        async with McpClients(_load(mcp_config), _registry(with_agent_tools, sandbox_root)) as clients:
+        config, registry = _load(mcp_config, with_agent_tools), _registry(with_agent_tools, sandbox_root)
+        async with McpClients(config, registry) as clients:
             _warn_failed(clients.statuses)
             try:
                 return await clients.registry.call(name, arguments)
