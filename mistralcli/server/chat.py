@@ -27,6 +27,7 @@ from mistralcli.tools import (
     ToolCallParser,
     parser_for_template,
 )
+from mistralcli.tools.loop import ToolCall, round_messages
 
 log = logging.getLogger("mistralcli.server")
 
@@ -347,8 +348,6 @@ class ChatCompletionsHandler(_GenerateHandler):
             self.loop.unrun_calls = server
             choice.finish_reason = "length"
             return
-        from mistralcli.tools.loop import ToolCall, round_messages
-
         task = asyncio.ensure_future(self.runner.run([ToolCall.of(c) for c in server], self._emit))
         self.tasks.append(task)  # a client that leaves cancels it
         outcomes = await task
@@ -360,7 +359,7 @@ class ChatCompletionsHandler(_GenerateHandler):
         choice.finish_reason = None if choice.continues else "tool_calls" if client else "stop"
 
     async def _emit(self, event: dict) -> None:
-        """A tool loop's event: a chunk of its own in a stream (see `_chunk`), a log line for an approval."""
+        """A tool loop's event: a chunk of its own in a stream (`_event_chunk`), a log line for an approval."""
         event = {**event, "round": self.round}
         if event["type"] == "approval_required" and self.state.settings.access_log is not None:
             print(
