@@ -1,28 +1,27 @@
 """POST /v1/chat/completions: a conversation through the chat template, and each choice's text split as it
-comes into reasoning (a thinking model's thought), content and tool calls, whole or streamed as OpenAI
-streams them. Tool calls asked for (tool_choice "required", a named function, strict tools) and
-structured output are grammars on the answer, after any thought; a thinking budget cuts a thought."""
+comes into reasoning, content and tool calls (chat_choice.py), whole or streamed as OpenAI streams them.
+Tool calls asked for (tool_choice "required", a named function, strict tools) and structured output are
+grammars on the answer, after any thought; a thinking budget cuts a thought. With tools the server runs
+itself (serve --enable-agent-tools, --mcp-config), the tool loop: their calls run and the model goes on."""
 
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
 from mistralcli.engine.engine import RequestError, RequestOutput
 from mistralcli.prompt import PromptError, render_chat
-from mistralcli.reasoning import Thinking, ThinkParser
+from mistralcli.reasoning import Thinking
 from mistralcli.sampling import SamplingParams
 from mistralcli.server import protocol
 from mistralcli.server.base import APIError, ServerState
-from mistralcli.server.completions import _Choice, _GenerateHandler, _Usage
+from mistralcli.server.chat_choice import _ChatChoice, _ChatDelta
+from mistralcli.server.generate import _GenerateHandler, _Usage
 from mistralcli.structured import StructuredOutputs
 from mistralcli.tools import (
     TOOL_CALL_PARSERS,
-    ContentDelta,
-    ToolCallDelta,
     ToolCallParseError,
     ToolCallParser,
     parser_for_template,
@@ -30,75 +29,6 @@ from mistralcli.tools import (
 from mistralcli.tools.loop import ToolCall, round_messages
 
 log = logging.getLogger("mistralcli.server")
-
-
-@dataclass
-class _ChatDelta:
-    """What one output of a chat choice adds: reasoning, content and tool-call deltas (OpenAI's shape)."""
-
-    reasoning: str = ""
-    content: str = ""
-    tool_calls: list[dict] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.reasoning or self.content or self.tool_calls)
-
-
-@dataclass
-class _ChatChoice(_Choice):
-    """A chat choice: its text split, as it comes, into reasoning (by the reasoning parser), then content and
-    tool calls (by the tool-call parser)."""
-
-    reasoning_parser: ThinkParser | None = None
-    tool_parser: ToolCallParser | None = None
-    on_parse_error: Callable[[ToolCallParseError], None] | None = None
-    reasoning: str = ""
-    content: str = ""
-    tool_calls: list = field(default_factory=list)
-    parse_error: ToolCallParseError | None = None
-    # the server's tool loop: the calls of its tools (run by the server, not the client's), whether the loop
-    # goes on after this choice (its calls answered), and where the parser's call indexes go in the stream
-    server_calls: list = field(default_factory=list)
-    continues: bool = False
-    stream_index: dict = field(default_factory=dict)
-
-    def add(self, out: RequestOutput) -> _ChatDelta:
-        text = super().add(out)
-        reasoning = ""
-        if self.reasoning_parser is not None:
-            reasoning, text = self.reasoning_parser.feed(text)
-            if out.finished:
-                more_reasoning, more_text = self.reasoning_parser.finish()
-                reasoning, text = reasoning + more_reasoning, text + more_text
-        delta = _ChatDelta(reasoning=reasoning, content=text)
-        if self.tool_parser is not None:
-            events = self.tool_parser.feed(text)
-            if out.finished:
-                events, self.tool_calls, self.parse_error = self._finish_tools(events)
-            delta.content = "".join(e.text for e in events if isinstance(e, ContentDelta))
-            delta.tool_calls = _merged_tool_deltas(events)
-        self.reasoning += delta.reasoning
-        self.content += delta.content
-        if out.finished and self.tool_calls and self.finish_reason != "length":  # cut off: "length", as OpenAI says
-            self.finish_reason = "tool_calls"
-        return delta
-
-    def _finish_tools(self, events: list) -> tuple[list, list, ToolCallParseError | None]:
-        end = self.tool_parser.finish()
-        if end.error is not None and self.on_parse_error is not None:
-            self.on_parse_error(end.error)
-        return events + end.events, end.calls, end.error
-
-    def message(self) -> dict:
-        """The whole choice as OpenAI's assistant message."""
-        message = {"role": "assistant", "content": (self.content or None) if self.tool_calls else self.content}
-        if self.tool_calls:
-            message["tool_calls"] = self.tool_calls
-        if self.reasoning_parser is not None:
-            message["reasoning_content"] = message["reasoning"] = (
-                self.reasoning if self.reasoning_parser.has_thought else None
-            )
-        return message
 
 
 @dataclass
@@ -118,19 +48,6 @@ class _ToolLoop:
             body["stopped_by"] = self.stopped_by
             body["unrun_tool_calls"] = self.unrun_calls
         return body
-
-
-def _merged_tool_deltas(events: list) -> list[dict]:
-    """The tool-call deltas among events as OpenAI streams them, one per call in a chunk (its pieces joined)."""
-    merged: list[dict] = []
-    for event in events:
-        if not isinstance(event, ToolCallDelta):
-            continue
-        if merged and merged[-1]["index"] == event.index:
-            merged[-1]["function"]["arguments"] += event.arguments
-        else:
-            merged.append(event.body())
-    return merged
 
 
 class ChatCompletionsHandler(_GenerateHandler):
