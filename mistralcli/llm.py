@@ -20,7 +20,7 @@ from mistralcli.engine.engine import Engine, EngineConfig
 from mistralcli.prompt import chat_prompt_ids, encode_prompt, render_chat
 from mistralcli.reasoning import Thinking
 from mistralcli.sampling import SamplingParams, TokenLogprob
-from mistralcli.tools.loop import ToolCall, round_messages
+from mistralcli.tools.loop import ToolCall, held, round_messages, split_calls
 
 
 @dataclass
@@ -229,19 +229,19 @@ class _ToolChat:
 
         self.llm = llm
         template = llm.loaded.chat_template
-        own = {t["function"]["name"] for t in tools}
-        self.server_tools = {t.name for t in llm.tools.registry} - own
-        strict = params is None or params.structured is None  # the LLM's tools are held to their parameters
-        offered = llm.tools.runner.openai_tools(exclude=own)
+        offered = llm.tools.runner.openai_tools(exclude={t["function"]["name"] for t in tools})
+        self.server_tools = {t["function"]["name"] for t in offered}
         self.tools = [*tools, *offered]  # as the template shows them
-        held = [*tools, *({**t, "function": {**t["function"], "strict": strict}} for t in offered)]
+        strict = params is None or params.structured is None  # the LLM's tools are held to their parameters
         self.parser = TOOL_CALL_PARSERS[parser_for_template(template.source)]
         params = params or llm.default_sampling_params()
         extra: dict = {}
         if self.parser.keeps_special_tokens(llm.tokenizer):
             extra["skip_special_tokens"] = False
         if strict:
-            grammar = self.parser.strict_grammar(held, special_tokens=self.parser.special_tokens(llm.tokenizer))
+            grammar = self.parser.strict_grammar(
+                [*tools, *map(held, offered)], special_tokens=self.parser.special_tokens(llm.tokenizer)
+            )
             extra["structured"] = StructuredOutputs(grammar=grammar)
         self.params = dataclasses.replace(params, **extra) if extra else params
         self.template_kwargs = template_kwargs
@@ -286,8 +286,7 @@ class _ToolChat:
                 results[i] = out
                 completion = out.outputs[0]
                 content, calls, broken = self._calls(completion.text, thinking)
-                mine = [c for c in calls if c["function"]["name"] in self.server_tools]
-                theirs = [c for c in calls if c["function"]["name"] not in self.server_tools]
+                mine, theirs = split_calls(calls, self.server_tools)
                 completion.tool_calls = theirs or None
                 if not mine or completion.finish_reason == "length":
                     continue
@@ -302,10 +301,9 @@ class _ToolChat:
             going = []
             for i, content, mine, goes_on in pending:
                 done, outcomes = outcomes[: len(mine)], outcomes[len(mine) :]
-                added[i] = added[i] + round_messages(content, done)
+                added[i].extend(round_messages(content, done))  # the list results[i].tool_messages is
                 usage = results[i].usage
                 spent[i] = (usage.prompt_tokens, usage.completion_tokens)
-                results[i].tool_messages = added[i]
                 if goes_on:
                     going.append(i)
             if not going:

@@ -26,7 +26,7 @@ from mistralcli.tools import (
     ToolCallParser,
     parser_for_template,
 )
-from mistralcli.tools.loop import ToolCall, round_messages
+from mistralcli.tools.loop import ToolCall, held, round_messages, split_calls
 
 log = logging.getLogger("mistralcli.server")
 
@@ -142,7 +142,7 @@ class ChatCompletionsHandler(_GenerateHandler):
     def _strict(self, tool: dict) -> dict:
         """A tool as the parser and the grammars take it: the server's own are strict where they may be."""
         if self.strict_server_tools and tool["function"]["name"] in self.server_tools:
-            return {**tool, "function": {**tool["function"], "strict": True}}
+            return held(tool)
         return tool
 
     def structured(self, request: protocol.ChatCompletionRequest) -> tuple[StructuredOutputs | None, str | None]:
@@ -254,11 +254,9 @@ class ChatCompletionsHandler(_GenerateHandler):
         round's last chunk goes out."""
         if self.runner is None:
             return
-        calls = choice.tool_calls
-        server = [c for c in calls if c["function"]["name"] in self.server_tools]
+        server, client = split_calls(choice.tool_calls, self.server_tools)
         if not server:
             return
-        client = [c for c in calls if c["function"]["name"] not in self.server_tools]
         choice.tool_calls, choice.server_calls = client, server
         if choice.finish_reason == "length" or self.round > self.state.settings.max_tool_rounds:
             self.loop.stopped_by = "max_tool_rounds" if choice.finish_reason != "length" else "length"

@@ -72,6 +72,18 @@ class CallOutcome:
         }
 
 
+def split_calls(calls: list[dict], names: set[str]) -> tuple[list[dict], list[dict]]:
+    """The calls (OpenAI's shape) to the tools named (the ones run here), and the others (the caller's)."""
+    ours = [c for c in calls if c["function"]["name"] in names]
+    return ours, [c for c in calls if c["function"]["name"] not in names]
+
+
+def held(tool: dict) -> dict:
+    """An OpenAI tool marked strict: its calls held to its parameters by the grammars (for the tools run
+    here, whose calls must be valid; the chat template still shows the tool as it was)."""
+    return {**tool, "function": {**tool["function"], "strict": True}}
+
+
 def round_messages(content: str, outcomes: list[CallOutcome]) -> list[dict]:
     """A round in the conversation: the assistant's message with its calls (arguments as objects, as chat
     templates take them; text that is not JSON stays text), then one tool message per result."""
@@ -212,18 +224,10 @@ class ToolRunner:
     async def _ask(self, call: ToolCall, emit: Emit | None) -> str:
         approval = self.approvals.open(call)
         if emit is not None:
-            await emit({"type": "approval_required", "approval_id": approval.id, **_call_fields(approval)})
+            body = approval.body()
+            event = {"type": "approval_required", "approval_id": body.pop("id"), "id": body.pop("call_id"), **body}
+            await emit(event)
         verdict = await self.approvals.wait(approval)
         if emit is not None:
             await emit({"type": "approval", "approval_id": approval.id, "id": call.id, "decision": verdict})
         return verdict
-
-
-def _call_fields(approval: Approval) -> dict:
-    body = approval.body()
-    return {
-        "id": body["call_id"],
-        "name": body["name"],
-        "arguments": body["arguments"],
-        "expires_in_s": body["expires_in_s"],
-    }
