@@ -155,23 +155,19 @@ def _text_with_calls(
         text = f"{ANY_TEXT} & ~/(.|\\n)*{_regex_literal(trigger)}(.|\\n)*/"
     first = f"{text} & ~/[ \\t\\n]*\\{{(.|\\n)*/" if bare else text
     alternatives = "bare | " if bare else ""
+
+    def opened(rule: str, lexeme: str) -> list[str]:
+        """A call (`rule`) after text (`lexeme`): a control-token trigger ends the text by itself, a text one
+        through a lazy lexeme."""
+        if trigger in special:
+            return [f"{rule}: {lexeme} {_marker(trigger, special)} {body}"]
+        return [f"{rule}_open[lazy]: {lexeme} {json.dumps(trigger)}", f"{rule}: {rule}_open {body}"]
+
     if parallel:
-        rules = [f"start: {alternatives}first_call call* TEXT | FIRST", f"TEXT: {text}", f"FIRST: {first}"]
-    else:
-        rules = [f"start: {alternatives}FIRST | first_call", f"FIRST: {first}"]
-    if trigger in special:
-        marker = _marker(trigger, special)
-        rules += [f"first_call: FIRST {marker} {body}", f"call: TEXT {marker} {body}"]
-    else:
-        rules += [
-            f"first_open[lazy]: FIRST {json.dumps(trigger)}",
-            f"first_call: first_open {body}",
-            f"call_open[lazy]: TEXT {json.dumps(trigger)}",
-            f"call: call_open {body}",
-        ]
-    if not parallel:  # no second call: call and TEXT unused
-        rules = [r for r in rules if not r.startswith(("call:", "call_open", "TEXT:"))]
-    return rules
+        rules = [f"start: {alternatives}first_call call* TEXT | FIRST", f"TEXT: {text}", *opened("call", "TEXT")]
+    else:  # one call at most
+        rules = [f"start: {alternatives}FIRST | first_call"]
+    return [*rules, f"FIRST: {first}", *opened("first_call", "FIRST")]
 
 
 def _regex_literal(text: str) -> str:
