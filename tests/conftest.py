@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from model_fetcher import FetchError, fetch
 
-pytest_plugins = ["sandbox_tree"]  # the agent tools' sandbox fixtures
+pytest_plugins = ["sandbox_tree", "tool_loop_server"]  # the agent tools' sandbox, the tool loop's server
 
 _fetched: dict[str, Path | str] = {}
 

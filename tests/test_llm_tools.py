@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_tool_loop import HERMES_TEMPLATE, call
+from tool_loop_server import HERMES_TEMPLATE, call
 
 from mistralcli.engine.engine import RequestError
 from mistralcli.errors import MistralError

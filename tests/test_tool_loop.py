@@ -2,159 +2,18 @@
 template, as Qwen2.5's, answers written by the tests): every call of a round runs, at once (their timings overlap), every
 result reaches the model's next prompt, the answer comes back whole or streamed with the loop's events (read
 through the openai SDK), usage counts every round; the round limit, a client's tools beside the server's,
-approvals (asked, approved, denied, timed out), errors fed back, and the metrics."""
+errors fed back, and the metrics (test_tool_approvals.py has the permissions)."""
 
 import asyncio
 import json
-import threading
 import time
 
 import httpx
 import openai
 import pytest
-from server_harness import InProcessServer, ScriptedEngine
-
-from mistralcli.tools.loop import Approvals, ToolRunner
-from mistralcli.tools.registry import Tool, ToolRegistry, ToolResult
+from tool_loop_server import SLEEP_S, call, tool_results, two_calls_then_answer
 
 pytestmark = pytest.mark.slow
-
-SLEEP_S = 0.6
-
-
-def call(name: str, **arguments) -> str:
-    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
-
-
-class Toolbox:
-    """Registered tools that record when each call ran."""
-
-    def __init__(self):
-        self.registry = ToolRegistry()
-        self.spans: list[tuple[str, float, float]] = []
-        self.notes: list[str] = []
-        number = {"type": "number"}
-        self._add("slow_add", "Add two numbers, slowly", {"a": number, "b": number}, self.slow_add)
-        self._add("slow_upper", "Upper-case a text, slowly", {"text": {"type": "string"}}, self.slow_upper)
-        self._add("broken", "Always fails", {}, self.broken)
-        self._add("write_note", "Write a note", {"text": {"type": "string"}}, self.write_note, dangerous=True)
-
-    def _add(self, name, description, properties, fn, dangerous=False):
-        schema = {"type": "object", "properties": properties, "required": list(properties)}
-        self.registry.add(Tool(name, description, schema, fn, source="test", dangerous=dangerous))
-
-    async def _timed(self, name, value):
-        import asyncio
-
-        start = time.perf_counter()
-        await asyncio.sleep(SLEEP_S)
-        self.spans.append((name, start, time.perf_counter()))
-        return ToolResult(str(value))
-
-    async def slow_add(self, args):
-        return await self._timed("slow_add", args["a"] + args["b"])
-
-    async def slow_upper(self, args):
-        return await self._timed("slow_upper", args["text"].upper())
-
-    async def broken(self, args):
-        raise RuntimeError("the disk is on fire")
-
-    async def write_note(self, args):
-        self.notes.append(args["text"])
-        return ToolResult("written")
-
-
-# Qwen2.5's way (Hermes' format) in short: the tools in the system message, calls as <tool_call> blocks, results
-# as <tool_response> blocks in a user turn
-HERMES_TEMPLATE = """\
-{%- if tools %}<|im_start|>system
-You may call these tools:
-<tools>
-{%- for tool in tools %}
-{{ tool | tojson }}
-{%- endfor %}
-</tools><|im_end|>
-{% endif %}
-{%- for m in messages %}
-{%- if m.role == "tool" %}<|im_start|>user
-<tool_response>
-{{ m.content }}
-</tool_response><|im_end|>
-{% else %}<|im_start|>{{ m.role }}
-{{ m.content or "" }}
-{%- for c in m.tool_calls or [] %}
-<tool_call>
-{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}
-</tool_call>
-{%- endfor %}<|im_end|>
-{% endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}<|im_start|>assistant
-{% endif %}"""
-
-
-def tool_results(prompt: str) -> int:
-    return prompt.count("<tool_response>")
-
-
-def two_calls_then_answer(prompt: str) -> str:
-    if tool_results(prompt) == 0:
-        return "Let me compute." + call("slow_add", a=2, b=3) + call("slow_upper", text="done")
-    return "The sum is 5 and the word is DONE."
-
-
-class LoopServer:
-    def __init__(self, loaded, script, permission="auto", max_rounds=10, approval_timeout=30.0):
-        from mistralcli.chat_template import ChatTemplate
-        from mistralcli.engine.engine import Engine, EngineConfig
-        from mistralcli.server.app import ServerSettings, make_app
-
-        self.toolbox = Toolbox()
-        runner = ToolRunner(self.toolbox.registry, permission=permission, approvals=Approvals(approval_timeout))
-        engine = Engine(loaded.model, loaded.tokenizer, loaded.context_length, EngineConfig(kv_cache_mb=96))
-        self.engine = ScriptedEngine(engine, script, token_delay=0.001)
-        settings = ServerSettings(
-            model_name="smollm2",
-            chat_template=ChatTemplate(HERMES_TEMPLATE),
-            access_log=None,
-            tool_call_parser="hermes",
-            tools=runner,
-            max_tool_rounds=max_rounds,
-        )
-        self.server = InProcessServer(make_app(self.engine, settings))
-        self.url = self.server.url
-
-    def chat(self, **body) -> httpx.Response:
-        body = {"messages": [{"role": "user", "content": "Add 2 and 3, and shout 'done'."}], **body}
-        return httpx.post(f"{self.url}/v1/chat/completions", json=body, timeout=60)
-
-    def events(self, **body) -> list[dict]:
-        """The stream's chunks, as JSON."""
-        body = {"messages": [{"role": "user", "content": "Go."}], "stream": True, **body}
-        chunks = []
-        with httpx.stream("POST", f"{self.url}/v1/chat/completions", json=body, timeout=60) as response:
-            assert response.status_code == 200
-            for line in response.iter_lines():
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    chunks.append(json.loads(line[6:]))
-        return chunks
-
-    def close(self):
-        self.server.stop(wait=10)
-
-
-@pytest.fixture
-def make_server(smollm2):
-    servers = []
-
-    def make(script, **kwargs):
-        servers.append(LoopServer(smollm2, script, **kwargs))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.close()
 
 
 def test_both_calls_of_a_round_run_at_once_and_both_results_reach_the_model(make_server):
@@ -327,83 +186,6 @@ def test_a_call_that_cannot_be_parsed_ends_the_loop_and_is_reported(make_server)
     assert "'two' is not of type 'number'" in choice["tool_call_parse_error"]["message"]
     assert choice["tool_loop"]["rounds"] == 1 and choice["tool_loop"]["messages"][1]["content"] == "3"
     assert len(s.engine.asked) == 1 and len(s.toolbox.spans) == 1
-
-
-def write_then_answer(prompt: str) -> str:
-    return call("write_note", text="hello") if tool_results(prompt) == 0 else "Done."
-
-
-def _stream_with_decisions(s: LoopServer, decide) -> list[dict]:
-    """Stream a request; on each approval_required event, decide(approval_id) in a thread (as a person would)."""
-    chunks = []
-    body = {"messages": [{"role": "user", "content": "Note it."}], "stream": True}
-    with httpx.stream("POST", f"{s.url}/v1/chat/completions", json=body, timeout=60) as response:
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            chunks.append(chunk)
-            event = chunk.get("tool_event") or {}
-            if event.get("type") == "approval_required":
-                threading.Thread(target=decide, args=(event["approval_id"],)).start()
-    return [c["tool_event"] for c in chunks if "tool_event" in c]
-
-
-def test_ask_waits_for_an_approval_and_runs_or_refuses_the_call(make_server):
-    s = make_server(write_then_answer, permission="ask")
-
-    def approve(approval_id):
-        pending = httpx.get(f"{s.url}/v1/agent/approvals").json()
-        assert pending["permission"] == "ask" and [a["id"] for a in pending["data"]] == [approval_id]
-        assert pending["data"][0]["name"] == "write_note"
-        response = httpx.post(f"{s.url}/v1/agent/approvals/{approval_id}", json={"approved": True})
-        assert response.status_code == 200 and response.json()["approved"] is True
-
-    events = _stream_with_decisions(s, approve)
-    assert [e["type"] for e in events] == ["tool_call", "approval_required", "approval", "tool_result"]
-    assert events[2]["decision"] == "approved" and events[3]["outcome"] == "ok"
-    assert s.toolbox.notes == ["hello"]
-
-    def deny(approval_id):
-        httpx.post(f"{s.url}/v1/agent/approvals/{approval_id}", json={"approved": False})
-
-    events = _stream_with_decisions(s, deny)
-    assert events[2]["decision"] == "denied" and events[3]["outcome"] == "denied"
-    assert "not run: the call was denied" in events[3]["content"]
-    assert s.toolbox.notes == ["hello"]
-    # decided, unknown and malformed decisions
-    assert httpx.post(f"{s.url}/v1/agent/approvals/appr_nope", json={"approved": True}).status_code == 404
-    bad = httpx.post(f"{s.url}/v1/agent/approvals/appr_nope", json={"approved": "yes"})
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "approved"
-
-
-def test_ask_denies_when_no_approval_comes_in_time_and_deny_never_runs(make_server):
-    s = make_server(write_then_answer, permission="ask", approval_timeout=0.5)
-    response = s.chat()
-    [choice] = response.json()["choices"]
-    [_, result] = choice["tool_loop"]["messages"]
-    assert "no approval came within 0.5 s" in result["content"]
-    assert httpx.get(f"{s.url}/v1/agent/approvals").json()["data"] == []
-    s = make_server(write_then_answer, permission="deny")
-    events = s.events()
-    results = [c["tool_event"] for c in events if c.get("tool_event", {}).get("type") == "tool_result"]
-    assert [e["outcome"] for e in results] == ["denied"] and not s.toolbox.notes
-    # safe tools run under deny
-    s = make_server(two_calls_then_answer, permission="deny")
-    assert s.chat().json()["choices"][0]["message"]["content"].startswith("The sum is 5")
-
-
-def test_approvals_need_a_server_with_tools(smollm2):
-    from mistralcli.engine.engine import Engine, EngineConfig
-    from mistralcli.server.app import ServerSettings, make_app
-
-    engine = Engine(smollm2.model, smollm2.tokenizer, smollm2.context_length, EngineConfig(kv_cache_mb=16))
-    server = InProcessServer(make_app(engine, ServerSettings(model_name="m", access_log=None)))
-    try:
-        response = httpx.get(f"{server.url}/v1/agent/approvals")
-        assert response.status_code == 404 and "runs no tools" in response.json()["error"]["message"]
-    finally:
-        server.stop(wait=10)
 
 
 # ---- a real model through `mistral serve`: Qwen2.5-Coder-0.5B with the agent tools and an MCP server's
