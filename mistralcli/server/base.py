@@ -72,6 +72,7 @@ class ServerState:
             settings.tools.observe = self.metrics.observe_tool_call
         self.created = int(time.time())
         self.in_flight: set[str] = set()  # request ids being served
+        self.tool_models: dict = {}  # the server's tools by name: (Tool, its protocol.Tool), see chat._tool_model
         self.shutting_down = False
 
     @property

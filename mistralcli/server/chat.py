@@ -93,12 +93,7 @@ class ChatCompletionsHandler(_GenerateHandler):
         if runner is None or not len(runner) or request.tool_choice == "none":
             return
         own = {t.function.name for t in request.tools or []}
-        offered = []
-        for tool in runner.openai_tools(exclude=own):
-            try:
-                offered.append(protocol.Tool.model_validate(tool))
-            except ValidationError as exc:  # an MCP server's schema that is not one: that tool is left out
-                log.warning("the tool %s is not offered: %s", tool["function"]["name"], exc.errors()[0]["msg"])
+        offered = [m for tool in runner.registry if tool.name not in own and (m := self._tool_model(tool)) is not None]
         if not offered:
             return
         if request.n > 1:
@@ -111,6 +106,19 @@ class ChatCompletionsHandler(_GenerateHandler):
             self.strict_server_tools = request.structured()[0] is None
         except ValueError:
             self.strict_server_tools = False  # the request is refused later, with the field named
+
+    def _tool_model(self, tool) -> protocol.Tool | None:
+        """A server tool as a request's tool, validated once per tool (its JSON schema's check costs about a
+        millisecond, on the event loop); None for an MCP server's schema that is not one (left out, said once)."""
+        cached = self.state.tool_models.get(tool.name)
+        if cached is None or cached[0] is not tool:
+            try:
+                model = protocol.Tool.model_validate(tool.openai())
+            except ValidationError as exc:
+                log.warning("the tool %s is not offered: %s", tool.name, exc.errors()[0]["msg"])
+                model = None
+            cached = self.state.tool_models[tool.name] = (tool, model)
+        return cached[1]
 
     def _render(self, request: protocol.ChatCompletionRequest, messages: list[dict] | None = None) -> str:
         """The prompt text (of the request's conversation, or of messages); a conversation the template
