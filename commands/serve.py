@@ -2,7 +2,7 @@
 
 import asyncio
 import sys
-from contextlib import nullcontext
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from pathlib import Path
 
 import typer
@@ -182,35 +182,8 @@ def serve(
                     f"dangerous ones: {agent_permission}.",
                     highlight=False,
                 )
-            if mcp_port is None:
+            async with _mcp_endpoint(console, app, name, loaded, host, mcp_port):
                 await serve_app(app, host, port, shutdown_timeout=shutdown_timeout, on_ready=ready)
-                return
-            from mistralcli.tools.mcp_server import EngineBackend, build_server, serve_http
-
-            state = app.mistral_state
-            backend = EngineBackend(state.engine, name, loaded.chat_template, loaded.sampling_defaults)
-            stop_mcp = asyncio.Event()
-            mcp_ready = asyncio.get_running_loop().create_future()
-
-            def mcp_listening(url: str):
-                console.print(f"MCP server (streamable HTTP) at {url}", highlight=False)
-                mcp_ready.set_result(None)
-
-            mcp_task = asyncio.create_task(
-                serve_http(build_server(backend, log_level="WARNING"), host, mcp_port, stop_mcp, mcp_listening)
-            )
-            await asyncio.wait([mcp_task, mcp_ready], return_when=asyncio.FIRST_COMPLETED)
-            if mcp_task.done():
-                try:
-                    await mcp_task  # it could not listen: raises
-                except OSError as exc:
-                    console.print(f"error: cannot listen on {host}:{mcp_port} (--mcp-port): {exc.strerror or exc}")
-                    raise typer.Exit(1) from None
-            try:
-                await serve_app(app, host, port, shutdown_timeout=shutdown_timeout, on_ready=ready)
-            finally:
-                stop_mcp.set()
-                await mcp_task
 
     try:
         asyncio.run(main())
@@ -263,3 +236,24 @@ def _report_servers(console, statuses) -> None:
         else:
             line = f"warning: MCP server {status.id} failed: {status.reason}"
         console.print(line, highlight=False, markup=False)
+
+
+@asynccontextmanager
+async def _mcp_endpoint(console, app, name: str, loaded, host: str, mcp_port: int | None):
+    """With --mcp-port, the model over MCP (streamable HTTP) on the server's engine while the context lasts."""
+    if mcp_port is None:
+        yield
+        return
+    from mistralcli.tools.mcp_server import EngineBackend, build_server, serving_http
+
+    backend = EngineBackend(app.mistral_state.engine, name, loaded.chat_template, loaded.sampling_defaults)
+    async with AsyncExitStack() as stack:
+        try:
+            url = await stack.enter_async_context(
+                serving_http(build_server(backend, log_level="WARNING"), host, mcp_port)
+            )
+        except OSError as exc:
+            console.print(f"error: cannot listen on {host}:{mcp_port} (--mcp-port): {exc.strerror or exc}")
+            raise typer.Exit(1) from None
+        console.print(f"MCP server (streamable HTTP) at {url}", highlight=False)
+        yield

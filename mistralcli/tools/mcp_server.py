@@ -9,6 +9,7 @@ engine (its calls are batched with the HTTP requests)."""
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from mcp.server.fastmcp import FastMCP
@@ -123,9 +124,12 @@ def build_server(backend, **settings) -> FastMCP:
     return server
 
 
-async def serve_http(server: FastMCP, host: str, port: int, stop: asyncio.Event, on_ready=None) -> None:
-    """Serve `server` over streamable HTTP (at /mcp) on host:port until `stop` is set; on_ready(url) once it
-    listens. Signals are left to the caller (the OpenAI server handles them)."""
+@contextlib.asynccontextmanager
+async def serving_http(server: FastMCP, host: str, port: int) -> AsyncIterator[str]:
+    """Serve `server` over streamable HTTP (at /mcp) on host:port while the context lasts; it gives the URL.
+    An address in use raises OSError on entering (the socket is bound here, before uvicorn, which would
+    exit the process). Signals are left to the caller (the OpenAI server handles them)."""
+    import tornado.netutil
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -133,22 +137,18 @@ async def serve_http(server: FastMCP, host: str, port: int, stop: asyncio.Event,
         def capture_signals(self):
             yield
 
-    import tornado.netutil
-
-    sockets = tornado.netutil.bind_sockets(port, host)  # an address in use is an OSError here, not uvicorn's exit
+    sockets = tornado.netutil.bind_sockets(port, host)
     config = uvicorn.Config(server.streamable_http_app(), log_level="warning", timeout_graceful_shutdown=5)
     http = Server(config)
     task = asyncio.create_task(http.serve(sockets=sockets))
-    while not http.started and not task.done():
-        await asyncio.sleep(0.02)
-    if task.done():
-        await task  # it failed to start: raise its error
-    if on_ready is not None:
+    try:
+        while not http.started and not task.done():
+            await asyncio.sleep(0.02)
+        if task.done():
+            await task  # it failed to start: raise its error
         bound = sockets[0].getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        on_ready(f"http://{shown}:{bound[1]}/mcp")
-    try:
-        await stop.wait()
+        yield f"http://{shown}:{bound[1]}/mcp"
     finally:
         http.should_exit = True
         await task
