@@ -223,12 +223,8 @@ class ToolCallParser:
         while True:
             yield from self._skip_ws()
             yield from self._call_object()
-            yield from self._skip_ws()
-            if (yield from self._accept(",")):
-                continue
-            if (yield from self._accept("]")):
+            if (yield from self._next_item("]", "after a tool call in the list")):
                 return
-            raise BrokenCall("expected ',' or ']' after a tool call in the list")
 
     def _call_object(self) -> Iterator[None]:
         """Read `{"name": ..., "arguments": {...}}` (or "parameters"), keys in any order, streaming it."""
@@ -262,13 +258,18 @@ class ToolCallParser:
                     yield from self._arguments(call)
                 else:
                     yield from self._scan_value()
-                yield from self._skip_ws()
-                if (yield from self._accept(",")):
-                    continue
-                if (yield from self._accept("}")):
+                if (yield from self._next_item("}", "in the tool call object")):
                     break
-                raise BrokenCall("expected ',' or '}' in the tool call object")
         self._end_call(call)
+
+    def _next_item(self, close: str, where: str) -> Iterator[None]:
+        """After an item of a list or object: False at a ',' (another follows), True at `close` (the end)."""
+        yield from self._skip_ws()
+        if (yield from self._accept(",")):
+            return False
+        if (yield from self._accept(close)):
+            return True
+        raise BrokenCall(f"expected ',' or '{close}' {where}")
 
     def _arguments(self, call: _Call) -> Iterator[None]:
         """Read the arguments' value at the position, sending it as it comes once the call has a name."""
