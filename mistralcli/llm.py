@@ -12,15 +12,13 @@ With tools of its own (`agent_tools=SandboxConfig(...)`, `tool_callbacks={"name"
 round at once), their results fed back, until the model answers (see LLM.chat).
 """
 
-import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
 from mistralcli.engine.engine import Engine, EngineConfig
-from mistralcli.prompt import chat_prompt_ids, encode_prompt, render_chat
-from mistralcli.reasoning import Thinking
+from mistralcli.prompt import chat_prompt_ids, encode_prompt
 from mistralcli.sampling import SamplingParams, TokenLogprob
-from mistralcli.tools.loop import ToolCall, held, round_messages, split_calls
+from mistralcli.tools.loop import ToolCall, round_messages, split_calls
 
 
 @dataclass
@@ -98,6 +96,8 @@ class LLM:
         from mistralcli.loading.loader import load_model
 
         self.tools = None  # a mistralcli.tools.host.ToolHost, with tools of its own
+        if agent_permission not in ("auto", "deny"):
+            raise ValueError(f"agent_permission {agent_permission!r}: the Python API takes 'auto' or 'deny'")
         if agent_tools is not None or tool_callbacks or mcp_config is not None:
             from mistralcli.tools.host import ToolHost
 
@@ -224,52 +224,13 @@ class _ToolChat:
     still going in one batch, then runs all their calls to the LLM's tools at once."""
 
     def __init__(self, llm: "LLM", tools: list[dict], params: SamplingParams | None, template_kwargs: dict | None):
-        from mistralcli.structured import StructuredOutputs
-        from mistralcli.tools import TOOL_CALL_PARSERS, parser_for_template
+        from mistralcli.tools.prompting import ToolPrompting
 
         self.llm = llm
-        template = llm.loaded.chat_template
         offered = llm.tools.runner.openai_tools(exclude={t["function"]["name"] for t in tools})
         self.server_tools = {t["function"]["name"] for t in offered}
-        self.tools = [*tools, *offered]  # as the template shows them
-        strict = params is None or params.structured is None  # the LLM's tools are held to their parameters
-        self.parser = TOOL_CALL_PARSERS[parser_for_template(template.source)]
         params = params or llm.default_sampling_params()
-        extra: dict = {}
-        if self.parser.keeps_special_tokens(llm.tokenizer):
-            extra["skip_special_tokens"] = False
-        if strict:
-            grammar = self.parser.strict_grammar(
-                [*tools, *map(held, offered)], special_tokens=self.parser.special_tokens(llm.tokenizer)
-            )
-            extra["structured"] = StructuredOutputs(grammar=grammar)
-        self.params = dataclasses.replace(params, **extra) if extra else params
-        self.template_kwargs = template_kwargs
-
-    def _prompt(self, conversation: list[dict]) -> tuple[list[int], "Thinking | None", SamplingParams]:
-        """The conversation's prompt, how the model thinks in it (a template may think or not by its
-        kwargs), and the params: a constraint holds after the thought."""
-        template = self.llm.loaded.chat_template
-        text = render_chat(template, conversation, self.tools, True, self.template_kwargs)
-        thinking = Thinking.of(template.source, text, None)
-        params = self.params
-        if thinking is not None and params.structured is not None:
-            params = dataclasses.replace(params, structured=thinking.constrain(params.structured, self.llm.tokenizer))
-        return encode_prompt(self.llm.tokenizer, text), thinking, params
-
-    def _calls(self, text: str, thinking: "Thinking | None") -> tuple[str, list[dict], bool]:
-        """The content of an answer, its calls, and whether a call could not be parsed."""
-        from mistralcli.tools import ContentDelta
-
-        if thinking is not None:
-            parser = thinking.new_parser()
-            _, text = parser.feed(text)
-            text += parser.finish()[1]
-        calls = self.parser(self.tools)
-        events = calls.feed(text)
-        end = calls.finish()
-        content = "".join(e.text for e in [*events, *end.events] if isinstance(e, ContentDelta))
-        return content, end.calls, end.error is not None
+        self.prompting = ToolPrompting(llm.loaded, tools, offered, params, template_kwargs)
 
     def run(self, conversations: list[list[dict]]) -> list[RequestOutput]:
         llm = self.llm
@@ -278,14 +239,14 @@ class _ToolChat:
         results: list[RequestOutput | None] = [None] * len(conversations)
         going = list(range(len(conversations)))
         for round_number in itertools.count(1):
-            prompts = [self._prompt(conversations[i] + added[i]) for i in going]
+            prompts = [self.prompting.prompt(conversations[i] + added[i]) for i in going]
             outputs = llm.generate([ids for ids, _, _ in prompts], [params for _, _, params in prompts])
             pending = []  # (conversation, content, its calls to run, whether it goes on after them)
             for i, (_, thinking, _), out in zip(going, prompts, outputs, strict=True):
                 out.tool_messages, out.earlier_usage = added[i], spent[i]
                 results[i] = out
                 completion = out.outputs[0]
-                content, calls, broken = self._calls(completion.text, thinking)
+                content, calls, broken = self.prompting.read(completion.text, thinking)
                 mine, theirs = split_calls(calls, self.server_tools)
                 completion.tool_calls = theirs or None
                 if not mine or completion.finish_reason == "length":

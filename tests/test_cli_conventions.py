@@ -19,7 +19,8 @@ SHORT_FLAGS = {
     "-t": {"--temperature"},
     "-p": {"--prompt-tokens"},
     "-r": {"--repetitions"},
-    "-c": {"--concurrency"},
+    # the one short flag of two meanings: chat's -c is `llm chat -c` (continue), which chat users expect
+    "-c": {"--concurrency", "--continue"},
     "-q": {"--quiet"},
 }
 
@@ -59,6 +60,8 @@ def test_help_shows_what_each_flag_takes(name):
         words = [w for w in row.split()[2:] if not w.startswith("-")]
         if param.is_flag:  # takes no value: its help comes next
             assert words[0] not in VALUE_KINDS, row
+        elif param.nargs > 1 and param.metavar:  # several values, named (chat --export NAME FILE)
+            assert words[: param.nargs] == param.metavar.split(), row
         else:
             assert words[0] in VALUE_KINDS, row
 

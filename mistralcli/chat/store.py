@@ -51,11 +51,17 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE messages ADD COLUMN ttft_s REAL",
         "ALTER TABLE messages ADD COLUMN seconds REAL",
     ],
+    [  # 3: agent mode's tool calls and results, and a thinking model's thought
+        "ALTER TABLE messages ADD COLUMN tool_calls TEXT",
+        "ALTER TABLE messages ADD COLUMN tool_call_id TEXT",
+        "ALTER TABLE messages ADD COLUMN reasoning TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _MESSAGE_COLUMNS = (
-    "id, role, content, created, model, params, partial, prompt_tokens, completion_tokens, ttft_s, seconds"
+    "id, role, content, created, model, params, partial, prompt_tokens, completion_tokens, ttft_s, seconds, "
+    "tool_calls, tool_call_id, reasoning"
 )
 
 
@@ -78,9 +84,17 @@ class Message:
     completion_tokens: int | None = None
     ttft_s: float | None = None
     seconds: float | None = None
+    tool_calls: list[dict] | None = None  # an assistant's calls, in OpenAI's shape
+    tool_call_id: str | None = None  # a tool message: the call it answers
+    reasoning: str | None = None  # a thinking model's thought (not sent back to it)
 
     def openai(self) -> dict:
-        return {"role": self.role, "content": self.content}
+        message = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
 
 @dataclass
@@ -238,6 +252,17 @@ class SessionStore:
             raise MistralError(f"a session named {name!r} exists") from None
         session.name = name
 
+    def copy(self, session: Session, name: str) -> Session:
+        """A new session named `name` holding the same settings and messages (/save NAME)."""
+        copy = self.create(name, model=session.model, system=session.system, params=session.params)
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO messages (session_id, {_MESSAGE_COLUMNS.replace('id, ', '', 1)}) "
+                f"SELECT ?, {_MESSAGE_COLUMNS.replace('id, ', '', 1)} FROM messages WHERE session_id = ? ORDER BY id",
+                (copy.id, session.id),
+            )
+        return self.get(name)
+
     def delete(self, name: str) -> None:
         session = self.get(name)
         with self._transaction() as db:
@@ -250,7 +275,8 @@ class SessionStore:
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO messages (session_id, role, content, created, model, params, partial, prompt_tokens, "
-                "completion_tokens, ttft_s, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "completion_tokens, ttft_s, seconds, tool_calls, tool_call_id, reasoning) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (session.id, *_row(message)),
             )
             db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (message.created, session.id))
@@ -263,7 +289,8 @@ class SessionStore:
         with self._transaction() as db:
             db.execute(
                 "UPDATE messages SET role = ?, content = ?, created = ?, model = ?, params = ?, partial = ?, "
-                "prompt_tokens = ?, completion_tokens = ?, ttft_s = ?, seconds = ? WHERE id = ?",
+                "prompt_tokens = ?, completion_tokens = ?, ttft_s = ?, seconds = ?, tool_calls = ?, tool_call_id = ?, "
+                "reasoning = ? WHERE id = ?",
                 (*_row(message), message.id),
             )
 
@@ -292,6 +319,9 @@ def _row(m: Message) -> tuple:
         m.completion_tokens,
         m.ttft_s,
         m.seconds,
+        json.dumps(m.tool_calls) if m.tool_calls is not None else None,
+        m.tool_call_id,
+        m.reasoning,
     )
 
 
@@ -308,4 +338,7 @@ def _message(row) -> Message:
         completion_tokens=row[8],
         ttft_s=row[9],
         seconds=row[10],
+        tool_calls=json.loads(row[11]) if row[11] is not None else None,
+        tool_call_id=row[12],
+        reasoning=row[13],
     )

@@ -3,13 +3,14 @@ servers' tools in one registry, run by a ToolRunner on an event loop in a thread
 sessions live. `close()` ends the sessions and reaps the servers' processes."""
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from mistralcli.errors import MistralError
-from mistralcli.tools.loop import CallOutcome, ToolCall, ToolRunner
+from mistralcli.tools.loop import Approvals, CallOutcome, ToolCall, ToolRunner
 from mistralcli.tools.mcp_config import McpConfig, load_config, parse_config
 from mistralcli.tools.registry import ToolRegistry, function_tool
 from mistralcli.tools.sandbox import SandboxConfig
@@ -31,8 +32,8 @@ def mcp_config_of(config: McpConfig | dict | str | Path) -> McpConfig:
 
 class ToolHost:
     """agent_tools: a SandboxConfig (the agent tools over it); tool_callbacks: {name: function}; mcp_config:
-    see mcp_config_of; permission: for the dangerous agent tools, "auto" or "deny" (a synchronous caller
-    has nobody to ask)."""
+    see mcp_config_of; permission: for the dangerous agent tools, "auto", "deny" or "ask" (for a caller that
+    has a person to ask: it reads the "approval_required" events of `submit` and answers with `decide`)."""
 
     def __init__(
         self,
@@ -41,9 +42,8 @@ class ToolHost:
         tool_callbacks: dict[str, Callable] | None = None,
         mcp_config: McpConfig | dict | str | Path | None = None,
         permission: str = "auto",
+        approval_timeout_s: float = 24 * 3600.0,
     ):
-        if permission not in ("auto", "deny"):
-            raise ValueError(f"agent_permission {permission!r}: the Python API takes 'auto' or 'deny'")
         registry = ToolRegistry()
         if agent_tools is not None:
             from mistralcli.tools.agent_tools import agent_tools as make_agent_tools
@@ -53,7 +53,7 @@ class ToolHost:
         for name, func in (tool_callbacks or {}).items():
             registry.add(function_tool(func, name))
         config = mcp_config_of(mcp_config) if mcp_config is not None else None
-        self.runner = ToolRunner(registry, permission=permission)
+        self.runner = ToolRunner(registry, permission=permission, approvals=Approvals(approval_timeout_s))
         self.statuses = []
         self._clients = None
         self._loop = asyncio.new_event_loop()
@@ -82,6 +82,19 @@ class ToolHost:
     def run(self, calls: list[ToolCall]) -> list[CallOutcome]:
         """Every call at once; their outcomes in order."""
         return self._run(self.runner.run(calls))
+
+    def submit(self, calls: list[ToolCall], emit: Callable[[dict], None]) -> concurrent.futures.Future:
+        """Start every call at once; emit(event) is called (in the tools' thread) as they go (see ToolRunner);
+        the future's result is their outcomes in order."""
+
+        async def forward(event: dict) -> None:
+            emit(event)
+
+        return asyncio.run_coroutine_threadsafe(self.runner.run(calls, forward), self._loop)
+
+    def decide(self, approval_id: str, approved: bool) -> None:
+        """A person's answer to an "approval_required" event (from any thread)."""
+        self._loop.call_soon_threadsafe(self.runner.approvals.decide, approval_id, approved)
 
     def close(self) -> None:
         if self._loop.is_closed():

@@ -1,0 +1,161 @@
+"""The models on this machine, without loading any: the installed default, the Hugging Face cache, mistralcli's
+own models directory, and the model directories of the user config (`model_dirs = [...]` in config.toml in
+the platformdirs config directory) or of MISTRALCLI_MODEL_DIRS (paths separated as PATH is). Each with its
+size, architecture and quantization, read from the GGUF's metadata or the directory's config.json."""
+
+import json
+import logging
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from mistralcli.errors import MistralError
+from mistralcli.paths import APP_NAME, models_dir
+
+log = logging.getLogger("mistralcli.loading")
+
+
+@dataclass
+class ModelInfo:
+    name: str  # what `/model NAME` (and --model) takes: a repo id, repo/file.gguf, or a path
+    path: Path
+    source: str  # "default", "hub cache" or the directory it was found in
+    size: int  # bytes on disk
+    architecture: str | None
+    quantization: str | None
+
+
+def config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def model_dirs() -> list[Path]:
+    """The configured model directories: MISTRALCLI_MODEL_DIRS, then config.toml's model_dirs."""
+    dirs = [Path(p).expanduser() for p in os.environ.get("MISTRALCLI_MODEL_DIRS", "").split(os.pathsep) if p]
+    path = config_path()
+    if path.is_file():
+        try:
+            config = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise MistralError(f"{path}: not a TOML file ({exc})") from None
+        listed = config.get("model_dirs", [])
+        if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+            raise MistralError(f"{path}: model_dirs must be a list of paths (strings)")
+        dirs += [Path(p).expanduser() for p in listed]
+    return dirs
+
+
+def discover() -> list[ModelInfo]:
+    """Every model found, each file or directory once (the first place it is found names it)."""
+    found: dict[Path, ModelInfo] = {}
+
+    def add(info: ModelInfo | None) -> None:
+        if info is not None:
+            found.setdefault(info.path.resolve(), info)
+
+    try:
+        from mistralcli.loading.resolve import default_model_path
+
+        add(_describe(default_model_path(), "default", "default"))
+    except MistralError:
+        pass
+    for info in _hub_cache():
+        add(info)
+    for directory in [models_dir(), *model_dirs()]:
+        for path in _candidates(directory):
+            add(_describe(path, str(path), str(directory)))
+    return list(found.values())
+
+
+def _candidates(directory: Path) -> list[Path]:
+    """GGUF files and model directories (a config.json beside safetensors) in directory and one level down."""
+    if not directory.is_dir():
+        return []
+    out = []
+    for entry in sorted(directory.iterdir()):
+        if entry.is_file() and entry.suffix == ".gguf":
+            out.append(entry)
+        elif entry.is_dir():
+            if _is_model_dir(entry):
+                out.append(entry)
+            else:
+                out += sorted(p for p in entry.glob("*.gguf") if p.is_file())
+    return out
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def _hub_cache() -> list[ModelInfo]:
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        cache = scan_cache_dir()
+    except CacheNotFound:
+        return []
+    except Exception as exc:  # a damaged cache is not this command's failure
+        log.warning("the Hugging Face cache could not be read: %s", exc)
+        return []
+    out = []
+    for repo in sorted(cache.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model" or not repo.revisions:
+            continue
+        revision = max(repo.revisions, key=lambda r: r.last_modified)
+        snapshot = Path(revision.snapshot_path)
+        ggufs = sorted(f for f in revision.files if f.file_name.endswith(".gguf"))
+        for file in sorted(ggufs, key=lambda f: str(f.file_path)):
+            relative = Path(file.file_path).relative_to(snapshot)
+            out.append(_describe(Path(file.file_path), f"{repo.repo_id}/{relative}", "hub cache"))
+        if not ggufs and _is_model_dir(snapshot):
+            out.append(_describe(snapshot, repo.repo_id, "hub cache"))
+    return [info for info in out if info is not None]
+
+
+def _describe(path: Path, name: str, source: str) -> ModelInfo | None:
+    try:
+        if path.is_dir():
+            size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+            architecture, quantization = _directory_kind(path)
+        else:
+            size = path.stat().st_size
+            architecture, quantization = _gguf_kind(path)
+    except (OSError, MistralError) as exc:
+        log.warning("%s: skipped (%s)", path, exc)
+        return None
+    return ModelInfo(name, path, source, size, architecture, quantization)
+
+
+def _gguf_kind(path: Path) -> tuple[str | None, str | None]:
+    from gguf import LlamaFileType
+
+    from mistralcli.loading.gguf_file import open_gguf
+
+    metadata = open_gguf(path).metadata
+    file_type = metadata.get("general.file_type")
+    try:
+        quantization = LlamaFileType(file_type).name.removeprefix("MOSTLY_") if file_type is not None else None
+    except ValueError:
+        quantization = f"type {file_type}"
+    return metadata.get("general.architecture"), quantization
+
+
+def _directory_kind(path: Path) -> tuple[str | None, str | None]:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    dtype = config.get("torch_dtype") or config.get("dtype")
+    return config.get("model_type"), str(dtype).upper().replace("FLOAT", "F") if dtype else None
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
