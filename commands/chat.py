@@ -135,7 +135,7 @@ def _chat(store, session, model, url, api_key, threads, system, settings, tools,
     from mistralcli.chat.terminal import ScriptInput, TerminalInput
 
     no_color = "NO_COLOR" in os.environ
-    out = Console(no_color=no_color, soft_wrap=True)
+    out = Console(no_color=no_color)
     err = stderr_console()
     spec = model if model is not None else (session.model if session is not None else None)
     if url is not None:

@@ -32,7 +32,7 @@ class ScriptedServer:
         from mistralcli.engine.engine import Engine, EngineConfig
         from mistralcli.server.app import ServerSettings, make_app
 
-        engine = Engine(loaded.model, loaded.tokenizer, loaded.context_length, EngineConfig(kv_cache_mb=64))
+        engine = Engine(loaded.model, loaded.tokenizer, loaded.context_length, EngineConfig(kv_cache_mb=256))
         self.engine = ScriptedEngine(engine, script, token_delay=token_delay)
         settings = ServerSettings(
             model_name="scripted",

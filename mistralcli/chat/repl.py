@@ -71,7 +71,7 @@ class Chat:
 
     def show(self, renderable) -> None:
         """What a command shows (stdout)."""
-        self.out.print(renderable, highlight=False, soft_wrap=True)
+        self.out.print(renderable, highlight=False, markup=False)
 
     # ---- the session
     def ensure_session(self) -> Session:
@@ -126,6 +126,10 @@ class Chat:
         """Answer the conversation (the tool loop in agent mode); False when no answer came at all."""
         tools = self.tools.runner.openai_tools() if self.tools is not None else None
         for round_number in range(1, self.max_tool_rounds + 2):
+            if tools and round_number > self.max_tool_rounds:
+                self.say(
+                    f"{self.max_tool_rounds} rounds of tool calls (--max-tool-rounds): now an answer without tools"
+                )
             message = self._answer(tools if round_number <= self.max_tool_rounds else None)
             if message is None:
                 return round_number > 1

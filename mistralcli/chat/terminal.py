@@ -11,14 +11,20 @@ from collections.abc import Callable, Iterator
 FENCE = '"""'
 
 
+def is_open_block(text: str) -> bool:
+    """Whether text opens a triple-quote block that it does not close."""
+    text = text.strip()
+    return text.startswith(FENCE) and (len(text) < 2 * len(FENCE) or not text.endswith(FENCE))
+
+
 def blocks(first: str, more: Callable[[], str | None]) -> str | None:
     """A turn from its first line: a line opening with \"\"\" takes the lines after it up to one ending with
     \"\"\" (more() gives the next line, None at the end of input); any other line is a turn as it is."""
     if not first.lstrip().startswith(FENCE):
         return first
     text = first.lstrip()[len(FENCE) :]
-    if text.rstrip().endswith(FENCE):  # """one line"""
-        return text.rstrip()[: -len(FENCE)]
+    if text.rstrip().endswith(FENCE):  # """one line""", or a block typed whole
+        return text.rstrip()[: -len(FENCE)].strip("\n")
     lines = [text] if text else []
     while (line := more()) is not None:
         if line.rstrip().endswith(FENCE):
@@ -75,6 +81,14 @@ class TerminalInput:
         def _newline(event):
             event.current_buffer.insert_text("\n")
 
+        @keys.add("enter")  # inside an open """ block, a new line; else the turn is sent
+        def _enter(event):
+            buffer = event.current_buffer
+            if is_open_block(buffer.text) and buffer.cursor_position == len(buffer.text):
+                buffer.insert_text("\n")
+            else:
+                buffer.validate_and_handle()
+
         history_path.parent.mkdir(parents=True, exist_ok=True)
         self.session = PromptSession(
             history=FileHistory(str(history_path)),
@@ -82,25 +96,20 @@ class TerminalInput:
             complete_while_typing=False,
             key_bindings=keys,
             enable_open_in_editor=False,
+            prompt_continuation="... ",
         )
 
-    def _read(self, prompt: str) -> str | None:
-        return self.session.prompt(prompt)
-
     def turns(self) -> Iterator[str]:
+        """A triple-quote block is typed in one prompt (Enter gives new lines until it is closed), so it is one
+        entry of the history, recalled whole."""
         while True:
             try:
-                line = self._read(">>> ")
-            except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
+                text = self.session.prompt(">>> ")
+            except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line (or the block)
                 continue
             except EOFError:  # Ctrl-D
                 return
-            try:
-                text = blocks(line, lambda: self._read("... "))
-            except KeyboardInterrupt:  # drops the block being typed
-                continue
-            except EOFError:
-                return
+            text = blocks(text, lambda: None)
             if text is not None and text.strip():
                 yield text
 
@@ -139,9 +148,10 @@ def _has_display(tool: str) -> bool:
 
 
 class AnswerView:
-    """One answer on its way to the screen. On a colour terminal a rich Live view, re-rendered as Markdown
-    as it grows (a thinking model's thought dimmed above); else the text written as it comes, the thought
-    to stderr."""
+    """One answer on its way to the screen. On a colour terminal a rich Live view of its end, re-rendered as
+    Markdown as it grows (a thinking model's thought dimmed above), then the whole answer printed once it
+    settles (a Live view cannot redraw lines that scrolled away); else the text written as it comes, the
+    thought to stderr."""
 
     def __init__(self, out, err, markdown: bool):
         self.out, self.err = out, err
@@ -150,11 +160,11 @@ class AnswerView:
         if markdown:
             from rich.live import Live
 
-            self._live = Live(console=out, refresh_per_second=10, vertical_overflow="visible", auto_refresh=True)
+            self._live = Live(_Tail(self), console=out, refresh_per_second=10, transient=True)
             self._live.start()
         self._ended_line = True
 
-    def _renderable(self):
+    def renderable(self):
         from rich.console import Group
         from rich.markdown import Markdown
         from rich.text import Text
@@ -168,8 +178,7 @@ class AnswerView:
         self.reasoning += reasoning
         self.content += content
         if self._live is not None:
-            self._live.update(self._renderable())
-            return
+            return  # the Live view renders it at its next refresh
         if reasoning:
             self.err.print(reasoning, style="dim", end="", soft_wrap=True, markup=False, highlight=False)
         if content:
@@ -179,8 +188,23 @@ class AnswerView:
 
     def close(self) -> None:
         if self._live is not None:
-            self._live.update(self._renderable())
             self._live.stop()
+            self.out.print(self.renderable(), soft_wrap=False)
         elif not self._ended_line:
             self.out.file.write("\n")
             self.out.file.flush()
+
+
+class _Tail:
+    """The last screenful of an answer as it renders (the Live view's content)."""
+
+    def __init__(self, view: AnswerView):
+        self.view = view
+
+    def __rich_console__(self, console, options):
+        from rich.segment import Segment
+
+        lines = console.render_lines(self.view.renderable(), options.update(height=None), pad=False)
+        for line in lines[-max(1, console.size.height - 2) :]:
+            yield from line
+            yield Segment.line()
