@@ -48,7 +48,9 @@ def chat(
     writable: list[Path] = typer.Option(
         None, "--writable", help="Agent mode: a path under the sandbox root that write_file and edit_file may change."
     ),
-    shell: bool = typer.Option(False, "--shell", help="Agent mode: add the shell tool (it always asks first)."),
+    shell: bool = typer.Option(
+        False, "--shell", help="Agent mode: add the shell tool (a dangerous one: see --agent-permission)."
+    ),
     mcp_config: Path = typer.Option(None, "--mcp-config", help="Agent mode: add these MCP servers' tools."),
     agent_permission: str = typer.Option(
         "ask",
@@ -135,7 +137,8 @@ def _chat(store, session, model, url, api_key, threads, system, settings, tools,
     from mistralcli.chat.terminal import ScriptInput, TerminalInput
 
     no_color = "NO_COLOR" in os.environ
-    out = Console(no_color=no_color)
+    # a pipe gets lines as long as they are (a script reads them), a terminal its width
+    out = Console(no_color=no_color) if sys.stdout.isatty() else Console(no_color=no_color, width=1000)
     err = stderr_console()
     spec = model if model is not None else (session.model if session is not None else None)
     if url is not None:

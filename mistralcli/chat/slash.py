@@ -135,7 +135,8 @@ def _parse(name: str, kind, value: str):
                 raise ValueError
             return parsed
     except ValueError:
-        raise MistralError(f"/set {name}: {value!r} is not a {getattr(kind, '__name__', kind)}") from None
+        what = {int: "a whole number", float: "a number", bool: "true or false"}.get(kind, "a list of strings")
+        raise MistralError(f"/set {name}: {value!r} is not {what}") from None
     return value
 
 
