@@ -37,6 +37,28 @@ def _compile(source: str) -> jinja2.Template:
     return env.from_string(source)
 
 
+def _with_argument_objects(message: dict) -> dict:
+    """An assistant's tool calls with their arguments as objects, as templates (and transformers) take them:
+    OpenAI's messages carry them as JSON text, which `arguments | tojson` would write as one quoted string
+    (as vLLM does, arguments that are not a JSON object are left as they are)."""
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    if not calls or not isinstance(calls, list):
+        return message
+    decoded = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        if isinstance(arguments, str):
+            try:
+                value = json.loads(arguments)
+            except ValueError:
+                value = None
+            if isinstance(value, dict):
+                call = {**call, "function": {**function, "arguments": value}}
+        decoded.append(call)
+    return {**message, "tool_calls": decoded}
+
+
 class ChatTemplate:
     """A model's chat template. `render(messages, ...)` returns the prompt text."""
 
@@ -62,7 +84,7 @@ class ChatTemplate:
         context = {"bos_token": self.bos_token, "eos_token": self.eos_token, **template_kwargs}
         try:
             return self._template.render(
-                messages=messages,
+                messages=[_with_argument_objects(m) for m in messages],
                 tools=tools,
                 documents=documents,
                 add_generation_prompt=add_generation_prompt,

@@ -96,3 +96,23 @@ def test_the_round_limit_ends_a_model_that_keeps_calling(tmp_path, smollm2, proj
     assert "You may call these tools" in server.engine.asked[1][0]
     assert "You may call these tools" not in server.engine.asked[-1][0]  # the last answer is asked for without
     assert "2 rounds of tool calls (--max-tool-rounds)" in result.stderr
+
+
+def test_the_model_here_calls_a_tool(tmp_path, qwen_path, project):
+    # the in-process engine: Qwen2.5-Coder's template offers the tools, a grammar holds its call to cat's
+    # parameters, the parser reads it, and the result goes back in the next prompt
+    result = run_chat(
+        tmp_path,
+        *("-m", str(qwen_path), "-t", "0", "-n", "16", "--max-tool-rounds", "1", "--session", "q"),
+        *("--agent", "--sandbox-root", str(project)),
+        input="Use the cat tool to read notes.txt, then tell me what it says.\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert '→ cat(path="notes.txt")' in result.stderr and "← cat: ok: buy milk" in result.stderr
+    with SessionStore(tmp_path / "sessions.sqlite3") as store:
+        messages = store.get("q").messages
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "assistant"]
+    (called,) = messages[1].tool_calls
+    assert called["function"]["name"] == "cat" and json.loads(called["function"]["arguments"]) == {"path": "notes.txt"}
+    assert "<tool_call>" not in messages[1].content  # the call's text is not shown as the answer
+    assert messages[2].content == "buy milk\n" and messages[3].prompt_tokens > 0

@@ -97,3 +97,21 @@ def test_strftime_now():
 
     text = ChatTemplate("{{ strftime_now('%Y') }}").render([])
     assert text == str(datetime.datetime.now().year)
+
+
+def test_tool_call_arguments_reach_the_template_as_objects():
+    # OpenAI's messages carry a call's arguments as JSON text; templates (Qwen's, Llama's, ...) write them with
+    # `| tojson`, which must give the object the model wrote, not a quoted string of it
+    source = (
+        "{% for m in messages %}{% for c in m.tool_calls or [] %}"
+        "{{ c.function.name }}:{{ c.function.arguments | tojson }};{% endfor %}{% endfor %}"
+    )
+    calls = [
+        {"id": "1", "type": "function", "function": {"name": "cat", "arguments": '{"path": "notes.txt"}'}},
+        {"id": "2", "type": "function", "function": {"name": "odd", "arguments": "not json"}},
+        {"id": "3", "type": "function", "function": {"name": "obj", "arguments": {"a": 1}}},
+    ]
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": calls}]
+    text = ChatTemplate(source).render(messages, add_generation_prompt=False)
+    assert text == 'cat:{"path": "notes.txt"};odd:"not json";obj:{"a": 1};'
+    assert calls[0]["function"]["arguments"] == '{"path": "notes.txt"}'  # the caller's messages are not changed
