@@ -27,7 +27,13 @@ def chat(
         show_default=False,
     ),
     as_json: bool = typer.Option(False, "--json", help="With --list: one JSON object per session."),
-    system: str = typer.Option(None, "--system", "-s", help="System message for a new session.", show_default=False),
+    system: str = typer.Option(
+        None,
+        "--system",
+        "-s",
+        help="System message (of a new session, or now of the one continued).",
+        show_default=False,
+    ),
     temperature: float = typer.Option(None, "--temperature", "-t", min=0.0, help="Sampling temperature (0: greedy)."),
     max_tokens: int = typer.Option(None, "--max-tokens", "-n", min=1, help="Most tokens per answer (default 1024)."),
     seed: int = typer.Option(None, "--seed", help="Random seed."),
@@ -115,6 +121,8 @@ def chat(
         elif session_name:
             known = {s.name for s in store.sessions()}
             session = store.get(session_name) if session_name in known else store.create(session_name, system=system)
+        if session is not None and system is not None and system != session.system:
+            store.update_session(session, system=system)
         tools = _agent_tools(sandbox_root, writable or [], shell, mcp_config, agent_permission) if agent else None
         try:
             raise typer.Exit(

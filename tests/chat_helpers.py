@@ -27,7 +27,7 @@ class ScriptedServer:
     """`mistral serve` in this process whose answers are script(prompt) (server_harness.ScriptedEngine), with
     SmolLM2's tokenizer, a Hermes template and no tools of its own: the calls go back to the client."""
 
-    def __init__(self, loaded, script, token_delay: float = 0.001):
+    def __init__(self, loaded, script, token_delay: float = 0.001, template: str = HERMES_TEMPLATE):
         from mistralcli.chat_template import ChatTemplate
         from mistralcli.engine.engine import Engine, EngineConfig
         from mistralcli.server.app import ServerSettings, make_app
@@ -36,7 +36,7 @@ class ScriptedServer:
         self.engine = ScriptedEngine(engine, script, token_delay=token_delay)
         settings = ServerSettings(
             model_name="scripted",
-            chat_template=ChatTemplate(HERMES_TEMPLATE),
+            chat_template=ChatTemplate(template),
             access_log=None,
             tool_call_parser="hermes",
         )

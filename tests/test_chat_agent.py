@@ -116,3 +116,22 @@ def test_the_model_here_calls_a_tool(tmp_path, qwen_path, project):
     assert called["function"]["name"] == "cat" and json.loads(called["function"]["arguments"]) == {"path": "notes.txt"}
     assert "<tool_call>" not in messages[1].content  # the call's text is not shown as the answer
     assert messages[2].content == "buy milk\n" and messages[3].prompt_tokens > 0
+
+
+def test_a_thinking_models_thought_is_kept_apart(tmp_path, smollm2):
+    from tiny_models import QWEN3_CHAT_TEMPLATE
+
+    server = ScriptedServer(
+        smollm2, lambda prompt: "<think>\nTwo and two.\n</think>\n\nIt is 4.", template=QWEN3_CHAT_TEMPLATE
+    )
+    try:
+        result = run_chat(tmp_path, "--url", server.url, "--session", "t", input="What is 2+2?\nAnd 3+3?\n")
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("It is 4.") == 2 and "Two and two." not in result.stdout  # the thought: stderr
+    assert "Two and two." in result.stderr
+    with SessionStore(tmp_path / "sessions.sqlite3") as store:
+        answer = store.get("t").messages[1]
+    assert answer.content.strip() == "It is 4." and answer.reasoning.strip() == "Two and two."
+    assert "Two and two." not in server.engine.asked[1][0]  # the thought is not sent back

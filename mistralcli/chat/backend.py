@@ -81,14 +81,18 @@ class Stream:
         self.reply.content += content
         self._queue.put((reasoning, content))
 
-    def batches(self) -> Iterator[list[tuple[str, str]]]:
-        """Until the answer ends (or is cancelled); waits in short sleeps, so Ctrl-C reaches the reader."""
+    def batches(self, interval_s: float = 0.04) -> Iterator[list[tuple[str, str]]]:
+        """Until the answer ends (or is cancelled): what came, at most every interval_s (a reader that stores
+        and draws each batch costs the engine's thread little of the GIL); waits in short sleeps, so Ctrl-C
+        reaches the reader."""
         done = False
         while not done:
             try:
                 items = [self._queue.get(timeout=0.1)]
             except queue.Empty:
                 continue
+            if items[0] is not None:
+                self.cancelled.wait(interval_s)
             while not self._queue.empty():
                 items.append(self._queue.get_nowait())
             done = None in items
