@@ -42,6 +42,7 @@ class Reply:
     completion_tokens: int | None = None
     ttft_s: float | None = None
     seconds: float | None = None
+    decode_s: float | None = None  # from the first token to the last (tok/s: completion_tokens - 1 over it)
     error: str | None = None
 
 
@@ -208,7 +209,7 @@ class LocalBackend:
                 reply.prompt_tokens, reply.completion_tokens = stats.prompt_tokens, stats.completion_tokens
         finally:
             pieces.close()  # the request is freed from the engine now, even when cancelled
-        reply.ttft_s = stats.prompt_s or reply.ttft_s
+        reply.ttft_s, reply.decode_s = stats.prompt_s or reply.ttft_s, stats.generation_s
         reply.prompt_tokens, reply.completion_tokens = stats.prompt_tokens, stats.completion_tokens
         if cancelled.is_set():
             return
@@ -311,11 +312,15 @@ class RemoteBackend:
         )
         holder["stream"] = response
         calls: dict[int, dict] = {}
+        first = last = None
         try:
             with self._errors(cancelled):
                 for chunk in response:
                     if cancelled.is_set():
                         break
+                    if chunk.choices:
+                        last = time.perf_counter()
+                        first = first or last
                     if chunk.usage is not None:
                         reply.prompt_tokens = chunk.usage.prompt_tokens
                         reply.completion_tokens = chunk.usage.completion_tokens
@@ -332,6 +337,7 @@ class RemoteBackend:
         finally:
             response.close()
         reply.tool_calls = [calls[i] for i in sorted(calls)]
+        reply.decode_s = last - first if first is not None else None
 
 
 def _add_call_delta(calls: dict[int, dict], delta) -> None:

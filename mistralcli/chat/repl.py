@@ -19,6 +19,8 @@ class Totals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    decode_s: float = 0.0
+    decoded: int = 0  # tokens after each answer's first, over decode_s
     ttfts: list[float] = field(default_factory=list)
 
 
@@ -181,7 +183,7 @@ class Chat:
         message.partial = False
         message.tool_calls = reply.tool_calls or None
         self.store.update(message)
-        self._footer(message)
+        self._footer(message, reply.decode_s)
         return message
 
     def _wait(self, stream):
@@ -191,16 +193,19 @@ class Chat:
             except KeyboardInterrupt:
                 stream.cancel()
 
-    def _footer(self, m: Message) -> None:
+    def _footer(self, m: Message, decode_s: float | None) -> None:
         t = self.totals
         t.answers += 1
         t.prompt_tokens += m.prompt_tokens or 0
         t.completion_tokens += m.completion_tokens or 0
         t.seconds += m.seconds or 0.0
+        if decode_s and m.completion_tokens and m.completion_tokens > 1:
+            t.decode_s += decode_s
+            t.decoded += m.completion_tokens - 1
         if m.ttft_s is not None:
             t.ttfts.append(m.ttft_s)
         if self.show_stats:
-            self.say(stats_line(m))
+            self.say(stats_line(m, decode_s))
 
     # ---- agent mode
     def _run_calls(self, calls: list[dict]) -> bool:
@@ -258,12 +263,12 @@ class Chat:
         return answer in ("y", "yes")
 
 
-def stats_line(m: Message) -> str:
+def stats_line(m: Message, decode_s: float | None) -> str:
+    """Tokens, time to the first token, and the decode speed (the tokens after the first over their time)."""
     parts = [f"{m.prompt_tokens or 0} prompt + {m.completion_tokens or 0} generated tokens"]
     if m.ttft_s is not None:
         parts.append(f"first token {m.ttft_s:.2f} s")
-    decode_s = (m.seconds or 0.0) - (m.ttft_s or 0.0)
-    if m.completion_tokens and m.completion_tokens > 1 and decode_s > 0:
+    if m.completion_tokens and m.completion_tokens > 1 and decode_s:
         parts.append(f"{(m.completion_tokens - 1) / decode_s:.1f} tok/s")
     return " · ".join(parts)
 

@@ -343,8 +343,8 @@ def _stats(chat: Chat, argument: str):
         chat.show("no answers yet in this chat")
         return
     mean_ttft = sum(t.ttfts) / len(t.ttfts) if t.ttfts else 0.0
-    rate = t.completion_tokens / t.seconds if t.seconds > 0 else 0.0
+    rate = t.decoded / t.decode_s if t.decode_s > 0 else 0.0
     chat.show(
         f"{t.answers} answers: {t.prompt_tokens} prompt + {t.completion_tokens} generated tokens in {t.seconds:.1f} s "
-        f"· first token {mean_ttft:.2f} s on average · {rate:.1f} tok/s overall"
+        f"· first token {mean_ttft:.2f} s on average · {rate:.1f} tok/s decoding"
     )
