@@ -192,8 +192,6 @@ def _chat(store, session, model, url, api_key, threads, system, settings, tools,
 
 
 def _list(store, as_json: bool) -> None:
-    import time
-
     from mistralcli.commands._common import write_stdout
 
     sessions = store.sessions()
@@ -206,15 +204,10 @@ def _list(store, as_json: bool) -> None:
         stderr_console().print("no sessions yet (mistral chat starts one)", style="dim")
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("name", "messages", "model", "last used"):
-        table.add_column(column)
-    for s in sessions:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated))
-        table.add_row(s.name, str(store.count(s)), s.model or "default", when)
-    Console(no_color="NO_COLOR" in os.environ).print(table)
+    from mistralcli.chat.slash import sessions_table
+
+    Console(no_color="NO_COLOR" in os.environ).print(sessions_table(store))
 
 
 def _agent_tools(root, writable, shell, mcp_config, permission):

@@ -4,24 +4,13 @@ ones), their results go back to it, until it answers or the round limit."""
 
 import json
 import queue
-from dataclasses import dataclass, field
+import uuid
 
 from mistralcli.chat.store import Message, Session, SessionStore
 from mistralcli.chat.terminal import AnswerView
 from mistralcli.errors import MistralError
 
 RESULT_PREVIEW = 120  # characters of a tool's result shown
-
-
-@dataclass
-class Totals:
-    answers: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    decode_s: float = 0.0
-    decoded: int = 0  # tokens after each answer's first, over decode_s
-    ttfts: list[float] = field(default_factory=list)
 
 
 class Chat:
@@ -61,7 +50,6 @@ class Chat:
         self.input = None  # set by run(): where confirmations are asked
         self.always: set[str] = set()  # tools the person approved for the whole chat
         self.failures = 0  # answers that could not be had (a script's exit status)
-        self.totals = Totals()
 
     # ---- output
     def say(self, text: str, style: str = "dim") -> None:
@@ -169,7 +157,7 @@ class Chat:
         reply = self._wait(stream)
         message.model = self.backend.name
         message.prompt_tokens, message.completion_tokens = reply.prompt_tokens, reply.completion_tokens
-        message.ttft_s, message.seconds = reply.ttft_s, reply.seconds
+        message.ttft_s, message.seconds, message.decode_s = reply.ttft_s, reply.seconds, reply.decode_s
         if stopped or reply.error is not None:
             if reply.error is not None:
                 self.error(reply.error)
@@ -181,9 +169,12 @@ class Chat:
             self.say("[stopped: the answer so far is kept, marked cut short]" if stopped else "[cut short]")
             return message
         message.partial = False
+        for call in reply.tool_calls:  # a server may leave them out; the results answer calls by id
+            call["id"] = call.get("id") or f"call_{uuid.uuid4().hex[:24]}"
         message.tool_calls = reply.tool_calls or None
         self.store.update(message)
-        self._footer(message, reply.decode_s)
+        if self.show_stats:
+            self.say(stats_line(message))
         return message
 
     def _wait(self, stream):
@@ -192,20 +183,6 @@ class Chat:
                 return stream.wait()
             except KeyboardInterrupt:
                 stream.cancel()
-
-    def _footer(self, m: Message, decode_s: float | None) -> None:
-        t = self.totals
-        t.answers += 1
-        t.prompt_tokens += m.prompt_tokens or 0
-        t.completion_tokens += m.completion_tokens or 0
-        t.seconds += m.seconds or 0.0
-        if decode_s and m.completion_tokens and m.completion_tokens > 1:
-            t.decode_s += decode_s
-            t.decoded += m.completion_tokens - 1
-        if m.ttft_s is not None:
-            t.ttfts.append(m.ttft_s)
-        if self.show_stats:
-            self.say(stats_line(m, decode_s))
 
     # ---- agent mode
     def _run_calls(self, calls: list[dict]) -> bool:
@@ -263,13 +240,13 @@ class Chat:
         return answer in ("y", "yes")
 
 
-def stats_line(m: Message, decode_s: float | None) -> str:
+def stats_line(m: Message) -> str:
     """Tokens, time to the first token, and the decode speed (the tokens after the first over their time)."""
     parts = [f"{m.prompt_tokens or 0} prompt + {m.completion_tokens or 0} generated tokens"]
     if m.ttft_s is not None:
         parts.append(f"first token {m.ttft_s:.2f} s")
-    if m.completion_tokens and m.completion_tokens > 1 and decode_s:
-        parts.append(f"{(m.completion_tokens - 1) / decode_s:.1f} tok/s")
+    if m.completion_tokens and m.completion_tokens > 1 and m.decode_s:
+        parts.append(f"{(m.completion_tokens - 1) / m.decode_s:.1f} tok/s")
     return " · ".join(parts)
 
 

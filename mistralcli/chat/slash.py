@@ -224,13 +224,19 @@ def replay(chat: Chat, session, last: int = 10) -> None:
                 chat.say("[cut short]")
 
 
+def sessions_table(store, current=None):
+    """The stored sessions, the last used first, `current` marked (also `mistral chat --list`)."""
+    table = _table("name", "messages", "model", "last used")
+    for s in store.sessions():
+        mark = " *" if current is not None and s.id == current.id else ""
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated))
+        table.add_row(s.name + mark, str(store.count(s)), s.model or "default", when)
+    return table
+
+
 @command("/sessions", "/sessions", "the stored sessions, the last used first")
 def _sessions(chat: Chat, argument: str):
-    table = _table("name", "messages", "model", "last used")
-    for s in chat.store.sessions():
-        current = chat.session is not None and s.id == chat.session.id
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated))
-        table.add_row(s.name + (" *" if current else ""), str(chat.store.count(s)), s.model or "default", when)
+    table = sessions_table(chat.store, chat.session)
     chat.show(table if table.row_count else "(no sessions yet)")
 
 
@@ -330,7 +336,7 @@ def _copy(chat: Chat, argument: str):
     chat.say(f"copied the last answer ({len(answer.content)} characters) to {where}")
 
 
-@command("/stats", "/stats [on|off]", "the stats line after each answer on or off (alone: this chat's totals)")
+@command("/stats", "/stats [on|off]", "the stats line after each answer on or off (alone: the session's totals)")
 def _stats(chat: Chat, argument: str):
     if argument in ("on", "off"):
         chat.show_stats = argument == "on"
@@ -338,13 +344,18 @@ def _stats(chat: Chat, argument: str):
         return
     if argument:
         raise MistralError(f"/stats {argument}: say on or off")
-    t = chat.totals
-    if not t.answers:
-        chat.show("no answers yet in this chat")
+    messages = chat.session.messages if chat.session is not None else []
+    answers = [m for m in messages if m.role == "assistant" and m.completion_tokens is not None]
+    if not answers:
+        chat.show("no answers yet in this session")
         return
-    mean_ttft = sum(t.ttfts) / len(t.ttfts) if t.ttfts else 0.0
-    rate = t.decoded / t.decode_s if t.decode_s > 0 else 0.0
+    prompt = sum(m.prompt_tokens or 0 for m in answers)
+    generated = sum(m.completion_tokens for m in answers)
+    ttfts = [m.ttft_s for m in answers if m.ttft_s is not None]
+    timed = [m for m in answers if m.decode_s and m.completion_tokens > 1]
+    rate = sum(m.completion_tokens - 1 for m in timed) / sum(m.decode_s for m in timed) if timed else 0.0
+    seconds = sum(m.seconds or 0.0 for m in answers)
     chat.show(
-        f"{t.answers} answers: {t.prompt_tokens} prompt + {t.completion_tokens} generated tokens in {t.seconds:.1f} s "
-        f"· first token {mean_ttft:.2f} s on average · {rate:.1f} tok/s decoding"
+        f"{len(answers)} answers: {prompt} prompt + {generated} generated tokens in {seconds:.1f} s · first token "
+        f"{sum(ttfts) / max(1, len(ttfts)):.2f} s on average · {rate:.1f} tok/s decoding"
     )

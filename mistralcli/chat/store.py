@@ -55,13 +55,14 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE messages ADD COLUMN tool_calls TEXT",
         "ALTER TABLE messages ADD COLUMN tool_call_id TEXT",
         "ALTER TABLE messages ADD COLUMN reasoning TEXT",
+        "ALTER TABLE messages ADD COLUMN decode_s REAL",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _MESSAGE_COLUMNS = (
     "id, role, content, created, model, params, partial, prompt_tokens, completion_tokens, ttft_s, seconds, "
-    "tool_calls, tool_call_id, reasoning"
+    "tool_calls, tool_call_id, reasoning, decode_s"
 )
 
 
@@ -87,6 +88,7 @@ class Message:
     tool_calls: list[dict] | None = None  # an assistant's calls, in OpenAI's shape
     tool_call_id: str | None = None  # a tool message: the call it answers
     reasoning: str | None = None  # a thinking model's thought (not sent back to it)
+    decode_s: float | None = None  # an answer's time from its first token to its last
 
     def openai(self) -> dict:
         message = {"role": self.role, "content": self.content}
@@ -275,8 +277,8 @@ class SessionStore:
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO messages (session_id, role, content, created, model, params, partial, prompt_tokens, "
-                "completion_tokens, ttft_s, seconds, tool_calls, tool_call_id, reasoning) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "completion_tokens, ttft_s, seconds, tool_calls, tool_call_id, reasoning, decode_s) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (session.id, *_row(message)),
             )
             db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (message.created, session.id))
@@ -290,7 +292,7 @@ class SessionStore:
             db.execute(
                 "UPDATE messages SET role = ?, content = ?, created = ?, model = ?, params = ?, partial = ?, "
                 "prompt_tokens = ?, completion_tokens = ?, ttft_s = ?, seconds = ?, tool_calls = ?, tool_call_id = ?, "
-                "reasoning = ? WHERE id = ?",
+                "reasoning = ?, decode_s = ? WHERE id = ?",
                 (*_row(message), message.id),
             )
 
@@ -322,6 +324,7 @@ def _row(m: Message) -> tuple:
         json.dumps(m.tool_calls) if m.tool_calls is not None else None,
         m.tool_call_id,
         m.reasoning,
+        m.decode_s,
     )
 
 
@@ -341,4 +344,5 @@ def _message(row) -> Message:
         tool_calls=json.loads(row[11]) if row[11] is not None else None,
         tool_call_id=row[12],
         reasoning=row[13],
+        decode_s=row[14],
     )

@@ -114,8 +114,11 @@ class TerminalInput:
                 yield text
 
     def confirm(self, question: str) -> str | None:
+        """An answer typed at the terminal (not kept in the history); Ctrl-C or Ctrl-D is a no."""
+        from prompt_toolkit import prompt
+
         try:
-            return self.session.prompt(question).strip().lower()
+            return prompt(question).strip().lower()
         except (KeyboardInterrupt, EOFError):
             return "n"
 
