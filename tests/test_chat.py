@@ -110,23 +110,38 @@ def test_continue_list_and_export_without_a_model(tmp_path, smollm2_path):
     assert bad.returncode == 1 and "export to a .md or a .json file" in bad.stderr
 
 
-def test_sigkill_mid_answer_keeps_what_was_shown_then_continues(tmp_path, smollm2_path):
+def story_until(data_dir, model_path, session: str, sig: int) -> tuple[subprocess.Popen, bytes]:
+    """A scripted chat asked for a long story, sent `sig` once 200 bytes of it are on its stdout."""
     proc = subprocess.Popen(
-        [*CHAT, "-m", str(smollm2_path), "-t", "0", "-n", "400", "--session", "killed", "--threads", "2"],
+        [*CHAT, "-m", str(model_path), "-t", "0", "-n", "400", "--session", session, "--threads", "2"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=chat_env(tmp_path),
+        env=chat_env(data_dir),
     )
-    proc.stdin.write(b"Write a long story about a dragon who learns to cook.\n")
+    proc.stdin.write(b"Write a long story about a dragon who learns to cook.\nNever asked.\n")
     proc.stdin.flush()
     shown = b""
     deadline = time.monotonic() + 120
     while len(shown) < 200 and time.monotonic() < deadline:
         shown += proc.stdout.read1(4096)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     proc.wait(30)
     assert len(shown) >= 200, proc.stderr.read().decode()
+    return proc, shown
+
+
+def test_ctrl_c_ends_a_script_keeping_the_partial_answer(tmp_path, smollm2_path):
+    proc, shown = story_until(tmp_path, smollm2_path, "interrupted", signal.SIGINT)
+    assert proc.returncode == 130
+    assert "Traceback" not in proc.stderr.read().decode()
+    with store_of(tmp_path) as store:
+        user, partial = store.get("interrupted").messages  # the next line was never asked
+    assert partial.partial and partial.content.startswith(shown.decode("utf-8", "ignore").rstrip("\ufffd"))
+
+
+def test_sigkill_mid_answer_keeps_what_was_shown_then_continues(tmp_path, smollm2_path):
+    proc, shown = story_until(tmp_path, smollm2_path, "killed", signal.SIGKILL)
     with store_of(tmp_path) as store:
         session = store.get("killed")
     user, partial = session.messages

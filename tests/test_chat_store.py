@@ -144,3 +144,15 @@ def test_exports_by_extension(store, tmp_path):
     assert body["name"] == "ex" and [m["content"] for m in body["messages"]] == ["Hi", "Hel"]
     with pytest.raises(MistralError, match="export to a .md or a .json file"):
         export_session(session, tmp_path / "ex.txt")
+
+
+def test_a_transaction_cut_by_ctrl_c_does_not_wedge_the_store(tmp_path):
+    # Ctrl-C can land between a write's BEGIN and its COMMIT; the next write undoes that one and goes on
+    with SessionStore(tmp_path / "s.sqlite3") as store:
+        session = store.create("cut")
+        store.db.execute("BEGIN IMMEDIATE")
+        store.db.execute(
+            "INSERT INTO messages (session_id, role, content, created) VALUES (?, 'user', 'half', 1.0)", (session.id,)
+        )
+        store.append(session, Message("user", "whole"))
+        assert [m.content for m in store.get("cut").messages] == ["whole"]

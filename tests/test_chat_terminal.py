@@ -93,9 +93,10 @@ def test_markdown_on_a_colour_terminal(tmp_path, smollm2_path):
 
 
 def approve_then_answer(prompt: str) -> str:
-    if tool_results(prompt) == 0:
-        return "I will write it." + call("write_file", path="note.txt", content="hello from the agent")
-    return "The note is written."
+    done = tool_results(prompt)
+    if done < 3:
+        return f"Writing note {done}." + call("write_file", path=f"note{done}.txt", content=f"note {done}")
+    return "The notes are written."
 
 
 def test_agent_asks_before_a_dangerous_call(tmp_path, smollm2):
@@ -104,14 +105,21 @@ def test_agent_asks_before_a_dangerous_call(tmp_path, smollm2):
     root.mkdir()
     try:
         child = spawn(tmp_path, "--url", server.url, "--agent", "--sandbox-root", str(root), "--writable", str(root))
-        child.sendline("Write a note.")
-        child.expect(r"write_file\(path=\"note.txt\"")
+        child.sendline("Write three notes.")
+        child.expect(r"write_file\(path=\"note0.txt\"")
         child.expect(r"\[y/n/always\]")
-        child.sendline("y")
-        child.expect("The note is written.")
+        child.sendline("n")  # denied: the model reads that it was not run
+        child.expect(r"write_file\(path=\"note1.txt\"")
+        child.expect(r"\[y/n/always\]")
+        child.sendline("always")  # this one, and every later write_file of this chat, unasked
+        child.expect(r"write_file\(path=\"note2.txt\"")
+        child.expect("The notes are written.")
+        asked_again = "[y/n/always]" in child.before
         child.expect(">>>")
         child.sendline("/exit")
         child.expect(pexpect.EOF)
     finally:
         server.close()
-    assert (root / "note.txt").read_text() == "hello from the agent"
+    assert not asked_again
+    assert not (root / "note0.txt").exists()
+    assert (root / "note1.txt").read_text() == "note 1" and (root / "note2.txt").read_text() == "note 2"

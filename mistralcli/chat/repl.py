@@ -97,11 +97,16 @@ class Chat:
 
         self.input = source
         for text in source.turns():
-            if text.startswith("/") and not text.startswith("//"):
-                if not run_command(self, text):
-                    break
-            else:
-                self.turn(text[1:] if text.startswith("//") else text)
+            try:
+                if text.startswith("/") and not text.startswith("//"):
+                    if not run_command(self, text):
+                        break
+                else:
+                    self.turn(text[1:] if text.startswith("//") else text)
+            except KeyboardInterrupt:  # outside an answer (a command, loading a model): a person's chat goes on
+                if not source.interactive:
+                    raise
+                self.say("[stopped]")
         return 1 if self.failures and not source.interactive else 0
 
     def turn(self, text: str) -> None:
@@ -164,8 +169,12 @@ class Chat:
                 self.failures += 1
             if not message.content and not message.reasoning:
                 self.store.drop_from(session, message)
+            else:
+                self.store.update(message)  # partial, as it was shown
+            if stopped and self.input is not None and not self.input.interactive:
+                raise KeyboardInterrupt  # a script's Ctrl-C ends it (exit 130), what came kept
+            if not message.content and not message.reasoning:
                 return None
-            self.store.update(message)  # partial, as it was shown
             self.say("[stopped: the answer so far is kept, marked cut short]" if stopped else "[cut short]")
             return message
         message.partial = False

@@ -144,6 +144,8 @@ class SessionStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self.db.in_transaction:  # one that Ctrl-C cut between its BEGIN and its end: undone
+            self.db.execute("ROLLBACK")
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db

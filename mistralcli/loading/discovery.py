@@ -49,12 +49,13 @@ def model_dirs() -> list[Path]:
 
 
 def discover() -> list[ModelInfo]:
-    """Every model found, each file or directory once (the first place it is found names it)."""
+    """Every model found, each path once (the first place it is found names it); a link is listed under its
+    own name (a hub-cache snapshot links to its blob)."""
     found: dict[Path, ModelInfo] = {}
 
     def add(info: ModelInfo | None) -> None:
         if info is not None:
-            found.setdefault(info.path.resolve(), info)
+            found.setdefault(info.path.absolute(), info)
 
     try:
         from mistralcli.loading.resolve import default_model_path

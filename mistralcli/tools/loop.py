@@ -216,7 +216,7 @@ class ToolRunner:
                     "denied": "the call was denied",
                     "timeout": f"no approval came within {self.approvals.timeout_s:g} s",
                 }[verdict]
-                text = f"{call.name}: not run: {why} (the server's agent permission is {self.permission!r})"
+                text = f"{call.name}: not run: {why} (the agent permission is {self.permission!r})"
                 return ToolResult(text, is_error=True), "denied"
         result = await self.registry.call(call.name, arguments)
         return result, "error" if result.is_error else "ok"
