@@ -156,3 +156,15 @@ def test_a_transaction_cut_by_ctrl_c_does_not_wedge_the_store(tmp_path):
         )
         store.append(session, Message("user", "whole"))
         assert [m.content for m in store.get("cut").messages] == ["whole"]
+
+
+def test_markdown_export_shows_tool_calls(tmp_path):
+    with SessionStore(tmp_path / "s.sqlite3") as store:
+        session = store.create("agent")
+        call = {"id": "c1", "type": "function", "function": {"name": "cat", "arguments": '{"path": "a.txt"}'}}
+        store.append(session, Message("user", "Read a.txt"))
+        store.append(session, Message("assistant", "", tool_calls=[call]))
+        store.append(session, Message("tool", "hello", tool_call_id="c1"))
+        export_session(store.get("agent"), tmp_path / "a.md")
+    text = (tmp_path / "a.md").read_text()
+    assert '`cat({"path": "a.txt"})`' in text and "## Tool\n\nhello" in text

@@ -27,7 +27,12 @@ def session_markdown(session: Session) -> str:
         lines += ["## System", "", session.system, ""]
     for m in session.messages:
         title = {"user": "You", "assistant": "Assistant", "tool": "Tool"}.get(m.role, m.role.title())
-        lines += [f"## {title}" + (" (cut short)" if m.partial else ""), "", m.content, ""]
+        lines += [f"## {title}" + (" (cut short)" if m.partial else ""), ""]
+        if m.content:
+            lines += [m.content, ""]
+        for call in m.tool_calls or []:
+            function = call.get("function", {})
+            lines += [f"`{function.get('name')}({function.get('arguments', '')})`", ""]
     return "\n".join(lines)
 
 
