@@ -22,6 +22,7 @@ SHORT_FLAGS = {
     # the one short flag of two meanings: chat's -c is `llm chat -c` (continue), which chat users expect
     "-c": {"--concurrency", "--continue"},
     "-q": {"--quiet"},
+    "-o": {"--output"},
 }
 
 

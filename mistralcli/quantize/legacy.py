@@ -1,0 +1,90 @@
+"""The legacy GGML block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), F16 and BF16: a float tensor to the bytes
+a GGUF file holds, through the Numba kernels of numba_kernels/cpu/quantize.py (bit-exact with gguf.quants,
+their reference). `quantize(data, qtype)` takes what gguf.quants.quantize takes and returns the same array:
+uint8 (..., bytes per row) for a block type, float16 for F16, uint8 bytes for BF16."""
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from mistralcli.errors import MistralError
+
+Q = GGMLQuantizationType
+LEGACY_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.F16, Q.BF16, Q.F32)
+
+
+def quantize(data: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
+    data = np.asarray(data)
+    if qtype == Q.F32:
+        return data.astype(np.float32, copy=False)
+    if qtype == Q.F16:
+        return data.astype(np.float16, copy=False)
+    x = np.ascontiguousarray(data, dtype=np.float32)
+    if qtype == Q.BF16:
+        from mistralcli.numba_kernels.cpu import quantize as kernels
+
+        out = np.empty(x.size, dtype=np.uint16)
+        kernels.bf16(x.reshape(-1).view(np.uint32), out)
+        return out.view(np.uint8).reshape(*x.shape[:-1], x.shape[-1] * 2)
+    if qtype not in _LAYOUTS:
+        raise MistralError(f"no quantizer here for {qtype.name}")
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    if x.ndim == 0 or x.shape[-1] % block_size:
+        raise MistralError(f"{qtype.name} quantizes rows of a multiple of {block_size} values, not shape {x.shape}")
+    blocks = x.reshape(-1, block_size)
+    out = _LAYOUTS[qtype](blocks)
+    assert out.shape[1] == type_size
+    return out.reshape(*x.shape[:-1], x.shape[-1] // block_size * type_size)
+
+
+def _half(values: np.ndarray) -> np.ndarray:
+    """float32 scales as float16 bytes, (n, 2), rounded as gguf rounds them (numpy's astype)."""
+    return values.astype(np.float16).view(np.uint8).reshape(-1, 2)
+
+
+def _q4_0(blocks):
+    from mistralcli.numba_kernels.cpu import quantize as kernels
+
+    n = blocks.shape[0]
+    d, qs = np.empty(n, np.float32), np.empty((n, 16), np.uint8)
+    kernels.q4_0_blocks(blocks, d, qs)
+    return np.concatenate([_half(d), qs], axis=1)
+
+
+def _q4_1(blocks):
+    from mistralcli.numba_kernels.cpu import quantize as kernels
+
+    n = blocks.shape[0]
+    d, m, qs = np.empty(n, np.float32), np.empty(n, np.float32), np.empty((n, 16), np.uint8)
+    kernels.q4_1_blocks(blocks, d, m, qs)
+    return np.concatenate([_half(d), _half(m), qs], axis=1)
+
+
+def _q5_0(blocks):
+    from mistralcli.numba_kernels.cpu import quantize as kernels
+
+    n = blocks.shape[0]
+    d, qh, qs = np.empty(n, np.float32), np.empty(n, np.uint32), np.empty((n, 16), np.uint8)
+    kernels.q5_0_blocks(blocks, d, qh, qs)
+    return np.concatenate([_half(d), qh.astype("<u4").view(np.uint8).reshape(n, 4), qs], axis=1)
+
+
+def _q5_1(blocks):
+    from mistralcli.numba_kernels.cpu import quantize as kernels
+
+    n = blocks.shape[0]
+    d, m = np.empty(n, np.float32), np.empty(n, np.float32)
+    qh, qs = np.empty(n, np.uint32), np.empty((n, 16), np.uint8)
+    kernels.q5_1_blocks(blocks, d, m, qh, qs)
+    return np.concatenate([_half(d), _half(m), qh.astype("<u4").view(np.uint8).reshape(n, 4), qs], axis=1)
+
+
+def _q8_0(blocks):
+    from mistralcli.numba_kernels.cpu import quantize as kernels
+
+    n = blocks.shape[0]
+    d, qs = np.empty(n, np.float32), np.empty((n, 32), np.int8)
+    kernels.q8_0_blocks(blocks, d, qs)
+    return np.concatenate([_half(d), qs.view(np.uint8)], axis=1)
+
+
+_LAYOUTS = {Q.Q4_0: _q4_0, Q.Q4_1: _q4_1, Q.Q5_0: _q5_0, Q.Q5_1: _q5_1, Q.Q8_0: _q8_0}

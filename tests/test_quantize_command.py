@@ -1,0 +1,109 @@
+"""`mistral quantize` on a GGUF source (this step: the legacy types): the plan per tensor, the file written
+with the gguf package's writer and loaded back by ours, the metadata carried over, and every bad input a
+clear error that leaves no file behind."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType, GGUFReader, LlamaFileType
+
+from mistralcli.errors import MistralError
+
+pytestmark = pytest.mark.slow
+Q = GGMLQuantizationType
+QUANTIZE = [sys.executable, "-m", "mistralcli", "quantize"]
+
+
+def quantize(*args):
+    return subprocess.run([*QUANTIZE, *args], capture_output=True, text=True, timeout=600)
+
+
+def types_of(path) -> dict[str, str]:
+    return {t.name: Q(t.tensor_type).name for t in GGUFReader(path).tensors}
+
+
+def test_requantized_to_q8_0_loads_and_answers(tmp_path, smollm2_path):
+    out = tmp_path / "smollm2-q8_0.gguf"
+    result = quantize("-m", str(smollm2_path), "--type", "Q8_0", "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    assert "already quantized" in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["tensors"] == {"F32": 61, "Q8_0": 211} and 8.4 < summary["bits_per_weight"] < 8.6
+    assert summary["bytes_after"] < out.stat().st_size < summary["bytes_after"] + 4_000_000  # + metadata
+    source, written = GGUFReader(smollm2_path), GGUFReader(out)
+    for key in ("tokenizer.ggml.tokens", "tokenizer.chat_template", "llama.context_length", "general.name"):
+        assert written.fields[key].contents() == source.fields[key].contents()
+    assert written.fields["general.file_type"].contents() == LlamaFileType.MOSTLY_Q8_0
+    assert [t.name for t in written.tensors] == [t.name for t in source.tensors]
+
+    from mistralcli import LLM, SamplingParams
+
+    greedy = SamplingParams(temperature=0, max_tokens=12)
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    answer = LLM(str(out)).chat(question, greedy)[0].outputs[0].text
+    assert "Paris" in answer
+    # Q8_0 of the Q4_1 model's weights is that model again, nearly: the same greedy answer
+    assert answer == LLM(str(smollm2_path)).chat(question, greedy)[0].outputs[0].text
+
+
+def test_the_plan_keeps_vectors_and_the_embedding_and_takes_overrides(tmp_path, smollm2_path):
+    result = quantize(
+        "-m", str(smollm2_path), "--type", "Q4_0", "--dry-run", "--json", "--tensor-type", r"ffn_down=Q5_1"
+    )
+    assert result.returncode == 0, result.stderr
+    plan = {row["name"]: row for row in json.loads(result.stdout)["tensors"]}
+    assert plan["token_embd.weight"]["to"] == "Q8_0" and plan["token_embd.weight"]["why"] == "kept higher"
+    assert plan["blk.0.attn_norm.weight"]["to"] == "F32"
+    assert plan["blk.3.ffn_down.weight"]["to"] == "Q5_1" and plan["blk.3.ffn_up.weight"]["to"] == "Q4_0"
+    assert not list(tmp_path.iterdir())  # a dry run writes nothing
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--type", "Q3_K"], "--type 'Q3_K': not a type this quantizes to"),
+        (["--type", "Q8_0", "--tensor-type", "ffn_down"], "write it REGEX=TYPE"),
+        (["--type", "Q8_0", "--tensor-type", "(=Q4_0"], "not a regular expression"),
+        (["--type", "Q8_0"], "where to write it?"),
+    ],
+)
+def test_bad_flags_are_usage_errors(smollm2_path, args, needle):
+    result = quantize("-m", str(smollm2_path), *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert needle in " ".join(line.strip("│╭╮╰╯─ ") for line in result.stderr.splitlines())
+
+
+def test_an_existing_output_is_kept_and_a_broken_source_named(tmp_path, smollm2_path):
+    out = tmp_path / "out.gguf"
+    out.write_bytes(b"mine")
+    refused = quantize("-m", str(smollm2_path), "--type", "Q8_0", "-o", str(out))
+    assert refused.returncode == 2 and "exists (--force replaces it)" in refused.stderr
+    assert out.read_bytes() == b"mine"
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a gguf at all" * 10)
+    broken = quantize("-m", str(junk), "--type", "Q8_0", "-o", str(tmp_path / "new.gguf"))
+    assert broken.returncode == 1 and f"{junk}: not a GGUF file" in broken.stderr
+    assert "Traceback" not in broken.stderr and not (tmp_path / "new.gguf").exists()
+
+
+def test_a_failed_write_leaves_no_file(tmp_path, smollm2_path):
+    from mistralcli.quantize import gguf_file
+
+    reader = GGUFReader(smollm2_path)
+    plans = gguf_file.plan(reader, Q.Q8_0, [])
+    done = []
+
+    def disk_full(plan):
+        done.append(plan)
+        if len(done) == 5:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        gguf_file.write(reader, plans, Q.Q8_0, tmp_path / "out.gguf", disk_full)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(MistralError, match="not a type this quantizes to"):
+        gguf_file.type_named("IQ4_XS", "--type")
+    assert np.prod(plans[0].shape) > 0
