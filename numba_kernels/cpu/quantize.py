@@ -28,6 +28,15 @@ def _signed_max(x, b):
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _min_max(x, b):
+    lo, hi = x[b, 0], x[b, 0]
+    for i in range(1, x.shape[1]):
+        lo = min(lo, x[b, i])
+        hi = max(hi, x[b, i])
+    return lo, hi
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _inverse(d):
     return _F0 if d == _F0 else np.float32(1.0) / d
 
@@ -49,10 +58,7 @@ def q4_0_blocks(x, d, qs):
 def q4_1_blocks(x, d, m, qs):
     n = x.shape[0]
     for b in prange(n):
-        lo_v, hi_v = x[b, 0], x[b, 0]
-        for i in range(1, 32):
-            lo_v = min(lo_v, x[b, i])
-            hi_v = max(hi_v, x[b, i])
+        lo_v, hi_v = _min_max(x, b)
         scale = (hi_v - lo_v) / np.float32(15.0)
         inv = _inverse(scale)
         d[b], m[b] = scale, lo_v
@@ -83,10 +89,7 @@ def q5_0_blocks(x, d, qh, qs):
 def q5_1_blocks(x, d, m, qh, qs):
     n = x.shape[0]
     for b in prange(n):
-        lo_v, hi_v = x[b, 0], x[b, 0]
-        for i in range(1, 32):
-            lo_v = min(lo_v, x[b, i])
-            hi_v = max(hi_v, x[b, i])
+        lo_v, hi_v = _min_max(x, b)
         scale = (hi_v - lo_v) / np.float32(31.0)
         inv = _inverse(scale)
         d[b], m[b] = scale, lo_v
