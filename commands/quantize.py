@@ -3,6 +3,7 @@
 import json
 import re
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -22,6 +23,10 @@ def quantize(
     output_tensor_type: str = typer.Option(None, "--output-tensor-type", help="The type of output.weight."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the type each tensor would get, write nothing."),
     force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
+    eval_file: Path = typer.Option(
+        None, "--eval", help="Then print the source's and the result's perplexity on this text, side by side."
+    ),
+    eval_ctx: int = typer.Option(512, "--eval-ctx", min=8, help="With --eval: tokens per window."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary (or the plan) as one JSON object."),
 ):
     """Quantize a model to a GGUF file that llama.cpp and mistralcli load.
@@ -44,6 +49,8 @@ def quantize(
         raise typer.BadParameter(str(exc)) from None
     if output is None and not dry_run:
         raise typer.BadParameter("where to write it? (-o OUT.gguf, or --dry-run)", param_hint="--output")
+    if eval_file is not None and not eval_file.is_file():
+        raise typer.BadParameter(f"{eval_file}: no such file", param_hint="--eval")
     if output is not None and output.exists() and not force and not dry_run:
         raise typer.BadParameter(f"{output} exists (--force replaces it)", param_hint="--output")
     if not model.is_file():
@@ -65,10 +72,28 @@ def quantize(
             console.print(f"error: {output}: cannot write it ({exc.strerror or exc}); nothing was left behind")
             raise typer.Exit(1) from None
     result = {"output": str(output), "type": target.name, **gguf_file.summary(plans, time.perf_counter() - start)}
+    if not as_json:
+        _print_summary(console, result)
+    if eval_file is not None:
+        result["perplexity"] = _evaluate(console, model, output, eval_file, eval_ctx)
     if as_json:
         write_stdout(json.dumps(result) + "\n")
-    else:
-        _print_summary(console, result)
+
+
+def _evaluate(console, source: Path, output: Path, text_file: Path, ctx: int) -> dict:
+    """The perplexity of the source and of the result on the same text (mistral perplexity's computation)."""
+    from mistralcli.loading.loader import load_model
+    from mistralcli.quantize.perplexity import perplexity
+
+    text = text_file.read_text(encoding="utf-8")
+    figures = {}
+    for what, path in (("source", source), ("result", output)):
+        with console.status(f"Perplexity of the {what}…") if console.is_terminal else nullcontext():
+            figures[what] = round(perplexity(load_model(str(path)), text, ctx).ppl, 4)
+    console.print(
+        f"perplexity (--eval-ctx {ctx}): source {figures['source']}, result {figures['result']}", highlight=False
+    )
+    return figures
 
 
 def _override(spec: str):

@@ -6,7 +6,7 @@ import sys
 import typer
 
 from mistralcli import __version__
-from mistralcli.commands import bench, chat, detokenize, mcp_server, quantize, run, serve, tokenize, tools
+from mistralcli.commands import bench, chat, detokenize, mcp_server, perplexity, quantize, run, serve, tokenize, tools
 from mistralcli.commands._command import MistralCommand, MistralGroup
 from mistralcli.commands._common import silence_stdout
 from mistralcli.errors import MistralError
@@ -45,6 +45,7 @@ app.command("bench", cls=MistralCommand)(bench.bench)
 app.command("serve", cls=MistralCommand)(serve.serve)
 app.command("chat", cls=MistralCommand)(chat.chat)
 app.command("quantize", cls=MistralCommand)(quantize.quantize)
+app.command("perplexity", cls=MistralCommand)(perplexity.perplexity)
 app.add_typer(tools.app, name="tools")
 app.command("mcp-server", cls=MistralCommand)(mcp_server.mcp_server)
 

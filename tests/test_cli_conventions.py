@@ -23,6 +23,7 @@ SHORT_FLAGS = {
     "-c": {"--concurrency", "--continue"},
     "-q": {"--quiet"},
     "-o": {"--output"},
+    "-f": {"--file"},
 }
 
 

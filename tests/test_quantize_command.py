@@ -107,3 +107,18 @@ def test_a_failed_write_leaves_no_file(tmp_path, smollm2_path):
     with pytest.raises(MistralError, match="not a type this quantizes to"):
         gguf_file.type_named("IQ4_XS", "--type")
     assert np.prod(plans[0].shape) > 0
+
+
+def test_eval_prints_both_perplexities(tmp_path, smollm2_path):
+    words = "the of and to in is was that for on as with by at from his her they which this be are or an".split()
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(np.random.default_rng(0).choice(words, 800)))
+    out = tmp_path / "q4_0.gguf"
+    result = quantize(
+        "-m", str(smollm2_path), "--type", "Q4_0", "-o", str(out), "--eval", str(text), "--eval-ctx", "128", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)["perplexity"]
+    assert "perplexity (--eval-ctx 128): source" in result.stderr
+    # Q4_0 of the Q4_1 model's weights: a little worse than the source, not lost
+    assert figures["source"] * 0.98 < figures["result"] < figures["source"] * 1.5
