@@ -140,7 +140,7 @@ def _chat(store, session, model, url, api_key, threads, system, settings, tools,
 
     from mistralcli.chat.backend import LocalBackend, RemoteBackend
     from mistralcli.chat.repl import Chat
-    from mistralcli.chat.slash import names, replay
+    from mistralcli.chat.slash import names, replay, run
     from mistralcli.chat.store import default_store_path
     from mistralcli.chat.terminal import ScriptInput, TerminalInput
 
@@ -188,7 +188,7 @@ def _chat(store, session, model, url, api_key, threads, system, settings, tools,
         source = TerminalInput(default_store_path().parent / "chat_history", names())
     else:
         source = ScriptInput()
-    return chat.run(source)
+    return run(chat, source)
 
 
 def _list(store, as_json: bool) -> None:

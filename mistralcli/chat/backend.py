@@ -34,8 +34,8 @@ class BackendError(MistralError):
 
 @dataclass
 class Reply:
-    content: str = ""  # as it streamed (a call's text held back)
-    reasoning: str = ""
+    """What an answer came to, besides its text (which the reader has from the batches)."""
+
     tool_calls: list[dict] = field(default_factory=list)  # OpenAI's shape
     finish_reason: str | None = None
     prompt_tokens: int | None = None
@@ -78,8 +78,6 @@ class Stream:
     def _emit(self, reasoning: str, content: str) -> None:
         if self.reply.ttft_s is None:
             self.reply.ttft_s = time.perf_counter() - self._start
-        self.reply.reasoning += reasoning
-        self.reply.content += content
         self._queue.put((reasoning, content))
 
     def batches(self, interval_s: float = 0.04) -> Iterator[list[tuple[str, str]]]:
@@ -111,6 +109,15 @@ class Stream:
     def wait(self) -> Reply:
         self._thread.join()
         return self.reply
+
+
+def check_settings(settings: dict) -> None:
+    """A bad setting as a ValueError that names it (max_tokens apart: the engine takes it per request)."""
+    from mistralcli.sampling import SamplingParams
+
+    SamplingParams(**{k: v for k, v in settings.items() if k != "max_tokens"})
+    if settings.get("max_tokens") is not None and settings["max_tokens"] < 1:
+        raise ValueError("max_tokens must be >= 1")
 
 
 def sampling_names() -> dict[str, type]:
@@ -206,7 +213,6 @@ class LocalBackend:
                     break
                 for reasoning, content in reader.feed(piece):
                     emit(reasoning, content)
-                reply.prompt_tokens, reply.completion_tokens = stats.prompt_tokens, stats.completion_tokens
         finally:
             pieces.close()  # the request is freed from the engine now, even when cancelled
         reply.ttft_s, reply.decode_s = stats.prompt_s or reply.ttft_s, stats.generation_s
@@ -274,9 +280,7 @@ class RemoteBackend:
         return {"max_tokens": DEFAULT_MAX_TOKENS}  # the rest: the server's
 
     def answer(self, conversation: list[dict], settings: dict, tools: list[dict] | None = None) -> Stream:
-        from mistralcli.sampling import SamplingParams
-
-        SamplingParams(**{k: v for k, v in settings.items() if k != "max_tokens"})  # a bad setting fails here
+        check_settings(settings)  # a bad setting fails here, before any thread
         holder: dict = {}
 
         def interrupt():

@@ -1,6 +1,6 @@
-"""The chat itself: turns in, answers out, every message stored as it happens (store.py), slash commands
-(slash.py), and in agent mode the tool loop: the model's calls run here (a person approves the dangerous
-ones), their results go back to it, until it answers or the round limit."""
+"""The chat itself: turns in, answers out, every message stored as it happens (store.py), and in agent mode
+the tool loop: the model's calls run here (a person approves the dangerous ones), their results go back
+to it, until it answers or the round limit. Its input loop and slash commands are slash.py's."""
 
 import json
 import queue
@@ -47,7 +47,7 @@ class Chat:
         self.max_tool_rounds = max_tool_rounds
         self.show_stats = stats
         self.markdown = markdown
-        self.input = None  # set by run(): where confirmations are asked
+        self.input = None  # set by slash.run: where confirmations are asked
         self.always: set[str] = set()  # tools the person approved for the whole chat
         self.failures = 0  # answers that could not be had (a script's exit status)
 
@@ -85,30 +85,15 @@ class Chat:
         if session is not None:
             self.system, self.settings = session.system, dict(session.params)
 
+    @property
+    def messages(self) -> list[Message]:
+        return self.session.messages if self.session is not None else []
+
     def conversation(self) -> list[dict]:
-        messages = self.session.messages if self.session is not None else []
         system = [{"role": "system", "content": self.system}] if self.system else []
-        return system + [m.openai() for m in messages]
+        return system + [m.openai() for m in self.messages]
 
-    # ---- the loop
-    def run(self, source) -> int:
-        """Every turn from source (ScriptInput or TerminalInput) until its end or /exit; the exit status."""
-        from mistralcli.chat.slash import run_command
-
-        self.input = source
-        for text in source.turns():
-            try:
-                if text.startswith("/") and not text.startswith("//"):
-                    if not run_command(self, text):
-                        break
-                else:
-                    self.turn(text[1:] if text.startswith("//") else text)
-            except KeyboardInterrupt:  # outside an answer (a command, loading a model): a person's chat goes on
-                if not source.interactive:
-                    raise
-                self.say("[stopped]")
-        return 1 if self.failures and not source.interactive else 0
-
+    # ---- the turns
     def turn(self, text: str) -> None:
         session = self.ensure_session()
         user = self.store.append(session, Message("user", text))

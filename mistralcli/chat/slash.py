@@ -1,6 +1,6 @@
-"""The chat's slash commands. Each takes the chat and the text after its name; run_command returns False to
-leave the chat. A mistake (an unknown command, a bad value, a session that does not exist) is said and
-changes nothing."""
+"""The chat's input loop (`run`: each line a slash command or a turn) and its slash commands. Each command
+takes the chat and the text after its name; run_command returns False to leave the chat. A mistake (an
+unknown command, a bad value, a session that does not exist) is said and changes nothing."""
 
 import difflib
 import json
@@ -31,6 +31,23 @@ def command(name: str, usage: str, what: str):
 
 def names() -> list[str]:
     return [*COMMANDS, *ALIASES]
+
+
+def run(chat: Chat, source) -> int:
+    """Every turn from source (ScriptInput or TerminalInput) until its end or /exit; the exit status."""
+    chat.input = source
+    for text in source.turns():
+        try:
+            if text.startswith("/") and not text.startswith("//"):
+                if not run_command(chat, text):
+                    break
+            else:
+                chat.turn(text[1:] if text.startswith("//") else text)
+        except KeyboardInterrupt:  # outside an answer (a command, loading a model): a person's chat goes on
+            if not source.interactive:
+                raise
+            chat.say("[stopped]")
+    return 1 if chat.failures and not source.interactive else 0
 
 
 def run_command(chat: Chat, text: str) -> bool:
@@ -86,7 +103,7 @@ def _system(chat: Chat, argument: str):
 
 @command("/set", "/set [NAME VALUE]", "set a sampling parameter (/set temperature 0.7; alone: show them)")
 def _set(chat: Chat, argument: str):
-    from mistralcli.chat.backend import sampling_names
+    from mistralcli.chat.backend import check_settings, sampling_names
 
     known = sampling_names()
     if not argument:
@@ -108,7 +125,10 @@ def _set(chat: Chat, argument: str):
         settings.pop(name, None)
     else:
         settings[name] = _parse(name, known[name], value.strip())
-    _check(chat, settings)
+    try:
+        check_settings(settings)
+    except ValueError as exc:
+        raise MistralError(f"/set: {exc}") from None
     chat.set_settings(settings)
     chat.say(f"{name} = {json.dumps(settings[name])}" if name in settings else f"{name}: back to the default")
 
@@ -140,18 +160,6 @@ def _parse(name: str, kind, value: str):
     return value
 
 
-def _check(chat: Chat, settings: dict) -> None:
-    from mistralcli.sampling import SamplingParams
-
-    values = {k: v for k, v in settings.items() if k != "max_tokens"}
-    try:
-        SamplingParams(**values)
-        if settings.get("max_tokens") is not None and settings["max_tokens"] < 1:
-            raise ValueError("max_tokens must be >= 1")
-    except ValueError as exc:
-        raise MistralError(f"/set: {exc}") from None
-
-
 @command("/clear", "/clear", "start a new session (the old one is kept: /sessions)")
 def _clear(chat: Chat, argument: str):
     old = chat.session
@@ -160,8 +168,7 @@ def _clear(chat: Chat, argument: str):
 
 
 def _last_user(chat: Chat):
-    messages = chat.session.messages if chat.session is not None else []
-    return next((m for m in reversed(messages) if m.role == "user"), None)
+    return next((m for m in reversed(chat.messages) if m.role == "user"), None)
 
 
 @command("/regen", "/regen", "answer the last message again")
@@ -325,8 +332,7 @@ def _export(chat: Chat, argument: str):
 def _copy(chat: Chat, argument: str):
     from mistralcli.chat.terminal import clipboard_copy
 
-    messages = chat.session.messages if chat.session is not None else []
-    answer = next((m for m in reversed(messages) if m.role == "assistant" and m.content), None)
+    answer = next((m for m in reversed(chat.messages) if m.role == "assistant" and m.content), None)
     if answer is None:
         raise MistralError("no answer to copy yet")
     try:
@@ -344,8 +350,7 @@ def _stats(chat: Chat, argument: str):
         return
     if argument:
         raise MistralError(f"/stats {argument}: say on or off")
-    messages = chat.session.messages if chat.session is not None else []
-    answers = [m for m in messages if m.role == "assistant" and m.completion_tokens is not None]
+    answers = [m for m in chat.messages if m.role == "assistant" and m.completion_tokens is not None]
     if not answers:
         chat.show("no answers yet in this session")
         return

@@ -60,10 +60,14 @@ MIGRATIONS: list[list[str]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_MESSAGE_COLUMNS = (
-    "id, role, content, created, model, params, partial, prompt_tokens, completion_tokens, ttft_s, seconds, "
+# a message's columns but its id, in the order _row writes them and _message reads them (after the id)
+_DATA_COLUMNS = (
+    "role, content, created, model, params, partial, prompt_tokens, completion_tokens, ttft_s, seconds, "
     "tool_calls, tool_call_id, reasoning, decode_s"
 )
+_MESSAGE_COLUMNS = f"id, {_DATA_COLUMNS}"
+_INSERT = f"INSERT INTO messages (session_id, {_DATA_COLUMNS}) VALUES (?{', ?' * len(_DATA_COLUMNS.split(', '))})"
+_UPDATE = f"UPDATE messages SET {', '.join(f'{c} = ?' for c in _DATA_COLUMNS.split(', '))} WHERE id = ?"
 
 
 def default_store_path() -> Path:
@@ -261,8 +265,8 @@ class SessionStore:
         copy = self.create(name, model=session.model, system=session.system, params=session.params)
         with self._transaction() as db:
             db.execute(
-                f"INSERT INTO messages (session_id, {_MESSAGE_COLUMNS.replace('id, ', '', 1)}) "
-                f"SELECT ?, {_MESSAGE_COLUMNS.replace('id, ', '', 1)} FROM messages WHERE session_id = ? ORDER BY id",
+                f"INSERT INTO messages (session_id, {_DATA_COLUMNS}) "
+                f"SELECT ?, {_DATA_COLUMNS} FROM messages WHERE session_id = ? ORDER BY id",
                 (copy.id, session.id),
             )
         return self.get(name)
@@ -278,9 +282,7 @@ class SessionStore:
         message.created = message.created or time.time()
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT INTO messages (session_id, role, content, created, model, params, partial, prompt_tokens, "
-                "completion_tokens, ttft_s, seconds, tool_calls, tool_call_id, reasoning, decode_s) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT,
                 (session.id, *_row(message)),
             )
             db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (message.created, session.id))
@@ -292,9 +294,7 @@ class SessionStore:
         """Store the message's content and figures again (an answer as it streams, then when it ends)."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE messages SET role = ?, content = ?, created = ?, model = ?, params = ?, partial = ?, "
-                "prompt_tokens = ?, completion_tokens = ?, ttft_s = ?, seconds = ?, tool_calls = ?, tool_call_id = ?, "
-                "reasoning = ?, decode_s = ? WHERE id = ?",
+                _UPDATE,
                 (*_row(message), message.id),
             )
 
