@@ -57,8 +57,8 @@ def quantize(
         raise typer.BadParameter(f"{model}: no such file (this step quantizes GGUF sources)", param_hint="--model")
     reader = _open(model)
     console = stderr_console()
-    quantized = [t.name for t in reader.tensors if int(t.tensor_type) not in (0, 1, 30)]  # F32, F16, BF16
     plans = gguf_file.plan(reader, target, overrides, out_type)
+    quantized = any(p.source not in (gguf_file.Q.F32, gguf_file.Q.F16, gguf_file.Q.BF16) for p in plans)
     if dry_run:
         _print_plan(plans, as_json)
         return

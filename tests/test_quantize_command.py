@@ -122,3 +122,27 @@ def test_eval_prints_both_perplexities(tmp_path, smollm2_path):
     assert "perplexity (--eval-ctx 128): source" in result.stderr
     # Q4_0 of the Q4_1 model's weights: a little worse than the source, not lost
     assert figures["source"] * 0.98 < figures["result"] < figures["source"] * 1.5
+
+
+def test_dense_sources_are_read_as_they_are(tmp_path):
+    from gguf import GGUFWriter
+
+    from mistralcli.quantize import gguf_file
+    from mistralcli.quantize.legacy import quantize as ours
+
+    x = np.random.default_rng(2).standard_normal((4, 64)).astype(np.float32)
+    path = tmp_path / "dense.gguf"
+    writer = GGUFWriter(path, "llama")
+    writer.add_tensor("f32", x)
+    writer.add_tensor("f16", x.astype(np.float16))
+    bf16_bytes = ours(x, Q.BF16)
+    writer.add_tensor("bf16", bf16_bytes, raw_shape=bf16_bytes.shape, raw_dtype=Q.BF16)  # the shape in bytes
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tensors = {t.name: t for t in GGUFReader(path).tensors}
+    assert np.array_equal(gguf_file._float(tensors["f32"]), x)
+    assert np.array_equal(gguf_file._float(tensors["f16"]), x.astype(np.float16).astype(np.float32))
+    bf16 = gguf_file._float(tensors["bf16"])
+    assert bf16.shape == x.shape and np.abs(bf16 - x).max() <= np.abs(x).max() / 128

@@ -67,7 +67,7 @@ def _nbytes(qtype, shape) -> int:
 def plan(reader: GGUFReader, target, overrides: list[tuple[re.Pattern, GGMLQuantizationType]], output_type=None):
     out = []
     for tensor in reader.tensors:
-        shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
+        shape = _shape(tensor)
         qtype, why = target, "target"
         if len(shape) < 2:
             qtype, why = Q.F32, "vector"
@@ -84,21 +84,22 @@ def plan(reader: GGUFReader, target, overrides: list[tuple[re.Pattern, GGMLQuant
     return out
 
 
-def _float(tensor) -> np.ndarray:
-    """The source tensor as float32 (rows, ...), dequantized through our kernels' references."""
-    from mistralcli.quant_tensor import dequantize_blocks
+def _shape(tensor) -> tuple[int, ...]:
+    """A reader tensor's logical shape, rows first (GGUF lists the dimensions the other way round)."""
+    return tuple(int(n) for n in reversed(tensor.shape.tolist()))
 
-    qtype = Q(tensor.tensor_type)
-    shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
+
+def _float(tensor) -> np.ndarray:
+    """The source tensor as float32, rows first, through QuantTensor's dequantization."""
+    from mistralcli.quant_tensor import DENSE_DTYPES, QuantTensor
+
+    qtype, shape = Q(tensor.tensor_type), _shape(tensor)
     data = np.asarray(tensor.data)
-    if qtype == Q.F32:
-        return data.astype(np.float32).reshape(shape)
-    if qtype == Q.F16:
-        return data.astype(np.float32).reshape(shape)
-    if qtype == Q.BF16:
-        return (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(shape)
-    rows = data.reshape(-1, data.shape[-1])
-    return dequantize_blocks(rows, qtype).reshape(shape)
+    if qtype in DENSE_DTYPES:
+        rows = data.view(DENSE_DTYPES[qtype]).reshape(-1, shape[-1])
+    else:
+        rows = data.reshape(-1, data.shape[-1])
+    return QuantTensor(tensor.name, qtype, shape, rows).dequantize().reshape(shape)
 
 
 def write(reader: GGUFReader, plans: list[TensorPlan], target, out_path: Path, progress: Callable | None = None):

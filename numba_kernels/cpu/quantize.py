@@ -37,6 +37,14 @@ def _min_max(x, b):
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _put5(qs, b, j, lo, hi):
+    """Two 5-bit quants, of positions j and j + 16: their low nibbles into qs[b, j]; their high bits as they
+    stand in the block's qh."""
+    qs[b, j] = np.uint8((lo & 0x0F) | ((hi & 0x0F) << 4))
+    return (np.uint32((lo >> 4) & 1) << np.uint32(j)) | (np.uint32((hi >> 4) & 1) << np.uint32(j + 16))
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _inverse(d):
     return _F0 if d == _F0 else np.float32(1.0) / d
 
@@ -79,9 +87,7 @@ def q5_0_blocks(x, d, qh, qs):
         for j in range(16):
             lo = max(min(np.int32(np.trunc(x[b, j] * inv + np.float32(16.5))), 31), 0)
             hi = max(min(np.int32(np.trunc(x[b, j + 16] * inv + np.float32(16.5))), 31), 0)
-            qs[b, j] = np.uint8((lo & 0x0F) | ((hi & 0x0F) << 4))
-            high |= np.uint32((lo >> 4) & 1) << np.uint32(j)
-            high |= np.uint32((hi >> 4) & 1) << np.uint32(j + 16)
+            high |= _put5(qs, b, j, lo, hi)
         qh[b] = high
 
 
@@ -97,9 +103,7 @@ def q5_1_blocks(x, d, m, qh, qs):
         for j in range(16):
             lo = max(min(np.int32(np.trunc((x[b, j] - lo_v) * inv + _HALF)), 31), 0)
             hi = max(min(np.int32(np.trunc((x[b, j + 16] - lo_v) * inv + _HALF)), 31), 0)
-            qs[b, j] = np.uint8((lo & 0x0F) | ((hi & 0x0F) << 4))
-            high |= np.uint32((lo >> 4) & 1) << np.uint32(j)
-            high |= np.uint32((hi >> 4) & 1) << np.uint32(j + 16)
+            high |= _put5(qs, b, j, lo, hi)
         qh[b] = high
 
 
