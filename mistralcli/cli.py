@@ -6,7 +6,19 @@ import sys
 import typer
 
 from mistralcli import __version__
-from mistralcli.commands import bench, chat, detokenize, mcp_server, perplexity, quantize, run, serve, tokenize, tools
+from mistralcli.commands import (
+    bench,
+    chat,
+    detokenize,
+    imatrix,
+    mcp_server,
+    perplexity,
+    quantize,
+    run,
+    serve,
+    tokenize,
+    tools,
+)
 from mistralcli.commands._command import MistralCommand, MistralGroup
 from mistralcli.commands._common import silence_stdout
 from mistralcli.errors import MistralError
@@ -46,6 +58,7 @@ app.command("serve", cls=MistralCommand)(serve.serve)
 app.command("chat", cls=MistralCommand)(chat.chat)
 app.command("quantize", cls=MistralCommand)(quantize.quantize)
 app.command("perplexity", cls=MistralCommand)(perplexity.perplexity)
+app.command("imatrix", cls=MistralCommand)(imatrix.imatrix)
 app.add_typer(tools.app, name="tools")
 app.command("mcp-server", cls=MistralCommand)(mcp_server.mcp_server)
 

@@ -14,7 +14,15 @@ def ggml():
     llama_cpp = pytest.importorskip("llama_cpp")
     lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_quantize_chunk.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+    ]
     return lib
 
 
@@ -24,5 +32,65 @@ def quantize_chunk(lib, qtype, x: np.ndarray, imatrix: np.ndarray | None = None)
     block, size = GGML_QUANT_SIZES[qtype]
     out = np.zeros((x.shape[0], x.shape[1] // block * size), np.uint8)
     qw = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
-    lib.ggml_quantize_chunk(int(qtype), x.ctypes.data, out.ctypes.data, 0, x.shape[0], x.shape[1], None if qw is None else qw.ctypes.data)
+    lib.ggml_quantize_chunk(
+        int(qtype), x.ctypes.data, out.ctypes.data, 0, x.shape[0], x.shape[1], None if qw is None else qw.ctypes.data
+    )
     return out
+
+
+LLAMA_FILE_TYPES = {
+    "Q4_0": 2,
+    "Q8_0": 7,
+    "Q2_K": 10,
+    "Q3_K_S": 11,
+    "Q3_K_M": 12,
+    "Q3_K_L": 13,
+    "Q4_K_S": 14,
+    "Q4_K_M": 15,
+    "Q5_K_S": 16,
+    "Q5_K_M": 17,
+    "Q6_K": 18,
+    "IQ4_NL": 25,
+    "IQ4_XS": 30,
+}
+
+
+def llama_quantize(source, out, mix: str, threads: int = 2) -> None:
+    """llama.cpp's llama_model_quantize (what llama-quantize runs) of source to out, as mix."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = LLAMA_FILE_TYPES[mix]
+    params.nthread = threads
+    params.allow_requantize = True
+    code = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params))
+    assert code == 0, f"llama_model_quantize failed ({code})"
+
+
+_CHAT = """
+import sys
+import llama_cpp.llama_cpp as C
+default = C.llama_model_default_params
+def no_repack():  # its AMX weight repack crashes on some Intel CPUs
+    p = default()
+    p.use_extra_bufts = False
+    return p
+C.llama_model_default_params = no_repack
+from llama_cpp import Llama
+llm = Llama(sys.argv[1], n_ctx=256, n_threads=2, verbose=False)
+question = [{"role": "user", "content": sys.argv[2]}]
+reply = llm.create_chat_completion(question, temperature=0, max_tokens=int(sys.argv[3]))
+print(reply["choices"][0]["message"]["content"])
+"""
+
+
+def llama_chat(path, question: str, max_tokens: int = 16) -> str:
+    """llama.cpp's greedy answer (llama-cpp-python, in a process of its own) to one user message."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("llama_cpp")
+    done = subprocess.run(
+        [sys.executable, "-c", _CHAT, str(path), question, str(max_tokens)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

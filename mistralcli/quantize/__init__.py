@@ -1,6 +1,6 @@
-"""Quantization: our quantizers by type (legacy.py: the 32-weight block types and BF16), each bit-exact with
-the `gguf` package's reference where it has one."""
+"""Quantization: the quantizers by type (blocks.py), the per-tensor policy of llama.cpp's mixes (policy.py),
+a GGUF requantized (gguf_file.py), perplexity (perplexity.py)."""
 
-from mistralcli.quantize.legacy import LEGACY_TYPES, quantize
+from mistralcli.quantize.blocks import K_TYPES, LEGACY_TYPES, quantize
 
-__all__ = ["LEGACY_TYPES", "quantize"]
+__all__ = ["K_TYPES", "LEGACY_TYPES", "quantize"]

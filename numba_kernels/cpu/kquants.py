@@ -24,7 +24,12 @@ _CHUNK = 16  # super-blocks a thread quantizes with one set of scratch arrays
 
 @njit(nogil=True, cache=True, inline="always")
 def _nearest(f):
-    """ggml's nearest_int: round half to even (its float trick), as an int32."""
+    """ggml's nearest_int: round half to even (its float trick), as an int32; the trick makes NaN 0 and
+    an infinity -2**22 (a scale overflows on denormal weights)."""
+    if f != f:
+        return np.int32(0)
+    if abs(f) == np.inf:
+        return np.int32(-4194304)
     return np.int32(np.rint(f))
 
 
@@ -34,7 +39,7 @@ def half_bits(f):
     sign = 0x8000 if math.copysign(1.0, f) < 0 else 0
     a = abs(np.float64(f))
     if a != a:
-        return np.uint16(0x7E00)
+        return np.uint16(sign | 0x7E00)
     if a >= 65520.0:
         return np.uint16(sign | 0x7C00)
     if a < 6.103515625e-05:  # 2**-14: subnormal (a carry into the smallest normal is the right bits)
@@ -287,10 +292,12 @@ def _sum_squares(x):
 
 @njit(nogil=True, cache=True, inline="always")
 def _pack_2bit(out, b, at, L):
-    """Four 2-bit quants a byte: byte at + 32 * (j // 128) + l holds weights j + l, + 32, + 64, + 96."""
+    """Four 2-bit quants a byte: byte at + 32 * (j // 128) + i holds weights j + i, + 32, + 64, + 96."""
     for j in range(0, 256, 128):
-        for l in range(32):
-            out[b, at + j // 4 + l] = np.uint8(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6))
+        for i in range(32):
+            out[b, at + j // 4 + i] = np.uint8(
+                L[j + i] | (L[j + i + 32] << 2) | (L[j + i + 64] << 4) | (L[j + i + 96] << 6)
+            )
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -385,7 +392,12 @@ def q4_k(x, qw, weighted, out):
     n, per_row = x.shape[0], qw.shape[0]
     for c in prange((n + _CHUNK - 1) // _CHUNK):
         L, Laux = np.empty(256, np.int32), np.empty(32, np.int32)
-        w, scales, mins, sw = np.empty(32, np.float32), np.empty(8, np.float32), np.empty(8, np.float32), np.empty(8, np.float32)
+        w, scales, mins, sw = (
+            np.empty(32, np.float32),
+            np.empty(8, np.float32),
+            np.empty(8, np.float32),
+            np.empty(8, np.float32),
+        )
         Ls, Lm = np.empty(8, np.int32), np.empty(8, np.int32)
         for b in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
             _q4_q5_k_block(x[b], qw[b % per_row], weighted, out, b, 15, L, Laux, w, scales, mins, sw, Ls, Lm)
@@ -399,7 +411,12 @@ def q5_k(x, qw, weighted, out):
     n, per_row = x.shape[0], qw.shape[0]
     for c in prange((n + _CHUNK - 1) // _CHUNK):
         L, Laux = np.empty(256, np.int32), np.empty(32, np.int32)
-        w, scales, mins, sw = np.empty(32, np.float32), np.empty(8, np.float32), np.empty(8, np.float32), np.empty(8, np.float32)
+        w, scales, mins, sw = (
+            np.empty(32, np.float32),
+            np.empty(8, np.float32),
+            np.empty(8, np.float32),
+            np.empty(8, np.float32),
+        )
         Ls, Lm = np.empty(8, np.int32), np.empty(8, np.int32)
         for b in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
             _q4_q5_k_block(x[b], qw[b % per_row], weighted, out, b, 31, L, Laux, w, scales, mins, sw, Ls, Lm)
@@ -424,7 +441,12 @@ def q2_k(x, qw, weighted, out):
     q4scale = np.float32(15.0)
     for c in prange((n + _CHUNK - 1) // _CHUNK):
         L, Laux = np.empty(256, np.int32), np.empty(16, np.int32)
-        w, scales, mins, sw = np.empty(16, np.float32), np.empty(16, np.float32), np.empty(16, np.float32), np.empty(16, np.float32)
+        w, scales, mins, sw = (
+            np.empty(16, np.float32),
+            np.empty(16, np.float32),
+            np.empty(16, np.float32),
+            np.empty(16, np.float32),
+        )
         Ls, Lm = np.empty(16, np.int32), np.empty(16, np.int32)
         for b in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
             xb, qb = x[b], qw[b % per_row]
@@ -561,7 +583,9 @@ def q6_k(x, qw, weighted, out):
             xb, qb = x[b], qw[b % per_row]
             max_scale, amax = _F0, _F0
             for j in range(16):
-                scales[j] = _qx(xb[16 * j : 16 * j + 16], L[16 * j : 16 * j + 16], 32, qb[16 * j : 16 * j + 16], weighted)
+                scales[j] = _qx(
+                    xb[16 * j : 16 * j + 16], L[16 * j : 16 * j + 16], 32, qb[16 * j : 16 * j + 16], weighted
+                )
                 if abs(scales[j]) > amax:
                     amax, max_scale = abs(scales[j]), scales[j]
             if amax < _EPS:
@@ -583,7 +607,9 @@ def q6_k(x, qw, weighted, out):
                     q1, q2, q3, q4 = L[j + i], L[j + i + 32], L[j + i + 64], L[j + i + 96]
                     out[b, j // 2 + i] = np.uint8((q1 & 0xF) | ((q3 & 0xF) << 4))
                     out[b, j // 2 + i + 32] = np.uint8((q2 & 0xF) | ((q4 & 0xF) << 4))
-                    out[b, 128 + j // 4 + i] = np.uint8((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6))
+                    out[b, 128 + j // 4 + i] = np.uint8(
+                        (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+                    )
 
 
 @njit(nogil=True, cache=True, inline="always")

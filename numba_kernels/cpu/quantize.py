@@ -5,7 +5,7 @@ every constant a float32), so their bytes are the same, bit for bit (tests/test_
 
 Each block kernel takes x (n_blocks, 32) float32 and writes each block's scale (and minimum) as float32 into
 d (and m), and its packed quants into qs (n_blocks, 16) or, for Q8_0, (n_blocks, 32) int8; the 5-bit types'
-high bits into qh (n_blocks,) uint32. The scales become float16 in NumPy (mistralcli.quantize.legacy), which
+high bits into qh (n_blocks,) uint32. The scales become float16 in NumPy (mistralcli.quantize.blocks), which
 rounds them as gguf does."""
 
 import numpy as np

@@ -1,7 +1,12 @@
-"""The legacy GGML block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), F16 and BF16: a float tensor to the bytes
-a GGUF file holds, through the Numba kernels of numba_kernels/cpu/quantize.py (bit-exact with gguf.quants,
-their reference). `quantize(data, qtype)` takes what gguf.quants.quantize takes and returns the same array:
-uint8 (..., bytes per row) for a block type, float16 for F16, uint8 bytes for BF16."""
+"""A float tensor to the bytes a GGUF file holds, for every type this quantizes to: `quantize(data, qtype,
+imatrix)` takes what gguf.quants.quantize takes and returns the same array (uint8 (..., bytes per row) for a
+block type, float16 for F16, uint8 bytes for BF16).
+
+- The legacy block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and BF16 go through numba_kernels/cpu/quantize.py,
+  bit-exact with gguf.quants, their reference.
+- The K types (Q2_K..Q6_K), IQ4_NL and IQ4_XS go through numba_kernels/cpu/kquants.py, bit-exact with
+  llama.cpp's quantizer and with the NumPy reference in mistralcli/reference/kquants.py. An importance matrix
+  (one weight per column of the rows) steers their search as it steers llama.cpp's; the legacy types ignore it."""
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -10,9 +15,10 @@ from mistralcli.errors import MistralError
 
 Q = GGMLQuantizationType
 LEGACY_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.F16, Q.BF16, Q.F32)
+K_TYPES = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.IQ4_NL, Q.IQ4_XS)
 
 
-def quantize(data: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
+def quantize(data: np.ndarray, qtype: GGMLQuantizationType, imatrix: np.ndarray | None = None) -> np.ndarray:
     data = np.asarray(data)
     if qtype == Q.F32:
         return data.astype(np.float32, copy=False)
@@ -25,13 +31,16 @@ def quantize(data: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
         out = np.empty(x.size, dtype=np.uint16)
         kernels.bf16(x.reshape(-1).view(np.uint32), out)
         return out.view(np.uint8).reshape(*x.shape[:-1], x.shape[-1] * 2)
-    if qtype not in _LAYOUTS:
+    if qtype not in _LAYOUTS and qtype not in K_TYPES:
         raise MistralError(f"no quantizer here for {qtype.name}")
     block_size, type_size = GGML_QUANT_SIZES[qtype]
     if x.ndim == 0 or x.shape[-1] % block_size:
         raise MistralError(f"{qtype.name} quantizes rows of a multiple of {block_size} values, not shape {x.shape}")
     blocks = x.reshape(-1, block_size)
-    out = _LAYOUTS[qtype](blocks)
+    if qtype in K_TYPES:
+        out = _k_blocks(blocks, qtype, imatrix, x.shape[-1])
+    else:
+        out = _LAYOUTS[qtype](blocks)
     assert out.shape[1] == type_size
     return out.reshape(*x.shape[:-1], x.shape[-1] // block_size * type_size)
 
@@ -88,3 +97,19 @@ def _q8_0(blocks):
 
 
 _LAYOUTS = {Q.Q4_0: _q4_0, Q.Q4_1: _q4_1, Q.Q5_0: _q5_0, Q.Q5_1: _q5_1, Q.Q8_0: _q8_0}
+
+
+def _k_blocks(blocks, qtype, imatrix, row_length):
+    from mistralcli.numba_kernels.cpu import kquants as kernels
+
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    if imatrix is None:
+        qw = np.zeros((1, block_size), np.float32)
+    else:
+        qw = np.ascontiguousarray(imatrix, dtype=np.float32)
+        if qw.shape != (row_length,):
+            raise MistralError(f"the importance matrix has {qw.size} values for rows of {row_length}")
+        qw = qw.reshape(-1, block_size)
+    out = np.empty((blocks.shape[0], type_size), np.uint8)
+    getattr(kernels, qtype.name.lower())(blocks, qw, imatrix is not None, out)
+    return out
