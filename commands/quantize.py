@@ -163,14 +163,9 @@ def _override(spec: str):
 
 
 def _open(path: Path):
-    from gguf import GGUFReader
+    from mistralcli.loading.gguf_file import open_gguf
 
-    from mistralcli.errors import MistralError
-
-    try:
-        return GGUFReader(path)
-    except (ValueError, OSError) as exc:
-        raise MistralError(f"{path}: not a GGUF file ({exc})") from None
+    return open_gguf(path)
 
 
 _ABOUT = {

@@ -92,9 +92,10 @@ def test_an_existing_output_is_kept_and_a_broken_source_named(tmp_path, smollm2_
 
 
 def test_a_failed_write_leaves_no_file(tmp_path, smollm2_path):
+    from mistralcli.loading.gguf_file import open_gguf
     from mistralcli.quantize import gguf_file, policy
 
-    reader = GGUFReader(smollm2_path)
+    reader = open_gguf(smollm2_path)
     plans = gguf_file.plan(reader, policy.MIXES["Q8_0"])
     done = []
 
@@ -143,7 +144,9 @@ def test_dense_sources_are_read_as_they_are(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    tensors = {t.name: t for t in GGUFReader(path).tensors}
+    from mistralcli.loading.gguf_file import open_gguf
+
+    tensors = open_gguf(path).tensors
     assert np.array_equal(gguf_file._float(tensors["f32"]), x)
     assert np.array_equal(gguf_file._float(tensors["f16"]), x.astype(np.float16).astype(np.float32))
     bf16 = gguf_file._float(tensors["bf16"])

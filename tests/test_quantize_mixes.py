@@ -39,10 +39,11 @@ def types_of(path) -> dict[str, str]:
     return {t.name: Q(t.tensor_type).name for t in GGUFReader(path).tensors}
 
 
-def ours(source, mix: str, out, *extra, pure=False):
+def ours(source, mix: str, out, pure=False):
+    from mistralcli.loading.gguf_file import open_gguf
     from mistralcli.quantize import gguf_file, policy
 
-    reader = GGUFReader(source)
+    reader = open_gguf(source)
     options = policy.Options(pure=pure)
     plans = gguf_file.plan(reader, policy.mix_named(mix), options)
     if out is not None:

@@ -14,13 +14,13 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType
 
 from mistralcli.errors import ModelLoadError
 from mistralcli.paths import cache_dir
 from mistralcli.quant_tensor import DENSE_DTYPES, QuantTensor, dequantize_blocks
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 
 @dataclass
@@ -28,6 +28,7 @@ class GGUFFile:
     path: Path
     metadata: dict  # key -> Python value (str, int, float, bool, list)
     tensors: dict[str, QuantTensor] = field(repr=False)
+    value_types: dict[str, list] = field(default_factory=dict, repr=False)  # key -> [GGUFValueType, array's or None]
 
     @property
     def architecture(self) -> str:
@@ -62,7 +63,7 @@ def _index_path(path: Path) -> Path:
 
 def _write_index(index_path: Path, gguf: GGUFFile, offsets: dict[str, int]) -> None:
     tensors = [[t.name, int(t.ggml_type), list(t.shape), offsets[t.name], t.data.nbytes] for t in gguf.tensors.values()]
-    index = {"version": INDEX_VERSION, "metadata": gguf.metadata, "tensors": tensors}
+    index = {"version": INDEX_VERSION, "metadata": gguf.metadata, "tensors": tensors, "types": gguf.value_types}
     try:
         index_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = index_path.with_suffix(f".{os.getpid()}.tmp")
@@ -83,7 +84,7 @@ def _from_index(path: Path, index: dict) -> GGUFFile:
         else:
             data = raw.reshape(*shape[:-1], -1) if len(shape) > 1 else raw
         tensors[name] = QuantTensor(name, ggml_type, tuple(shape), data)
-    return GGUFFile(path, index["metadata"], tensors)
+    return GGUFFile(path, index["metadata"], tensors, index["types"])
 
 
 class _TruncatedTensor(Exception):
@@ -126,7 +127,7 @@ def _read(path: Path) -> tuple[GGUFFile, dict[str, int]]:
             path, f"broken or truncated GGUF header ({path.stat().st_size} bytes; the reader says: {_short(exc)})"
         ) from None
 
-    metadata = {}
+    metadata, value_types = {}, {}
     for key, value in reader.fields.items():
         if key.startswith("GGUF."):
             continue
@@ -134,6 +135,8 @@ def _read(path: Path) -> tuple[GGUFFile, dict[str, int]]:
             metadata[key] = value.contents()
         except (ValueError, IndexError) as exc:
             raise ModelLoadError(path, f"unreadable metadata field {key!r} ({_short(exc)})") from None
+        array = value.types[0] == GGUFValueType.ARRAY
+        value_types[key] = [int(value.types[0]), int(value.types[-1]) if array and len(value.types) > 1 else None]
 
     file_size = path.stat().st_size
     tensors, offsets = {}, {}
@@ -148,11 +151,13 @@ def _read(path: Path) -> tuple[GGUFFile, dict[str, int]]:
             raise ModelLoadError(path, f"truncated: tensor {t.name!r} ends past the end of the file")
         shape = tuple(int(n) for n in reversed(t.shape.tolist()))  # GGML lists ne0 (columns) first
         data = t.data
-        if data.ndim == 1 and len(shape) == 2:
+        if ggml_type in DENSE_DTYPES:  # gguf's reader gives BF16 as bytes: the same view as _from_index's
+            data = np.asarray(data).view(DENSE_DTYPES[ggml_type]).reshape(shape)
+        elif data.ndim == 1 and len(shape) == 2:
             data = data.reshape(shape[0], -1)
         tensors[t.name] = QuantTensor(t.name, ggml_type, shape, data)
         offsets[t.name] = int(t.data_offset)
-    return GGUFFile(path, metadata, tensors), offsets
+    return GGUFFile(path, metadata, tensors, value_types), offsets
 
 
 @cache

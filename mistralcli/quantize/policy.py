@@ -114,14 +114,11 @@ class ModelShape:
         return self.heads // max(self.kv_heads, 1)
 
     @classmethod
-    def from_gguf(cls, fields) -> "ModelShape":
-        arch = fields["general.architecture"].contents()
+    def from_metadata(cls, metadata: dict) -> "ModelShape":
+        arch = metadata.get("general.architecture", "")
 
         def value(key, default):
-            f = fields.get(f"{arch}.{key}")
-            if f is None:
-                return default
-            v = f.contents()
+            v = metadata.get(f"{arch}.{key}", default)
             return int(max(v) if isinstance(v, list) else v)
 
         heads = value("attention.head_count", 1)
