@@ -120,13 +120,20 @@ def _qkx(x, w, L, Laux, nmax, rmin, rdelta, nstep, use_mad):
         best += w[i] * (abs(diff) if use_mad else diff * diff)
     if nstep < 1:
         return scale, -lo
+    for i in range(n):
+        Laux[i] = -1
     for step in range(nstep + 1):
         iscale = (rmin + rdelta * np.float32(step) + fmax) / (hi - lo)
-        sum_l, sum_l2, sum_xl = _F0, _F0, _F0
+        changed = False
         for i in range(n):
             q = max(0, min(nmax, _nearest(iscale * (x[i] - lo))))
+            changed |= q != Laux[i]
             Laux[i] = q
-            fl = np.float32(q)
+        if not changed:  # the last candidate's quants: its sums, scale, minimum and error, so its verdict
+            continue
+        sum_l, sum_l2, sum_xl = _F0, _F0, _F0
+        for i in range(n):
+            fl = np.float32(Laux[i])
             sum_l += w[i] * fl
             sum_l2 += w[i] * fl * fl
             sum_xl += w[i] * fl * x[i]
@@ -149,9 +156,9 @@ def _qkx(x, w, L, Laux, nmax, rmin, rdelta, nstep, use_mad):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _qx(x, L, nmax, qw, weighted):
+def _qx(x, L, nmax, qw, weighted, last):
     """make_qx_quants with rmse_type 1: signed quants -nmax..nmax-1 (stored + nmax) of x with one scale,
-    searched over 19 candidates; weights qw, or x**2."""
+    searched over 19 candidates; weights qw, or x**2. last: scratch of x's length."""
     n = x.shape[0]
     fmax = np.float32(nmax)
     top, amax = _F0, _F0
@@ -173,19 +180,28 @@ def _qx(x, L, nmax, qw, weighted):
         suml2 += w * fl * fl
     scale = sumlx / suml2 if suml2 != _F0 else _F0
     best = scale * sumlx
+    for i in range(n):
+        last[i] = L[i]  # the last candidate's quants (+ nmax): the first candidate's here
     for step in range(-9, 10):
         if step == 0:
             continue
         iscale = -(fmax + _TENTH * np.float32(step)) / top
+        changed = False
+        for i in range(n):
+            q = nmax + max(-nmax, min(nmax - 1, _nearest(iscale * x[i])))
+            changed |= q != last[i]
+            last[i] = q
+        if not changed:  # the same sums: the same verdict, and taking it again would change nothing
+            continue
         sumlx, suml2 = _F0, _F0
         for i in range(n):
-            fl = np.float32(max(-nmax, min(nmax - 1, _nearest(iscale * x[i]))))
+            fl = np.float32(last[i] - nmax)
             w = qw[i] if weighted else x[i] * x[i]
             sumlx += w * x[i] * fl
             suml2 += w * fl * fl
         if suml2 > _F0 and sumlx * sumlx > best * suml2:
             for i in range(n):
-                L[i] = nmax + max(-nmax, min(nmax - 1, _nearest(iscale * x[i])))
+                L[i] = last[i]
             scale = sumlx / suml2
             best = scale * sumlx
     return scale
@@ -527,7 +543,7 @@ def _q3_k_scale(out, b, j):
 def q3_k(x, qw, weighted, out):
     n, per_row = x.shape[0], qw.shape[0]
     for c in prange((n + _CHUNK - 1) // _CHUNK):
-        L = np.empty(256, np.int32)
+        L, last = np.empty(256, np.int32), np.empty(16, np.int32)
         w, scales, sw = np.empty(16, np.float32), np.empty(16, np.float32), np.empty(16, np.float32)
         Ls = np.empty(16, np.int32)
         for b in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
@@ -544,8 +560,8 @@ def q3_k(x, qw, weighted, out):
                     for i in range(16):
                         s += w[i]
                     sw[j] = s
-                    scales[j] = _qx(xs, L[16 * j : 16 * j + 16], 4, w, True)
-                d = _qx(scales, Ls, 32, sw, True)
+                    scales[j] = _qx(xs, L[16 * j : 16 * j + 16], 4, w, True, last)
+                d = _qx(scales, Ls, 32, sw, True, last)
             else:
                 max_scale, amax = _F0, _F0
                 for j in range(16):
@@ -588,15 +604,14 @@ def q3_k(x, qw, weighted, out):
 def q6_k(x, qw, weighted, out):
     n, per_row = x.shape[0], qw.shape[0]
     for c in prange((n + _CHUNK - 1) // _CHUNK):
-        L = np.empty(256, np.int32)
+        L, last = np.empty(256, np.int32), np.empty(16, np.int32)
         scales = np.empty(16, np.float32)
         for b in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
             xb, qb = x[b], qw[b % per_row]
             max_scale, amax = _F0, _F0
             for j in range(16):
-                scales[j] = _qx(
-                    xb[16 * j : 16 * j + 16], L[16 * j : 16 * j + 16], 32, qb[16 * j : 16 * j + 16], weighted
-                )
+                sub = slice(16 * j, 16 * j + 16)
+                scales[j] = _qx(xb[sub], L[sub], 32, qb[sub], weighted, last)
                 if abs(scales[j]) > amax:
                     amax, max_scale = abs(scales[j]), scales[j]
             if amax < _EPS:
