@@ -5,8 +5,9 @@ block type, float16 for F16, uint8 bytes for BF16).
 - The legacy block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and BF16 go through numba_kernels/cpu/quantize.py,
   bit-exact with gguf.quants, their reference.
 - The K types (Q2_K..Q6_K), IQ4_NL and IQ4_XS go through numba_kernels/cpu/kquants.py, bit-exact with
-  llama.cpp's quantizer and with the NumPy reference in mistralcli/reference/kquants.py. An importance matrix
-  (one weight per column of the rows) steers their search as it steers llama.cpp's; the legacy types ignore it."""
+  llama.cpp's quantizer and with the NumPy reference in mistralcli/reference/kquants.py.
+- An importance matrix (one weight per column of the rows) steers the search of those and of Q4_0..Q5_1 as it
+  steers llama.cpp's (Q8_0, F16 and BF16 have no search: it changes nothing there)."""
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -16,6 +17,7 @@ from mistralcli.errors import MistralError
 Q = GGMLQuantizationType
 LEGACY_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.F16, Q.BF16, Q.F32)
 K_TYPES = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.IQ4_NL, Q.IQ4_XS)
+WEIGHTED_LEGACY = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)  # what an importance matrix steers of the legacy types
 
 
 def quantize(data: np.ndarray, qtype: GGMLQuantizationType, imatrix: np.ndarray | None = None) -> np.ndarray:
@@ -39,6 +41,8 @@ def quantize(data: np.ndarray, qtype: GGMLQuantizationType, imatrix: np.ndarray 
     blocks = x.reshape(-1, block_size)
     if qtype in K_TYPES:
         out = _k_blocks(blocks, qtype, imatrix, x.shape[-1])
+    elif imatrix is not None and qtype in WEIGHTED_LEGACY:
+        out = _weighted_legacy(x.reshape(-1, x.shape[-1]), qtype, imatrix)
     else:
         out = _LAYOUTS[qtype](blocks)
     assert out.shape[1] == type_size
@@ -103,13 +107,24 @@ def _k_blocks(blocks, qtype, imatrix, row_length):
     from mistralcli.numba_kernels.cpu import kquants as kernels
 
     block_size, type_size = GGML_QUANT_SIZES[qtype]
-    if imatrix is None:
-        qw = np.zeros((1, block_size), np.float32)
-    else:
-        qw = np.ascontiguousarray(imatrix, dtype=np.float32)
-        if qw.shape != (row_length,):
-            raise MistralError(f"the importance matrix has {qw.size} values for rows of {row_length}")
-        qw = qw.reshape(-1, block_size)
+    qw = np.zeros((1, block_size), np.float32) if imatrix is None else _importance(imatrix, row_length, block_size)
     out = np.empty((blocks.shape[0], type_size), np.uint8)
     getattr(kernels, qtype.name.lower())(blocks, qw, imatrix is not None, out)
+    return out
+
+
+def _importance(imatrix, row_length: int, block_size: int) -> np.ndarray:
+    qw = np.ascontiguousarray(imatrix, dtype=np.float32)
+    if qw.shape != (row_length,):
+        raise MistralError(f"the importance matrix has {qw.size} values for rows of {row_length}")
+    return qw.reshape(-1, block_size)
+
+
+def _weighted_legacy(rows, qtype, imatrix):
+    from mistralcli.numba_kernels.cpu import kquants as kernels
+
+    _, type_size = GGML_QUANT_SIZES[qtype]
+    qw = _importance(imatrix, rows.shape[-1], 32)
+    out = np.empty((rows.shape[0] * rows.shape[1] // 32, type_size), np.uint8)
+    kernels.legacy_weighted(np.ascontiguousarray(rows), qw, int(qtype), out)
     return out

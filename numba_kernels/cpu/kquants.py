@@ -752,3 +752,46 @@ def iq4_xs(x, qw, weighted, out):
             out[b, 2] = np.uint8(high & 0xFF)
             out[b, 3] = np.uint8(high >> 8)
             _pack_iq4(out, b, 8, L, 8)
+
+
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
+def legacy_weighted(x, qw, qtype, out):
+    """Q4_0 (type 2), Q4_1 (3), Q5_0 (6), Q5_1 (7) with an importance matrix, as llama.cpp's
+    quantize_row_q*_impl: x (rows, n) whole rows (the weights' sigma2 is the row's mean square), qw (n // 32, 32),
+    out (rows * n // 32, block bytes). The types with a minimum search as Q4_K's weighted path, the others as
+    Q6_K's; without an importance matrix these types go through numba_kernels/cpu/quantize.py."""
+    rows, n = x.shape
+    per_row = n // 32
+    nmax = 8 if qtype == 2 else 15 if qtype == 3 else 16 if qtype == 6 else 31
+    with_min = qtype == 3 or qtype == 7
+    five = qtype == 6 or qtype == 7
+    for r in prange(rows):
+        L, Laux, last = np.empty(32, np.int32), np.empty(32, np.int32), np.empty(32, np.int32)
+        w = np.empty(32, np.float32)
+        xr = x[r]
+        sigma2 = _sum_squares(xr) / np.float32(n)
+        for ib in range(per_row):
+            b = r * per_row + ib
+            xb, qb = xr[32 * ib : 32 * ib + 32], qw[ib]
+            for j in range(32):
+                w[j] = qb[j] * np.sqrt(sigma2 + xb[j] * xb[j])
+            at = 2
+            if with_min:
+                d, the_min = _qkx(xb, w, L, Laux, nmax, np.float32(-0.9), np.float32(0.05), 36, False)
+                _put_half(out, b, 0, d)
+                _put_half(out, b, 2, -the_min)
+                at = 4
+            else:
+                d = _qx(xb, L, nmax, w, True, last)
+                _put_half(out, b, 0, d)
+            if five:
+                high = np.uint32(0)
+                for j in range(16):
+                    lo, hi = L[j], L[j + 16]
+                    out[b, at + 4 + j] = np.uint8((lo & 0x0F) | ((hi & 0x0F) << 4))
+                    high |= (np.uint32((lo >> 4) & 1) << np.uint32(j)) | (np.uint32((hi >> 4) & 1) << np.uint32(j + 16))
+                for k in range(4):
+                    out[b, at + k] = np.uint8((high >> np.uint32(8 * k)) & np.uint32(0xFF))
+            else:
+                for j in range(16):
+                    out[b, at + j] = np.uint8(L[j] | (L[j + 16] << 4))
