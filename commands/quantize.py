@@ -12,7 +12,13 @@ from mistralcli.commands._common import stderr_console, write_stdout
 
 
 def quantize(
-    model: Path = typer.Option(None, "--model", "-m", help="The source: a GGUF file (required).", show_default=False),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="The source (required): a GGUF file, or a safetensors model directory or Hugging Face repo id.",
+        show_default=False,
+    ),
     qtype: str = typer.Option(
         None,
         "--type",
@@ -78,8 +84,6 @@ def quantize(
         raise typer.BadParameter(f"{eval_file}: no such file", param_hint="--eval")
     if output is not None and output.exists() and not force and not dry_run:
         raise typer.BadParameter(f"{output} exists (--force replaces it)", param_hint="--output")
-    if not model.is_file():
-        raise typer.BadParameter(f"{model}: no such file (this step quantizes GGUF sources)", param_hint="--model")
     reader = _open(model)
     console = stderr_console()
     plans = gguf_file.plan(reader, mix, options)
@@ -162,9 +166,21 @@ def _override(spec: str):
         raise MistralError(f"--tensor-type {spec!r}: not a regular expression ({exc})") from None
 
 
-def _open(path: Path):
+def _open(spec: str):
+    """A GGUF (ours, through the loader) or a Hugging Face checkpoint (hf_source) from what --model names."""
+    from mistralcli.errors import MistralError
     from mistralcli.loading.gguf_file import open_gguf
+    from mistralcli.loading.resolve import resolve_model
+    from mistralcli.quantize.hf_source import is_hf_source, open_hf
 
+    try:
+        path = resolve_model(spec)
+    except MistralError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
+    if is_hf_source(path):
+        return open_hf(path)
+    if path.is_dir():
+        raise typer.BadParameter(f"{path}: neither a GGUF file nor a model directory (no config.json)", "--model")
     return open_gguf(path)
 
 

@@ -94,3 +94,49 @@ def llama_chat(path, question: str, max_tokens: int = 16) -> str:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+def llama_cpp_tree():
+    """A llama.cpp source tree with its tools built (LLAMA_CPP_DIR: convert_hf_to_gguf.py, build/bin/llama-*),
+    for the tests that run its converter, llama-quantize, llama-imatrix or llama-perplexity; else skip."""
+    import os
+
+    root = os.environ.get("LLAMA_CPP_DIR")
+    if not root or not (Path(root) / "convert_hf_to_gguf.py").is_file():
+        pytest.skip("LLAMA_CPP_DIR (a llama.cpp tree with build/bin/llama-quantize) is not set")
+    return Path(root)
+
+
+def run_tool(tree, name: str, *args, timeout: int = 600) -> str:
+    """Run build/bin/<name> (weight repacking off: it crashes on some Intel CPUs); its output."""
+    import subprocess
+
+    tool = tree / "build" / "bin" / name
+    if not tool.is_file():
+        pytest.skip(f"{tool} is not built")
+    extra = ["--no-repack"] if name in ("llama-perplexity", "llama-imatrix") else []
+    done = subprocess.run([str(tool), *map(str, args), *extra], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def convert_hf(tree, directory, out) -> None:
+    """llama.cpp's convert_hf_to_gguf.py, F16."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(tree / "convert_hf_to_gguf.py"),
+            str(directory),
+            "--outtype",
+            "f16",
+            "--outfile",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -1,7 +1,7 @@
-"""The K-type and IQ4 quantizers: the Numba kernels (numba_kernels/cpu/kquants.py) against their NumPy reference
-(mistralcli/reference/kquants.py), bit for bit, with and without an importance matrix; the reference against
-llama.cpp's own quantizer where llama-cpp-python is installed; and the error of the round trip through gguf's
-dequantizers."""
+"""The K-type and IQ4 quantizers, and Q4_0..Q5_1 with an importance matrix: the Numba kernels
+(numba_kernels/cpu/kquants.py) against their NumPy reference (mistralcli/reference/kquants.py), bit for bit, with
+and without an importance matrix; the reference against llama.cpp's own quantizer where llama-cpp-python is
+installed; and the error of the round trip through gguf's dequantizers."""
 
 import numpy as np
 import pytest
@@ -9,10 +9,12 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, quants
 from llama_cpp_peer import ggml, quantize_chunk
 
 from mistralcli.numba_kernels.cpu import kquants
+from mistralcli.quantize import quantize
 from mistralcli.reference.kquants import quantize_reference
 
 Q = GGMLQuantizationType
 TYPES = [Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.IQ4_NL, Q.IQ4_XS]
+LEGACY = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]  # weighted by an importance matrix in kquants.legacy_weighted
 ROWS, COLS = 32, 512
 
 
@@ -96,6 +98,28 @@ def test_reference_matches_llama_cpp_past_float16(qtype, weighted):
         np.testing.assert_array_equal(numba_quantize(x, qtype, imatrix), expected, err_msg=f"{qtype.name}: {name}")
 
 
+@pytest.mark.parametrize("qtype", LEGACY, ids=lambda t: t.name)
+def test_weighted_legacy_kernel_matches_the_reference(qtype):
+    imatrix = importance(np.random.default_rng(14))
+    for name, x in [*data_sets(), *extremes()]:
+        expected = quantize_reference(x, qtype, imatrix)
+        assert expected.shape[1] == COLS // 32 * GGML_QUANT_SIZES[qtype][1]
+        np.testing.assert_array_equal(quantize(x, qtype, imatrix), expected, err_msg=f"{qtype.name}: {name}")
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "imatrix"])
+@pytest.mark.parametrize("qtype", LEGACY, ids=lambda t: t.name)
+def test_legacy_reference_matches_llama_cpp(qtype, weighted):
+    # without an importance matrix the reference is gguf.quants's, and that is llama.cpp's too
+    lib = ggml()
+    imatrix = importance(np.random.default_rng(15)) if weighted else None
+    for name, x in [*data_sets(), *extremes()]:
+        expected = quantize_chunk(lib, qtype, x, imatrix)
+        with np.errstate(all="ignore"):  # gguf.quants on the extremes
+            got = quantize_reference(x, qtype, imatrix)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{qtype.name}: {name}")
+
+
 # Relative RMSE of the round trip on Gaussian weights, measured over seeds at 0.295 (Q2_K), 0.152 (Q3_K), 0.072
 # (Q4_K), 0.036 (Q5_K), 0.0178 (Q6_K) and 0.077 (IQ4_NL, IQ4_XS); bounded here about 10% above. From Q3_K up
 # each extra bit halves the error, as a uniform quantizer's step does; Q2_K, with its 4 levels fitted to each
@@ -115,7 +139,7 @@ def test_round_trip_error_is_the_types(qtype):
     assert np.sqrt(np.mean((back - x) ** 2) / np.mean(x**2)) < RMSE_BOUND[qtype]
 
 
-@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", TYPES + LEGACY, ids=lambda t: t.name)
 def test_an_imatrix_lowers_the_error_it_weighs(qtype):
     # with a log-normal importance (sigma 2) the weighted squared error measured 0.2-0.6 of the plain one's
     rng = np.random.default_rng(4)

@@ -1,9 +1,11 @@
-"""NumPy reference of the K-type quantizers (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: 256 weights a super-block) and of
-IQ4_NL and IQ4_XS: the algorithms of llama.cpp's ggml-quants.c that `llama-quantize` runs (without an importance
-matrix the quantize_row_*_ref searches, and for IQ4 the search with 7 tries; with one the weighted
-quantize_row_*_impl searches), vectorized over blocks. Every value is a float32 computed in the C code's order,
-sums accumulated element by element, so the bytes are llama.cpp's, bit for bit; the oracle of the Numba
-kernels in numba_kernels/cpu/kquants.py (tests/test_kquants.py).
+"""NumPy reference of the K-type quantizers (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: 256 weights a super-block), of
+IQ4_NL and IQ4_XS, and of the legacy Q4_0, Q4_1, Q5_0 and Q5_1 with an importance matrix: the algorithms of
+llama.cpp's ggml-quants.c that `llama-quantize` runs (without an importance matrix the quantize_row_*_ref
+searches, and for IQ4 the search with 7 tries; with one the weighted quantize_row_*_impl searches), vectorized
+over blocks. Every value is a float32 computed in the C code's order, sums accumulated element by element, so
+the bytes are llama.cpp's, bit for bit; the oracle of the Numba kernels in numba_kernels/cpu/kquants.py
+(tests/test_kquants.py). The legacy types without an importance matrix have no search: gguf.quants quantizes
+those.
 
 The helpers work on groups of weights, (groups, n) arrays, and return per-group scales (groups,) and quants
 (groups, n) int32; a loop runs over the element index, a search's candidates or refinement rounds, never over
@@ -431,16 +433,61 @@ def iq4_xs(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     return np.concatenate([d_bytes, scales_h, scales_l, _pack_nibbles(L, 16)], axis=1)
 
 
+def _legacy_weighted(x: np.ndarray, qw: np.ndarray, sigma2: np.ndarray, nmax: int, with_min: bool):
+    """quantize_row_q4_0/q4_1/q5_0/q5_1_impl of blocks x (n, 32) with importances qw (n, 32) and their rows'
+    sigma2 (n,): the header bytes (d, and m where with_min) and the quants 0..2 * nmax - 1 (with_min: 0..nmax)."""
+    w = _weights(x, qw, sigma2, 32)
+    if with_min:
+        d, the_min, L = _qkx(x, w, nmax, F(-0.9), F(0.05), 36, False)
+        return np.concatenate([_half(d)[0], _half(-the_min)[0]], axis=1), L  # m: the minimum itself, <= 0
+    d, L = _qx(x, nmax, w)
+    return _half(d)[0], L
+
+
+def _high_bits(L: np.ndarray) -> np.ndarray:
+    """The fifth bits of quants (n, 32) as Q5_0/Q5_1's qh: that of weight j at bit j, a little-endian uint32."""
+    qh = np.bitwise_or.reduce((L >> 4 & 1).astype(np.uint32) << np.arange(32, dtype=np.uint32), axis=1)
+    return qh.astype("<u4").view(np.uint8).reshape(-1, 4)
+
+
+def q4_0(x: np.ndarray, qw: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """Q4_0 blocks (n, 18) of x (n, 32): d, then qs[j] = L[j] | L[j + 16] << 4."""
+    header, L = _legacy_weighted(x, qw, sigma2, 8, False)
+    return np.concatenate([header, _pack_nibbles(L, 16)], axis=1)
+
+
+def q4_1(x: np.ndarray, qw: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """Q4_1 blocks (n, 20) of x (n, 32): d, m (the minimum: weight = d * L + m), qs."""
+    header, L = _legacy_weighted(x, qw, sigma2, 15, True)
+    return np.concatenate([header, _pack_nibbles(L, 16)], axis=1)
+
+
+def q5_0(x: np.ndarray, qw: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """Q5_0 blocks (n, 22) of x (n, 32): d, qh, qs (the low 4 bits)."""
+    header, L = _legacy_weighted(x, qw, sigma2, 16, False)
+    return np.concatenate([header, _high_bits(L), _pack_nibbles(L & 0xF, 16)], axis=1)
+
+
+def q5_1(x: np.ndarray, qw: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """Q5_1 blocks (n, 24) of x (n, 32): d, m, qh, qs."""
+    header, L = _legacy_weighted(x, qw, sigma2, 31, True)
+    return np.concatenate([header, _high_bits(L), _pack_nibbles(L & 0xF, 16)], axis=1)
+
+
 Q = gguf.GGMLQuantizationType
 QUANTIZERS = {Q.Q2_K: q2_k, Q.Q3_K: q3_k, Q.Q4_K: q4_k, Q.Q5_K: q5_k, Q.Q6_K: q6_k, Q.IQ4_NL: iq4_nl, Q.IQ4_XS: iq4_xs}
+WEIGHTED_LEGACY = {Q.Q4_0: q4_0, Q.Q4_1: q4_1, Q.Q5_0: q5_0, Q.Q5_1: q5_1}
 
 
 def quantize_reference(
     x: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndarray | None = None
 ) -> np.ndarray:
     """x (rows, n_per_row) float32 quantized to qtype's blocks, (rows, row bytes) uint8, as llama.cpp's
-    ggml_quantize_chunk does; imatrix (n_per_row,) the importance of each column, or None."""
+    ggml_quantize_chunk does; imatrix (n_per_row,) the importance of each column, or None. Q4_0, Q4_1, Q5_0
+    and Q5_1 without an importance matrix are delegated to gguf.quants.quantize."""
     x = np.ascontiguousarray(x, dtype=F)
+    if imatrix is None and qtype in WEIGHTED_LEGACY:
+        return gguf.quants.quantize(x, qtype)
     rows, n_per_row = x.shape
     block, size = gguf.GGML_QUANT_SIZES[qtype]
     blocks = x.reshape(-1, block)
@@ -449,5 +496,9 @@ def quantize_reference(
         qw = np.tile(np.asarray(imatrix, dtype=F).reshape(-1, block), (rows, 1))
     # the lanes np.where discards divide by 0; huge weights overflow, as they do in C
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out = QUANTIZERS[qtype](blocks, qw)
+        if qtype in WEIGHTED_LEGACY:
+            sigma2 = np.repeat(_sum(x * x) / F(n_per_row), n_per_row // block)
+            out = WEIGHTED_LEGACY[qtype](blocks, qw, sigma2)
+        else:
+            out = QUANTIZERS[qtype](blocks, qw)
     return out.reshape(rows, n_per_row // block * size)
