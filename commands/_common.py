@@ -57,3 +57,67 @@ def stderr_console():
     from rich.console import Console
 
     return Console(stderr=True, no_color="NO_COLOR" in os.environ)
+
+
+ISQ_HELP = "Quantize the weights to this type as they load (in-situ, as mistral quantize's --type: Q4_K_M, Q8_0, ...)."
+
+
+def check_isq(isq: str | None) -> None:
+    """A bad --isq is a usage error before anything loads."""
+    if isq is None:
+        return
+    from mistralcli.errors import MistralError
+    from mistralcli.quantize.policy import mix_named
+
+    try:
+        mix_named(isq, "--isq")
+    except MistralError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--isq") from None
+
+
+def load_with_status(console, model: str | None, threads: int | None = None, isq: str | None = None):
+    """load_model with a spinner on a terminal, or with --isq a bar per tensor quantized."""
+    from contextlib import nullcontext
+
+    from mistralcli.loading.loader import load_model
+
+    if isq is None or not console.is_terminal:
+        with console.status("Loading model…", spinner="dots") if console.is_terminal else nullcontext():
+            return load_model(model, threads=threads, isq=isq)
+    with TensorProgress(console, f"Quantizing to {isq.upper()}") as advance:
+        return load_model(model, threads=threads, isq=isq, progress=advance)
+
+
+class TensorProgress:
+    """A rich bar per tensor on a terminal (nothing elsewhere); the callback takes (plan, done, total)."""
+
+    def __init__(self, console, label: str, total: int | None = None):
+        self.console, self.label, self.total = console, label, total
+
+    def __enter__(self):
+        if not self.console.is_terminal:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn(self.label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[name]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.task = self.bar.add_task("q", total=self.total, name="")
+        self.bar.start()
+        return self.advance
+
+    def advance(self, plan, done: int | None = None, total: int | None = None) -> None:
+        if total is not None:
+            self.bar.update(self.task, total=total, completed=done, name=plan.name)
+        else:
+            self.bar.update(self.task, advance=1, name=plan.name)
+
+    def __exit__(self, *exc):
+        if self.console.is_terminal:
+            self.bar.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from mistralcli.commands._common import MODEL_HELP, stderr_console
+from mistralcli.commands._common import ISQ_HELP, MODEL_HELP, TensorProgress, check_isq, stderr_console
 
 
 def chat(
@@ -66,6 +66,7 @@ def chat(
     max_tool_rounds: int = typer.Option(10, "--max-tool-rounds", min=1, help="Agent mode: most rounds of calls."),
     no_stats: bool = typer.Option(False, "--no-stats", help="No stats line after each answer (/stats on brings it)."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for the kernels."),
+    isq: str = typer.Option(None, "--isq", help=ISQ_HELP, show_default=False),
 ):
     """Chat with a model in the terminal; every turn is kept (mistral chat -c continues the last session).
 
@@ -87,6 +88,9 @@ def chat(
         raise typer.BadParameter("give one of -c (the last session) and --session NAME", param_hint="--continue")
     if url is None and api_key is not None:
         raise typer.BadParameter("it needs --url", param_hint="--api-key")
+    if url is not None and isq is not None:
+        raise typer.BadParameter("a server's model is the server's: --isq is for a local one", param_hint="--isq")
+    check_isq(isq)
     if not agent:
         for value, flag in [
             (sandbox_root, "--sandbox-root"),
@@ -127,7 +131,17 @@ def chat(
         try:
             raise typer.Exit(
                 _chat(
-                    store, session, model, url, api_key, threads, system, settings, tools, max_tool_rounds, not no_stats
+                    store,
+                    session,
+                    model,
+                    url,
+                    api_key,
+                    (threads, isq),
+                    system,
+                    settings,
+                    tools,
+                    max_tool_rounds,
+                    not no_stats,
                 )
             )
         finally:
@@ -135,7 +149,8 @@ def chat(
                 tools.close()
 
 
-def _chat(store, session, model, url, api_key, threads, system, settings, tools, max_tool_rounds, stats) -> int:
+def _chat(store, session, model, url, api_key, load, system, settings, tools, max_tool_rounds, stats) -> int:
+    """load: (threads, isq) for a local model."""
     from rich.console import Console
 
     from mistralcli.chat.backend import LocalBackend, RemoteBackend
@@ -153,9 +168,16 @@ def _chat(store, session, model, url, api_key, threads, system, settings, tools,
         backend = RemoteBackend(url, api_key, spec)
         make_backend = None
     else:
-        make_backend = lambda spec: LocalBackend(spec, threads=threads)
-        with err.status("Loading model…", spinner="dots") if err.is_terminal else nullcontext():
-            backend = make_backend(spec)
+        threads, isq = load
+
+        def make_backend(spec):
+            if isq is not None:
+                with TensorProgress(err, f"Quantizing to {isq.upper()}") as advance:
+                    return LocalBackend(spec, threads=threads, isq=isq, progress=advance)
+            with err.status("Loading model…", spinner="dots") if err.is_terminal else nullcontext():
+                return LocalBackend(spec, threads=threads)
+
+        backend = make_backend(spec)
     if session is not None and model is not None and session.model != backend.spec:
         store.update_session(session, model=backend.spec)
     interactive = sys.stdin.isatty()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from mistralcli.commands._common import stderr_console, write_stdout
+from mistralcli.commands._common import TensorProgress, stderr_console, write_stdout
 
 
 def quantize(
@@ -96,7 +96,7 @@ def quantize(
     if quantized:
         console.print(f"warning: {model} is already quantized: the new file quantizes its dequantized weights again")
     start = time.perf_counter()
-    with _progress(console, len(plans)) as advance:
+    with TensorProgress(console, "Quantizing", len(plans)) as advance:
         try:
             gguf_file.write(reader, plans, mix, output, advance, importance)
         except OSError as exc:
@@ -230,35 +230,6 @@ def _print_plan(plans, as_json: bool) -> None:
     for p in plans:
         shape = "x".join(map(str, p.shape))
         write_stdout(f"{p.name}\t{shape}\t{p.source.name} -> {p.target.name}\t{p.why}\n")
-
-
-class _progress:
-    """A bar per tensor on a terminal; nothing elsewhere."""
-
-    def __init__(self, console, total: int):
-        self.console, self.total = console, total
-
-    def __enter__(self):
-        if not self.console.is_terminal:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("Quantizing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[name]}"),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self.task = self.bar.add_task("q", total=self.total, name="")
-        self.bar.start()
-        return lambda p: self.bar.update(self.task, advance=1, name=p.name)
-
-    def __exit__(self, *exc):
-        if self.console.is_terminal:
-            self.bar.stop()
 
 
 def _print_summary(console, result: dict) -> None:

@@ -10,8 +10,11 @@ from pathlib import Path
 import typer
 
 from mistralcli.commands._common import (
+    ISQ_HELP,
     MODEL_HELP,
     REPLACE_INVALID_HELP,
+    check_isq,
+    load_with_status,
     read_text_argument,
     stderr_console,
     write_stdout,
@@ -41,6 +44,7 @@ def run(
     ignore_eos: bool = typer.Option(False, "--ignore-eos", help="Keep going past the model's end-of-text token."),
     seed: int = typer.Option(None, "--seed", help="Random seed: the same seed gives the same answer."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for the kernels."),
+    isq: str = typer.Option(None, "--isq", help=ISQ_HELP, show_default=False),
     raw: bool = typer.Option(
         False,
         "--raw",
@@ -100,7 +104,6 @@ def run(
     structured = structured_option(json_schema, json_object, regex, grammar)
 
     from mistralcli.generation import GenerationStats, generate
-    from mistralcli.loading.loader import load_model
     from mistralcli.prompt import encode_prompt, render_chat
     from mistralcli.reasoning import Thinking
     from mistralcli.sampling import SamplingParams
@@ -110,9 +113,9 @@ def run(
         SamplingParams(**given)  # a bad value is a usage error before any loading
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    check_isq(isq)
     start = time.perf_counter()
-    with console.status("Loading model…", spinner="dots") if console.is_terminal else nullcontext():
-        loaded = load_model(model, threads=threads)
+    loaded = load_with_status(console, model, threads, isq)
     load_s = time.perf_counter() - start
     try:
         params = SamplingParams(**{**loaded.sampling_defaults, **given}, seed=seed)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mistralcli.commands._common import MODEL_HELP, stderr_console
+from mistralcli.commands._common import ISQ_HELP, MODEL_HELP, check_isq, load_with_status, stderr_console
 
 
 def serve(
@@ -40,6 +40,7 @@ def serve(
         30.0, "--shutdown-timeout", min=0.0, help="On SIGINT/SIGTERM, seconds to let running requests finish."
     ),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for the kernels."),
+    isq: str = typer.Option(None, "--isq", help=ISQ_HELP, show_default=False),
     tool_call_parser: str = typer.Option(
         None,
         "--tool-call-parser",
@@ -131,20 +132,17 @@ def serve(
         raise typer.BadParameter(f"{log_requests}: {exc.strerror}", param_hint="--log-requests") from None
 
     from mistralcli.engine.engine import Engine, EngineConfig
-    from mistralcli.loading.loader import load_model
     from mistralcli.server.app import ServerSettings, make_app
     from mistralcli.server.serve import serve_app
 
-    with console.status("Loading model…", spinner="dots") if console.is_terminal else nullcontext():
-        loaded = load_model(model, threads=threads)
-        engine = Engine(
-            loaded.model,
-            loaded.tokenizer,
-            loaded.context_length,
-            EngineConfig(
-                max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_cache_mb=kv_cache_mb
-            ),
-        )
+    check_isq(isq)
+    loaded = load_with_status(console, model, threads, isq)
+    engine = Engine(
+        loaded.model,
+        loaded.tokenizer,
+        loaded.context_length,
+        EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_cache_mb=kv_cache_mb),
+    )
     name = served_model_name or loaded.name
     settings = ServerSettings(
         model_name=name,

@@ -71,6 +71,8 @@ class LLM:
     Args:
         model: a GGUF file, a Hugging Face model directory or repo id; None for the default model.
         threads: CPU threads (default: every core this process may use).
+        isq: quantize the weights to this type as they load (in-situ quantization: "Q4_K_M", "Q8_0", ... as
+            mistral quantize's --type), a tensor at a time; a bad name raises MistralError.
         agent_tools: a mistralcli.tools.sandbox.SandboxConfig: the agent tools (ls, cat, wc, grep, ...) over it.
         tool_callbacks: {name: function}: plain Python functions as tools (schema from the signature,
             description from the docstring).
@@ -86,6 +88,7 @@ class LLM:
         model: str | None = None,
         threads: int | None = None,
         *,
+        isq: str | None = None,
         agent_tools=None,
         tool_callbacks: dict | None = None,
         mcp_config=None,
@@ -109,7 +112,7 @@ class LLM:
             )
         self.max_tool_rounds = max_tool_rounds
         try:
-            self.loaded = load_model(model, threads=threads)
+            self.loaded = load_model(model, threads=threads, isq=isq)
             self.tokenizer = self.loaded.tokenizer
             self.engine = Engine(
                 self.loaded.model, self.tokenizer, self.loaded.context_length, EngineConfig(**engine_config)

@@ -138,12 +138,12 @@ class LocalBackend:
 
     remote = False
 
-    def __init__(self, spec: str | None, threads: int | None = None):
+    def __init__(self, spec: str | None, threads: int | None = None, isq: str | None = None, progress=None):
         from mistralcli.engine.engine import Engine, EngineConfig
         from mistralcli.loading.loader import load_model
 
         self.spec = spec
-        self.loaded = load_model(spec, threads=threads)
+        self.loaded = load_model(spec, threads=threads, isq=isq, progress=progress)
         if self.loaded.chat_template is None:
             raise MistralError(f"{self.loaded.name} has no chat template: it cannot chat (try `mistral run --raw`)")
         self.name = self.loaded.name

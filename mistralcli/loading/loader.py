@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from gguf import GGMLQuantizationType as QT
+
 from mistralcli.chat_template import ChatTemplate
 from mistralcli.errors import ModelLoadError
 from mistralcli.json_file import read_json
@@ -35,13 +37,22 @@ def load_tokenizer(spec: str | None) -> tuple[Tokenizer, Path]:
     return Tokenizer.from_gguf_metadata(gguf.metadata, gguf.path), gguf.path
 
 
-def load_model(spec: str | None, backend: str = "cpu", threads: int | None = None) -> LoadedModel:
+def load_model(
+    spec: str | None, backend: str = "cpu", threads: int | None = None, isq: str | None = None, progress=None
+) -> LoadedModel:
+    """isq: a type or mix of mistral quantize (Q4_K_M, Q8_0, ...) to quantize the weights to as they load
+    (mistralcli.quantize.isq); progress(plan, done, total) after each tensor then."""
+    mix = None
+    if isq is not None:
+        from mistralcli.quantize.policy import mix_named
+
+        mix = mix_named(isq, "--isq")
     path = resolve_model(spec)
     ops = get_ops(backend, threads=threads)
     if _is_hf_directory(path):
-        loaded = _load_directory(path, ops)
+        loaded = _load_directory(path, ops, mix, progress)
     else:
-        loaded = _load_gguf(_gguf_in(path), ops)
+        loaded = _load_gguf(_gguf_in(path), ops, mix, progress)
     loaded.name = model_id(spec, loaded.path)
     return loaded
 
@@ -83,7 +94,22 @@ def _build(path: Path, arch: str, config: dict, weights: dict, ops):
         raise ModelLoadError(path, f"invalid model configuration ({exc})") from None
 
 
-def _load_gguf(path: Path, ops) -> LoadedModel:
+def _in_situ(mix, tensors, config: dict, arch: str, progress):
+    from mistralcli.quantize.isq import InSitu
+    from mistralcli.quantize.policy import ModelShape
+
+    heads = int(config.get("num_attention_heads") or 1)
+    shape = ModelShape(
+        arch,
+        int(config.get("num_hidden_layers") or 0),
+        heads,
+        int(config.get("num_key_value_heads") or heads),
+        int(config.get("num_local_experts") or config.get("num_experts") or 0),
+    )
+    return InSitu(mix, tensors, shape, progress)
+
+
+def _load_gguf(path: Path, ops, mix=None, progress=None) -> LoadedModel:
     gguf = open_gguf(path)
     arch = gguf.architecture
     if arch == "llama" and gguf.metadata.get("llama.expert_count"):  # Mixtral's GGUFs say llama
@@ -92,7 +118,12 @@ def _load_gguf(path: Path, ops) -> LoadedModel:
         raise ModelLoadError(path, f"unsupported architecture {arch!r}")
     config = gguf_config.config_from_gguf(gguf.metadata, gguf.tensors.keys(), path)
     config = get_architecture(arch).args_class.adapt_gguf(config, gguf.metadata, gguf.architecture)
-    model, args = _build(path, arch, config, gguf.tensors, ops)
+    weights = gguf.tensors
+    if mix is not None:
+        tensors = [(t.name, t.shape, t.ggml_type) for t in weights.values()]
+        isq = _in_situ(mix, tensors, config, gguf.architecture, progress)
+        weights = {name: isq(t) for name, t in weights.items()}
+    model, args = _build(path, arch, config, weights, ops)
     tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata, path)
     source = gguf.metadata.get("tokenizer.chat_template") or get_architecture(arch).default_chat_template
     template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token) if source else None
@@ -101,13 +132,20 @@ def _load_gguf(path: Path, ops) -> LoadedModel:
     )
 
 
-def _load_directory(path: Path, ops) -> LoadedModel:
+def _load_directory(path: Path, ops, mix=None, progress=None) -> LoadedModel:
     config = safetensors_dir.read_config(path)
     model_type = config.get("model_type") or (config.get("architectures") or [""])[0]
     arch = HF_MODEL_TYPES.get(model_type)
     if arch is None:
         raise ModelLoadError(path, f"unsupported architecture {model_type!r}")
-    weights = safetensors_dir.load_weights(path, get_architecture(arch).hf_names)
+    names = get_architecture(arch).hf_names
+    transform = None
+    if mix is not None:
+        dtypes = {"BF16": QT.BF16, "F16": QT.F16}
+        listed = safetensors_dir.tensor_list(path, names)
+        tensors = [(name, shape, dtypes.get(dtype, QT.F32)) for name, shape, dtype, _, _ in listed]
+        transform = _in_situ(mix, tensors, config, arch, progress)
+    weights = safetensors_dir.load_weights(path, names, transform)
     model, args = _build(path, arch, config, weights, ops)
     tokenizer = Tokenizer.from_directory(path)
     template = None

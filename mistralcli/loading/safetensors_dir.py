@@ -62,24 +62,43 @@ def weight_files(directory: Path) -> list[Path]:
     return files
 
 
-def load_weights(directory: Path, extra_names: list[tuple[str, str]] = ()) -> dict[str, QuantTensor]:
-    """Every known tensor of the directory, renamed to GGUF names (float32/float16 kept as stored);
-    extra_names: an architecture's own (regex, GGUF name) pairs, tried first."""
-    weights = {}
+def tensor_list(directory: Path, extra_names: list[tuple[str, str]] = ()) -> list[tuple[str, tuple, str, Path, str]]:
+    """(GGUF name, shape, safetensors dtype, file, Hugging Face name) of every known tensor, from the files'
+    headers (nothing is read)."""
+    found = []
     for path in weight_files(directory):
         try:
             with safe_open(str(path), framework="numpy") as f:
                 for name in f.keys():
                     ours = gguf_name(name, extra_names)
-                    if ours is None:
-                        continue
-                    if f.get_slice(name).get_dtype() == "BF16":
-                        weights[ours] = _bf16_tensor(path, name, ours)
+                    if ours is not None:
+                        piece = f.get_slice(name)
+                        found.append((ours, tuple(piece.get_shape()), piece.get_dtype(), path, name))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelLoadError(path, f"broken safetensors file ({exc})") from None
+    return found
+
+
+def load_weights(directory: Path, extra_names: list[tuple[str, str]] = (), transform=None) -> dict[str, QuantTensor]:
+    """Every known tensor of the directory, renamed to GGUF names (float32/float16 kept as stored);
+    extra_names: an architecture's own (regex, GGUF name) pairs, tried first. transform(tensor) -> tensor,
+    where given, is applied to each as it is read, before the next is (in-situ quantization)."""
+    weights = {}
+    by_file: dict[Path, list] = {}
+    for ours, _, dtype, path, name in tensor_list(directory, extra_names):
+        by_file.setdefault(path, []).append((ours, dtype, name))
+    for path, entries in by_file.items():
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                for ours, dtype, name in entries:
+                    if dtype == "BF16":
+                        tensor = _bf16_tensor(path, name, ours)
                     else:
                         array = f.get_tensor(name)
                         if array.dtype not in (np.float32, np.float16):
                             array = array.astype(np.float32)
-                        weights[ours] = QuantTensor.from_array(ours, array)
+                        tensor = QuantTensor.from_array(ours, array)
+                    weights[ours] = tensor if transform is None else transform(tensor)
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelLoadError(path, f"broken safetensors file ({exc})") from None
     return weights

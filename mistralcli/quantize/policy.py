@@ -62,11 +62,11 @@ FALLBACK = {Q.Q2_K: Q.Q4_0, Q.Q3_K: Q.Q4_0, Q.Q4_K: Q.Q5_0, Q.Q5_K: Q.Q5_1, Q.Q6
 NEVER_QUANTIZED = ("ffn_gate_inp.weight", "_norm.weight", "attn_rel_b.weight", "position_embd", "token_types")
 
 
-def mix_named(name: str) -> Mix:
+def mix_named(name: str, flag: str = "--type") -> Mix:
     key = ALIASES.get(name.upper(), name.upper())
     if key not in MIXES:
         names = ", ".join([*MIXES, *ALIASES])
-        raise MistralError(f"--type {name!r}: not a type this quantizes to (it takes: {names})")
+        raise MistralError(f"{flag} {name!r}: not a type this quantizes to (it takes: {names})")
     return MIXES[key]
 
 
