@@ -20,7 +20,7 @@ def extension(name: str, openmp: bool = True) -> Extension:
 
 
 extensions = [extension("sampler", openmp=False), extension("block_pool", openmp=False)] + [
-    extension(name) for name in ("qmatmul", "attention", "elementwise", "decode_step")
+    extension(name) for name in ("qmatmul", "attention", "elementwise", "decode_step", "quantizers")
 ]
 
 setup(

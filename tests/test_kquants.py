@@ -148,3 +148,54 @@ def test_an_imatrix_lowers_the_error_it_weighs(qtype):
     plain = np.sum(imatrix * (round_trip(x, qtype) - x) ** 2)
     weighted = np.sum(imatrix * (round_trip(x, qtype, imatrix) - x) ** 2)
     assert weighted < 0.8 * plain
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "imatrix"])
+@pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q5_K, Q.Q6_K], ids=lambda t: t.name)
+def test_avx2_kernels_match_the_reference(qtype, weighted):
+    """The AVX2 kernels (_ext/kernels/kquant.h, what quantize() runs for these types on such a CPU)."""
+    from mistralcli._ext import quantizers
+
+    if not quantizers.K_AVAILABLE:
+        pytest.skip("no AVX2 on this CPU (the Numba kernels above quantize there)")
+    imatrix = importance(np.random.default_rng(14)) if weighted else None
+    size = GGML_QUANT_SIZES[qtype][1]
+    for name, x in [*data_sets(), *extremes()]:
+        blocks = np.ascontiguousarray(x.reshape(-1, 256))
+        qw = np.zeros((1, 256), np.float32) if imatrix is None else np.ascontiguousarray(imatrix.reshape(-1, 256))
+        out = np.zeros((blocks.shape[0], size), np.uint8)
+        quantizers.k_blocks(blocks, qw, weighted, int(qtype), out, 2)
+        expected = quantize_reference(x, qtype, imatrix)
+        np.testing.assert_array_equal(out.reshape(x.shape[0], -1), expected, err_msg=f"{qtype.name}: {name}")
+
+
+def test_without_avx2_the_numba_kernels_give_the_same_bytes(tmp_path):
+    """MISTRALCLI_NO_SIMD=1 (as on a CPU without AVX2): quantize() runs the Numba kernels, the same bytes."""
+    import os
+    import subprocess
+    import sys
+
+    from mistralcli.quantize import quantize
+
+    x = (np.random.default_rng(8).standard_normal((8, 512)) * 0.02).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, numpy as np\n"
+        "from gguf import GGMLQuantizationType as Q\n"
+        "from mistralcli._ext import quantizers\n"
+        "from mistralcli.quantize import quantize\n"
+        "assert not quantizers.K_AVAILABLE\n"
+        "x = np.load(sys.argv[1])\n"
+        "np.savez(sys.argv[2], **{t.name: quantize(x, t) for t in (Q.Q4_K, Q.Q5_K, Q.Q6_K)})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, tmp_path / "x.npy", tmp_path / "out.npz"],
+        env={**os.environ, "MISTRALCLI_NO_SIMD": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    numba = np.load(tmp_path / "out.npz")
+    for qtype in (Q.Q4_K, Q.Q5_K, Q.Q6_K):
+        assert np.array_equal(numba[qtype.name], quantize(x, qtype)), qtype.name

@@ -1,6 +1,6 @@
-"""Our quantizers (mistralcli.quantize, Numba) against their reference, the gguf package's NumPy quantizers:
-the same bytes, bit for bit, on every legacy type, over weights of many shapes and scales and the blocks
-where rounding is decided (all zeros, ties of magnitude, values on a rounding boundary, denormals, huge)."""
+"""Our legacy quantizers (mistralcli.quantize: the C of _ext/kernels/legacy_quant.h) against their reference, the
+gguf package's NumPy quantizers: the same bytes, bit for bit, on every legacy type, over weights of many shapes and
+scales and the blocks where rounding is decided (all zeros, ties of magnitude, rounding boundaries, denormals, huge)."""
 
 import numpy as np
 import pytest

@@ -759,7 +759,7 @@ def legacy_weighted(x, qw, qtype, out):
     """Q4_0 (type 2), Q4_1 (3), Q5_0 (6), Q5_1 (7) with an importance matrix, as llama.cpp's
     quantize_row_q*_impl: x (rows, n) whole rows (the weights' sigma2 is the row's mean square), qw (n // 32, 32),
     out (rows * n // 32, block bytes). The types with a minimum search as Q4_K's weighted path, the others as
-    Q6_K's; without an importance matrix these types go through numba_kernels/cpu/quantize.py."""
+    Q6_K's; without an importance matrix these types go through _ext/kernels/legacy_quant.h."""
     rows, n = x.shape
     per_row = n // 32
     nmax = 8 if qtype == 2 else 15 if qtype == 3 else 16 if qtype == 6 else 31
