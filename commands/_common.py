@@ -121,3 +121,23 @@ class TensorProgress:
     def __exit__(self, *exc):
         if self.console.is_terminal:
             self.bar.stop()
+
+
+def read_text_file(path, param_hint: str = "--file") -> str:
+    """A required text file's contents; a usage error naming it when it is missing or not UTF-8."""
+    if path is None:
+        raise typer.BadParameter("it is required", param_hint=param_hint)
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise typer.BadParameter(f"{path}: cannot read it as UTF-8 text ({exc})", param_hint=param_hint) from None
+
+
+def window_reporter(console, as_json: bool):
+    """Perplexity's running figure after each window, on stderr (under --json only on a terminal)."""
+
+    def report(done, total, ppl):
+        if console.is_terminal or not as_json:
+            console.print(f"[{done}/{total}] {ppl:.4f}", highlight=False)
+
+    return report

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from mistralcli.commands._common import MODEL_HELP, stderr_console, write_stdout
+from mistralcli.commands._common import MODEL_HELP, read_text_file, stderr_console, window_reporter, write_stdout
 
 
 def perplexity(
@@ -24,19 +24,10 @@ def perplexity(
     from mistralcli.loading.loader import load_model
     from mistralcli.quantize.perplexity import perplexity as compute
 
-    if file is None:
-        raise typer.BadParameter("it is required", param_hint="--file")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise typer.BadParameter(f"{file}: cannot read it as UTF-8 text ({exc})", param_hint="--file") from None
+    text = read_text_file(file)
     console = stderr_console()
     loaded = load_model(model, threads=threads)
-
-    def report(done, total, ppl):
-        if console.is_terminal or not as_json:
-            console.print(f"[{done}/{total}] {ppl:.4f}", highlight=False)
-
+    report = window_reporter(console, as_json)
     try:
         result = compute(loaded, text, ctx, report)
     except MistralError as exc:

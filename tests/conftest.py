@@ -45,3 +45,11 @@ def smollm2(smollm2_path):
     from mistralcli.loading.loader import load_model
 
     return load_model(str(smollm2_path))
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_path, tmp_path_factory):
+    """SmolLM2 as a float16 Hugging Face checkpoint with its tokenizer (tests/hf_from_gguf.py)."""
+    from hf_from_gguf import export_hf
+
+    return export_hf(smollm2_path, tmp_path_factory.mktemp("smollm2-hf"))

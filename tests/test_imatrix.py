@@ -98,13 +98,23 @@ def test_imatrix_then_quantize_with_it(smollm2_path, calibration, tmp_path):
     out = tmp_path / "q4_k_m.gguf"
     done = run("quantize", "-m", str(smollm2_path), "--type", "Q4_K_M", "--imatrix", str(matrix), "-o", str(out))
     assert done.returncode == 0, done.stderr
+    from mistralcli.loading.gguf_file import open_gguf
+    from mistralcli.quantize import gguf_file, policy
+
+    source = open_gguf(smollm2_path)
     plain = tmp_path / "plain.gguf"
-    assert run("quantize", "-m", str(smollm2_path), "--type", "Q4_K_M", "-o", str(plain)).returncode == 0
+    gguf_file.write(source, gguf_file.plan(source, policy.MIXES["Q4_K_M"]), policy.MIXES["Q4_K_M"], plain)
     weighted = {t.name: np.asarray(t.data) for t in GGUFReader(out).tensors}
     unweighted = {t.name: np.asarray(t.data) for t in GGUFReader(plain).tensors}
-    # the K matrices (ffn_down's 1536 columns divide into 256) differ; the Q5_0/Q8_0 fallbacks do not (see below)
+    types = {t.name: t.tensor_type.name for t in GGUFReader(out).tensors}
+    assert (types["blk.0.ffn_down.weight"], types["blk.0.ffn_up.weight"], types["blk.0.attn_v.weight"]) == (
+        "Q6_K",
+        "Q5_0",
+        "Q8_0",
+    )
     assert not np.array_equal(weighted["blk.0.ffn_down.weight"], unweighted["blk.0.ffn_down.weight"])
-    assert np.array_equal(weighted["blk.0.ffn_up.weight"], unweighted["blk.0.ffn_up.weight"])
+    assert not np.array_equal(weighted["blk.0.ffn_up.weight"], unweighted["blk.0.ffn_up.weight"])
+    assert np.array_equal(weighted["blk.0.attn_v.weight"], unweighted["blk.0.attn_v.weight"])
 
 
 def test_bad_imatrix_files_are_usage_errors(smollm2_path, tmp_path):

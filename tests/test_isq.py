@@ -8,7 +8,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from hf_from_gguf import export_hf
 from tiny_models import QWEN3_CHAT_TEMPLATE, make_hf_model, permute_for_gguf, save_byte_level_tokenizer
 
 from mistralcli.errors import MistralError
@@ -70,10 +69,9 @@ def test_isq_holds_one_tensor_in_float32_at_a_time(tiny_dir):
     assert peak < 0.6 * float32_model, (peak, float32_model)
 
 
-def test_isq_from_the_command_line(smollm2_path, tmp_path):
-    directory = export_hf(smollm2_path, tmp_path / "smollm2-hf")
+def test_isq_from_the_command_line(smollm2_hf):
     done = subprocess.run(
-        [*MISTRAL, "run", "-m", str(directory), "--isq", "Q8_0", "What is the capital of France?"]
+        [*MISTRAL, "run", "-m", str(smollm2_hf), "--isq", "Q8_0", "What is the capital of France?"]
         + ["--temperature", "0", "--max-tokens", "12"],
         capture_output=True,
         text=True,

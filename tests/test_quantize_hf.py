@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 from gguf import GGUFReader
-from hf_from_gguf import export_hf
 from llama_cpp_peer import convert_hf, llama_cpp_tree, run_tool
 from paged import OneSequence
 from tiny_models import QWEN3_CHAT_TEMPLATE, hf_logits, make_hf_model, save_byte_level_tokenizer
@@ -24,11 +23,6 @@ TEXT = "Hello there, world! <think>Tokens 12345</think> naïve café"
 
 def run(*args):
     return subprocess.run([*MISTRAL, *args], capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def smollm2_hf(smollm2_path, tmp_path_factory):
-    return export_hf(smollm2_path, tmp_path_factory.mktemp("smollm2-hf"))
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen3"])

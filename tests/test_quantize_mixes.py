@@ -20,15 +20,32 @@ QUANTIZE = [sys.executable, "-m", "mistralcli", "quantize"]
 # 8 layers so that the mixes' layer rules (the first and last eighth, every third between) pick different
 # layers; one KV head for 4 query heads (GQA 4, which some rules read); 256 columns, so the K types apply.
 SHAPE = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=1)
-TOKENS = [1, 504, 3458, 282, 4649, 314, 7042, 30, 354, 17, 2001, 45, 9, 812]
+TOKENS = [1, 200, 45, 82, 46, 14, 42, 30, 254, 17, 201, 45, 9, 112]
+
+
+def byte_level_vocabulary() -> dict:
+    """A small GGUF vocabulary (the 256 byte symbols, two merges, ChatML's control tokens): the tiny model's
+    embedding stays small, so quantizing it to every type is quick."""
+    from tokenizers import pre_tokenizers
+
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens = [*symbols, "Ġt", "he", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    return {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "gpt-2",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": [1] * (len(symbols) + 2) + [3, 3, 3],
+        "tokenizer.ggml.merges": ["Ġ t", "h e"],
+        "tokenizer.ggml.bos_token_id": len(tokens) - 2,
+        "tokenizer.ggml.eos_token_id": len(tokens) - 1,
+        "tokenizer.chat_template": "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}",
+    }
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, smollm2_path):
-    """(transformers model, its float32 GGUF) with SmolLM2's tokenizer."""
-    from mistralcli.loading.gguf_file import open_gguf
-
-    vocab = open_gguf(smollm2_path).metadata
+def tiny(tmp_path_factory):
+    """(transformers model, its float32 GGUF) with a byte-level vocabulary."""
+    vocab = byte_level_vocabulary()
     hf = make_hf_model("llama", vocab_size=len(vocab["tokenizer.ggml.tokens"]), initializer_range=0.05, **SHAPE)
     path = tmp_path_factory.mktemp("tiny") / "tiny-f32.gguf"
     write_gguf(path, hf, vocab)
@@ -132,35 +149,30 @@ def test_smollm2_mixes_with_their_fallbacks_are_llama_cpps(smollm2_path, tmp_pat
     assert ours(smollm2_path, mix, None) == types_of(out)
 
 
-def test_smollm2_q8_0_and_q4_k_m_load_and_answer_in_ours_and_in_llama_cpp(smollm2_path, tmp_path):
-    """Our Q8_0 answers the question; our Q4_K_M is llama.cpp's Q4_K_M of the same source, byte for byte, so both
-    engines answer from it what they answer from llama.cpp's. (SmolLM2-135M at Q4_K_M, quantized again from its
-    Q4_1, answers "L'Étoile (The City of Light) is the capital of France" in ours and llama.cpp's "L'Étoile (The
-    Lion) is the capital of France": the small model's, from either quantizer. llama.cpp's own greedy answer
-    from the Q4_1 file itself is "L'Étoile, la Cité, ...".)"""
+def test_smollm2_q4_k_m_loads_and_answers_in_ours_and_in_llama_cpp(smollm2_path, tmp_path):
+    """Our Q4_K_M is llama.cpp's Q4_K_M of the same source, byte for byte, so both engines answer from it what
+    they answer from llama.cpp's. (SmolLM2-135M at Q4_K_M, quantized again from its Q4_1, answers "L'Étoile (The
+    City of Light) is the capital of France" in ours and llama.cpp's "L'Étoile (The Lion) is the capital of
+    France": the small model's, from either quantizer. llama.cpp's own greedy answer from the Q4_1 file itself
+    is "L'Étoile, la Cité, ...". Our Q8_0 answers Paris: tests/test_quantize_command.py.)"""
     from mistralcli import LLM, SamplingParams
 
     question = "What is the capital of France?"
-    greedy = SamplingParams(temperature=0, max_tokens=16)
-    written = {}
-    for mix in ("Q8_0", "Q4_K_M"):
-        out = written[mix] = tmp_path / f"smollm2-{mix}.gguf"
-        result = subprocess.run(
-            [*QUANTIZE, "-m", str(smollm2_path), "--type", mix, "-o", str(out), "--json"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stderr
+    out = tmp_path / "smollm2-Q4_K_M.gguf"
+    result = subprocess.run(
+        [*QUANTIZE, "-m", str(smollm2_path), "--type", "Q4_K_M", "-o", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["tensors"]["Q6_K"] > 0
-    answer = LLM(str(written["Q8_0"])).chat([{"role": "user", "content": question}], greedy)[0].outputs[0].text
-    assert "Paris" in answer
+    greedy = SamplingParams(temperature=0, max_tokens=16)
+    mine = LLM(str(out)).chat([{"role": "user", "content": question}], greedy)[0].outputs[0].text
+    assert "capital of France" in mine
     theirs = tmp_path / "llama-Q4_K_M.gguf"
     llama_quantize(smollm2_path, theirs, "Q4_K_M")
     expected = {t.name: np.asarray(t.data).view(np.uint8) for t in GGUFReader(theirs).tensors}
-    for tensor in GGUFReader(written["Q4_K_M"]).tensors:
+    for tensor in GGUFReader(out).tensors:
         assert np.array_equal(np.asarray(tensor.data).view(np.uint8), expected[tensor.name]), tensor.name
-    assert len(llama_chat(written["Q8_0"], question).split()) >= 4  # loads and talks (as from the Q4_1 file)
-    assert "capital of France" in llama_chat(written["Q4_K_M"], question)
-    mine = LLM(str(written["Q4_K_M"])).chat([{"role": "user", "content": question}], greedy)[0].outputs[0].text
-    assert "capital of France" in mine
+    assert "capital of France" in llama_chat(out, question)

@@ -4,6 +4,7 @@ tokenizer, chat template), under a temporary name renamed at the end, so a failu
 
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +43,7 @@ def write(
 ):
     """Write the requantized file (a temporary name in its directory, renamed when whole); imatrix: the
     importance of each column, by tensor name, for the K and IQ types."""
-    architecture = source.metadata["general.architecture"]
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial")
-    try:
-        writer = GGUFWriter(tmp, architecture)
+    with gguf_writer(out_path, source.metadata["general.architecture"]) as writer:
         for key, value in source.metadata.items():
             if key in SET_HERE:
                 continue
@@ -62,11 +60,21 @@ def write(
                 writer.add_tensor(p.name, data, raw_shape=data.shape, raw_dtype=p.target)
             if progress is not None:
                 progress(p)
+
+
+@contextmanager
+def gguf_writer(path: Path, architecture: str):
+    """A GGUFWriter on a temporary name in path's directory; when the block ends the file is written and renamed
+    to path, and if it raises (a disk that fills, Ctrl-C) the temporary file is removed: no half file is left."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        writer = GGUFWriter(tmp, architecture)
+        yield writer
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, out_path)
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

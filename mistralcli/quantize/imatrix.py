@@ -14,7 +14,6 @@ The file (GGUF): `general.type = imatrix`, `imatrix.datasets` (the calibration f
 tensors `NAME.in_sum2` (E, cols) and `NAME.counts` (E, 1). A matrix with a count of 0 (an expert no token
 reached) gets importance 1 when read, as llama-quantize gives it."""
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,11 +102,11 @@ def collect(loaded, text: str, ctx: int = 512, with_output: bool = False, progre
 
 def save(stats: Imatrix, path: Path) -> None:
     """Write the GGUF imatrix (a temporary name renamed when whole)."""
-    from gguf import GGUFWriter, Keys
+    from gguf import Keys
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        writer = GGUFWriter(tmp, "")
+    from mistralcli.quantize.gguf_file import gguf_writer
+
+    with gguf_writer(path, "") as writer:
         writer.kv_data[0].pop(Keys.General.ARCHITECTURE, None)  # gguf's writer always adds one; an imatrix has none
         writer.add_type("imatrix")
         writer.add_array("imatrix.datasets", stats.datasets)
@@ -116,14 +115,6 @@ def save(stats: Imatrix, path: Path) -> None:
         for name in sorted(stats.sums):
             writer.add_tensor(f"{name}.in_sum2", stats.sums[name].astype(np.float32))
             writer.add_tensor(f"{name}.counts", stats.counts[name].astype(np.float32)[:, None])
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load(path: Path) -> Imatrix:

@@ -415,7 +415,8 @@ def _q4_q5_k_block(x, qw, weighted, out, b, nmax, L, Laux, w, scales, mins, sw, 
 
 
 @njit(nogil=True, cache=True, error_model="numpy", parallel=True)
-def q4_k(x, qw, weighted, out):
+def _q4_q5_k(x, qw, weighted, out, nmax):
+    """Q4_K (nmax 15: | d | dmin | scales[12] | qs[128] |) or Q5_K (31: | d | dmin | scales[12] | qh[32] | qs |)."""
     n, per_row = x.shape[0], qw.shape[0]
     for c in prange((n + _CHUNK - 1) // _CHUNK):
         L, Laux = np.empty(256, np.int32), np.empty(32, np.int32)
@@ -427,26 +428,12 @@ def q4_k(x, qw, weighted, out):
         )
         Ls, Lm = np.empty(8, np.int32), np.empty(8, np.int32)
         for b in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
-            _q4_q5_k_block(x[b], qw[b % per_row], weighted, out, b, 15, L, Laux, w, scales, mins, sw, Ls, Lm)
-            for j in range(0, 256, 64):
-                for i in range(32):
-                    out[b, 16 + j // 2 + i] = np.uint8(L[j + i] | (L[j + i + 32] << 4))
-
-
-@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
-def q5_k(x, qw, weighted, out):
-    n, per_row = x.shape[0], qw.shape[0]
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        L, Laux = np.empty(256, np.int32), np.empty(32, np.int32)
-        w, scales, mins, sw = (
-            np.empty(32, np.float32),
-            np.empty(8, np.float32),
-            np.empty(8, np.float32),
-            np.empty(8, np.float32),
-        )
-        Ls, Lm = np.empty(8, np.int32), np.empty(8, np.int32)
-        for b in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
-            _q4_q5_k_block(x[b], qw[b % per_row], weighted, out, b, 31, L, Laux, w, scales, mins, sw, Ls, Lm)
+            _q4_q5_k_block(x[b], qw[b % per_row], weighted, out, b, nmax, L, Laux, w, scales, mins, sw, Ls, Lm)
+            if nmax == 15:
+                for j in range(0, 256, 64):
+                    for i in range(32):
+                        out[b, 16 + j // 2 + i] = np.uint8(L[j + i] | (L[j + i + 32] << 4))
+                continue
             for i in range(32):
                 out[b, 16 + i] = 0
             for j in range(0, 256, 64):
@@ -460,6 +447,14 @@ def q5_k(x, qw, weighted, out):
                         hi -= 16
                         out[b, 16 + i] |= np.uint8(m2)
                     out[b, 48 + j // 2 + i] = np.uint8(lo | (hi << 4))
+
+
+def q4_k(x, qw, weighted, out):
+    _q4_q5_k(x, qw, weighted, out, 15)
+
+
+def q5_k(x, qw, weighted, out):
+    _q4_q5_k(x, qw, weighted, out, 31)
 
 
 @njit(nogil=True, cache=True, error_model="numpy", parallel=True)
