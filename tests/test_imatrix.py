@@ -22,7 +22,7 @@ def run(*args):
 @pytest.fixture(scope="module")
 def calibration(tmp_path_factory):
     path = tmp_path_factory.mktemp("calib") / "calibration.txt"
-    path.write_text(" ".join(np.random.default_rng(0).choice(WORDS, 700)))
+    path.write_text(" ".join(np.random.default_rng(0).choice(WORDS, 330)))
     return path
 
 
