@@ -98,15 +98,7 @@ def _in_situ(mix, tensors, config: dict, arch: str, progress):
     from mistralcli.quantize.isq import InSitu
     from mistralcli.quantize.policy import ModelShape
 
-    heads = int(config.get("num_attention_heads") or 1)
-    shape = ModelShape(
-        arch,
-        int(config.get("num_hidden_layers") or 0),
-        heads,
-        int(config.get("num_key_value_heads") or heads),
-        int(config.get("num_local_experts") or config.get("num_experts") or 0),
-    )
-    return InSitu(mix, tensors, shape, progress)
+    return InSitu(mix, tensors, ModelShape.from_config(arch, config), progress)
 
 
 def _load_gguf(path: Path, ops, mix=None, progress=None) -> LoadedModel:

@@ -21,7 +21,6 @@ class InSitu:
     transform that quantizes each as it is read: `tensor = isq(tensor)`."""
 
     def __init__(self, mix: Mix, tensors: list[tuple[str, tuple, Q]], model: policy.ModelShape, progress=None):
-        self.mix = mix
         self.plans = {p.name: p for p in policy.plan(tensors, mix, model, policy.Options())}
         self.progress: Callable[[TensorPlan, int, int], None] | None = progress  # (plan, done, total)
         self.done = 0
@@ -37,13 +36,6 @@ class InSitu:
             if self.progress is not None:
                 self.progress(plan, self.done, len(self.plans))
         return out
-
-    def summary(self) -> dict:
-        plans = list(self.plans.values())
-        counts: dict[str, int] = {}
-        for p in plans:
-            counts[p.target.name] = counts.get(p.target.name, 0) + 1
-        return {"type": self.mix.name, "tensors": counts, "bits_per_weight": policy.bits_per_weight(plans)}
 
 
 def quantized(tensor: QuantTensor, target: Q) -> QuantTensor:

@@ -126,6 +126,18 @@ class ModelShape:
             arch, value("block_count", 0), heads, value("attention.head_count_kv", heads), value("expert_count", 0)
         )
 
+    @classmethod
+    def from_config(cls, architecture: str, config: dict) -> "ModelShape":
+        """From a Hugging Face style config (config.json, or the one our loader makes of a GGUF's metadata)."""
+        heads = int(config.get("num_attention_heads") or 1)
+        return cls(
+            architecture,
+            int(config.get("num_hidden_layers") or 0),
+            heads,
+            int(config.get("num_key_value_heads") or heads),
+            int(config.get("num_local_experts") or config.get("num_experts") or 0),
+        )
+
 
 @dataclass
 class Options:
@@ -141,7 +153,7 @@ def plan(tensors, mix: Mix, model: ModelShape, options: Options) -> list[TensorP
 
     The rules count attn_v and ffn_down tensors as llama.cpp meets them: by layer, then by name (its loader's
     order), whatever the order of the file."""
-    state = _Counters(model, [t[0] for t in tensors])
+    state = _Counters([t[0] for t in tensors])
     chosen = {}
     for name, shape, source in sorted(tensors, key=lambda t: (_layer(t[0]), t[0])):
         chosen[name] = _choose(name, shape, source, mix, model, options, state)
@@ -154,7 +166,7 @@ def _layer(name: str) -> int:
 
 
 class _Counters:
-    def __init__(self, model: ModelShape, names: list[str]):
+    def __init__(self, names: list[str]):
         self.n_attn_v = sum(_category(n) == "attn_v" for n in names)
         self.tied = "output.weight" not in names
         self.i_attn_v = 0

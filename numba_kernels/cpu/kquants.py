@@ -318,6 +318,17 @@ def _sum_squares(x):
 
 
 @njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _weights(xs, qs, sigma2, w):
+    """The weighted searches' weights, qs * sqrt(sigma2 + x**2), into w; their sum, added in order."""
+    for i in range(xs.shape[0]):
+        w[i] = qs[i] * np.sqrt(sigma2 + xs[i] * xs[i])
+    s = _F0
+    for i in range(xs.shape[0]):
+        s += w[i]
+    return s
+
+
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def _pack_2bit(out, b, at, L):
     """Four 2-bit quants a byte: byte at + 32 * (j // 128) + i holds weights j + i, + 32, + 64, + 96."""
     for j in range(0, 256, 128):
@@ -372,12 +383,7 @@ def _q4_q5_k_block(x, qw, weighted, out, b, nmax, L, Laux, w, scales, mins, sw, 
     for j in range(8):
         xs = x[32 * j : 32 * j + 32]
         if weighted:
-            for i in range(32):
-                w[i] = qw[32 * j + i] * np.sqrt(sigma2 + xs[i] * xs[i])
-            s = _F0
-            for i in range(32):
-                s += w[i]
-            sw[j] = s
+            sw[j] = _weights(xs, qw[32 * j : 32 * j + 32], sigma2, w)
             scales[j], mins[j] = _qkx(
                 xs, w, L[32 * j : 32 * j + 32], Laux, nmax, np.float32(-0.9), np.float32(0.05), 36, False
             )
@@ -476,12 +482,7 @@ def q2_k(x, qw, weighted, out):
             for j in range(16):
                 xs = xb[16 * j : 16 * j + 16]
                 if weighted:
-                    for i in range(16):
-                        w[i] = qb[16 * j + i] * np.sqrt(sigma2 + xs[i] * xs[i])
-                    s = _F0
-                    for i in range(16):
-                        s += w[i]
-                    sw[j] = s
+                    sw[j] = _weights(xs, qb[16 * j : 16 * j + 16], sigma2, w)
                     scales[j], mins[j] = _qkx(
                         xs, w, L[16 * j : 16 * j + 16], Laux, 3, np.float32(-0.9), np.float32(0.05), 36, False
                     )
@@ -549,12 +550,7 @@ def q3_k(x, qw, weighted, out):
                 sigma2 = np.float32(2.0) * _sum_squares(xb) / np.float32(256.0)
                 for j in range(16):
                     xs = xb[16 * j : 16 * j + 16]
-                    for i in range(16):
-                        w[i] = qb[16 * j + i] * np.sqrt(sigma2 + xs[i] * xs[i])
-                    s = _F0
-                    for i in range(16):
-                        s += w[i]
-                    sw[j] = s
+                    sw[j] = _weights(xs, qb[16 * j : 16 * j + 16], sigma2, w)
                     scales[j] = _qx(xs, L[16 * j : 16 * j + 16], 4, w, True, last)
                 d = _qx(scales, Ls, 32, sw, True, last)
             else:
@@ -768,8 +764,7 @@ def legacy_weighted(x, qw, qtype, out):
         for ib in range(per_row):
             b = r * per_row + ib
             xb, qb = xr[32 * ib : 32 * ib + 32], qw[ib]
-            for j in range(32):
-                w[j] = qb[j] * np.sqrt(sigma2 + xb[j] * xb[j])
+            _weights(xb, qb, sigma2, w)  # (their sum is not used here)
             at = 2
             if with_min:
                 d, the_min = _qkx(xb, w, L, Laux, nmax, np.float32(-0.9), np.float32(0.05), 36, False)
