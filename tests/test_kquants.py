@@ -14,7 +14,7 @@ from mistralcli.reference.kquants import quantize_reference
 
 Q = GGMLQuantizationType
 TYPES = [Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.IQ4_NL, Q.IQ4_XS]
-LEGACY = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]  # weighted by an importance matrix in kquants.legacy_weighted
+LEGACY = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]  # weighted by an importance matrix: numba_kernels/cpu/legacy_weighted.py
 ROWS, COLS = 32, 512
 
 

@@ -104,7 +104,7 @@ def _importance(imatrix, row_length: int, block_size: int) -> np.ndarray:
 
 
 def _weighted_legacy(rows, qtype, imatrix):
-    from mistralcli.numba_kernels.cpu import kquants as kernels
+    from mistralcli.numba_kernels.cpu import legacy_weighted as kernels
 
     _, type_size = GGML_QUANT_SIZES[qtype]
     qw = _importance(imatrix, rows.shape[-1], 32)
