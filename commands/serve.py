@@ -76,6 +76,17 @@ def serve(
     max_tool_rounds: int = typer.Option(
         10, "--max-tool-rounds", min=1, help="Most rounds of tool calls the server runs for one chat completion."
     ),
+    responses_ttl: str = typer.Option(
+        "30d",
+        "--responses-ttl",
+        help="How long the Responses API keeps a stored response: seconds, or 30d, 12h, 90m (never: until deleted).",
+    ),
+    responses_db: Path = typer.Option(
+        None,
+        "--responses-db",
+        help="The SQLite file of stored responses (default: responses.sqlite3 in the data directory).",
+        show_default=False,
+    ),
     mcp_port: int = typer.Option(
         None,
         "--mcp-port",
@@ -85,7 +96,8 @@ def serve(
         "at /mcp.",
     ),
 ):
-    """Serve a model over the OpenAI API (chat and text completions, streaming) on HOST:PORT.
+    """Serve a model over the OpenAI API (chat and text completions, the Responses API), Anthropic's Messages API
+    and Ollama's API, streaming, on HOST:PORT.
 
     Example: mistral serve --port 8000, then
     curl http://127.0.0.1:8000/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
@@ -126,6 +138,17 @@ def serve(
         agent_permission,
         agent_approval_timeout,
     )
+    from mistralcli.errors import MistralError
+    from mistralcli.server.response_store import ResponseStore, parse_ttl
+
+    try:
+        ttl = parse_ttl(responses_ttl)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--responses-ttl") from None
+    try:
+        responses = ResponseStore(responses_db, ttl)
+    except MistralError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--responses-db") from None
     try:
         request_log = open(log_requests, "a", encoding="utf-8") if log_requests else None
     except OSError as exc:
@@ -144,6 +167,9 @@ def serve(
         EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_cache_mb=kv_cache_mb),
     )
     name = served_model_name or loaded.name
+    from mistralcli.server.ollama import file_identity
+
+    size, digest = file_identity(loaded.path)
     settings = ServerSettings(
         model_name=name,
         chat_template=loaded.chat_template,
@@ -158,6 +184,9 @@ def serve(
         reasoning_parser=reasoning_parser,
         tools=tools,
         max_tool_rounds=max_tool_rounds,
+        responses=responses,
+        model_size=size,
+        model_digest=digest,
     )
     app = make_app(engine, settings)
 

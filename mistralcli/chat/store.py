@@ -8,18 +8,13 @@ error rather than misread. A session has a unique name; messages keep their orde
 model and sampling parameters they were made with, timestamps and token counts."""
 
 import json
-import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import platformdirs
-
 from mistralcli.errors import MistralError
-from mistralcli.paths import APP_NAME
+from mistralcli.sqlite_store import VersionedStore, data_dir
 
 # MIGRATIONS[i] takes a store from version i to i + 1
 MIGRATIONS: list[list[str]] = [
@@ -71,9 +66,8 @@ _UPDATE = f"UPDATE messages SET {', '.join(f'{c} = ?' for c in _DATA_COLUMNS.spl
 
 
 def default_store_path() -> Path:
-    """sessions.sqlite3 in the user data directory; MISTRALCLI_DATA overrides the directory."""
-    override = os.environ.get("MISTRALCLI_DATA")
-    return Path(override or platformdirs.user_data_dir(APP_NAME)) / "sessions.sqlite3"
+    """sessions.sqlite3 in the user data directory (MISTRALCLI_DATA overrides the directory)."""
+    return data_dir() / "sessions.sqlite3"
 
 
 @dataclass
@@ -120,60 +114,12 @@ class Session:
         return system + [m.openai() for m in self.messages]
 
 
-class SessionStore:
+class SessionStore(VersionedStore):
+    MIGRATIONS = MIGRATIONS
+    WHAT = "session store"
+
     def __init__(self, path: Path | str | None = None):
-        self.path = Path(path) if path is not None else default_store_path()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
-        except (OSError, sqlite3.Error) as exc:
-            raise MistralError(f"{self.path}: cannot open the session store ({exc})") from None
-        try:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash of the process loses nothing committed
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            self.db.close()
-            raise MistralError(f"{self.path}: not a session store ({exc})") from None
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> "SessionStore":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        if self.db.in_transaction:  # one that Ctrl-C cut between its BEGIN and its end: undone
-            self.db.execute("ROLLBACK")
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-
-    @property
-    def version(self) -> int:
-        return self.db.execute("PRAGMA user_version").fetchone()[0]
-
-    def _migrate(self) -> None:
-        version = self.version
-        if version > SCHEMA_VERSION:
-            raise MistralError(
-                f"{self.path}: the session store is version {version}, newer than this mistralcli reads "
-                f"({SCHEMA_VERSION}); upgrade mistralcli"
-            )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._transaction() as db:
-                for statement in MIGRATIONS[target - 1]:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version={target}")
+        super().__init__(path if path is not None else default_store_path())
 
     # ---- sessions
     def create(

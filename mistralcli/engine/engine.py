@@ -74,6 +74,7 @@ class RequestOutput:
     # a constrained choice, once finished: whether its output is complete under the grammar (False: it ended
     # first, at max_tokens or the context's end); None: unconstrained, or not finished
     grammar_complete: bool | None = None
+    stop_string: str | None = None  # once finished: the stop string that ended the output, if one did
 
 
 def available_memory_bytes() -> int:
@@ -412,6 +413,7 @@ class Engine:
             logprobs,
             seq.index,
             complete,
+            seq.text.matched if finished else None,
         )
 
     def _finish(

@@ -14,6 +14,7 @@ class OutputText:
         self._stop = [s for s in stop if s]
         self._longest = max((len(s) for s in self._stop), default=0)
         self.text = ""  # all decoded text (cut at a stop string once one matched)
+        self.matched: str | None = None  # the stop string that cut it
         self._released = 0
 
     def push(self, token_id: int) -> tuple[str, bool]:
@@ -22,9 +23,10 @@ class OutputText:
         if not self._stop:
             return self._release(len(self.text)), False
         start = max(0, self._released - self._longest)
-        found = [i for i in (self.text.find(s, start) for s in self._stop) if i >= 0]
+        found = [(i, s) for s in self._stop if (i := self.text.find(s, start)) >= 0]
         if found:
-            self.text = self.text[: min(found)]
+            cut, self.matched = min(found, key=lambda f: f[0])
+            self.text = self.text[:cut]
             return self._release(len(self.text)), True
         return self._release(len(self.text) - self._held_back()), False
 

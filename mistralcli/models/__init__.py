@@ -27,6 +27,7 @@ HF_MODEL_TYPES = {
 def register(name: str):
     def wrap(cls):
         ARCHITECTURES[name] = cls
+        cls.architecture = name
         return cls
 
     return wrap

@@ -11,9 +11,19 @@ import tornado.web
 from mistralcli.engine.async_engine import AsyncEngine
 from mistralcli.engine.engine import Engine
 from mistralcli.server import protocol
+from mistralcli.server.anthropic import CountTokensHandler, MessagesHandler
 from mistralcli.server.base import DEFAULT_MAX_BODY_BYTES, APIError, BaseHandler, ServerSettings, ServerState
 from mistralcli.server.chat import ChatCompletionsHandler
 from mistralcli.server.completions import CompletionsHandler
+from mistralcli.server.ollama import (
+    OllamaChatHandler,
+    OllamaGenerateHandler,
+    PsHandler,
+    ShowHandler,
+    TagsHandler,
+    VersionHandler,
+)
+from mistralcli.server.responses import ResponsesHandler, StoredResponseHandler
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "APIError", "ServerSettings", "ServerState", "make_app", "routes"]
 
@@ -196,11 +206,22 @@ def routes(state: ServerState) -> list:
     return [
         (r"/v1/chat/completions", ChatCompletionsHandler, args),
         (r"/v1/completions", CompletionsHandler, args),
+        (r"/v1/messages", MessagesHandler, args),
+        (r"/v1/messages/count_tokens", CountTokensHandler, args),
+        (r"/v1/responses", ResponsesHandler, args),
+        (r"/v1/responses/([^/]+)", StoredResponseHandler, args),
+        (r"/v1/responses/([^/]+)/([^/]+)", StoredResponseHandler, args),
         (r"/v1/models", ModelsHandler, args),
         (r"/v1/models/(.+)", ModelsHandler, args),
         (r"/v1/chat/template", ChatTemplateHandler, args),
         (r"/v1/agent/approvals", ApprovalsHandler, args),
         (r"/v1/agent/approvals/([^/]+)", ApprovalsHandler, args),
+        (r"/api/chat", OllamaChatHandler, args),
+        (r"/api/generate", OllamaGenerateHandler, args),
+        (r"/api/tags", TagsHandler, args),
+        (r"/api/show", ShowHandler, args),
+        (r"/api/ps", PsHandler, args),
+        (r"/api/version", VersionHandler, args),
         (r"/tokenize", TokenizeHandler, args),
         (r"/detokenize", DetokenizeHandler, args),
         (r"/health", HealthHandler, args),

@@ -56,6 +56,9 @@ class ServerSettings:
     reasoning_parser: str | None = None  # a mistralcli.reasoning.REASONING_PARSERS name or "none"; None: the template's
     tools: Any = None  # a mistralcli.tools.loop.ToolRunner: the tools the server runs itself (the tool loop)
     max_tool_rounds: int = 10  # rounds of tool calls the server runs for one chat completion
+    model_size: int = 0  # bytes, as Ollama's /api/tags lists it
+    model_digest: str = ""  # an identity of the model's file (see server.ollama.file_identity)
+    responses: Any = None  # a mistralcli.server.response_store.ResponseStore; None: the Responses API stores nothing
 
 
 class ServerState:
@@ -73,6 +76,8 @@ class ServerState:
         self.created = int(time.time())
         self.in_flight: set[str] = set()  # request ids being served
         self.tool_models: dict = {}  # the server's tools by name: (Tool, its protocol.Tool), see chat._tool_model
+        self.responses = settings.responses
+        self.responses_in_flight: dict = {}  # the Responses API's responses being generated, by id (their handlers)
         self.shutting_down = False
 
     @property
@@ -119,11 +124,12 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.request.method == "OPTIONS":
             return
         if self.needs_key and self.state.settings.api_keys:
-            self.key = self.state.settings.api_keys.check(self.request.headers.get("Authorization"))
+            headers = self.request.headers
+            self.key = self.state.settings.api_keys.check(headers.get("Authorization"), headers.get("x-api-key"))
             if self.key is None:
                 raise APIError(
                     401,
-                    "a valid API key is required: send 'Authorization: Bearer KEY'",
+                    "a valid API key is required: send 'Authorization: Bearer KEY' (or 'x-api-key: KEY')",
                     "authentication_error",
                     code="invalid_api_key",
                 )
@@ -164,8 +170,10 @@ class BaseHandler(tornado.web.RequestHandler):
         return b"".join(self.chunks)
 
     def options(self, *args):  # CORS preflight
-        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-        self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+        self.set_header(
+            "Access-Control-Allow-Headers", "Authorization, Content-Type, x-api-key, anthropic-version, anthropic-beta"
+        )
         self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
         self.finish()
@@ -183,7 +191,11 @@ class BaseHandler(tornado.web.RequestHandler):
         if self._body_unread():  # answered early (413, 401, 404): tornado closes the connection; say so
             self.set_header("Connection", "close")
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(error.body()))
+        self.finish(json.dumps(self.error_body(error)))
+
+    def error_body(self, error: APIError) -> dict:
+        """An error as this handler's protocol shapes it (here OpenAI's)."""
+        return error.body()
 
     def log_exception(self, typ, value, tb):
         if isinstance(value, APIError):

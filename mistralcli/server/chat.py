@@ -52,11 +52,12 @@ class _ToolLoop:
 
 class ChatCompletionsHandler(_GenerateHandler):
     route = "/v1/chat/completions"
-    id_prefix = "chatcmpl"
+    id_prefix = "chatcmpl-"
     prompt_param = "messages"
     response_object = "chat.completion"
     chunk_object = "chat.completion.chunk"
     extra_fields = {"system_fingerprint": None}
+    thinking_budget_optional = False  # True: a thinking budget is ignored for a model that does not think
 
     def initialize(self, state: ServerState):
         super().initialize(state)
@@ -75,10 +76,14 @@ class ChatCompletionsHandler(_GenerateHandler):
     async def post(self):
         request = self.parse(protocol.ChatCompletionRequest)
         self.check_model(request.model)
+        await self.chat(request)
+
+    async def chat(self, request: protocol.ChatCompletionRequest) -> None:
+        """Answer a chat completion request (the other protocols' handlers translate theirs into one)."""
         if request.top_logprobs is not None and not request.logprobs:
             raise APIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs", code="invalid_value")
         self._offer_server_tools(request)
-        _check_tool_choice(request)
+        check_tool_choice(request)
         text = self._render(request)
         self._choose_parsers(request, text)
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
@@ -177,6 +182,8 @@ class ChatCompletionsHandler(_GenerateHandler):
         budget = request.thinking_token_budget
         if budget is None:
             budget = request.max_thinking_tokens
+        if budget is not None and self.thinking is None and self.thinking_budget_optional:
+            budget = None  # a model that does not think has no thought to cut
         if budget is not None:
             field_name = "thinking_token_budget" if request.thinking_token_budget is not None else "max_thinking_tokens"
             if self.thinking is None:
@@ -245,8 +252,7 @@ class ChatCompletionsHandler(_GenerateHandler):
                 self.loop.stopped_by = "context"
                 choice.finish_reason, choice.continues = "length", False
                 if self.stream:
-                    end = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}
-                    await self._sse(self._chunk([end]))
+                    await self._send_cut(choice)
                 return choices
 
     def _later_params(self, request: protocol.ChatCompletionRequest, params: SamplingParams) -> SamplingParams:
@@ -294,7 +300,14 @@ class ChatCompletionsHandler(_GenerateHandler):
         if not self.stream:
             return
         async with self.emit_lock:
-            await self._sse(self._event_chunk(event))
+            await self._send_tool_event(event)
+
+    async def _send_cut(self, choice: _ChatChoice) -> None:
+        """A stream's end where the tool loop stopped at the context's end: the choice's finish_reason."""
+        await self._sse(self._chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}]))
+
+    async def _send_tool_event(self, event: dict) -> None:
+        await self._sse(self._event_chunk(event))
 
     def _event_chunk(self, event: dict) -> dict:
         """A stream's chunk for a tool loop's event: an empty delta (what the openai SDK and other clients take
@@ -376,7 +389,7 @@ class ChatCompletionsHandler(_GenerateHandler):
         return {"content": content}
 
 
-def _check_tool_choice(request: protocol.ChatCompletionRequest) -> None:
+def check_tool_choice(request: protocol.ChatCompletionRequest) -> None:
     """A forced tool call needs tools, and a named function must be one of them."""
     choice = request.tool_choice
     names = [t.function.name for t in request.tools or []]

@@ -10,7 +10,7 @@ from mistralcli.server.generate import _Choice, _GenerateHandler
 
 class CompletionsHandler(_GenerateHandler):
     route = "/v1/completions"
-    id_prefix = "cmpl"
+    id_prefix = "cmpl-"
     prompt_param = "prompt"
     response_object = "text_completion"
     chunk_object = "text_completion"

@@ -33,6 +33,7 @@ class _Choice:
     token_ids: list = field(default_factory=list)
     logprobs: list = field(default_factory=list)
     finish_reason: str | None = None
+    stop_string: str | None = None  # the stop string that ended it, if one did
     started: bool = False
     grammar_complete: bool | None = None  # a constrained choice's, once finished (see RequestOutput)
 
@@ -44,6 +45,7 @@ class _Choice:
             self.logprobs += out.logprobs
         if out.finished:
             self.finish_reason = _finish_reason(out.finish_reason)
+            self.stop_string = out.stop_string
             self.grammar_complete = out.grammar_complete
         return out.text
 
@@ -68,7 +70,7 @@ def _finish_reason(reason: str | None) -> str:
 
 
 class _GenerateHandler(BaseHandler):
-    id_prefix = ""  # of the completion's id
+    id_prefix = ""  # of the completion's id, with its separator
     prompt_param = ""  # the request field holding the prompt, named in its errors
     response_object = ""
     chunk_object = ""
@@ -97,13 +99,14 @@ class _GenerateHandler(BaseHandler):
     async def generate(self, request: protocol._Sampling, prompts: list[list[int]], logprobs: int | None):
         """Answer the request for these prompts (token ids), n choices each."""
         params = await self._admit(request, prompts, logprobs)
-        self.completion_id = f"{self.id_prefix}-{uuid.uuid4().hex[:24]}"
+        self.completion_id = f"{self.id_prefix}{uuid.uuid4().hex[:24]}"
         self.set_header("x-request-id", self.completion_id)
         self.created = int(time.time())
         self.logprobs = logprobs
         self.include_usage = bool(request.stream and request.stream_options and request.stream_options.include_usage)
         usage = _Usage(0)
         try:
+            await self._generation_started()
             choices = await self._rounds(request, prompts, params, usage)
             self.usage = (usage.prompt_tokens, usage.completion_tokens)
             self.log_record["response"] = {
@@ -132,6 +135,13 @@ class _GenerateHandler(BaseHandler):
             if self.state.limiter is not None:
                 used = usage.prompt_tokens + usage.completion_tokens
                 self.state.limiter.settle(self._rate_key(), used - self.reserved_tokens)
+            await self._generation_done()
+
+    async def _generation_started(self) -> None:
+        """A hook: the request is admitted and has its id; its generation starts."""
+
+    async def _generation_done(self) -> None:
+        """A hook: the request is over (answered, failed or cut)."""
 
     # ---- admission
     async def _admit(

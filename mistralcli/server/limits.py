@@ -144,12 +144,14 @@ class ApiKeys:
     def __bool__(self) -> bool:
         return bool(self.keys)
 
-    def check(self, authorization: str | None) -> str | None:
-        """The key of a valid 'Bearer KEY' header, else None (compared in constant time)."""
-        if not authorization or not authorization.startswith("Bearer "):
-            return None
-        given = authorization[len("Bearer ") :].strip().encode()
-        for key in self.keys:
-            if hmac.compare_digest(given, key.encode()):
-                return key
+    def check(self, authorization: str | None, api_key: str | None = None) -> str | None:
+        """The key of a valid 'Authorization: Bearer KEY' header or 'x-api-key: KEY' header (Anthropic's),
+        else None (compared in constant time)."""
+        given = [api_key.strip()] if api_key else []
+        if authorization and authorization.startswith("Bearer "):
+            given.insert(0, authorization[len("Bearer ") :].strip())
+        for candidate in given:
+            for key in self.keys:
+                if hmac.compare_digest(candidate.encode(), key.encode()):
+                    return key
         return None

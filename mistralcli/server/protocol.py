@@ -217,12 +217,17 @@ class FunctionDefinition(_Request):
     @field_validator("parameters")
     @classmethod
     def _a_json_schema(cls, value):
-        if value is not None:
-            try:
-                jsonschema.validators.validator_for(value).check_schema(value)
-            except jsonschema.SchemaError as exc:
-                raise ValueError(f"not a valid JSON schema: {exc.message}") from None
-        return value
+        return check_json_schema(value)
+
+
+def check_json_schema(value: dict | None) -> dict | None:
+    """A field validator's check: value is None or a valid JSON schema (else ValueError)."""
+    if value is not None:
+        try:
+            jsonschema.validators.validator_for(value).check_schema(value)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON schema: {exc.message}") from None
+    return value
 
 
 class Tool(_Request):

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import tornado.httpserver
+import tornado.ioloop
 import tornado.netutil
 import tornado.web
 
@@ -50,6 +51,8 @@ async def serve_app(
     # the first constrained request would wait for llguidance's tokenizer (0.4 s for 150k tokens): build it now
     grammars = state.engine.engine.grammars
     threading.Thread(target=lambda: grammars.lltokenizer, name="grammar-tokenizer", daemon=True).start()
+    if state.responses is not None:  # the stored responses past their time to live go, hourly
+        tornado.ioloop.PeriodicCallback(state.responses.expire, 3600 * 1000).start()
     if on_ready is not None:
         on_ready(f"http://{shown}:{bound[1]}")
     await stop.wait()

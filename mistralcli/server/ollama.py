@@ -1,0 +1,474 @@
+"""Ollama's API: /api/chat and /api/generate (streamed as newline-delimited JSON by default, as Ollama does),
+/api/tags, /api/show, /api/ps and /api/version, with Ollama's field names (`options` mapped to the sampling
+parameters, `format` to structured output, `think` to the reasoning support). Generation is the chat handler's
+machinery; errors are Ollama's `{"error": "..."}`. `keep_alive` is accepted and ignored: the one model stays
+loaded while the server runs."""
+
+import hashlib
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from tornado.iostream import StreamClosedError
+
+from mistralcli import __version__
+from mistralcli.server import protocol
+from mistralcli.server.base import APIError, BaseHandler
+from mistralcli.server.chat import ChatCompletionsHandler
+from mistralcli.server.chat_choice import _ChatChoice
+from mistralcli.server.generate import _Usage
+
+OLLAMA_API_VERSION = "0.12.6"  # the Ollama release whose API these routes follow (clients check for a minimum)
+# options -> the chat request's fields (what Ollama has and we have; the rest, num_ctx, num_gpu, mirostat, ...,
+# concern Ollama's runner and are ignored, as Ollama ignores options a model does not use)
+OPTIONS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "typical_p": "typical_p",
+    "seed": "seed",
+    "stop": "stop",
+    "repeat_penalty": "repetition_penalty",
+    "repeat_last_n": "penalty_last_n",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class ToolCallFunction(_Request):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class OllamaToolCall(_Request):
+    function: ToolCallFunction
+
+
+class OllamaMessage(_Request):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[OllamaToolCall] | None = None
+    tool_name: str | None = None
+
+    @field_validator("images")
+    @classmethod
+    def _no_images(cls, value):
+        if value:
+            raise ValueError("images are not supported (this server's models read text)")
+        return value
+
+
+class _OllamaGeneration(_Request):
+    model: Annotated[str, Field(min_length=1)]
+    format: Literal["", "json"] | dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    stream: bool = True
+    keep_alive: str | int | float | None = None  # the one model stays loaded: accepted, ignored
+    think: bool | Literal["low", "medium", "high"] | None = None
+
+    def sampling(self) -> dict:
+        """The chat request's sampling fields from options (their values checked by the chat request)."""
+        body: dict[str, Any] = {"stream": self.stream}
+        options = self.options or {}
+        for theirs, ours in OPTIONS.items():
+            if options.get(theirs) is not None:
+                body[ours] = options[theirs]
+        predict = options.get("num_predict")
+        if isinstance(predict, int) and not isinstance(predict, bool) and predict > 0:
+            body["max_tokens"] = predict  # -1 (no limit) and -2 (fill the context): the context's end
+        elif predict is not None and predict not in (-1, -2):
+            raise APIError(400, f"options.num_predict: give a positive number, -1 or -2, not {predict!r}")
+        if isinstance(body.get("stop"), str):
+            body["stop"] = [body["stop"]]
+        if self.format == "json":
+            body["response_format"] = {"type": "json_object"}
+        elif isinstance(self.format, dict):
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "format", "schema": self.format}}
+        if self.think is not None:
+            body["chat_template_kwargs"] = {"enable_thinking": self.think is not False}
+        return body
+
+
+class OllamaChatRequest(_OllamaGeneration):
+    messages: list[OllamaMessage] = Field(default_factory=list)
+    tools: list[protocol.Tool] | None = None
+
+    def chat_messages(self) -> list[dict]:
+        messages = []
+        for i, m in enumerate(self.messages):
+            message: dict[str, Any] = {"role": m.role, "content": m.content}
+            if m.tool_calls:
+                message["tool_calls"] = [
+                    {
+                        "id": f"call_{i}_{k}",
+                        "type": "function",
+                        "function": {"name": c.function.name, "arguments": json.dumps(c.function.arguments)},
+                    }
+                    for k, c in enumerate(m.tool_calls)
+                ]
+            if m.role == "tool" and m.tool_name:
+                message["name"] = m.tool_name
+            messages.append(message)
+        return messages
+
+
+class OllamaGenerateRequest(_OllamaGeneration):
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+    suffix: str | None = None
+    template: str | None = None
+    context: list[Annotated[int, Field(ge=0)]] | None = None
+    images: list[str] | None = None
+
+    @field_validator("suffix", "template")
+    @classmethod
+    def _not_supported(cls, value, info):
+        if value:
+            what = "fill-in-the-middle" if info.field_name == "suffix" else "a template of the request's own"
+            raise ValueError(f"{what} is not supported")
+        return value
+
+    @field_validator("images")
+    @classmethod
+    def _no_images(cls, value):
+        return OllamaMessage._no_images(value)
+
+
+class _OllamaHandler(BaseHandler):
+    """Ollama's error shape, and its model names (ours, with or without the ":latest" tag)."""
+
+    def error_body(self, error: APIError) -> dict:
+        return {"error": error.message}
+
+    def check_model(self, name: str | None):
+        served = self.state.settings.model_name
+        if name and name not in (served, f"{served}:latest"):
+            raise APIError(404, f"model {name!r} not found; this server serves {served!r}", code="model_not_found")
+
+
+class _OllamaGenerateHandler(_OllamaHandler, ChatCompletionsHandler):
+    thinking_budget_optional = True
+    response_field = ""  # "message" (chat) or "response" (generate)
+
+    def initialize(self, state):
+        super().initialize(state)
+        self.began = time.perf_counter()
+        self.first_output: float | None = None
+        self.final: _ChatChoice | None = None
+        self.prompt_ids: list[int] = []
+
+    async def _answer(self, request: _OllamaGeneration, body: dict) -> None:
+        body.update(request.sampling())
+        try:
+            chat = protocol.ChatCompletionRequest.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            where = {v: f"options.{k}" for k, v in OPTIONS.items()}.get(where, where)
+            raise APIError(400, f"{where}: {first['msg']}") from None
+        await self.chat(chat)
+
+    def _loaded(self, request: _OllamaGeneration, **fields) -> None:
+        """An empty request: Ollama's way of loading a model (here it is loaded)."""
+        self.write_json({"model": request.model, "created_at": _now(), **fields, "done": True, "done_reason": "load"})
+
+    def encode_rendered(self, text: str) -> list[int]:
+        self.prompt_ids = super().encode_rendered(text)
+        return self.prompt_ids
+
+    async def _rounds(self, request, prompts, params, usage):
+        choices = await super()._rounds(request, prompts, params, usage)
+        self.final = choices[0]
+        return choices
+
+    # ---- the answer
+    def _piece(self, content: str, thinking: str = "", tool_calls: list | None = None) -> dict:
+        raise NotImplementedError  # the answer's text in this route's shape
+
+    def _head(self) -> dict:
+        return {"model": self.parsed_model, "created_at": _now()}
+
+    def _done(self, usage: _Usage) -> dict:
+        now = time.perf_counter()
+        first = self.first_output or now
+        reason = "length" if self.final is not None and self.final.finish_reason == "length" else "stop"
+        return {
+            "done": True,
+            "done_reason": reason,
+            "total_duration": _ns(now - self.began),
+            "load_duration": 0,
+            "prompt_eval_count": usage.prompt_tokens,
+            "prompt_eval_duration": _ns(first - self.began),
+            "eval_count": usage.completion_tokens,
+            "eval_duration": _ns(now - first),
+        }
+
+    def _response(self, choices: list[_ChatChoice], usage: _Usage) -> dict:
+        choice = choices[0]
+        return {**self._head(), **self._piece(choice.content, choice.reasoning, choice.tool_calls), **self._done(usage)}
+
+    async def _open_stream(self):
+        self.set_header("Content-Type", "application/x-ndjson")
+        self.set_header("Cache-Control", "no-cache")
+        await self.flush()
+
+    async def _merge(self, streams):
+        async for i, out in super()._merge(streams):
+            if self.first_output is None:  # the prompt's evaluation ends here (Ollama's timings)
+                self.first_output = time.perf_counter()
+            yield i, out
+
+    async def _send_chunk(self, choice: _ChatChoice, out, piece) -> None:
+        choice.started = True
+        if piece.content or piece.reasoning:
+            await self._line({**self._head(), **self._piece(piece.content, piece.reasoning), "done": False})
+
+    async def _send_cut(self, choice: _ChatChoice) -> None:
+        """The last line says it (done_reason)."""
+
+    async def _send_tool_event(self, event: dict) -> None:
+        """The server's own tool calls are not streamed here."""
+
+    async def _end_stream(self, usage: _Usage):
+        calls = self.final.tool_calls if self.final is not None else []
+        last = {**self._head(), **self._piece("", "", calls), **self._done(usage)}
+        await self._line(last)
+        self.finish()
+
+    async def _fail(self, error: APIError):
+        if not self._headers_written:
+            raise error
+        try:
+            await self._line({"error": error.message})
+            await self.finish()
+        except StreamClosedError:
+            self.on_connection_close()
+
+    async def _line(self, obj: dict) -> None:
+        await self._sse_raw(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def _ollama_calls(tool_calls: list[dict]) -> list[dict]:
+    calls = []
+    for call in tool_calls:
+        function = call["function"]
+        calls.append({"function": {"name": function["name"], "arguments": json.loads(function["arguments"] or "{}")}})
+    return calls
+
+
+class OllamaChatHandler(_OllamaGenerateHandler):
+    route = "/api/chat"
+    id_prefix = "ollama-chat-"
+    prompt_param = "messages"
+
+    async def post(self):
+        request = self.parse(OllamaChatRequest)
+        self.check_model(request.model)
+        self.parsed_model = request.model
+        if not request.messages:
+            self._loaded(request, message={"role": "assistant", "content": ""})
+            return
+        body: dict[str, Any] = {"messages": request.chat_messages()}
+        if request.tools:
+            body["tools"] = [t.model_dump(exclude_none=True) for t in request.tools]
+        await self._answer(request, body)
+
+    def _piece(self, content: str, thinking: str = "", tool_calls: list | None = None) -> dict:
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if thinking:
+            message["thinking"] = thinking
+        if tool_calls:
+            message["tool_calls"] = _ollama_calls(tool_calls)
+        return {"message": message}
+
+
+class OllamaGenerateHandler(_OllamaGenerateHandler):
+    route = "/api/generate"
+    id_prefix = "ollama-generate-"
+    prompt_param = "prompt"
+
+    def initialize(self, state):
+        super().initialize(state)
+        self.raw = False
+        self.context: list[int] = []
+
+    async def post(self):
+        request = self.parse(OllamaGenerateRequest)
+        self.check_model(request.model)
+        self.parsed_model = request.model
+        if not request.prompt:
+            self._loaded(request, response="")
+            return
+        self.raw = request.raw or self.state.settings.chat_template is None  # no template: the prompt as it is
+        self.context = list(request.context or [])
+        messages = [{"role": "system", "content": request.system}] if request.system else []
+        messages.append({"role": "user", "content": request.prompt})
+        self.raw_prompt = (request.system + "\n\n" if request.system and self.raw else "") + request.prompt
+        await self._answer(request, {"messages": messages})
+
+    def _render(self, request, messages=None) -> str:
+        return self.raw_prompt if self.raw else super()._render(request, messages)
+
+    def _choose_parsers(self, request, prompt: str) -> None:
+        if not self.raw:
+            super()._choose_parsers(request, prompt)
+
+    def encode_rendered(self, text: str) -> list[int]:
+        if self.raw:  # the prompt as it is, special tokens included, after the context
+            ids = self.state.tokenizer.encode(text, add_special=False)
+        else:
+            ids = super().encode_rendered(text)
+        bad = [t for t in self.context if t >= self.state.tokenizer.vocab_size]
+        if bad:
+            raise APIError(400, f"context: token id {bad[0]} is outside the vocabulary")
+        self.prompt_ids = self.context + ids
+        return self.prompt_ids
+
+    def _piece(self, content: str, thinking: str = "", tool_calls: list | None = None) -> dict:
+        piece: dict[str, Any] = {"response": content}
+        if thinking:
+            piece["thinking"] = thinking
+        return piece
+
+    def _done(self, usage: _Usage) -> dict:
+        output = self.final.token_ids if self.final is not None else []
+        return {**super()._done(usage), "context": self.prompt_ids + list(output)}
+
+
+# ---- the model's description
+def file_identity(path) -> tuple[int, str]:
+    """A model file's (or directory's) size, and a digest of its path, size and time of change: it tells files
+    apart as Ollama's digest does, without reading gigabytes at start (it is not the content's sha256)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    digest = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+    return sum(s[1] for s in stats), digest
+
+
+def model_details(state) -> dict:
+    """Ollama's `details` of the served model: its format, family, parameter count and main quantization."""
+    model = state.engine.engine.model
+    weights = getattr(model, "weights", {})
+    params = sum(int(np.prod(t.shape)) for t in weights.values())
+    by_type: dict[str, int] = {}
+    for tensor in weights.values():
+        if len(tensor.shape) == 2:
+            by_type[tensor.ggml_type.name] = by_type.get(tensor.ggml_type.name, 0) + int(np.prod(tensor.shape))
+    family = getattr(model, "architecture", "unknown")
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": family,
+        "families": [family],
+        "parameter_size": _size(params),
+        "quantization_level": max(by_type, key=by_type.get) if by_type else "unknown",
+    }
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f}{unit}".replace(".0", "")
+    return str(count)
+
+
+def _model_entry(state) -> dict:
+    settings = state.settings
+    name = f"{settings.model_name}:latest"
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": datetime.fromtimestamp(state.created, UTC).isoformat().replace("+00:00", "Z"),
+        "size": settings.model_size,
+        "digest": settings.model_digest,
+        "details": model_details(state),
+    }
+
+
+class TagsHandler(_OllamaHandler):
+    route = "/api/tags"
+
+    def get(self):
+        self.write_json({"models": [_model_entry(self.state)]})
+
+
+class PsHandler(_OllamaHandler):
+    route = "/api/ps"
+
+    def get(self):
+        entry = {**_model_entry(self.state), "expires_at": "9999-12-31T23:59:59Z", "size_vram": 0}
+        entry["context_length"] = self.state.context_length
+        self.write_json({"models": [entry]})
+
+
+class ShowRequest(_Request):
+    model: Annotated[str, Field(min_length=1)] | None = None
+    name: str | None = None  # the older clients' field
+    verbose: bool = False
+
+
+class ShowHandler(_OllamaHandler):
+    route = "/api/show"
+
+    def post(self):
+        request = self.parse(ShowRequest)
+        name = request.model or request.name
+        if not name:
+            raise APIError(400, "model: give the model's name")
+        self.check_model(name)
+        settings, state = self.state.settings, self.state
+        details = model_details(state)
+        template = settings.chat_template.source if settings.chat_template is not None else ""
+        capabilities = ["completion"]
+        if template and "tools" in template:
+            capabilities.append("tools")
+        if template and any(marker in template for marker in ("<think>", "enable_thinking")):
+            capabilities.append("thinking")
+        parameters = "\n".join(f"{k} {v}" for k, v in sorted(settings.sampling_defaults.items()))
+        family = details["family"]
+        self.write_json(
+            {
+                "modelfile": f"FROM {settings.model_name}\n",
+                "parameters": parameters,
+                "template": template,
+                "details": details,
+                "model_info": {
+                    "general.architecture": family,
+                    "general.parameter_count": sum(
+                        int(np.prod(t.shape)) for t in state.engine.engine.model.weights.values()
+                    ),
+                    f"{family}.context_length": state.context_length,
+                },
+                "capabilities": capabilities,
+                "modified_at": _model_entry(state)["modified_at"],
+            }
+        )
+
+
+class VersionHandler(_OllamaHandler):
+    route = "/api/version"
+    needs_key = False
+
+    def get(self):
+        self.write_json({"version": OLLAMA_API_VERSION, "mistralcli": __version__})

@@ -1,0 +1,697 @@
+"""OpenAI's Responses API: POST /v1/responses, and GET / DELETE /v1/responses/{id}, its input_items and cancel.
+
+A request's input items (messages, function calls and their outputs), after the conversation its
+previous_response_id ended, become a chat completion request answered by the chat handler's machinery
+(templates, tool calls, structured output, thinking, the server's tool loop); the answer is output items
+(reasoning, message, function_call, and mcp_call for the server's own tools), streamed as the typed events the
+openai SDK parses. With `store` (the default) a response and its conversation are kept in the server's
+ResponseStore (SQLite), so a conversation goes on across restarts; `background` answers at once and generates
+on, to be retrieved or cancelled."""
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from tornado.iostream import StreamClosedError
+
+from mistralcli.server import protocol
+from mistralcli.server.base import APIError, BaseHandler
+from mistralcli.server.blocks import Block, BlockEvent, Blocks, choice_blocks
+from mistralcli.server.chat import ChatCompletionsHandler
+from mistralcli.server.chat_choice import _ChatChoice
+from mistralcli.server.generate import _Usage
+
+# reasoning.effort -> (think at all, the thought's token budget; None: unlimited)
+EFFORTS = {
+    "none": (False, None),
+    "minimal": (False, None),
+    "low": (True, 512),
+    "medium": (True, 2048),
+    "high": (True, None),
+}
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class TextPart(_Request):
+    type: Literal["input_text", "output_text", "text", "refusal"]
+    text: str = ""
+    refusal: str | None = None
+
+
+class MessageItem(_Request):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[TextPart]
+    id: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, value):
+        for i, part in enumerate(value if isinstance(value, list) else []):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in ("input_image", "input_file", "input_audio"):
+                raise ValueError(f"{i}: {kind} is not supported (this server's models read text)")
+        return value
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text if p.type != "refusal" else p.refusal or "" for p in self.content)
+
+
+class FunctionCallItem(_Request):
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+    id: str | None = None
+
+    @field_validator("arguments")
+    @classmethod
+    def _an_object(cls, value):
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("must be a JSON object (in a string)")
+        return value
+
+
+class FunctionCallOutputItem(_Request):
+    type: Literal["function_call_output"]
+    call_id: str
+    output: str | list[TextPart]
+    id: str | None = None
+
+    def text(self) -> str:
+        return self.output if isinstance(self.output, str) else "".join(p.text for p in self.output)
+
+
+class SkippedItem(_Request):
+    """Items the model does not read again: an earlier thought, the server's own MCP calls and listings."""
+
+    type: Literal["reasoning", "mcp_call", "mcp_list_tools"]
+
+
+InputItem = Annotated[
+    MessageItem | FunctionCallItem | FunctionCallOutputItem | SkippedItem, Field(discriminator="type")
+]
+
+
+class FunctionTool(_Request):
+    type: Literal["function"]
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _a_json_schema(cls, value):
+        return protocol.check_json_schema(value)
+
+    def chat_tool(self) -> dict:
+        function = self.model_dump(exclude_none=True, exclude={"type"})
+        return {"type": "function", "function": function}
+
+
+class FormatText(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self):
+        if self.type == "json_schema" and (self.schema_ is None or not self.name):
+            raise ValueError('type "json_schema" needs a name and a schema')
+        return self
+
+    def response_format(self) -> dict | None:
+        if self.type == "json_schema":
+            return {"type": "json_schema", "json_schema": {"name": self.name, "schema": self.schema_}}
+        return {"type": "json_object"} if self.type == "json_object" else None
+
+
+class TextConfig(_Request):
+    format: FormatText | None = None
+    verbosity: str | None = None
+
+
+class ReasoningConfig(_Request):
+    effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+class ResponsesRequest(_Request):
+    model: str | None = None
+    input: str | Annotated[list[InputItem], Field(min_length=1)]
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None  # function tools (checked in function_tools)
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
+    text: TextConfig | None = None
+    reasoning: ReasoningConfig | None = None
+    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    stream: bool = False
+    store: bool = True
+    background: bool = False
+    previous_response_id: str | None = None
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _typed_items(cls, value):
+        """An item with a role and no type is a message (as OpenAI takes it)."""
+        if isinstance(value, list):
+            return [
+                {**i, "type": "message"} if isinstance(i, dict) and "type" not in i and "role" in i else i
+                for i in value
+            ]
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _sixteen_pairs(cls, value):
+        if value is not None and (len(value) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in value.items())):
+            raise ValueError("at most 16 pairs, keys of up to 64 characters and values of up to 512")
+        return value
+
+    def items(self) -> list:
+        return [MessageItem(role="user", content=self.input)] if isinstance(self.input, str) else self.input
+
+    def function_tools(self) -> list[FunctionTool]:
+        tools = []
+        for i, tool in enumerate(self.tools or []):
+            kind = tool.get("type")
+            if kind != "function":
+                raise APIError(400, f"tools.{i}: tools of type {kind!r} are not supported here", param=f"tools.{i}")
+            try:
+                tools.append(FunctionTool.model_validate(tool))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise APIError(400, f"tools.{i}.{where}: {first['msg']}", param=f"tools.{i}") from None
+        return tools
+
+    def chat_tool_choice(self):
+        choice = self.tool_choice
+        if not isinstance(choice, dict):
+            return choice
+        if choice.get("type") == "function" and isinstance(choice.get("name"), str):
+            return {"type": "function", "function": {"name": choice["name"]}}
+        raise APIError(
+            400,
+            'tool_choice: give "none", "auto", "required" or {"type": "function", "name": ...}',
+            param="tool_choice",
+        )
+
+
+def chat_messages(items: list) -> list[dict]:
+    """Input items as chat messages (OpenAI's chat shape): function calls join the assistant message before them,
+    their outputs are tool messages."""
+    messages: list[dict] = []
+    for item in items:
+        if isinstance(item, MessageItem):
+            messages.append({"role": item.role, "content": item.text()})
+        elif isinstance(item, FunctionCallItem):
+            call = {
+                "id": item.call_id,
+                "type": "function",
+                "function": {"name": item.name, "arguments": item.arguments},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        elif isinstance(item, FunctionCallOutputItem):
+            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.text()})
+    return messages
+
+
+def _item_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def input_items(items: list) -> list[dict]:
+    """The request's input items as GET .../input_items lists them, each with an id."""
+    listed = []
+    for item in items:
+        if isinstance(item, SkippedItem):
+            continue
+        body = item.model_dump(exclude_none=True)
+        if isinstance(item, MessageItem):
+            kind = "output_text" if item.role == "assistant" else "input_text"
+            body["content"] = [{"type": kind, "text": item.text()}]
+            body["status"] = "completed"
+        body["id"] = item.id or _item_id({"message": "msg", "function_call": "fc"}.get(item.type, "fco"))
+        listed.append(body)
+    return listed
+
+
+class ResponsesHandler(ChatCompletionsHandler):
+    route = "/v1/responses"
+    id_prefix = "resp_"
+    prompt_param = "input"
+    thinking_budget_optional = True  # reasoning.effort asks a model that does not think for nothing
+
+    def initialize(self, state):
+        super().initialize(state)
+        self.blocks = Blocks()
+        self.output: list[dict] = []  # the output items so far
+        self.positions: dict[int, int] = {}  # a block's index -> its item's output index
+        self.item_ids: dict[int, str] = {}  # a block's index -> its item's id
+        self.sequence = 0
+        self.request_body: ResponsesRequest | None = None
+        self.history: list[dict] = []  # the conversation before the answer (no instructions)
+        self.listed_items: list[dict] = []
+        self.detached = False  # a background response: the client has its answer, the generation goes on
+        self.cancelled = False
+        self.saved = False
+        self.final: _ChatChoice | None = None
+        self.server_items: dict[str, int] = {}  # the server's own tool calls (mcp_call items) by call id
+
+    async def post(self):
+        request = self.parse(ResponsesRequest)
+        self.check_model(request.model)
+        store = self.state.responses
+        if request.background and not request.store:
+            raise APIError(400, "background: a background response is stored: it needs store true", param="background")
+        if request.background and request.stream:
+            raise APIError(400, "background: streaming a background response is not supported", param="background")
+        if request.background and store is None:
+            raise APIError(400, "background: this server stores no responses", param="background")
+        previous: list[dict] = []
+        if request.previous_response_id is not None:
+            stored = store.get(request.previous_response_id) if store is not None else None
+            if stored is None:
+                message = f"no stored response {request.previous_response_id!r} (unknown, deleted or expired)"
+                raise APIError(404, message, param="previous_response_id", code="response_not_found")
+            previous = stored.conversation
+        items = request.items()
+        self.request_body = request
+        self.history = previous + chat_messages(items)
+        self.listed_items = input_items(items)
+        await self.chat(self._chat_request(request))
+
+    def _chat_request(self, request: ResponsesRequest) -> protocol.ChatCompletionRequest:
+        system = [{"role": "system", "content": request.instructions}] if request.instructions else []
+        body: dict[str, Any] = {"messages": system + self.history, "stream": request.stream}
+        for ours, theirs in (("max_tokens", "max_output_tokens"), ("temperature", "temperature"), ("top_p", "top_p")):
+            if getattr(request, theirs) is not None:
+                body[ours] = getattr(request, theirs)
+        if request.user is not None:
+            body["user"] = request.user
+        tools = request.function_tools()
+        if tools:
+            body["tools"] = [t.chat_tool() for t in tools]
+        if request.tool_choice is not None:
+            body["tool_choice"] = request.chat_tool_choice()
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+        if request.text is not None and request.text.format is not None:
+            response_format = request.text.format.response_format()
+            if response_format is not None:
+                body["response_format"] = response_format
+        if request.reasoning is not None and request.reasoning.effort is not None:
+            think, budget = EFFORTS[request.reasoning.effort]
+            body["chat_template_kwargs"] = {"enable_thinking": think}
+            if budget is not None:
+                body["thinking_token_budget"] = budget
+        try:
+            return protocol.ChatCompletionRequest.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            if where.startswith("messages"):
+                where = "input"
+            raise APIError(400, f"{where}: {first['msg']}", param=where) from None
+
+    def _refused(self, exc, request):
+        error = super()._refused(exc, request)
+        if error.param in ("max_tokens", "max_completion_tokens"):
+            error.param = "max_output_tokens"
+            error.message = error.message.replace("max_completion_tokens", "max_output_tokens").replace(
+                "max_tokens", "max_output_tokens"
+            )
+        if error.param == "response_format":
+            error.param = "text.format"
+            error.message = error.message.replace("response_format", "text.format")
+        return error
+
+    # ---- the response object
+    def _body(self, status: str, usage: _Usage | None = None, error: dict | None = None) -> dict:
+        request = self.request_body
+        incomplete = None
+        if status == "incomplete":
+            incomplete = {"reason": "max_output_tokens"}
+        text_format = (
+            request.text.format.model_dump(by_alias=True, exclude_none=True)
+            if request.text and request.text.format
+            else {"type": "text"}
+        )
+        body = {
+            "id": self.completion_id,
+            "object": "response",
+            "created_at": self.created,
+            "status": status,
+            "background": request.background,
+            "error": error,
+            "incomplete_details": incomplete,
+            "instructions": request.instructions,
+            "max_output_tokens": request.max_output_tokens,
+            "model": self.state.settings.model_name,
+            "output": self.output,
+            "parallel_tool_calls": request.parallel_tool_calls,
+            "previous_response_id": request.previous_response_id,
+            "reasoning": (request.reasoning or ReasoningConfig()).model_dump(),
+            "store": request.store and self.state.responses is not None,
+            "temperature": request.temperature if request.temperature is not None else 1.0,
+            "text": {"format": text_format},
+            "tool_choice": request.tool_choice if request.tool_choice is not None else "auto",
+            "tools": request.tools or [],
+            "top_p": request.top_p if request.top_p is not None else 1.0,
+            "truncation": request.truncation or "disabled",
+            "usage": _usage(usage) if usage is not None else None,
+            "user": request.user,
+            "metadata": request.metadata or {},
+        }
+        if self.final is not None and self.final.grammar_complete is False:
+            body["structured_output_incomplete"] = True
+        return body
+
+    def _status(self) -> str:
+        if self.cancelled:
+            return "cancelled"
+        return "incomplete" if self.final is not None and self.final.finish_reason == "length" else "completed"
+
+    def _conversation(self) -> list[dict]:
+        """The conversation this response ends: its history, the server's tool rounds, then the answer."""
+        messages = list(self.history)
+        if self.loop is not None:
+            messages += [_chat_shape(m) for m in self.loop.messages]
+        if self.final is not None:
+            answer = {"role": "assistant", "content": self.final.content}
+            if self.final.tool_calls:
+                answer["tool_calls"] = self.final.tool_calls
+            messages.append(answer)
+        return messages
+
+    def _save(self, body: dict) -> None:
+        store = self.state.responses
+        if not (self.request_body.store and store is not None):
+            return
+        self.saved = True
+        if self.request_body.background:
+            store.update(self.completion_id, body, self._conversation())
+        else:
+            store.put(self.completion_id, body, self.listed_items, self._conversation())
+
+    # ---- generation: the hooks of the common loop
+    async def _generation_started(self) -> None:
+        """Admitted: a background response is stored as in progress and answered at once."""
+        self.state.responses_in_flight[self.completion_id] = self
+        if not self.request_body.background:
+            return
+        body = self._body("queued")
+        self.state.responses.put(self.completion_id, {**body, "status": "in_progress"}, self.listed_items, [])
+        self.write_json(body)
+        self.detached = True
+
+    async def _generation_done(self) -> None:
+        self.state.responses_in_flight.pop(self.completion_id, None)
+        if self.detached and not self.saved:  # a background response cut before its answer was stored
+            self._save(self._body(self._status()))
+
+    def on_connection_close(self):
+        if not self.detached:
+            super().on_connection_close()
+
+    def cancel(self) -> None:
+        """Stop a background response (POST .../cancel): its requests end, it is stored as cancelled."""
+        self.cancelled = True
+        self.closed = True
+        super().on_connection_close()
+
+    async def _rounds(self, request, prompts, params, usage):
+        choices = await super()._rounds(request, prompts, params, usage)
+        self.final = choices[0]
+        return choices
+
+    def write_json(self, obj, status: int = 200):
+        if not self.detached:
+            super().write_json(obj, status)
+
+    def _response(self, choices: list[_ChatChoice], usage: _Usage) -> dict:
+        choice = choices[0]
+        for block in choice_blocks(choice.reasoning, choice.content, choice.tool_calls):
+            self.output.append(self._item(block, whole=True))
+        body = self._body(self._status(), usage)
+        self._save(body)
+        return body
+
+    async def _fail(self, error: APIError):
+        if self.detached:
+            self._save(self._body("failed", error={"code": error.code or "server_error", "message": error.message}))
+            return
+        if not self._headers_written:
+            raise error
+        try:
+            await self._event("error", code=error.code, message=error.message, param=error.param)
+            body = self._body("failed", error={"code": error.code or "server_error", "message": error.message})
+            await self._event("response.failed", response=body)
+            await self.finish()
+        except StreamClosedError:
+            self.on_connection_close()
+
+    # ---- output items
+    def _item(self, block: Block, whole: bool) -> dict:
+        """A block as its output item: whole, or as a stream adds it (empty, in progress)."""
+        item_id = self.item_ids.setdefault(
+            block.index, _item_id({"reasoning": "rs", "text": "msg"}.get(block.kind, "fc"))
+        )
+        status = "completed" if whole else "in_progress"
+        if block.kind == "reasoning":
+            item = {"type": "reasoning", "id": item_id, "summary": [], "content": []}
+            if whole:
+                item["content"] = [{"type": "reasoning_text", "text": block.text}]
+                if self.request_body.reasoning is not None and self.request_body.reasoning.summary is not None:
+                    item["summary"] = [{"type": "summary_text", "text": block.text}]  # the thought itself
+            return item
+        if block.kind == "text":
+            content = [_text_part(block.text)] if whole else []
+            return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+        return {
+            "type": "function_call",
+            "id": item_id,
+            "call_id": block.call_id,
+            "name": block.name,
+            "arguments": block.text if whole else "",
+            "status": status,
+        }
+
+    # ---- streaming
+    async def _open_stream(self):
+        await super()._open_stream()
+        body = self._body("in_progress")
+        await self._event("response.created", response=body)
+        await self._event("response.in_progress", response=body)
+
+    async def _send_chunk(self, choice: _ChatChoice, out, piece) -> None:
+        choice.started = True
+        piece.tool_calls = self._client_deltas(choice, piece.tool_calls)
+        for event in self.blocks.feed(piece):
+            await self._block_event(event)
+
+    async def _block_event(self, event: BlockEvent) -> None:
+        block = event.block
+        if event.type == "start":
+            self.positions[block.index] = len(self.output)
+            item = self._item(block, whole=False)
+            self.output.append(item)
+            await self._event("response.output_item.added", output_index=self.positions[block.index], item=item)
+            if block.kind != "tool_call":
+                part = {"type": "reasoning_text", "text": ""} if block.kind == "reasoning" else _text_part("")
+                await self._event("response.content_part.added", **self._where(block), content_index=0, part=part)
+            return
+        where = self._where(block)
+        if event.type == "delta":
+            if block.kind == "text":
+                await self._event("response.output_text.delta", **where, content_index=0, delta=event.text, logprobs=[])
+            elif block.kind == "reasoning":
+                await self._event("response.reasoning_text.delta", **where, content_index=0, delta=event.text)
+            else:
+                await self._event("response.function_call_arguments.delta", **where, delta=event.text)
+            return
+        item = self._item(block, whole=True)
+        self.output[where["output_index"]] = item
+        if block.kind == "text":
+            await self._event("response.output_text.done", **where, content_index=0, text=block.text, logprobs=[])
+            await self._event("response.content_part.done", **where, content_index=0, part=item["content"][0])
+        elif block.kind == "reasoning":
+            await self._event("response.reasoning_text.done", **where, content_index=0, text=block.text)
+            await self._event("response.content_part.done", **where, content_index=0, part=item["content"][0])
+        else:
+            await self._event("response.function_call_arguments.done", **where, name=block.name, arguments=block.text)
+        await self._event("response.output_item.done", output_index=where["output_index"], item=item)
+
+    def _where(self, block: Block) -> dict:
+        return {"item_id": self.item_ids[block.index], "output_index": self.positions[block.index]}
+
+    async def _send_cut(self, choice: _ChatChoice) -> None:
+        """The stream's end says it (the response's status)."""
+
+    async def _send_tool_event(self, event: dict) -> None:
+        """The server's own tool calls, as mcp_call items: added when called, done with their result."""
+        if event["type"] == "tool_call":
+            for closing in self.blocks.close():
+                await self._block_event(closing)
+            item = {
+                "type": "mcp_call",
+                "id": _item_id("mcp"),
+                "server_label": self._server_label(event["name"]),
+                "name": event["name"],
+                "arguments": event["arguments"],
+                "output": None,
+                "error": None,
+                "status": "in_progress",
+            }
+            self.server_items[event["id"]] = len(self.output)
+            self.output.append(item)
+            await self._event("response.output_item.added", output_index=len(self.output) - 1, item=item)
+        elif event["type"] == "tool_result" and event["id"] in self.server_items:
+            index = self.server_items[event["id"]]
+            item = self.output[index]
+            item.update(status="completed" if not event["is_error"] else "failed")
+            item["output" if not event["is_error"] else "error"] = event["content"]
+            await self._event("response.output_item.done", output_index=index, item=item)
+
+    def _server_label(self, name: str) -> str:
+        tool = self.runner.registry.tools.get(name) if self.runner is not None else None
+        return getattr(tool, "source", None) or "mistralcli"
+
+    async def _end_stream(self, usage: _Usage):
+        for event in self.blocks.close():
+            await self._block_event(event)
+        status = self._status()
+        body = self._body(status, usage)
+        self._save(body)
+        await self._event("response.completed" if status == "completed" else "response.incomplete", response=body)
+        self.finish()
+
+    async def _event(self, name: str, **fields) -> None:
+        data = {"type": name, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        await self._sse_raw(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n")
+
+
+def _text_part(text: str) -> dict:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _chat_shape(message: dict) -> dict:
+    """A tool loop's message (arguments as objects, as templates take them) in the chat shape (JSON text)."""
+    if not message.get("tool_calls"):
+        return {k: v for k, v in message.items() if k in ("role", "content", "tool_call_id")}
+    calls = []
+    for call in message["tool_calls"]:
+        arguments = call["function"]["arguments"]
+        text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+        calls.append({**call, "function": {**call["function"], "arguments": text}})
+    return {"role": "assistant", "content": message["content"], "tool_calls": calls}
+
+
+def _usage(usage: _Usage) -> dict:
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+class StoredResponseHandler(BaseHandler):
+    """GET /v1/responses/{id}, DELETE /v1/responses/{id}, GET .../input_items, POST .../cancel."""
+
+    route = "/v1/responses/{id}"
+
+    def _stored(self, response_id: str):
+        store = self.state.responses
+        stored = store.get(response_id) if store is not None else None
+        if stored is None:
+            message = f"no stored response {response_id!r} (unknown, deleted, expired, or made with store false)"
+            raise APIError(404, message, param="response_id", code="response_not_found")
+        return stored
+
+    def get(self, response_id: str, action: str | None = None):
+        stored = self._stored(response_id)
+        if action == "input_items":
+            self.write_json(_listed(stored.input_items, self))
+        elif action is None:
+            self.write_json(stored.body)
+        else:
+            raise APIError(404, f"no route GET {self.request.path}", code="not_found")
+
+    def delete(self, response_id: str, action: str | None = None):
+        if action is not None:
+            raise APIError(405, f"DELETE {self.request.path} is not a route", code="method_not_allowed")
+        self._stored(response_id)
+        running = self.state.responses_in_flight.get(response_id)
+        if running is not None and running.detached:
+            running.cancel()
+        self.state.responses.delete(response_id)
+        self.write_json({"id": response_id, "object": "response", "deleted": True})
+
+    async def post(self, response_id: str, action: str | None = None):
+        if action != "cancel":
+            raise APIError(405, f"POST {self.request.path} is not a route", code="method_not_allowed")
+        stored = self._stored(response_id)
+        running = self.state.responses_in_flight.get(response_id)
+        if not stored.body.get("background"):
+            raise APIError(
+                400, "only a background response can be cancelled", param="response_id", code="invalid_value"
+            )
+        if running is not None and running.detached:
+            running.cancel()
+            deadline = time.monotonic() + 10
+            while response_id in self.state.responses_in_flight and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        self.write_json(self._stored(response_id).body)
+
+
+def _listed(items: list[dict], handler: BaseHandler) -> dict:
+    """A page of input items: ?order=asc|desc (desc by default, as OpenAI's), ?limit (1..100, 20), ?after=ID."""
+    order = handler.get_argument("order", "desc")
+    if order not in ("asc", "desc"):
+        raise APIError(400, f"order: give asc or desc, not {order!r}", param="order")
+    limit_text = handler.get_argument("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+        raise APIError(400, f"limit: give a number from 1 to 100, not {limit_text!r}", param="limit")
+    ordered = items if order == "asc" else items[::-1]
+    after = handler.get_argument("after", None)
+    if after is not None:
+        ids = [i["id"] for i in ordered]
+        if after not in ids:
+            raise APIError(400, f"after: no input item {after!r} in this response", param="after")
+        ordered = ordered[ids.index(after) + 1 :]
+    page = ordered[: int(limit_text)]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(ordered) > len(page),
+    }
