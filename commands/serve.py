@@ -76,6 +76,13 @@ def serve(
     max_tool_rounds: int = typer.Option(
         10, "--max-tool-rounds", min=1, help="Most rounds of tool calls the server runs for one chat completion."
     ),
+    pooling: str = typer.Option(
+        None,
+        "--pooling",
+        help="Also embed (/v1/embeddings, /api/embed) with a generating model, its final hidden states pooled: "
+        "mean or last (an embedding model's own pooling is its config's; this replaces it: mean, cls or last).",
+        show_default=False,
+    ),
     responses_ttl: str = typer.Option(
         "30d",
         "--responses-ttl",
@@ -154,18 +161,26 @@ def serve(
     except OSError as exc:
         raise typer.BadParameter(f"{log_requests}: {exc.strerror}", param_hint="--log-requests") from None
 
+    from mistralcli.engine.embedder import POOLINGS, Embedder
     from mistralcli.engine.engine import Engine, EngineConfig
     from mistralcli.server.app import ServerSettings, make_app
     from mistralcli.server.serve import serve_app
 
+    if pooling is not None and pooling not in POOLINGS:
+        raise typer.BadParameter(f"{pooling!r} is not one of {', '.join(POOLINGS)}", param_hint="--pooling")
     check_isq(isq)
-    loaded = load_with_status(console, model, threads, isq)
-    engine = Engine(
-        loaded.model,
-        loaded.tokenizer,
-        loaded.context_length,
-        EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_cache_mb=kv_cache_mb),
-    )
+    loaded = load_with_status(console, model, threads, isq).with_pooling(pooling)
+    engine = None
+    if not loaded.is_encoder:  # an encoder embeds only
+        engine = Engine(
+            loaded.model,
+            loaded.tokenizer,
+            loaded.context_length,
+            EngineConfig(
+                max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_cache_mb=kv_cache_mb
+            ),
+        )
+    embedder = Embedder(loaded.model, loaded.tokenizer, loaded.embedding) if loaded.embedding is not None else None
     name = served_model_name or loaded.name
     from mistralcli.server.ollama import file_identity
 
@@ -185,6 +200,7 @@ def serve(
         tools=tools,
         max_tool_rounds=max_tool_rounds,
         responses=responses,
+        embedder=embedder,
         model_size=size,
         model_digest=digest,
     )
@@ -192,7 +208,8 @@ def serve(
 
     def ready(url: str):
         print(url, flush=True)  # stdout: the address alone, for scripts
-        console.print(f"Serving [bold]{name}[/bold] at {url}/v1 (OpenAI API). Ctrl+C stops.")
+        apis = "OpenAI, Anthropic and Ollama APIs" if engine is not None else "embeddings: OpenAI and Ollama APIs"
+        console.print(f"Serving [bold]{name}[/bold] at {url} ({apis}). Ctrl+C stops.")
         if host not in ("127.0.0.1", "localhost", "::1") and not keys:
             console.print("warning: listening beyond this machine without --api-key")
 

@@ -15,7 +15,9 @@ round at once), their results fed back, until the model answers (see LLM.chat).
 import itertools
 from dataclasses import dataclass, field
 
+from mistralcli.engine.embedder import Embedder
 from mistralcli.engine.engine import Engine, EngineConfig
+from mistralcli.errors import MistralError
 from mistralcli.prompt import chat_prompt_ids, encode_prompt
 from mistralcli.sampling import SamplingParams, TokenLogprob
 from mistralcli.tools.loop import ToolCall, round_messages, split_calls
@@ -34,6 +36,20 @@ class CompletionOutput:
     @property
     def cumulative_logprob(self) -> float | None:
         return sum(entry.logprob for entry in self.logprobs) if self.logprobs is not None else None
+
+
+@dataclass
+class EmbeddingOutput:
+    embedding: list[float]
+
+
+@dataclass
+class EmbeddingRequestOutput:
+    """vLLM's shape: `output.outputs.embedding`."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    outputs: EmbeddingOutput
 
 
 @dataclass
@@ -80,6 +96,8 @@ class LLM:
             shape) or a McpConfig.
         agent_permission: "auto" (dangerous tools run) or "deny" (they are refused).
         max_tool_rounds: most rounds of tool calls chat runs for one conversation.
+        pooling: embed with a generating model too ("mean" or "last" of its final hidden states, normalised),
+            or replace an embedding model's own pooling ("mean", "cls", "last"); see embed.
         max_num_seqs, max_num_batched_tokens, kv_cache_mb, block_size: the engine's settings (EngineConfig).
     """
 
@@ -94,6 +112,7 @@ class LLM:
         mcp_config=None,
         agent_permission: str = "auto",
         max_tool_rounds: int = 10,
+        pooling: str | None = None,
         **engine_config,
     ):
         from mistralcli.loading.loader import load_model
@@ -112,11 +131,16 @@ class LLM:
             )
         self.max_tool_rounds = max_tool_rounds
         try:
-            self.loaded = load_model(model, threads=threads, isq=isq)
+            self.loaded = load_model(model, threads=threads, isq=isq).with_pooling(pooling)
             self.tokenizer = self.loaded.tokenizer
-            self.engine = Engine(
-                self.loaded.model, self.tokenizer, self.loaded.context_length, EngineConfig(**engine_config)
-            )
+            self.engine = None  # an embedding model (an encoder) has none: it embeds only
+            if not self.loaded.is_encoder:
+                self.engine = Engine(
+                    self.loaded.model, self.tokenizer, self.loaded.context_length, EngineConfig(**engine_config)
+                )
+            self.embedder = None
+            if self.loaded.embedding is not None:
+                self.embedder = Embedder(self.loaded.model, self.tokenizer, self.loaded.embedding)
         except BaseException:
             self.close()
             raise
@@ -132,6 +156,31 @@ class LLM:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+    def embed(
+        self, prompts: str | list[str] | list[list[int]], *, truncate: bool = False, dimensions: int | None = None
+    ) -> list[EmbeddingRequestOutput]:
+        """Each prompt's (a text's, or token ids') vector, pooled and normalised as the model says, in the prompts'
+        order; many go through one forward. truncate: cut an input over the model's length (else ValueError);
+        dimensions: a Matryoshka model's shorter vectors."""
+        if self.embedder is None:
+            raise MistralError(
+                f"{self.loaded.name} does not embed as it is: LLM(model, pooling='mean') (or 'last') pools a "
+                "generating model's hidden states"
+            )
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        sequences = self.embedder.tokenize(list(prompts), truncate)
+        vectors = self.embedder.embed_ids(sequences, dimensions)
+        return [
+            EmbeddingRequestOutput(f"embd-{next(self._ids)}", ids, EmbeddingOutput(vector.tolist()))
+            for ids, vector in zip(sequences, vectors, strict=True)
+        ]
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise MistralError(f"{self.loaded.name} is an embedding model: it embeds (LLM.embed) and does not generate")
+        return self.engine
 
     def default_sampling_params(self) -> SamplingParams:
         """The model's recommended sampling settings (from its file), else mistralcli's defaults."""
@@ -193,16 +242,17 @@ class LLM:
 
     def _run(self, results: list[RequestOutput], params: list[SamplingParams]) -> None:
         by_id = {}
+        engine = self._engine()
         try:
             for result, p in zip(results, params, strict=True):
-                self.engine.add_request(result.request_id, result.prompt_token_ids, p)
+                engine.add_request(result.request_id, result.prompt_token_ids, p)
                 result.outputs = [
                     CompletionOutput(i, "", [], None, [] if p.logprobs is not None else None) for i in range(p.n)
                 ]
                 result.finished = False
                 by_id[result.request_id] = result
             while any(not r.finished for r in by_id.values()):
-                for out in self.engine.step():
+                for out in engine.step():
                     result = by_id.get(out.request_id)
                     if result is None:
                         continue
@@ -219,7 +269,7 @@ class LLM:
         finally:
             for request_id, result in by_id.items():
                 if not result.finished:
-                    self.engine.abort(request_id)
+                    engine.abort(request_id)
 
 
 class _ToolChat:

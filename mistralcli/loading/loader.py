@@ -1,11 +1,13 @@
 """load_model(spec): the model, its tokenizer and its chat template, ready to generate."""
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from gguf import GGMLQuantizationType as QT
 
 from mistralcli.chat_template import ChatTemplate
+from mistralcli.engine.embedder import POOLINGS, EmbeddingConfig
 from mistralcli.errors import ModelLoadError
 from mistralcli.json_file import read_json
 from mistralcli.loading import gguf_config, safetensors_dir
@@ -26,6 +28,23 @@ class LoadedModel:
     chat_template: ChatTemplate | None
     context_length: int
     sampling_defaults: dict  # the model's recommended SamplingParams values (may be empty)
+    embedding: EmbeddingConfig | None = None  # an embedding model's pooling (a decoder's: see with_pooling)
+
+    @property
+    def is_encoder(self) -> bool:
+        """An encoder embeds and does not generate."""
+        return getattr(self.model, "is_encoder", False)
+
+    def with_pooling(self, pooling: str | None) -> "LoadedModel":
+        """Embeddings of this model pooled that way (--pooling): a decoder's final hidden states by mean or last
+        token, normalised, as llama.cpp's --embedding; an encoder's pooling replaced. None: as it is."""
+        if pooling is None:
+            return self
+        if pooling not in POOLINGS:
+            raise ValueError(f"{pooling!r} is not one of {', '.join(POOLINGS)}")
+        base = self.embedding or EmbeddingConfig(pooling, True, self.context_length, self.model.args.hidden_size)
+        self.embedding = dataclasses.replace(base, pooling=pooling)
+        return self
 
 
 def load_tokenizer(spec: str | None) -> tuple[Tokenizer, Path]:
@@ -145,6 +164,9 @@ def _load_directory(path: Path, ops, mix=None, progress=None) -> LoadedModel:
     if source:
         template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token)
     generation_config = read_json(path / "generation_config.json")
+    embedding = None
+    if getattr(model, "is_encoder", False):
+        embedding = EmbeddingConfig.of_directory(path, args.hidden_size, args.context_length)
     return LoadedModel(
         path.name,
         path,
@@ -153,6 +175,7 @@ def _load_directory(path: Path, ops, mix=None, progress=None) -> LoadedModel:
         template,
         args.context_length,
         recommended_sampling(generation_config=generation_config),
+        embedding,
     )
 
 

@@ -21,6 +21,8 @@ HF_MODEL_TYPES = {
     "Qwen3ForCausalLM": "qwen3",
     "qwen3_moe": "qwen3moe",
     "Qwen3MoeForCausalLM": "qwen3moe",
+    "bert": "bert",
+    "BertModel": "bert",
 }
 
 
@@ -36,6 +38,6 @@ def register(name: str):
 def get_architecture(name: str):
     """The model class for an architecture name, or None if unsupported."""
     # each registers itself
-    from mistralcli.models import gemma3, llama, mixtral, phi3, qwen2, qwen2_moe, qwen3  # noqa: F401
+    from mistralcli.models import bert, gemma3, llama, mixtral, phi3, qwen2, qwen2_moe, qwen3  # noqa: F401
 
     return ARCHITECTURES.get(name)

@@ -171,6 +171,11 @@ class DecoderModel:
 
     def forward(self, token_ids: np.ndarray, positions: np.ndarray, cache, all_logits: bool = False) -> np.ndarray:
         """Logits (T, V) if all_logits else (1, V) for the last token. token_ids, positions: (T,) int."""
+        return self.ops.logits(self.hidden_states(token_ids, positions, cache, last_only=not all_logits), self.output)
+
+    def hidden_states(self, token_ids: np.ndarray, positions: np.ndarray, cache, last_only: bool = False) -> np.ndarray:
+        """The last layer's output after the final norm (T, hidden), or (1, hidden) for the last token: what the
+        output projection reads, and what a decoder's embeddings pool."""
         a, ops = self.args, self.ops
         num_tokens = len(token_ids)
         h = ops.embedding(self.embed, np.asarray(token_ids))  # (T, hidden)
@@ -191,10 +196,9 @@ class DecoderModel:
             )
             x = ops.rmsnorm(h, layer["ffn_norm"], a.rms_norm_eps)
             h = h + self._post(self.mlp(x, layer), layer, "post_ffw_norm")
-        if not all_logits:
+        if last_only:
             h = h[-1:]
-        h = ops.rmsnorm(h, self.output_norm, a.rms_norm_eps)
-        return ops.logits(h, self.output)
+        return ops.rmsnorm(h, self.output_norm, a.rms_norm_eps)
 
     def mlp(self, x: np.ndarray, layer: dict) -> np.ndarray:
         """The gated MLP (T, hidden) -> (T, hidden); a mixture of experts overrides it."""

@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from mistralcli._ext import attention, elementwise, qmatmul
 from mistralcli._ext.decode_step import DecodeStep
 from mistralcli.numba_kernels import call_noting_compilation
+from mistralcli.numba_kernels.cpu import encoder
 from mistralcli.quant_tensor import QuantTensor
 from mistralcli.reference.ops import ReferenceOps
 
@@ -89,6 +90,30 @@ class CpuOps(ReferenceOps):
         for start in range(0, w.shape[0], TILE_ROWS):
             stop = min(start + TILE_ROWS, w.shape[0])
             out[:, start:stop] = x @ self.dequantize(w, start, stop).T
+        return out
+
+    def layernorm(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty_like(x)
+        encoder.layernorm(out, x, _f32(weight), _f32(bias), eps)
+        return out
+
+    def gelu(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty_like(x)
+        encoder.gelu(out, x)
+        return out
+
+    def encoder_attention(self, q, k, v, starts: np.ndarray, scale: float) -> np.ndarray:
+        q, k, v = (np.ascontiguousarray(t, dtype=np.float32) for t in (q, k, v))
+        out = np.empty_like(q)
+        encoder.encoder_attention(out, q, k, v, np.asarray(starts, dtype=np.int64), scale)
+        return out
+
+    def pool(self, h: np.ndarray, starts: np.ndarray, mode: str) -> np.ndarray:
+        h = np.ascontiguousarray(h, dtype=np.float32)
+        out = np.empty((len(starts) - 1, h.shape[1]), dtype=np.float32)
+        encoder.pool(out, h, np.asarray(starts, dtype=np.int64), POOL_MODES[mode])
         return out
 
     def rmsnorm(self, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -195,6 +220,13 @@ class CpuOps(ReferenceOps):
         out = np.empty((stop - start, w.shape[1]), dtype=np.float32)
         qmatmul.dequantize(out, w.data, int(w.ggml_type), start, self.num_threads)
         return out
+
+
+POOL_MODES = {"mean": 0, "cls": 1, "last": 2}
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def _raw_rows(w: QuantTensor) -> np.ndarray:

@@ -92,6 +92,40 @@ class ReferenceOps:
             out[:, heads, :] = (probs @ v[:, kv_head, :]).transpose(1, 0, 2)
         return out
 
+    def layernorm(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+        """x (T, K) -> (x - mean) / sqrt(var + eps) * weight + bias (the statistics in float64)."""
+        x64 = x.astype(np.float64)
+        mean = x64.mean(axis=-1, keepdims=True)
+        var = ((x64 - mean) ** 2).mean(axis=-1, keepdims=True)
+        return ((x64 - mean) / np.sqrt(var + eps)).astype(np.float32) * weight + bias
+
+    def gelu(self, x: np.ndarray) -> np.ndarray:
+        """The exact GELU, x * (1 + erf(x / sqrt 2)) / 2."""
+        from scipy.special import erf
+
+        x64 = x.astype(np.float64)
+        return (0.5 * x64 * (1.0 + erf(x64 / math.sqrt(2.0)))).astype(np.float32)
+
+    def encoder_attention(self, q, k, v, starts: np.ndarray, scale: float) -> np.ndarray:
+        """Bidirectional attention of packed sequences: q, k, v (T, H, D), starts (B + 1,) the sequences' bounds;
+        each token attends to every token of its own sequence. -> (T, H, D)."""
+        out = np.empty_like(q)
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
+            qs, ks, vs = (t[a:b].transpose(1, 0, 2) for t in (q, k, v))  # (H, n, D)
+            scores = (qs @ ks.transpose(0, 2, 1)).astype(np.float64) * scale
+            scores -= scores.max(axis=-1, keepdims=True)
+            probs = np.exp(scores)
+            probs /= probs.sum(axis=-1, keepdims=True)
+            out[a:b] = (probs @ vs.astype(np.float64)).astype(np.float32).transpose(1, 0, 2)
+        return out
+
+    def pool(self, h: np.ndarray, starts: np.ndarray, mode: str) -> np.ndarray:
+        """One vector per packed sequence of h (T, K): "mean" of its tokens, "cls" (its first) or "last"."""
+        bounds = list(zip(starts[:-1], starts[1:], strict=True))
+        if mode == "mean":
+            return np.stack([h[a:b].astype(np.float64).mean(axis=0) for a, b in bounds]).astype(np.float32)
+        return np.stack([h[a] if mode == "cls" else h[b - 1] for a, b in bounds])
+
     def swiglu(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
         """silu(gate) * up, (T, F)."""
         return gate / (1.0 + np.exp(-gate)) * up

@@ -15,8 +15,11 @@ from mistralcli.server.anthropic import CountTokensHandler, MessagesHandler
 from mistralcli.server.base import DEFAULT_MAX_BODY_BYTES, APIError, BaseHandler, ServerSettings, ServerState
 from mistralcli.server.chat import ChatCompletionsHandler
 from mistralcli.server.completions import CompletionsHandler
+from mistralcli.server.embeddings import EmbeddingsHandler
 from mistralcli.server.ollama import (
     OllamaChatHandler,
+    OllamaEmbeddingsHandler,
+    OllamaEmbedHandler,
     OllamaGenerateHandler,
     PsHandler,
     ShowHandler,
@@ -71,7 +74,7 @@ class ReadyHandler(BaseHandler):
                 "server_error",
                 code="not_ready",
             )
-        stats = self.state.engine.stats()
+        stats = self.state.engine.stats() if self.state.engine is not None else {"running": 0, "waiting": 0}
         self.write_json(
             {
                 "status": "ready",
@@ -206,6 +209,7 @@ def routes(state: ServerState) -> list:
     return [
         (r"/v1/chat/completions", ChatCompletionsHandler, args),
         (r"/v1/completions", CompletionsHandler, args),
+        (r"/v1/embeddings", EmbeddingsHandler, args),
         (r"/v1/messages", MessagesHandler, args),
         (r"/v1/messages/count_tokens", CountTokensHandler, args),
         (r"/v1/responses", ResponsesHandler, args),
@@ -218,6 +222,8 @@ def routes(state: ServerState) -> list:
         (r"/v1/agent/approvals/([^/]+)", ApprovalsHandler, args),
         (r"/api/chat", OllamaChatHandler, args),
         (r"/api/generate", OllamaGenerateHandler, args),
+        (r"/api/embed", OllamaEmbedHandler, args),
+        (r"/api/embeddings", OllamaEmbeddingsHandler, args),
         (r"/api/tags", TagsHandler, args),
         (r"/api/show", ShowHandler, args),
         (r"/api/ps", PsHandler, args),
@@ -231,9 +237,9 @@ def routes(state: ServerState) -> list:
     ]
 
 
-def make_app(engine: AsyncEngine | Engine, settings: ServerSettings) -> tornado.web.Application:
-    """A tornado Application serving the engine (an Engine is wrapped in an AsyncEngine). The state is
-    `app.mistral_state` (its `engine` is the AsyncEngine)."""
+def make_app(engine: AsyncEngine | Engine | None, settings: ServerSettings) -> tornado.web.Application:
+    """A tornado Application serving the engine (an Engine is wrapped in an AsyncEngine; None for an embedding
+    model, whose settings.embedder serves). The state is `app.mistral_state` (its `engine` is the AsyncEngine)."""
     state = ServerState(engine, settings)
     app = tornado.web.Application(
         routes(state),

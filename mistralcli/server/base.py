@@ -58,17 +58,26 @@ class ServerSettings:
     max_tool_rounds: int = 10  # rounds of tool calls the server runs for one chat completion
     model_size: int = 0  # bytes, as Ollama's /api/tags lists it
     model_digest: str = ""  # an identity of the model's file (see server.ollama.file_identity)
+    embedder: Any = None  # a mistralcli.engine.embedder.Embedder: /v1/embeddings and /api/embed (None: they refuse)
     responses: Any = None  # a mistralcli.server.response_store.ResponseStore; None: the Responses API stores nothing
 
 
 class ServerState:
     """What the handlers share: the engine, the settings, the limiter, the metrics, the requests in flight."""
 
-    def __init__(self, engine: AsyncEngine | Engine, settings: ServerSettings):
-        self.engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine(engine)
+    def __init__(self, engine: AsyncEngine | Engine | None, settings: ServerSettings):
+        """engine None: an embedding model's server (settings.embedder), which does not generate."""
+        from mistralcli.engine.embedder import AsyncEmbedder
+
+        if engine is None and settings.embedder is None:
+            raise ValueError("a server needs an engine, or an embedder for an embedding model")
+        self.engine = engine if engine is None or isinstance(engine, AsyncEngine) else AsyncEngine(engine)
         self.settings = settings
-        self.tokenizer = self.engine.tokenizer
-        self.context_length = self.engine.context_length
+        self.embedder = AsyncEmbedder(settings.embedder) if settings.embedder is not None else None
+        source = self.engine if self.engine is not None else settings.embedder
+        self.model = source.model if self.engine is None else self.engine.engine.model
+        self.tokenizer = source.tokenizer
+        self.context_length = self.engine.context_length if self.engine is not None else source.config.max_length
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
         self.metrics = ServerMetrics(self.engine)
         if settings.tools is not None and settings.tools.observe is None:
@@ -82,7 +91,7 @@ class ServerState:
 
     @property
     def alive(self) -> bool:
-        return self.engine.is_alive
+        return self.engine.is_alive if self.engine is not None else self.embedder.thread.is_alive()
 
 
 # ---- the handlers' common part --------------------------------------------------------------------
@@ -101,6 +110,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.in_method = False  # set by `body`: the handler method runs, the body is all in
         self.key = None
         self.usage = None  # (prompt, completion) tokens, for the logs
+        self.reserved_tokens = 0  # taken from the rate limit at admission (a generation settles it at its end)
         self.log_record: dict = {}
         self.set_default_headers()  # tornado called it before the state was here
 
@@ -251,6 +261,29 @@ class BaseHandler(tornado.web.RequestHandler):
             raise APIError(
                 400, f"{param}: {message}" if param else message, param=param or None, code="invalid_value"
             ) from None
+
+    def _rate_key(self) -> str:
+        return self.key or self.request.remote_ip or "-"
+
+    def _take_rate_limit(self, tokens: int) -> None:
+        limiter = self.state.limiter
+        if limiter is None:
+            return
+        decision = limiter.admit(self._rate_key(), tokens)
+        for name, value in decision.headers.items():
+            self.set_header(name, value)
+        if not decision.allowed:
+            headers = dict(decision.headers)
+            if decision.retry_after:
+                headers["Retry-After"] = str(max(1, int(decision.retry_after + 0.999)))
+            raise APIError(429, decision.message, "rate_limit_error", code="rate_limit_exceeded", headers=headers)
+        self.reserved_tokens = tokens
+
+    def require_engine(self) -> None:
+        """Generation needs the engine: a server of an embedding model (an encoder) has none."""
+        if self.state.engine is None:
+            message = "this model embeds and does not generate: use /v1/embeddings (or /api/embed)"
+            raise APIError(400, message, param="model", code="model_not_generative")
 
     def check_model(self, name: str | None):
         if name and name != self.state.settings.model_name:

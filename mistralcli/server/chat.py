@@ -80,6 +80,7 @@ class ChatCompletionsHandler(_GenerateHandler):
 
     async def chat(self, request: protocol.ChatCompletionRequest) -> None:
         """Answer a chat completion request (the other protocols' handlers translate theirs into one)."""
+        self.require_engine()
         if request.top_logprobs is not None and not request.logprobs:
             raise APIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs", code="invalid_value")
         self._offer_server_tools(request)

@@ -85,7 +85,6 @@ class _GenerateHandler(BaseHandler):
         self.created = 0
         self.logprobs: int | None = None  # top logprobs per token, None: no logprobs
         self.include_usage = False  # a stream ends with a usage chunk
-        self.reserved_tokens = 0  # taken from the rate limit at admission, settled at the end
         self.structured_param: str | None = None  # the request field the output's constraint came from
 
     def on_connection_close(self):
@@ -187,23 +186,6 @@ class _GenerateHandler(BaseHandler):
             param = request.max_tokens_field()
             message = message.replace("max_tokens", param)
         return APIError(400, message, param=param, code=exc.code)
-
-    def _rate_key(self) -> str:
-        return self.key or self.request.remote_ip or "-"
-
-    def _take_rate_limit(self, tokens: int) -> None:
-        limiter = self.state.limiter
-        if limiter is None:
-            return
-        decision = limiter.admit(self._rate_key(), tokens)
-        for name, value in decision.headers.items():
-            self.set_header(name, value)
-        if not decision.allowed:
-            headers = dict(decision.headers)
-            if decision.retry_after:
-                headers["Retry-After"] = str(max(1, int(decision.retry_after + 0.999)))
-            raise APIError(429, decision.message, "rate_limit_error", code="rate_limit_exceeded", headers=headers)
-        self.reserved_tokens = tokens
 
     def sampling_extras(self, request: protocol._Sampling) -> dict:
         """SamplingParams fields a handler sets beyond the request's own sampling fields (none here)."""

@@ -86,7 +86,12 @@ class ServerMetrics:
             "Rounds of tool calls the server ran for its chat completions",
             registry=self.registry,
         )
-        self.registry.register(_EngineCollector(engine))
+        self.embedded_inputs = Counter(
+            "mistralcli_embedding_inputs", "Inputs embedded (/v1/embeddings, /api/embed)", registry=self.registry
+        )
+        self.embedded_tokens = Counter("mistralcli_embedding_tokens", "Tokens embedded", registry=self.registry)
+        if engine is not None:  # an embedding model's server has no engine
+            self.registry.register(_EngineCollector(engine))
 
     def observe_tool_call(self, tool: str, outcome: str, seconds: float) -> None:
         self.tool_calls.labels(tool, outcome).inc()

@@ -20,6 +20,7 @@ from mistralcli.server import protocol
 from mistralcli.server.base import APIError, BaseHandler
 from mistralcli.server.chat import ChatCompletionsHandler
 from mistralcli.server.chat_choice import _ChatChoice
+from mistralcli.server.embeddings import EmbeddingsMixin
 from mistralcli.server.generate import _Usage
 
 OLLAMA_API_VERSION = "0.12.6"  # the Ollama release whose API these routes follow (clients check for a minimum)
@@ -368,7 +369,7 @@ def file_identity(path) -> tuple[int, str]:
 
 def model_details(state) -> dict:
     """Ollama's `details` of the served model: its format, family, parameter count and main quantization."""
-    model = state.engine.engine.model
+    model = state.model
     weights = getattr(model, "weights", {})
     params = sum(int(np.prod(t.shape)) for t in weights.values())
     by_type: dict[str, int] = {}
@@ -440,7 +441,9 @@ class ShowHandler(_OllamaHandler):
         settings, state = self.state.settings, self.state
         details = model_details(state)
         template = settings.chat_template.source if settings.chat_template is not None else ""
-        capabilities = ["completion"]
+        capabilities = ["completion"] if state.engine is not None else []
+        if state.embedder is not None:
+            capabilities.append("embedding")
         if template and "tools" in template:
             capabilities.append("tools")
         if template and any(marker in template for marker in ("<think>", "enable_thinking")):
@@ -455,9 +458,7 @@ class ShowHandler(_OllamaHandler):
                 "details": details,
                 "model_info": {
                     "general.architecture": family,
-                    "general.parameter_count": sum(
-                        int(np.prod(t.shape)) for t in state.engine.engine.model.weights.values()
-                    ),
+                    "general.parameter_count": sum(int(np.prod(t.shape)) for t in state.model.weights.values()),
                     f"{family}.context_length": state.context_length,
                 },
                 "capabilities": capabilities,
@@ -472,3 +473,54 @@ class VersionHandler(_OllamaHandler):
 
     def get(self):
         self.write_json({"version": OLLAMA_API_VERSION, "mistralcli": __version__})
+
+
+class EmbedRequest(_Request):
+    model: Annotated[str, Field(min_length=1)]
+    input: str | Annotated[list[str], Field(min_length=1)]
+    truncate: bool = True  # Ollama's default: an input over the model's length is cut
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: str | int | float | None = None
+
+
+class OllamaEmbedHandler(EmbeddingsMixin, _OllamaHandler):
+    route = "/api/embed"
+
+    async def post(self):
+        began = time.perf_counter()
+        request = self.parse(EmbedRequest)
+        self.check_model(request.model)
+        inputs = [request.input] if isinstance(request.input, str) else request.input
+        vectors, tokens = await self.embed(inputs, request.truncate, request.dimensions)
+        self.write_json(
+            {
+                "model": request.model,
+                "embeddings": vectors.tolist(),
+                "total_duration": _ns(time.perf_counter() - began),
+                "load_duration": 0,
+                "prompt_eval_count": tokens,
+            }
+        )
+
+
+class LegacyEmbeddingsRequest(_Request):
+    model: Annotated[str, Field(min_length=1)]
+    prompt: str
+    options: dict[str, Any] | None = None
+    keep_alive: str | int | float | None = None
+
+
+class OllamaEmbeddingsHandler(EmbeddingsMixin, _OllamaHandler):
+    """The older /api/embeddings: one prompt, one vector (Ollama's own, kept for its older clients)."""
+
+    route = "/api/embeddings"
+
+    async def post(self):
+        request = self.parse(LegacyEmbeddingsRequest)
+        self.check_model(request.model)
+        if not request.prompt:
+            self.write_json({"embedding": []})
+            return
+        vectors, _ = await self.embed([request.prompt], True, None)
+        self.write_json({"embedding": vectors[0].tolist()})

@@ -49,8 +49,9 @@ async def serve_app(
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
     # the first constrained request would wait for llguidance's tokenizer (0.4 s for 150k tokens): build it now
-    grammars = state.engine.engine.grammars
-    threading.Thread(target=lambda: grammars.lltokenizer, name="grammar-tokenizer", daemon=True).start()
+    if state.engine is not None:
+        grammars = state.engine.engine.grammars
+        threading.Thread(target=lambda: grammars.lltokenizer, name="grammar-tokenizer", daemon=True).start()
     if state.responses is not None:  # the stored responses past their time to live go, hourly
         tornado.ioloop.PeriodicCallback(state.responses.expire, 3600 * 1000).start()
     if on_ready is not None:
@@ -67,7 +68,8 @@ async def serve_app(
         await asyncio.wait_for(server.close_all_connections(), timeout=ANSWER_TIMEOUT_S)
     except TimeoutError:
         pass
-    state.engine.shutdown()
+    if state.engine is not None:
+        state.engine.shutdown()
 
 
 async def _wait_for_requests(state: ServerState, timeout: float) -> None:

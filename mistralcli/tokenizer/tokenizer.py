@@ -45,8 +45,10 @@ class Tokenizer:
         add_bos: bool,
         add_eos: bool = False,
         add_space_prefix: bool = False,
+        hf_tokenizer: HFTokenizer | None = None,
     ):
         self.fragment_tokenizer = fragment_tokenizer
+        self.hf_tokenizer = hf_tokenizer  # tokenizer.json's whole pipeline (an encoder's [CLS] ... [SEP]), if any
         self.tokens = tokens
         self.token_bytes = token_bytes
         self.control_ids = control_ids  # never printed when decoding with skip_special
@@ -222,7 +224,16 @@ class Tokenizer:
             eog_token_ids=eog,
             add_bos=bool(add_bos),
             add_eos=bool(config.get("add_eos_token", False)),
+            hf_tokenizer=_untruncated(hf),
         )
+
+
+def _untruncated(hf: HFTokenizer) -> HFTokenizer:
+    """The tokenizer without its padding and truncation (inputs over a model's length are cut, or refused, by
+    the caller, who says so)."""
+    hf.no_padding()
+    hf.no_truncation()
+    return hf
 
 
 def _token_bytes_for(spec: dict, tokens: list[str], added: dict) -> list[bytes]:
