@@ -81,7 +81,9 @@ def test_minilm_matches_sentence_transformers(minilm, sentence_transformer):
     one_by_one = np.concatenate([_vectors(minilm.embed([s])) for s in SENTENCES[:4]])
     np.testing.assert_allclose(one_by_one, ours[:4], atol=1e-5)
     # the same tokens as its tokenizer
-    assert [o.prompt_token_ids for o in minilm.embed(SENTENCES[:3])] == sentence_transformer.tokenizer(SENTENCES[:3])["input_ids"]
+    assert [o.prompt_token_ids for o in minilm.embed(SENTENCES[:3])] == sentence_transformer.tokenizer(SENTENCES[:3])[
+        "input_ids"
+    ]
 
 
 @pytest.mark.slow
@@ -95,7 +97,9 @@ def test_long_inputs_are_refused_or_truncated_as_sentence_transformers_does(mini
     assert float((ours * theirs).sum()) > 1 - 1e-4
     # token ids embed as their text does
     ids = minilm.embed(["The cat sits on the mat."])[0].prompt_token_ids
-    np.testing.assert_allclose(_vectors(minilm.embed([ids])), _vectors(minilm.embed(["The cat sits on the mat."])), atol=1e-6)
+    np.testing.assert_allclose(
+        _vectors(minilm.embed([ids])), _vectors(minilm.embed(["The cat sits on the mat."])), atol=1e-6
+    )
 
 
 @pytest.mark.slow
