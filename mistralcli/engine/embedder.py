@@ -80,7 +80,7 @@ class Embedder:
         texts = [i for i, x in enumerate(inputs) if isinstance(x, str)]
         encoded: dict[int, list[int]] = {}
         if texts:
-            for i, ids in zip(texts, self._encode([inputs[i] for i in texts]), strict=True):
+            for i, ids in zip(texts, self.encode([inputs[i] for i in texts]), strict=True):
                 encoded[i] = ids
         vocab = self.tokenizer.vocab_size
         out = []
@@ -102,10 +102,12 @@ class Embedder:
             out.append(ids)
         return out
 
-    def _encode(self, texts: list[str]) -> list[list[int]]:
-        if self.is_encoder:  # the tokenizer's own post-processor: [CLS] ... [SEP]
-            return [e.ids for e in self.tokenizer.hf_tokenizer.encode_batch(texts)]
-        return [self.tokenizer.encode(t, add_special=True) for t in texts]
+    def encode(self, texts: list[str], add_special: bool = True) -> list[list[int]]:
+        """The texts' token ids as the model embeds them (an encoder's with its [CLS] ... [SEP])."""
+        if self.is_encoder:  # the tokenizer's own post-processor
+            encoded = self.tokenizer.hf_tokenizer.encode_batch(texts, add_special_tokens=add_special)
+            return [e.ids for e in encoded]
+        return [self.tokenizer.encode(t, add_special=add_special) for t in texts]
 
     # ---- vectors
     def embed(self, inputs: list, truncate: bool = False, dimensions: int | None = None) -> np.ndarray:

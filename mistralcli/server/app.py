@@ -112,6 +112,8 @@ class TokenizeHandler(BaseHandler):
                 request.chat_template_kwargs,
             )
             tokens = self.encode_rendered(text)
+        elif self.state.engine is None:  # an embedding model: the tokens it embeds
+            tokens = self.state.embedder.embedder.encode([request.prompt], request.add_special_tokens)[0]
         else:
             tokens = self.state.tokenizer.encode(request.prompt, add_special=request.add_special_tokens)
         self.write_json({"tokens": tokens, "count": len(tokens), "max_model_len": self.state.context_length})
