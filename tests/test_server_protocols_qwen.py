@@ -120,9 +120,11 @@ def test_anthropic_claude_code_style_tool_exchange(server):
     second = c.messages.create(messages=messages, **kw)
     assert second.stop_reason in ("end_turn", "tool_use", "max_tokens") and second.content
     assert second.usage.input_tokens + second.usage.cache_read_input_tokens == counted
-    # tool_choice "any" forces a call, "none" forbids one
-    forced = c.messages.create(messages=messages[:1], tool_choice={"type": "any"}, **kw)
-    assert [b.type for b in forced.content] == ["tool_use"]
+    # tool_choice "any" forces a call (one, without parallel calls), "none" forbids one
+    one = {"type": "any", "disable_parallel_tool_use": True}
+    forced = c.messages.create(messages=[{"role": "user", "content": "Hello!"}], tool_choice=one, **kw)
+    assert [b.type for b in forced.content] == ["tool_use"] and forced.content[0].name == "get_weather"
+    assert set(forced.content[0].input) == {"city"}
     plain = c.messages.create(messages=[{"role": "user", "content": "Say hello."}], tool_choice={"type": "none"}, **kw)
     assert [b.type for b in plain.content] == ["text"]
 

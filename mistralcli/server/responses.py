@@ -591,10 +591,10 @@ class ResponsesHandler(ChatCompletionsHandler):
         await self._event("response.completed" if status == "completed" else "response.incomplete", response=body)
         self.finish()
 
-    async def _event(self, name: str, **fields) -> None:
-        data = {"type": name, "sequence_number": self.sequence, **fields}
+    async def _event(self, event_type: str, /, **fields) -> None:
+        data = {"type": event_type, "sequence_number": self.sequence, **fields}
         self.sequence += 1
-        await self._sse_raw(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n")
+        await self._sse_raw(f"event: {event_type}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n")
 
 
 def _text_part(text: str) -> dict:
