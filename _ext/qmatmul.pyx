@@ -47,7 +47,7 @@ include "blas.pxi"
 
 cdef extern from "kernels/gemm.h" nogil:
     int mcli_matmul_gemm(mcli_sgemm_fn sgemm, int qtype, const uint8_t *w, int64_t row_bytes, int64_t n,
-                         int64_t k, const float *x, int64_t t, float *out, int num_threads)
+                         int64_t k, const float *x, int64_t t, float *out, int num_threads, int64_t group)
 
 SIMD_LEVEL = mcli_simd_level()
 # GGML types with C products (and dequantization): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K
@@ -191,9 +191,14 @@ def matmul_float(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1]
 
 
 
-def matmul_gemm(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] w, int qtype, int num_threads=1):
+def matmul_gemm(
+    float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] w, int qtype, int num_threads=1, int group=0
+):
     """out (T, N) = x (T, K) @ w^T by float32 GEMM on dequantized tiles of w (any type of DEQUANT_TYPES or
-    FLOAT_TYPES); the compute-bound prefill path (kernels/gemm.h)."""
+    FLOAT_TYPES); the compute-bound prefill path (kernels/gemm.h). group: tokens per sgemm call (T a multiple
+    of it; 0: all in one call)."""
+    if group > 0 and x.shape[0] % group:
+        raise ValueError(f"{x.shape[0]} tokens are not a multiple of the group {group}")
     if qtype not in DEQUANT_TYPES and qtype not in FLOAT_TYPES:
         raise ValueError(f"GGML type {qtype} has no C dequantizer")
     cdef mcli_sgemm_fn sgemm = blas_sgemm()
@@ -205,6 +210,6 @@ def matmul_gemm(float[:, ::1] out, const float[:, ::1] x, const uint8_t[:, ::1] 
     cdef int failed
     with nogil:
         failed = mcli_matmul_gemm(sgemm, qtype, &w[0, 0], w.shape[1], num_rows, k, &x[0, 0], num_tokens,
-                                  &out[0, 0], max(1, num_threads))
+                                  &out[0, 0], max(1, num_threads), group)
     if failed:
         raise MemoryError("no memory for the GEMM tile buffers")

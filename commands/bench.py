@@ -12,6 +12,7 @@ import typer
 from mistralcli.commands._common import MODEL_HELP, stderr_console
 
 PEERS = ("llama-cpp",)
+EMBED_PEERS = ("sentence-transformers",)
 
 
 def _lengths(value: str) -> list[int]:
@@ -84,6 +85,10 @@ def bench(
     ),
     max_num_seqs: int = typer.Option(16, "--max-num-seqs", min=1, help="Load test: the started server's batch."),
     seed: int = typer.Option(0, "--seed", help="Load test: seed of the clients' random choices."),
+    embed: int = typer.Option(
+        None, "--embed", min=1, help="Embed this many sentences: sentences/s (peer: sentence-transformers)."
+    ),
+    pooling: str = typer.Option(None, "--pooling", help="--embed with a generating model: mean or last."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ):
     """Measure load time, prefill and decode speed, time to first token and peak memory.
@@ -97,7 +102,11 @@ def bench(
     Example: mistral bench --serve --url llama-server=http://127.0.0.1:8080 --concurrency 1,4,16 -p 128 -n 64
 
     Example: mistral bench --load-test --clients 64 --disconnect 0.2 --duration 180
+
+    Example: mistral bench --embed 1000 -m ./all-MiniLM-L6-v2 --compare sentence-transformers
     """
+    if embed is not None:
+        return _bench_embed(model, embed, threads, repetitions, compare, pooling, as_json)
     lengths = _lengths(prompt_tokens)
     if load_test:
         if len(url or []) > 1 or compare is not None or concurrency is not None:
@@ -265,6 +274,30 @@ def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threa
             + ", ".join(f"{100 * c:.1f}% of the tok/s at {n} requests" for n, c in costs.items())
             + " (the same requests, free and under the schema, in this run)"
         )
+
+
+def _bench_embed(model, count, threads, repetitions, compare, pooling, as_json):
+    from mistralcli.bench import embeddings
+    from mistralcli.engine.embedder import POOLINGS
+    from mistralcli.errors import MistralError
+
+    if compare is not None and compare not in EMBED_PEERS:
+        message = f"unknown peer {compare!r} for --embed (known: {', '.join(EMBED_PEERS)})"
+        raise typer.BadParameter(message, param_hint="--compare")
+    if pooling is not None and pooling not in POOLINGS:
+        raise typer.BadParameter(f"{pooling!r} is not one of {', '.join(POOLINGS)}", param_hint="--pooling")
+    if compare is not None and importlib.util.find_spec("sentence_transformers") is None:
+        raise MistralError("--compare sentence-transformers needs it: pip install sentence-transformers")
+    console = stderr_console()
+    with console.status(f"embedding {count} sentences…") if console.is_terminal else nullcontext():
+        try:
+            result = embeddings.run(model, count, threads, repetitions, compare, pooling)
+        except ValueError as exc:
+            raise MistralError(str(exc)) from None
+    if as_json:
+        print(json.dumps(result))
+    else:
+        embeddings.render(result, console)
 
 
 def _url(spec: str) -> tuple[str, str]:

@@ -84,9 +84,11 @@ def test_shared_prefix_is_computed_once(lm):
     assert got == alone(lm, [second])[0]
 
 
-def test_a_cached_prefix_gives_the_same_bits_as_computing_it(lm):
+def test_a_cached_prefix_gives_the_same_bits_as_computing_it(lm, monkeypatch):
     """The logprobs (so the logits, to the bit) of a prompt whose first blocks come from the prefix cache
-    equal those of the prompt computed whole: a prompt chunk's products do not depend on its length."""
+    equal those of the prompt computed whole: a prompt chunk's products do not depend on its length (where
+    the GEMM path's invariance costs a BLAS a third of its speed, AVX2 only, as asked for)."""
+    monkeypatch.setenv("MISTRALCLI_BATCH_INVARIANT", "1")
     ids = prompts(1, seed=9)[0] + list(range(200, 240))
     params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=9, logprobs=3, ignore_eos=True)
 

@@ -95,6 +95,28 @@ def test_gemm_path_matches_reference(ops, qtype, num_tokens):
     np.testing.assert_allclose(cpu.matmul(x, w), expected, rtol=0, atol=1e-4 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("qtype", [QT.Q4_K, QT.F16])
+def test_gemm_path_in_invariant_groups_gives_a_token_the_same_bits_wherever_it_sits(ops, qtype, monkeypatch):
+    """In calls of gemm_group() tokens (padded), a token's product is the same bits in a chunk of any length at
+    any place: the tokens' last 37 alone, the whole 150, or the whole shifted by 5. 8 tokens per call or more
+    (BLASes are invariant within a micro-kernel's width)."""
+    from mistralcli._ext import qmatmul
+    from mistralcli.ops.cpu import gemm_group
+
+    monkeypatch.setenv("MISTRALCLI_BATCH_INVARIANT", "1")
+    _, cpu = ops
+    assert gemm_group() >= 8
+    w = random_weight(qtype, rows=96, cols=512, seed=5)
+    x = np.random.default_rng(6).standard_normal((150, 512)).astype(np.float32)
+    whole = cpu.matmul(x, w)
+    np.testing.assert_array_equal(cpu.matmul(x[-37:], w), whole[-37:])
+    np.testing.assert_array_equal(cpu.matmul(x[5:], w), whole[5:])
+    np.testing.assert_array_equal(cpu.matmul(x[7:8], w), whole[7:8])
+    with pytest.raises(ValueError, match="multiple of the group"):
+        raw = np.ascontiguousarray(w.data).view(np.uint8).reshape(w.shape[0], -1)
+        qmatmul.matmul_gemm(np.empty((30, 96), np.float32), x[:30], raw, int(qtype), 2, 8)
+
+
 def test_gemm_path_rejects_bad_input():
     from mistralcli._ext import qmatmul
 

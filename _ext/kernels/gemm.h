@@ -54,9 +54,13 @@ static inline int64_t mcli_gemm_tile_rows(int64_t n, int64_t k, int num_threads)
     return rows < n ? rows : n;
 }
 
-/* out (t, n) = x (t, k) @ w (n, k)^T; tiles of rows are split over num_threads threads. */
+/* out (t, n) = x (t, k) @ w (n, k)^T; tiles of rows are split over num_threads threads. The tokens go to
+ * sgemm `group` at a time (t a multiple of it; 0: all at once): a BLAS may sum a token's product in an
+ * order that depends on its column in the call, and in calls of a group size it does not (see
+ * mistralcli.ops.cpu.gemm_group), a token gets the same bits wherever it sits in a prompt chunk. */
 static int mcli_matmul_gemm(mcli_sgemm_fn sgemm, int qtype, const uint8_t *w, int64_t row_bytes, int64_t n,
-                            int64_t k, const float *x, int64_t t, float *out, int num_threads) {
+                            int64_t k, const float *x, int64_t t, float *out, int num_threads, int64_t group) {
+    if (group <= 0 || group > t) group = t;
     const int64_t tile = mcli_gemm_tile_rows(n, k, num_threads), num_tiles = (n + tile - 1) / tile;
     int failed = 0;
 #pragma omp parallel num_threads(num_threads)
@@ -70,11 +74,13 @@ static int mcli_matmul_gemm(mcli_sgemm_fn sgemm, int qtype, const uint8_t *w, in
         for (int64_t i = 0; i < num_tiles; i++) {
             if (buf == NULL) continue;
             const int64_t r0 = i * tile;
-            int rows = (int)(n - r0 < tile ? n - r0 : tile), tokens = (int)t, kk = (int)k, ldc = (int)n;
+            int rows = (int)(n - r0 < tile ? n - r0 : tile), tokens = (int)group, kk = (int)k, ldc = (int)n;
             char ta = 'T', tb = 'N';
             float one = 1.0f, zero = 0.0f;
             mcli_rows_f32(qtype, w, row_bytes, r0, rows, k, buf);
-            sgemm(&ta, &tb, &rows, &tokens, &kk, &one, buf, &kk, (float *)x, &kk, &zero, out + r0, &ldc);
+            for (int64_t t0 = 0; t0 < t; t0 += group)
+                sgemm(&ta, &tb, &rows, &tokens, &kk, &one, buf, &kk, (float *)(x + t0 * k), &kk, &zero,
+                      out + t0 * n + r0, &ldc);
         }
         free(buf);
     }

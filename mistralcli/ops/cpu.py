@@ -10,6 +10,7 @@ Our OpenMP team calls BLAS from each of its threads, so BLAS itself gets one thr
 process (two pools of spinning threads on two cores starve each other).
 """
 
+import functools
 import os
 
 import numpy as np
@@ -27,7 +28,9 @@ FUSED_TYPES = {QT(t) for t in qmatmul.SUPPORTED_TYPES}
 DEQUANT_TYPES = {QT(t) for t in qmatmul.DEQUANT_TYPES}
 FLOAT_TYPES = {QT(t) for t in qmatmul.FLOAT_TYPES}
 TILE_ROWS = 1024
-GEMM_PAD_TOKENS = 8  # BLAS gives a row the same bits from 7 rows up (fewer go another way: see matmul)
+GEMM_GROUPS = (64, 32, 16, 8, 4, 2)  # tokens per sgemm call, tried largest first (see gemm_group)
+GEMM_PAD_TOKENS = 8  # fewer tokens than this are padded (BLAS sends a few rows to kernels of their own)
+FAST_GEMM_GROUP = 16  # an invariant group at least this large costs little: taken by default
 
 
 def available_cores() -> int:
@@ -55,21 +58,24 @@ class CpuOps(ReferenceOps):
         A token's row is the same bits whatever the other rows (batch invariance: a prompt token gets
         the same bits in a chunk of any length, a request alone or batched). Where the weight type has
         row kernels (kernels/qrows.h) they give it by construction, and are as fast as the GEMM here;
-        elsewhere the GEMM path, padded to GEMM_PAD_TOKENS rows (OpenBLAS sends 1-6 rows to kernels
-        that sum in another order). A model with a decode step decodes there, not here."""
+        elsewhere the GEMM path, its tokens in calls of gemm_group() tokens (padded), where the BLAS gives a
+        token the same bits whatever its place in the call, when that costs little or is asked for (see
+        gemm_tokens_per_call). A model with a decode step decodes there, not here."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
         qtype = int(w.ggml_type)
         if w.ggml_type in FUSED_TYPES and qmatmul.has_row_kernels(qtype):
             qmatmul.matmul(out, x, w.data, qtype, self.num_threads)
         elif w.ggml_type in DEQUANT_TYPES or w.ggml_type in FLOAT_TYPES:
-            if x.shape[0] < GEMM_PAD_TOKENS:
-                padded = np.zeros((GEMM_PAD_TOKENS, x.shape[1]), dtype=np.float32)
+            group = gemm_tokens_per_call()
+            if x.shape[0] % max(group, GEMM_PAD_TOKENS):  # the tokens padded to whole groups (see gemm_group)
+                step = max(group, GEMM_PAD_TOKENS)
+                padded = np.zeros((-(-x.shape[0] // step) * step, x.shape[1]), dtype=np.float32)
                 padded[: len(x)] = x
-                full = np.empty((GEMM_PAD_TOKENS, w.shape[0]), dtype=np.float32)
-                qmatmul.matmul_gemm(full, padded, _raw_rows(w), qtype, self.num_threads)
+                full = np.empty((len(padded), w.shape[0]), dtype=np.float32)
+                qmatmul.matmul_gemm(full, padded, _raw_rows(w), qtype, self.num_threads, group)
                 return full[: len(x)].copy()
-            qmatmul.matmul_gemm(out, x, _raw_rows(w), qtype, self.num_threads)
+            qmatmul.matmul_gemm(out, x, _raw_rows(w), qtype, self.num_threads, group)
         else:  # every type with block products can also be dequantized: only the rest come here
             return self._tiled(x, w)
         return out
@@ -223,6 +229,45 @@ class CpuOps(ReferenceOps):
 
 
 POOL_MODES = {"mean": 0, "cls": 1, "last": 2}
+
+
+def gemm_tokens_per_call() -> int:
+    """Tokens per sgemm call on the GEMM path (0: all in one call). The invariant group where it is cheap (at
+    least FAST_GEMM_GROUP tokens) or asked for (MISTRALCLI_BATCH_INVARIANT=1); else one call, the fastest, where
+    a token's bits may vary with its place in a prompt chunk by a rounding (seen on AVX2 only: calls of 8 tokens
+    there run the products at a third of the speed)."""
+    group = gemm_group()
+    return group if group >= FAST_GEMM_GROUP or os.environ.get("MISTRALCLI_BATCH_INVARIANT") == "1" else 0
+
+
+@functools.cache
+def gemm_group() -> int:
+    """The most tokens per sgemm call for which this BLAS, on this CPU, gives a token the same bits wherever it
+    sits among them (batch invariance of the GEMM path), found once per process by trying (milliseconds).
+
+    BLAS kernels block the tokens (sgemm's N here) and may sum a token's product in another order at one place
+    of a block than at another (seen: OpenBLAS on an AMD EPYC with AVX2 gives the same bits only in calls of 8
+    tokens; on an Intel Xeon with AVX-512, in calls of 7 or more). The tokens going in calls of G, padded, each
+    is computed as it would be alone; a call of one token has one place, so 1 always holds."""
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((32, 576)).astype(np.float32)
+    x = rng.standard_normal((GEMM_GROUPS[0], 576)).astype(np.float32)
+    return next((group for group in GEMM_GROUPS if _invariant(weights, x[:group])), 1)
+
+
+def _invariant(weights: np.ndarray, x: np.ndarray) -> bool:
+    """Whether each token of x gets the same bits in one call of them all as alone (padded to their number)."""
+    group, raw = len(x), weights.view(np.uint8)
+
+    def call(tokens: np.ndarray) -> np.ndarray:
+        padded = np.zeros((group, tokens.shape[1]), dtype=np.float32)
+        padded[: len(tokens)] = tokens
+        out = np.empty((group, len(weights)), dtype=np.float32)
+        qmatmul.matmul_gemm(out, padded, raw, int(QT.F32), 1, group)
+        return out
+
+    whole = call(x)
+    return all(np.array_equal(call(x[i : i + 1])[0], whole[i]) for i in range(group))
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
