@@ -83,6 +83,12 @@ def serve(
         "mean or last (an embedding model's own pooling is its config's; this replaces it: mean, cls or last).",
         show_default=False,
     ),
+    allow_request_mcp: bool = typer.Option(
+        False,
+        "--allow-request-mcp",
+        help='Let Responses API requests name MCP servers ({"type": "mcp", "server_url": ...}) that the server '
+        "connects to and runs tools of.",
+    ),
     responses_ttl: str = typer.Option(
         "30d",
         "--responses-ttl",
@@ -201,6 +207,7 @@ def serve(
         max_tool_rounds=max_tool_rounds,
         responses=responses,
         embedder=embedder,
+        request_mcp=allow_request_mcp,
         model_size=size,
         model_digest=digest,
     )

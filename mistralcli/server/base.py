@@ -59,6 +59,7 @@ class ServerSettings:
     model_size: int = 0  # bytes, as Ollama's /api/tags lists it
     model_digest: str = ""  # an identity of the model's file (see server.ollama.file_identity)
     embedder: Any = None  # a mistralcli.engine.embedder.Embedder: /v1/embeddings and /api/embed (None: they refuse)
+    request_mcp: bool = False  # the Responses API's {"type": "mcp", "server_url"} tools: the server connects to them
     responses: Any = None  # a mistralcli.server.response_store.ResponseStore; None: the Responses API stores nothing
 
 

@@ -95,7 +95,7 @@ class ChatCompletionsHandler(_GenerateHandler):
         """The tools the server runs join the request's own (which win a clash of names), unless tool_choice
         is "none"; the request then runs the tool loop. They are strict: the server runs what the model
         writes, so its calls are held to their parameters (but where the request constrains the output)."""
-        runner = self.state.settings.tools
+        runner = self._server_runner()
         if runner is None or not len(runner) or request.tool_choice == "none":
             return
         own = {t.function.name for t in request.tools or []}
@@ -112,6 +112,10 @@ class ChatCompletionsHandler(_GenerateHandler):
             self.strict_server_tools = request.structured()[0] is None
         except ValueError:
             self.strict_server_tools = False  # the request is refused later, with the field named
+
+    def _server_runner(self):
+        """The runner of the tools the server runs for this request: the server's own (a protocol may add)."""
+        return self.state.settings.tools
 
     def _tool_model(self, tool) -> protocol.Tool | None:
         """A server tool as a request's tool, validated once per tool (its JSON schema's check costs about a
@@ -298,6 +302,10 @@ class ChatCompletionsHandler(_GenerateHandler):
                 file=self.state.settings.access_log,
                 flush=True,
             )
+        await self._tool_event(event)
+
+    async def _tool_event(self, event: dict) -> None:
+        """A tool loop's event, to the client: in a stream, a chunk of its own."""
         if not self.stream:
             return
         async with self.emit_lock:

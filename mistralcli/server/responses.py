@@ -9,6 +9,7 @@ ResponseStore (SQLite), so a conversation goes on across restarts; `background` 
 on, to be retrieved or cancelled."""
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -17,12 +18,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tornado.iostream import StreamClosedError
 
+from mistralcli.errors import MistralError
 from mistralcli.server import protocol
 from mistralcli.server.base import APIError, BaseHandler
 from mistralcli.server.blocks import Block, BlockEvent, Blocks, choice_blocks
 from mistralcli.server.chat import ChatCompletionsHandler
 from mistralcli.server.chat_choice import _ChatChoice
 from mistralcli.server.generate import _Usage
+from mistralcli.tools.loop import ToolRunner
 
 # reasoning.effort -> (think at all, the thought's token budget; None: unlimited)
 EFFORTS = {
@@ -122,6 +125,34 @@ class FunctionTool(_Request):
         return {"type": "function", "function": function}
 
 
+class McpTool(_Request):
+    """A request's own MCP server, over streamable HTTP: its tools (those allowed) run in the tool loop."""
+
+    type: Literal["mcp"]
+    server_label: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+    server_url: Annotated[str, Field(pattern=r"^https?://")]
+    allowed_tools: list[str] | dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
+    require_approval: Literal["always", "never"] | dict[str, Any] | None = Field(default=None, validate_default=True)
+    server_description: str | None = None
+
+    @field_validator("require_approval")
+    @classmethod
+    def _never(cls, value):
+        if value != "never":
+            raise ValueError(
+                'asking for approvals over the Responses API is not supported: set "never" to have the server run '
+                "the tools (or call them as function tools yourself)"
+            )
+        return value
+
+    def allowed(self) -> set[str] | None:
+        tools = self.allowed_tools
+        if isinstance(tools, dict):
+            tools = tools.get("tool_names")
+        return set(tools) if tools is not None else None
+
+
 class FormatText(_Request):
     type: Literal["text", "json_object", "json_schema"]
     name: str | None = None
@@ -192,19 +223,25 @@ class ResponsesRequest(_Request):
     def items(self) -> list:
         return [MessageItem(role="user", content=self.input)] if isinstance(self.input, str) else self.input
 
-    def function_tools(self) -> list[FunctionTool]:
-        tools = []
+    def parsed_tools(self) -> tuple[list[FunctionTool], list[McpTool]]:
+        """The function tools and the MCP servers among tools; APIError (400) naming one that is wrong."""
+        functions, servers = [], []
         for i, tool in enumerate(self.tools or []):
             kind = tool.get("type")
-            if kind != "function":
+            model = {"function": FunctionTool, "mcp": McpTool}.get(kind)
+            if model is None:
                 raise APIError(400, f"tools.{i}: tools of type {kind!r} are not supported here", param=f"tools.{i}")
             try:
-                tools.append(FunctionTool.model_validate(tool))
+                (functions if model is FunctionTool else servers).append(model.model_validate(tool))
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"])
-                raise APIError(400, f"tools.{i}.{where}: {first['msg']}", param=f"tools.{i}") from None
-        return tools
+                message = first["msg"].removeprefix("Value error, ")
+                raise APIError(400, f"tools.{i}.{where}: {message}", param=f"tools.{i}") from None
+        labels = [server.server_label for server in servers]
+        if len(set(labels)) < len(labels):
+            raise APIError(400, "tools: two MCP servers have one server_label", param="tools")
+        return functions, servers
 
     def chat_tool_choice(self):
         choice = self.tool_choice
@@ -283,6 +320,7 @@ class ResponsesHandler(ChatCompletionsHandler):
         self.saved = False
         self.final: _ChatChoice | None = None
         self.server_items: dict[str, int] = {}  # the server's own tool calls (mcp_call items) by call id
+        self.request_runner = None  # the tool runner of the request's own MCP servers (with the server's tools)
 
     async def post(self):
         request = self.parse(ResponsesRequest)
@@ -305,7 +343,68 @@ class ResponsesHandler(ChatCompletionsHandler):
         self.request_body = request
         self.history = previous + chat_messages(items)
         self.listed_items = input_items(items)
-        await self.chat(self._chat_request(request))
+        chat = self._chat_request(request)
+        _, servers = request.parsed_tools()
+        if not servers:
+            await self.chat(chat)
+            return
+        if not self.state.settings.request_mcp:
+            message = "tools: this server does not connect to MCP servers a request names (serve --allow-request-mcp)"
+            raise APIError(400, message, param="tools")
+        async with self._mcp_servers(servers):
+            await self.chat(chat)
+
+    @contextlib.asynccontextmanager
+    async def _mcp_servers(self, servers: list[McpTool]):
+        """The request's MCP servers connected while the response is made, their allowed tools run by the tool
+        loop (with the server's own), listed as mcp_list_tools items."""
+        from mistralcli.tools.mcp_client import McpClients
+        from mistralcli.tools.mcp_config import HttpSource, McpConfig, ServerConfig
+        from mistralcli.tools.registry import ToolRegistry
+
+        config = McpConfig(
+            servers=[
+                ServerConfig(
+                    name=s.server_label, source=HttpSource(type="Http", url=s.server_url, headers=s.headers or {})
+                )
+                for s in servers
+            ]
+        )
+        try:
+            async with McpClients(config) as clients:
+                failed = [status for status in clients.statuses if not status.ok]
+                if failed:
+                    message = f"tools: the MCP server {failed[0].id!r} could not be used: {failed[0].reason}"
+                    raise APIError(424, message, param="tools", code="mcp_server_failed")
+                registry = ToolRegistry()
+                for tool in self.state.settings.tools.registry if self.state.settings.tools is not None else []:
+                    registry.add(tool)
+                for server in servers:
+                    allowed = server.allowed()
+                    listed = []
+                    for tool in clients.registry:
+                        if tool.source == server.server_label and (allowed is None or tool.name in allowed):
+                            registry.add(tool)
+                            listed.append(
+                                {"name": tool.name, "description": tool.description, "input_schema": tool.parameters}
+                            )
+                    self.output.append(
+                        {
+                            "type": "mcp_list_tools",
+                            "id": _item_id("mcpl"),
+                            "server_label": server.server_label,
+                            "tools": listed,
+                        }
+                    )
+                self.request_runner = ToolRunner(
+                    registry, permission="auto", observe=self.state.metrics.observe_tool_call
+                )
+                yield
+        except MistralError as exc:  # two servers' tools of one name
+            raise APIError(400, f"tools: {exc}", param="tools") from None
+
+    def _server_runner(self):
+        return self.request_runner if self.request_runner is not None else super()._server_runner()
 
     def _chat_request(self, request: ResponsesRequest) -> protocol.ChatCompletionRequest:
         system = [{"role": "system", "content": request.instructions}] if request.instructions else []
@@ -315,7 +414,7 @@ class ResponsesHandler(ChatCompletionsHandler):
                 body[ours] = getattr(request, theirs)
         if request.user is not None:
             body["user"] = request.user
-        tools = request.function_tools()
+        tools, _ = request.parsed_tools()
         if tools:
             body["tools"] = [t.chat_tool() for t in tools]
         if request.tool_choice is not None:
@@ -505,9 +604,15 @@ class ResponsesHandler(ChatCompletionsHandler):
     # ---- streaming
     async def _open_stream(self):
         await super()._open_stream()
+        listed = list(self.output)  # the request's MCP servers' tools, listed before anything is generated
+        self.output.clear()
         body = self._body("in_progress")
         await self._event("response.created", response=body)
         await self._event("response.in_progress", response=body)
+        for item in listed:
+            self.output.append(item)
+            await self._event("response.output_item.added", output_index=len(self.output) - 1, item=item)
+            await self._event("response.output_item.done", output_index=len(self.output) - 1, item=item)
 
     async def _send_chunk(self, choice: _ChatChoice, out, piece) -> None:
         choice.started = True
@@ -553,11 +658,17 @@ class ResponsesHandler(ChatCompletionsHandler):
     async def _send_cut(self, choice: _ChatChoice) -> None:
         """The stream's end says it (the response's status)."""
 
+    async def _tool_event(self, event: dict) -> None:
+        """The server's own tool calls, as mcp_call items (streamed or not): added when called, done with their
+        result."""
+        async with self.emit_lock:
+            await self._send_tool_event(event)
+
     async def _send_tool_event(self, event: dict) -> None:
-        """The server's own tool calls, as mcp_call items: added when called, done with their result."""
         if event["type"] == "tool_call":
-            for closing in self.blocks.close():
-                await self._block_event(closing)
+            if self.stream:
+                for closing in self.blocks.close():
+                    await self._block_event(closing)
             item = {
                 "type": "mcp_call",
                 "id": _item_id("mcp"),
@@ -570,13 +681,15 @@ class ResponsesHandler(ChatCompletionsHandler):
             }
             self.server_items[event["id"]] = len(self.output)
             self.output.append(item)
-            await self._event("response.output_item.added", output_index=len(self.output) - 1, item=item)
+            if self.stream:
+                await self._event("response.output_item.added", output_index=len(self.output) - 1, item=item)
         elif event["type"] == "tool_result" and event["id"] in self.server_items:
             index = self.server_items[event["id"]]
             item = self.output[index]
             item.update(status="completed" if not event["is_error"] else "failed")
             item["output" if not event["is_error"] else "error"] = event["content"]
-            await self._event("response.output_item.done", output_index=index, item=item)
+            if self.stream:
+                await self._event("response.output_item.done", output_index=index, item=item)
 
     def _server_label(self, name: str) -> str:
         tool = self.runner.registry.tools.get(name) if self.runner is not None else None
