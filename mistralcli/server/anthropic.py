@@ -7,13 +7,12 @@ streamed as message_start / content_block_* / message_delta / message_stop event
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from tornado.iostream import StreamClosedError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mistralcli.server import protocol
 from mistralcli.server.base import APIError
 from mistralcli.server.blocks import Block, BlockEvent, Blocks, choice_blocks
-from mistralcli.server.chat import ChatCompletionsHandler, check_tool_choice
+from mistralcli.server.chat import ChatCompletionsHandler, chat_request, check_tool_choice
 from mistralcli.server.chat_choice import _ChatChoice
 from mistralcli.server.generate import _Usage
 
@@ -154,12 +153,7 @@ class CountTokensRequest(_Request):
             body["chat_template_kwargs"] = {"enable_thinking": self.thinking.type != "disabled"}
             if self.thinking.type == "enabled" and self.thinking.budget_tokens is not None:
                 body["thinking_token_budget"] = self.thinking.budget_tokens
-        try:
-            return protocol.ChatCompletionRequest.model_validate(body)
-        except ValidationError as exc:  # what the chat request checks beyond these fields
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise APIError(400, f"{where}: {first['msg']}", param=where) from None
+        return chat_request(body, {"stop": "stop_sequences"})  # what the chat request checks beyond these fields
 
     def _chat_messages(self) -> list[dict]:
         """The conversation in OpenAI's terms: tool results are tool messages, tool uses an assistant's calls."""
@@ -247,19 +241,12 @@ class MessagesHandler(_AnthropicHandler):
     def initialize(self, state):
         super().initialize(state)
         self.blocks = Blocks()
-        self.final: _ChatChoice | None = None
         self.prompt_tokens = 0
 
     async def post(self):
         request, chat = self.parse_messages(MessagesRequest)
         self.stop_sequences = request.stop_sequences or []
         await self.chat(chat)
-
-    async def _rounds(self, request, prompts, params, usage):
-        self.prompt_tokens = len(prompts[0])
-        choices = await super()._rounds(request, prompts, params, usage)
-        self.final = choices[0]
-        return choices
 
     # ---- the answer, whole
     def _response(self, choices: list[_ChatChoice], usage: _Usage) -> dict:
@@ -330,14 +317,8 @@ class MessagesHandler(_AnthropicHandler):
         await self._event("message_stop", {})
         self.finish()
 
-    async def _fail(self, error: APIError):
-        if not self._headers_written:
-            raise error
-        try:
-            await self._event("error", error_body(error))
-            await self.finish()
-        except StreamClosedError:
-            self.on_connection_close()
+    async def _send_error(self, error: APIError) -> None:
+        await self._event("error", error_body(error))
 
     async def _event(self, name: str, data: dict) -> None:
         await self._sse_raw(f"event: {name}\ndata: {json.dumps({'type': name, **data}, ensure_ascii=False)}\n\n")

@@ -95,6 +95,19 @@ class ServerState:
         return self.engine.is_alive if self.engine is not None else self.embedder.thread.is_alive()
 
 
+def invalid(exc: ValidationError, prefix: str = "", renamed: dict | None = None) -> APIError:
+    """A pydantic error as a 400 naming the field (its first error): prefix goes before the field's path, and
+    renamed maps a path to the name the client knows it by (a protocol translated into another)."""
+    first = exc.errors()[0]
+    parts = [str(p) for p in first["loc"] if not str(p).startswith(("function-after", "list[", "str", "int"))]
+    param = prefix + ".".join(parts)
+    for ours, theirs in (renamed or {}).items():
+        if param == ours or param.startswith(ours + "."):
+            param = theirs + param[len(ours) :]
+    message = first["msg"].removeprefix("Value error, ")
+    return APIError(400, f"{param}: {message}" if param else message, param=param or None, code="invalid_value")
+
+
 # ---- the handlers' common part --------------------------------------------------------------------
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
@@ -252,16 +265,7 @@ class BaseHandler(tornado.web.RequestHandler):
         try:
             return model_cls.model_validate(body)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            param = ".".join(
-                str(part)
-                for part in first["loc"]
-                if not str(part).startswith(("function-after", "list[", "str", "int"))
-            )
-            message = first["msg"].removeprefix("Value error, ")
-            raise APIError(
-                400, f"{param}: {message}" if param else message, param=param or None, code="invalid_value"
-            ) from None
+            raise invalid(exc) from None
 
     def _rate_key(self) -> str:
         return self.key or self.request.remote_ip or "-"

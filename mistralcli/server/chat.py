@@ -16,7 +16,7 @@ from mistralcli.prompt import PromptError, render_chat
 from mistralcli.reasoning import Thinking
 from mistralcli.sampling import SamplingParams
 from mistralcli.server import protocol
-from mistralcli.server.base import APIError, ServerState
+from mistralcli.server.base import APIError, ServerState, invalid
 from mistralcli.server.chat_choice import _ChatChoice, _ChatDelta
 from mistralcli.server.generate import _GenerateHandler, _Usage
 from mistralcli.structured import StructuredOutputs
@@ -90,6 +90,11 @@ class ChatCompletionsHandler(_GenerateHandler):
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         self.stream = bool(request.stream)
         await self.generate(request, [self.encode_rendered(text)], logprobs)
+
+    @property
+    def final(self) -> _ChatChoice | None:
+        """The answer's (first) choice, once generated."""
+        return self.choices[0] if self.choices else None
 
     def _offer_server_tools(self, request: protocol.ChatCompletionRequest) -> None:
         """The tools the server runs join the request's own (which win a clash of names), unless tool_choice
@@ -396,6 +401,15 @@ class ChatCompletionsHandler(_GenerateHandler):
                 top.append({"token": t, "logprob": lp, "bytes": b})
             content.append({"token": text, "logprob": e.logprob, "bytes": raw, "top_logprobs": top})
         return {"content": content}
+
+
+def chat_request(body: dict, renamed: dict | None = None) -> protocol.ChatCompletionRequest:
+    """Another protocol's request, translated into a chat completion request's body, validated; a 400 names the
+    field by the client's name for it (renamed: a chat request's field -> the protocol's)."""
+    try:
+        return protocol.ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise invalid(exc, renamed=renamed) from None
 
 
 def check_tool_choice(request: protocol.ChatCompletionRequest) -> None:

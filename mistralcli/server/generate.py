@@ -86,6 +86,7 @@ class _GenerateHandler(BaseHandler):
         self.logprobs: int | None = None  # top logprobs per token, None: no logprobs
         self.include_usage = False  # a stream ends with a usage chunk
         self.structured_param: str | None = None  # the request field the output's constraint came from
+        self.choices: list[_Choice] = []  # the answer's, once generated
 
     def on_connection_close(self):
         """The client left: stop its requests now, which frees their blocks."""
@@ -106,7 +107,7 @@ class _GenerateHandler(BaseHandler):
         usage = _Usage(0)
         try:
             await self._generation_started()
-            choices = await self._rounds(request, prompts, params, usage)
+            choices = self.choices = await self._rounds(request, prompts, params, usage)
             self.usage = (usage.prompt_tokens, usage.completion_tokens)
             self.log_record["response"] = {
                 "id": self.completion_id,
@@ -368,11 +369,15 @@ class _GenerateHandler(BaseHandler):
     async def _fail(self, error: APIError):
         if not self._headers_written:
             raise error
-        try:  # mid-stream: an error event, then the end
-            await self._sse_raw(f"data: {json.dumps(error.body())}\n\ndata: [DONE]\n\n")
+        try:
+            await self._send_error(error)
             await self.finish()
         except StreamClosedError:
             self.on_connection_close()
+
+    async def _send_error(self, error: APIError) -> None:
+        """Mid-stream: an error event, then the end (in this protocol's terms)."""
+        await self._sse_raw(f"data: {json.dumps(error.body())}\n\ndata: [DONE]\n\n")
 
     async def _sse(self, obj):
         await self._sse_raw(f"data: {json.dumps(obj, ensure_ascii=False)}\n\n")

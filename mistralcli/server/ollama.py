@@ -6,23 +6,25 @@ loaded while the server runs."""
 
 import hashlib
 import json
+import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from tornado.iostream import StreamClosedError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mistralcli import __version__
 from mistralcli.server import protocol
 from mistralcli.server.base import APIError, BaseHandler
-from mistralcli.server.chat import ChatCompletionsHandler
+from mistralcli.server.chat import ChatCompletionsHandler, chat_request
 from mistralcli.server.chat_choice import _ChatChoice
 from mistralcli.server.embeddings import EmbeddingsMixin
 from mistralcli.server.generate import _Usage
 
+log = logging.getLogger("mistralcli.server")
+_noted = {"keep_alive": False}  # notes said once per process
 OLLAMA_API_VERSION = "0.12.6"  # the Ollama release whose API these routes follow (clients check for a minimum)
 # options -> the chat request's fields (what Ollama has and we have; the rest, num_ctx, num_gpu, mirostat, ...,
 # concern Ollama's runner and are ignored, as Ollama ignores options a model does not use)
@@ -175,19 +177,14 @@ class _OllamaGenerateHandler(_OllamaHandler, ChatCompletionsHandler):
         super().initialize(state)
         self.began = time.perf_counter()
         self.first_output: float | None = None
-        self.final: _ChatChoice | None = None
         self.prompt_ids: list[int] = []
 
     async def _answer(self, request: _OllamaGeneration, body: dict) -> None:
+        if request.keep_alive is not None and not _noted["keep_alive"]:
+            _noted["keep_alive"] = True
+            log.info("keep_alive is accepted and ignored: the one model stays loaded while the server runs")
         body.update(request.sampling())
-        try:
-            chat = protocol.ChatCompletionRequest.model_validate(body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            where = {v: f"options.{k}" for k, v in OPTIONS.items()}.get(where, where)
-            raise APIError(400, f"{where}: {first['msg']}") from None
-        await self.chat(chat)
+        await self.chat(chat_request(body, {ours: f"options.{theirs}" for theirs, ours in OPTIONS.items()}))
 
     def _loaded(self, request: _OllamaGeneration, **fields) -> None:
         """An empty request: Ollama's way of loading a model (here it is loaded)."""
@@ -196,11 +193,6 @@ class _OllamaGenerateHandler(_OllamaHandler, ChatCompletionsHandler):
     def encode_rendered(self, text: str) -> list[int]:
         self.prompt_ids = super().encode_rendered(text)
         return self.prompt_ids
-
-    async def _rounds(self, request, prompts, params, usage):
-        choices = await super()._rounds(request, prompts, params, usage)
-        self.final = choices[0]
-        return choices
 
     # ---- the answer
     def _piece(self, content: str, thinking: str = "", tool_calls: list | None = None) -> dict:
@@ -256,14 +248,8 @@ class _OllamaGenerateHandler(_OllamaHandler, ChatCompletionsHandler):
         await self._line(last)
         self.finish()
 
-    async def _fail(self, error: APIError):
-        if not self._headers_written:
-            raise error
-        try:
-            await self._line({"error": error.message})
-            await self.finish()
-        except StreamClosedError:
-            self.on_connection_close()
+    async def _send_error(self, error: APIError) -> None:
+        await self._line({"error": error.message})
 
     async def _line(self, obj: dict) -> None:
         await self._sse_raw(json.dumps(obj, ensure_ascii=False) + "\n")

@@ -16,13 +16,12 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from tornado.iostream import StreamClosedError
 
 from mistralcli.errors import MistralError
 from mistralcli.server import protocol
-from mistralcli.server.base import APIError, BaseHandler
+from mistralcli.server.base import APIError, BaseHandler, invalid
 from mistralcli.server.blocks import Block, BlockEvent, Blocks, choice_blocks
-from mistralcli.server.chat import ChatCompletionsHandler
+from mistralcli.server.chat import ChatCompletionsHandler, chat_request
 from mistralcli.server.chat_choice import _ChatChoice
 from mistralcli.server.generate import _Usage
 from mistralcli.tools.loop import ToolRunner
@@ -234,10 +233,7 @@ class ResponsesRequest(_Request):
             try:
                 (functions if model is FunctionTool else servers).append(model.model_validate(tool))
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                message = first["msg"].removeprefix("Value error, ")
-                raise APIError(400, f"tools.{i}.{where}: {message}", param=f"tools.{i}") from None
+                raise invalid(exc, prefix=f"tools.{i}.") from None
         labels = [server.server_label for server in servers]
         if len(set(labels)) < len(labels):
             raise APIError(400, "tools: two MCP servers have one server_label", param="tools")
@@ -318,7 +314,6 @@ class ResponsesHandler(ChatCompletionsHandler):
         self.detached = False  # a background response: the client has its answer, the generation goes on
         self.cancelled = False
         self.saved = False
-        self.final: _ChatChoice | None = None
         self.server_items: dict[str, int] = {}  # the server's own tool calls (mcp_call items) by call id
         self.request_runner = None  # the tool runner of the request's own MCP servers (with the server's tools)
 
@@ -429,14 +424,9 @@ class ResponsesHandler(ChatCompletionsHandler):
             body["chat_template_kwargs"] = {"enable_thinking": think}
             if budget is not None:
                 body["thinking_token_budget"] = budget
-        try:
-            return protocol.ChatCompletionRequest.model_validate(body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            if where.startswith("messages"):
-                where = "input"
-            raise APIError(400, f"{where}: {first['msg']}", param=where) from None
+        return chat_request(
+            body, {"messages": "input", "max_tokens": "max_output_tokens", "response_format": "text.format"}
+        )
 
     def _refused(self, exc, request):
         error = super()._refused(exc, request)
@@ -544,11 +534,6 @@ class ResponsesHandler(ChatCompletionsHandler):
         self.closed = True
         super().on_connection_close()
 
-    async def _rounds(self, request, prompts, params, usage):
-        choices = await super()._rounds(request, prompts, params, usage)
-        self.final = choices[0]
-        return choices
-
     def write_json(self, obj, status: int = 200):
         if not self.detached:
             super().write_json(obj, status)
@@ -562,18 +547,15 @@ class ResponsesHandler(ChatCompletionsHandler):
         return body
 
     async def _fail(self, error: APIError):
-        if self.detached:
+        if self.detached:  # a background response: stored as failed
             self._save(self._body("failed", error={"code": error.code or "server_error", "message": error.message}))
             return
-        if not self._headers_written:
-            raise error
-        try:
-            await self._event("error", code=error.code, message=error.message, param=error.param)
-            body = self._body("failed", error={"code": error.code or "server_error", "message": error.message})
-            await self._event("response.failed", response=body)
-            await self.finish()
-        except StreamClosedError:
-            self.on_connection_close()
+        await super()._fail(error)
+
+    async def _send_error(self, error: APIError) -> None:
+        await self._event("error", code=error.code, message=error.message, param=error.param)
+        body = self._body("failed", error={"code": error.code or "server_error", "message": error.message})
+        await self._event("response.failed", response=body)
 
     # ---- output items
     def _item(self, block: Block, whole: bool) -> dict:
