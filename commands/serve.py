@@ -116,6 +116,9 @@ def serve(
     curl http://127.0.0.1:8000/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
 
     With tools the server runs itself: mistral serve --enable-agent-tools --agent-sandbox-root ./project
+
+    An embedding model: mistral serve -m ./all-MiniLM-L6-v2, then
+    curl http://127.0.0.1:8000/v1/embeddings -d '{"input": ["Hi", "Hello"]}'
     """
     from mistralcli.reasoning import REASONING_PARSERS
     from mistralcli.server.limits import ApiKeys, RateLimit

@@ -78,3 +78,50 @@ def test_thinking_off_passes_through_and_a_budget_needs_a_thinking_model(server,
     assert "reasoning_content" in choice["message"]
     r = httpx.post(server.url + "/v1/chat/completions", json={"messages": MESSAGES, "thinking_token_budget": -1})
     assert r.status_code == 400 and r.json()["error"]["param"] == "thinking_token_budget"
+
+
+# a template whose answers always begin in a thought (as DeepSeek-R1's and Qwen3's thinking-only models open one)
+ALWAYS_THINKS = QWEN3_CHAT_TEMPLATE.replace(
+    "{{- '<|im_start|>assistant\\n' }}", "{{- '<|im_start|>assistant\\n<think>\\n' }}"
+)
+
+
+@pytest.fixture(scope="module")
+def thinker(tmp_path_factory):
+    assert ALWAYS_THINKS != QWEN3_CHAT_TEMPLATE
+    directory = tmp_path_factory.mktemp("qwen3-thinks")
+    make_hf_model("qwen3", head_dim=32).save_pretrained(directory)
+    save_byte_level_tokenizer(directory, ALWAYS_THINKS)
+    s = Server(directory)
+    yield s
+    assert s.stop() == 0
+
+
+def test_the_thought_is_anthropic_s_thinking_block_and_the_responses_api_s_reasoning_item(thinker):
+    import anthropic
+    from openai import OpenAI
+
+    name = httpx.get(thinker.url + "/v1/models").json()["data"][0]["id"]
+    c = anthropic.Anthropic(base_url=thinker.url, api_key="none", max_retries=0)
+    kw = dict(model=name, max_tokens=40, messages=MESSAGES, thinking={"type": "enabled", "budget_tokens": 8})
+    message = c.messages.create(**kw)
+    assert message.content[0].type == "thinking" and message.content[0].thinking
+    assert "</think>" not in message.content[0].thinking  # the budget (8 tokens) cut it
+    assert all(b.type == "text" for b in message.content[1:])
+    with c.messages.stream(**kw) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    kinds = [e.delta.type for e in events if e.type == "content_block_delta"]
+    assert kinds[0] == "thinking_delta" and "signature_delta" in kinds and final.content[0].type == "thinking"
+    # the Responses API: a reasoning item before the message, its text the thought (and its summary, asked for)
+    o = OpenAI(base_url=thinker.url + "/v1", api_key="none", max_retries=0)
+    response = o.responses.create(
+        model=name, input="Is 2+2 4?", reasoning={"effort": "low", "summary": "auto"}, max_output_tokens=40
+    )
+    reasoning = response.output[0]
+    assert reasoning.type == "reasoning" and reasoning.content[0].text
+    assert reasoning.summary[0].text == reasoning.content[0].text
+    assert [item.type for item in response.output[1:]] in (["message"], [])
+    with o.responses.stream(model=name, input="Is 2+2 4?", max_output_tokens=40) as stream:
+        types = [e.type for e in stream]
+    assert "response.reasoning_text.delta" in types and types[-1] in ("response.completed", "response.incomplete")

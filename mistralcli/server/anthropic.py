@@ -76,11 +76,7 @@ class Message(_Request):
     @field_validator("content", mode="before")
     @classmethod
     def _known_blocks(cls, value):
-        for i, block in enumerate(value if isinstance(value, list) else []):
-            kind = block.get("type") if isinstance(block, dict) else None
-            if kind in ("image", "document", "search_result"):
-                raise ValueError(f"{i}: {kind} blocks are not supported (this server's models read text)")
-        return value
+        return protocol.text_parts_only(value, ("image", "document", "search_result"))
 
     def blocks(self) -> list:
         return [TextBlock(type="text", text=self.content)] if isinstance(self.content, str) else self.content

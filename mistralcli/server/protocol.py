@@ -184,13 +184,29 @@ class ToolCall(_Request):
     @field_validator("function")
     @classmethod
     def _arguments_are_an_object(cls, value: FunctionCall):
-        try:
-            arguments = json.loads(value.arguments)
-        except ValueError as exc:
-            raise ValueError(f"arguments is not JSON: {exc}") from None
-        if not isinstance(arguments, dict):
-            raise ValueError("arguments must be a JSON object (in a string)")
+        json_object_text(value.arguments, "arguments ")
         return value
+
+
+def json_object_text(text: str, what: str = "") -> str:
+    """A field validator's check: text is a JSON object (else ValueError, its message begun by what)."""
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{what}is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{what}must be a JSON object (in a string)")
+    return text
+
+
+def text_parts_only(parts, refused: tuple[str, ...]):
+    """A field validator's check (before parsing): no part of these kinds (images and the like), each named
+    with its place, rather than a discriminator's error."""
+    for i, part in enumerate(parts if isinstance(parts, list) else []):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in refused:
+            raise ValueError(f"{i}: {kind} is not supported (this server's models read text)")
+    return parts
 
 
 class ChatMessage(_Request):

@@ -55,11 +55,7 @@ class MessageItem(_Request):
     @field_validator("content", mode="before")
     @classmethod
     def _text_only(cls, value):
-        for i, part in enumerate(value if isinstance(value, list) else []):
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind in ("input_image", "input_file", "input_audio"):
-                raise ValueError(f"{i}: {kind} is not supported (this server's models read text)")
-        return value
+        return protocol.text_parts_only(value, ("input_image", "input_file", "input_audio"))
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -77,13 +73,7 @@ class FunctionCallItem(_Request):
     @field_validator("arguments")
     @classmethod
     def _an_object(cls, value):
-        try:
-            parsed = json.loads(value)
-        except ValueError as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(parsed, dict):
-            raise ValueError("must be a JSON object (in a string)")
-        return value
+        return protocol.json_object_text(value)
 
 
 class FunctionCallOutputItem(_Request):
