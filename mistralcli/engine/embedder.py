@@ -64,7 +64,7 @@ def _pooling_mode(config: dict) -> str:
 class Embedder:
     """embed(inputs) -> (N, dimensions) float32 vectors. inputs: texts or token id lists."""
 
-    def __init__(self, model, tokenizer, config: EmbeddingConfig, max_batch_tokens: int = 8192):
+    def __init__(self, model, tokenizer, config: EmbeddingConfig, max_batch_tokens: int = 512):
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.max_batch_tokens = max_batch_tokens
         self.is_encoder = getattr(model, "is_encoder", False)

@@ -91,6 +91,12 @@ class BertModel:
         for name in _LINEARS:
             layer[name] = self.weights[f"blk.{i}.{name}.weight"]
             layer[name + ".bias"] = _dense(self.weights[f"blk.{i}.{name}.bias"])
+        # q, k and v as one product (one larger GEMM runs faster than three)
+        qkv = ("attn_q", "attn_k", "attn_v")
+        layer["attn_qkv"] = QuantTensor.from_array(
+            f"blk.{i}.attn_qkv.weight", np.concatenate([_dense(layer[n]) for n in qkv])
+        )
+        layer["attn_qkv.bias"] = np.concatenate([layer[n + ".bias"] for n in qkv])
         for name in _NORMS:
             layer[name] = (_dense(self.weights[f"blk.{i}.{name}.weight"]), _dense(self.weights[f"blk.{i}.{name}.bias"]))
         return layer
@@ -107,9 +113,8 @@ class BertModel:
         num_tokens, heads, dim = len(token_ids), a.num_attention_heads, a.head_dim
         scale = 1.0 / math.sqrt(dim)
         for layer in self.layers:
-            q, k, v = (
-                self._linear(h, layer, name).reshape(num_tokens, heads, dim) for name in ("attn_q", "attn_k", "attn_v")
-            )
+            qkv = self._linear(h, layer, "attn_qkv").reshape(num_tokens, 3, heads, dim)
+            q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
             attn = ops.encoder_attention(q, k, v, starts, scale).reshape(num_tokens, -1)
             h = ops.layernorm(
                 h + self._linear(attn, layer, "attn_output"), *layer["attn_output_norm"], a.layer_norm_eps

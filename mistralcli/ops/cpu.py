@@ -68,8 +68,9 @@ class CpuOps(ReferenceOps):
             qmatmul.matmul(out, x, w.data, qtype, self.num_threads)
         elif w.ggml_type in DEQUANT_TYPES or w.ggml_type in FLOAT_TYPES:
             group = gemm_tokens_per_call()
-            if x.shape[0] % max(group, GEMM_PAD_TOKENS):  # the tokens padded to whole groups (see gemm_group)
-                step = max(group, GEMM_PAD_TOKENS)
+            # the tokens padded to whole groups (see gemm_group), or, in one call, to GEMM_PAD_TOKENS at least
+            step = group or (GEMM_PAD_TOKENS if x.shape[0] < GEMM_PAD_TOKENS else 1)
+            if x.shape[0] % step:
                 padded = np.zeros((-(-x.shape[0] // step) * step, x.shape[1]), dtype=np.float32)
                 padded[: len(x)] = x
                 full = np.empty((len(padded), w.shape[0]), dtype=np.float32)
