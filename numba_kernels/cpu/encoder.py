@@ -1,7 +1,7 @@
 """An encoder's ops (Numba, parallel over rows or over sequences and heads): LayerNorm with a bias, GELU (the
-erf form, erf to float32's rounding), and bidirectional attention over packed sequences (each attends to its own tokens, no padding).
-References: mistralcli.reference.ops (layernorm, gelu, encoder_attention); one caller at a time (the embedder's
-lock), as Numba's parallel layer wants."""
+erf form, erf to float32's rounding), and bidirectional attention over packed sequences (each attends to its own
+tokens, no padding). References: mistralcli.reference.ops (layernorm, gelu, encoder_attention, pool); one caller at
+a time (the embedder's lock), as Numba's parallel layer wants."""
 
 import math
 
