@@ -145,8 +145,8 @@ def test_directory_with_two_ggufs_asks_which(tmp_path, smollm2_path):
 
 
 def test_config_json_errors(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ModelLoadError, match="unsupported architecture 'bert'"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    with pytest.raises(ModelLoadError, match="unsupported architecture 't5'"):
         load_model(str(tmp_path))
 
 
