@@ -20,7 +20,6 @@ from threadpoolctl import threadpool_limits
 from mistralcli._ext import attention, elementwise, qmatmul
 from mistralcli._ext.decode_step import DecodeStep
 from mistralcli.numba_kernels import call_noting_compilation
-from mistralcli.numba_kernels.cpu import encoder
 from mistralcli.quant_tensor import QuantTensor
 from mistralcli.reference.ops import ReferenceOps
 
@@ -102,25 +101,25 @@ class CpuOps(ReferenceOps):
     def layernorm(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         out = np.empty_like(x)
-        encoder.layernorm(out, x, _f32(weight), _f32(bias), eps)
+        _encoder().layernorm(out, x, _f32(weight), _f32(bias), eps)
         return out
 
     def gelu(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         out = np.empty_like(x)
-        encoder.gelu(out, x)
+        _encoder().gelu(out, x)
         return out
 
     def encoder_attention(self, q, k, v, starts: np.ndarray, scale: float) -> np.ndarray:
         q, k, v = (np.ascontiguousarray(t, dtype=np.float32) for t in (q, k, v))
         out = np.empty_like(q)
-        encoder.encoder_attention(out, q, k, v, np.asarray(starts, dtype=np.int64), scale)
+        _encoder().encoder_attention(out, q, k, v, np.asarray(starts, dtype=np.int64), scale)
         return out
 
     def pool(self, h: np.ndarray, starts: np.ndarray, mode: str) -> np.ndarray:
         h = np.ascontiguousarray(h, dtype=np.float32)
         out = np.empty((len(starts) - 1, h.shape[1]), dtype=np.float32)
-        encoder.pool(out, h, np.asarray(starts, dtype=np.int64), POOL_MODES[mode])
+        _encoder().pool(out, h, np.asarray(starts, dtype=np.int64), POOL_MODES[mode])
         return out
 
     def rmsnorm(self, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -269,6 +268,13 @@ def _invariant(weights: np.ndarray, x: np.ndarray) -> bool:
 
     whole = call(x)
     return all(np.array_equal(call(x[i : i + 1])[0], whole[i]) for i in range(group))
+
+
+def _encoder():
+    """The encoder's Numba kernels, imported when an encoder first runs: a decoder's start never imports Numba."""
+    from mistralcli.numba_kernels.cpu import encoder
+
+    return encoder
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
