@@ -191,7 +191,7 @@ def serve(
         )
     embedder = Embedder(loaded.model, loaded.tokenizer, loaded.embedding) if loaded.embedding is not None else None
     name = served_model_name or loaded.name
-    from mistralcli.server.ollama import file_identity
+    from mistralcli.server.ollama_models import file_identity
 
     size, digest = file_identity(loaded.path)
     settings = ServerSettings(

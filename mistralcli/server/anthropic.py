@@ -7,14 +7,15 @@ streamed as message_start / content_block_* / message_delta / message_stop event
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from mistralcli.server import protocol
 from mistralcli.server.base import APIError
-from mistralcli.server.blocks import Block, BlockEvent, Blocks, choice_blocks
+from mistralcli.server.blocks import Block, BlockEvent, BlockStreaming, choice_blocks
 from mistralcli.server.chat import ChatCompletionsHandler, chat_request, check_tool_choice
 from mistralcli.server.chat_choice import _ChatChoice
 from mistralcli.server.generate import _Usage
+from mistralcli.server.protocol import _Request  # unknown fields ignored, types strict
 
 # an HTTP status -> Anthropic's error type
 ERROR_TYPES = {
@@ -33,10 +34,6 @@ STOP_REASONS = {"length": "max_tokens", "tool_calls": "tool_use"}  # else "end_t
 
 def error_body(error: APIError) -> dict:
     return {"type": "error", "error": {"type": ERROR_TYPES.get(error.status, "api_error"), "message": error.message}}
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)  # cache_control and the like are ignored
 
 
 class TextBlock(_Request):
@@ -229,14 +226,13 @@ class _AnthropicHandler(ChatCompletionsHandler):
         return text + self.prefill if len(messages) == len(request.messages) else text
 
 
-class MessagesHandler(_AnthropicHandler):
+class MessagesHandler(BlockStreaming, _AnthropicHandler):
     route = "/v1/messages"
     id_prefix = "msg_"
     prompt_param = "messages"
 
     def initialize(self, state):
         super().initialize(state)
-        self.blocks = Blocks()
         self.prompt_tokens = 0
 
     async def post(self):
@@ -277,12 +273,6 @@ class MessagesHandler(_AnthropicHandler):
         await self._event("message_start", {"message": {**self._message(None), "usage": usage}})
         await self._event("ping", {})
 
-    async def _send_chunk(self, choice: _ChatChoice, out, piece) -> None:
-        choice.started = True
-        piece.tool_calls = self._client_deltas(choice, piece.tool_calls)
-        for event in self.blocks.feed(piece):
-            await self._block_event(event)
-
     async def _block_event(self, event: BlockEvent) -> None:
         block = event.block
         if event.type == "start":
@@ -305,8 +295,7 @@ class MessagesHandler(_AnthropicHandler):
         """The server's own tool calls are not the client's blocks: not streamed."""
 
     async def _end_stream(self, usage: _Usage):
-        for event in self.blocks.close():
-            await self._block_event(event)
+        await self._close_blocks()
         message = self._message(self.final)
         delta = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
         await self._event("message_delta", {"delta": delta, "usage": _usage(usage)})

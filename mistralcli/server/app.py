@@ -21,12 +21,10 @@ from mistralcli.server.ollama import (
     OllamaEmbeddingsHandler,
     OllamaEmbedHandler,
     OllamaGenerateHandler,
-    PsHandler,
-    ShowHandler,
-    TagsHandler,
-    VersionHandler,
 )
-from mistralcli.server.responses import ResponsesHandler, StoredResponseHandler
+from mistralcli.server.ollama_models import PsHandler, ShowHandler, TagsHandler, VersionHandler
+from mistralcli.server.responses import ResponsesHandler
+from mistralcli.server.stored_responses import StoredResponseHandler
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "APIError", "ServerSettings", "ServerState", "make_app", "routes"]
 

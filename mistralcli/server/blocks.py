@@ -81,6 +81,27 @@ class Blocks:
         return [*events, BlockEvent("start", self.open)]
 
 
+class BlockStreaming:
+    """For a chat handler whose stream is typed blocks (Anthropic's, the Responses API's): each output's deltas go
+    to self.blocks, and each block event to the protocol's own _block_event (its events for a block's start,
+    growth and end)."""
+
+    def initialize(self, state):
+        super().initialize(state)
+        self.blocks = Blocks()
+
+    async def _send_chunk(self, choice, out, piece) -> None:
+        choice.started = True
+        piece.tool_calls = self._client_deltas(choice, piece.tool_calls)  # the client's own calls only
+        for event in self.blocks.feed(piece):
+            await self._block_event(event)
+
+    async def _close_blocks(self) -> None:
+        """The open block ends (the answer's end, or a server tool call's start)."""
+        for event in self.blocks.close():
+            await self._block_event(event)
+
+
 def choice_blocks(reasoning: str, content: str, tool_calls: list[dict]) -> list[Block]:
     """A whole answer's blocks (not streamed): its thought, its text, its calls (OpenAI's tool_calls)."""
     blocks = Blocks()

@@ -8,284 +8,30 @@ openai SDK parses. With `store` (the default) a response and its conversation ar
 ResponseStore (SQLite), so a conversation goes on across restarts; `background` answers at once and generates
 on, to be retrieved or cancelled."""
 
-import asyncio
 import contextlib
 import json
-import time
-import uuid
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing import Any
 
 from mistralcli.errors import MistralError
 from mistralcli.server import protocol
-from mistralcli.server.base import APIError, BaseHandler, invalid
-from mistralcli.server.blocks import Block, BlockEvent, Blocks, choice_blocks
+from mistralcli.server.base import APIError
+from mistralcli.server.blocks import Block, BlockEvent, BlockStreaming, choice_blocks
 from mistralcli.server.chat import ChatCompletionsHandler, chat_request
 from mistralcli.server.chat_choice import _ChatChoice
 from mistralcli.server.generate import _Usage
+from mistralcli.server.responses_request import (
+    EFFORTS,
+    McpTool,
+    ReasoningConfig,
+    ResponsesRequest,
+    chat_messages,
+    input_items,
+    item_id,
+)
 from mistralcli.tools.loop import ToolRunner
 
-# reasoning.effort -> (think at all, the thought's token budget; None: unlimited)
-EFFORTS = {
-    "none": (False, None),
-    "minimal": (False, None),
-    "low": (True, 512),
-    "medium": (True, 2048),
-    "high": (True, None),
-}
 
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-
-class TextPart(_Request):
-    type: Literal["input_text", "output_text", "text", "refusal"]
-    text: str = ""
-    refusal: str | None = None
-
-
-class MessageItem(_Request):
-    type: Literal["message"] = "message"
-    role: Literal["user", "assistant", "system", "developer"]
-    content: str | list[TextPart]
-    id: str | None = None
-
-    @field_validator("content", mode="before")
-    @classmethod
-    def _text_only(cls, value):
-        return protocol.text_parts_only(value, ("input_image", "input_file", "input_audio"))
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(p.text if p.type != "refusal" else p.refusal or "" for p in self.content)
-
-
-class FunctionCallItem(_Request):
-    type: Literal["function_call"]
-    call_id: str
-    name: str
-    arguments: str
-    id: str | None = None
-
-    @field_validator("arguments")
-    @classmethod
-    def _an_object(cls, value):
-        return protocol.json_object_text(value)
-
-
-class FunctionCallOutputItem(_Request):
-    type: Literal["function_call_output"]
-    call_id: str
-    output: str | list[TextPart]
-    id: str | None = None
-
-    def text(self) -> str:
-        return self.output if isinstance(self.output, str) else "".join(p.text for p in self.output)
-
-
-class SkippedItem(_Request):
-    """Items the model does not read again: an earlier thought, the server's own MCP calls and listings."""
-
-    type: Literal["reasoning", "mcp_call", "mcp_list_tools"]
-
-
-InputItem = Annotated[
-    MessageItem | FunctionCallItem | FunctionCallOutputItem | SkippedItem, Field(discriminator="type")
-]
-
-
-class FunctionTool(_Request):
-    type: Literal["function"]
-    name: str
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-    @field_validator("parameters")
-    @classmethod
-    def _a_json_schema(cls, value):
-        return protocol.check_json_schema(value)
-
-    def chat_tool(self) -> dict:
-        function = self.model_dump(exclude_none=True, exclude={"type"})
-        return {"type": "function", "function": function}
-
-
-class McpTool(_Request):
-    """A request's own MCP server, over streamable HTTP: its tools (those allowed) run in the tool loop."""
-
-    type: Literal["mcp"]
-    server_label: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
-    server_url: Annotated[str, Field(pattern=r"^https?://")]
-    allowed_tools: list[str] | dict[str, Any] | None = None
-    headers: dict[str, str] | None = None
-    require_approval: Literal["always", "never"] | dict[str, Any] | None = Field(default=None, validate_default=True)
-    server_description: str | None = None
-
-    @field_validator("require_approval")
-    @classmethod
-    def _never(cls, value):
-        if value != "never":
-            raise ValueError(
-                'asking for approvals over the Responses API is not supported: set "never" to have the server run '
-                "the tools (or call them as function tools yourself)"
-            )
-        return value
-
-    def allowed(self) -> set[str] | None:
-        tools = self.allowed_tools
-        if isinstance(tools, dict):
-            tools = tools.get("tool_names")
-        return set(tools) if tools is not None else None
-
-
-class FormatText(_Request):
-    type: Literal["text", "json_object", "json_schema"]
-    name: str | None = None
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    description: str | None = None
-    strict: bool | None = None
-
-    @model_validator(mode="after")
-    def _schema_given(self):
-        if self.type == "json_schema" and (self.schema_ is None or not self.name):
-            raise ValueError('type "json_schema" needs a name and a schema')
-        return self
-
-    def response_format(self) -> dict | None:
-        if self.type == "json_schema":
-            return {"type": "json_schema", "json_schema": {"name": self.name, "schema": self.schema_}}
-        return {"type": "json_object"} if self.type == "json_object" else None
-
-
-class TextConfig(_Request):
-    format: FormatText | None = None
-    verbosity: str | None = None
-
-
-class ReasoningConfig(_Request):
-    effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
-    summary: Literal["auto", "concise", "detailed"] | None = None
-
-
-class ResponsesRequest(_Request):
-    model: str | None = None
-    input: str | Annotated[list[InputItem], Field(min_length=1)]
-    instructions: str | None = None
-    tools: list[dict[str, Any]] | None = None  # function tools (checked in function_tools)
-    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
-    parallel_tool_calls: bool = True
-    text: TextConfig | None = None
-    reasoning: ReasoningConfig | None = None
-    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    stream: bool = False
-    store: bool = True
-    background: bool = False
-    previous_response_id: str | None = None
-    metadata: dict[str, str] | None = None
-    user: str | None = None
-    truncation: Literal["auto", "disabled"] | None = None
-
-    @field_validator("input", mode="before")
-    @classmethod
-    def _typed_items(cls, value):
-        """An item with a role and no type is a message (as OpenAI takes it)."""
-        if isinstance(value, list):
-            return [
-                {**i, "type": "message"} if isinstance(i, dict) and "type" not in i and "role" in i else i
-                for i in value
-            ]
-        return value
-
-    @field_validator("metadata")
-    @classmethod
-    def _sixteen_pairs(cls, value):
-        if value is not None and (len(value) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in value.items())):
-            raise ValueError("at most 16 pairs, keys of up to 64 characters and values of up to 512")
-        return value
-
-    def items(self) -> list:
-        return [MessageItem(role="user", content=self.input)] if isinstance(self.input, str) else self.input
-
-    def parsed_tools(self) -> tuple[list[FunctionTool], list[McpTool]]:
-        """The function tools and the MCP servers among tools; APIError (400) naming one that is wrong."""
-        functions, servers = [], []
-        for i, tool in enumerate(self.tools or []):
-            kind = tool.get("type")
-            model = {"function": FunctionTool, "mcp": McpTool}.get(kind)
-            if model is None:
-                raise APIError(400, f"tools.{i}: tools of type {kind!r} are not supported here", param=f"tools.{i}")
-            try:
-                (functions if model is FunctionTool else servers).append(model.model_validate(tool))
-            except ValidationError as exc:
-                raise invalid(exc, prefix=f"tools.{i}.") from None
-        labels = [server.server_label for server in servers]
-        if len(set(labels)) < len(labels):
-            raise APIError(400, "tools: two MCP servers have one server_label", param="tools")
-        return functions, servers
-
-    def chat_tool_choice(self):
-        choice = self.tool_choice
-        if not isinstance(choice, dict):
-            return choice
-        if choice.get("type") == "function" and isinstance(choice.get("name"), str):
-            return {"type": "function", "function": {"name": choice["name"]}}
-        raise APIError(
-            400,
-            'tool_choice: give "none", "auto", "required" or {"type": "function", "name": ...}',
-            param="tool_choice",
-        )
-
-
-def chat_messages(items: list) -> list[dict]:
-    """Input items as chat messages (OpenAI's chat shape): function calls join the assistant message before them,
-    their outputs are tool messages."""
-    messages: list[dict] = []
-    for item in items:
-        if isinstance(item, MessageItem):
-            messages.append({"role": item.role, "content": item.text()})
-        elif isinstance(item, FunctionCallItem):
-            call = {
-                "id": item.call_id,
-                "type": "function",
-                "function": {"name": item.name, "arguments": item.arguments},
-            }
-            last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant":
-                last.setdefault("tool_calls", []).append(call)
-            else:
-                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
-        elif isinstance(item, FunctionCallOutputItem):
-            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.text()})
-    return messages
-
-
-def _item_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:24]}"
-
-
-def input_items(items: list) -> list[dict]:
-    """The request's input items as GET .../input_items lists them, each with an id."""
-    listed = []
-    for item in items:
-        if isinstance(item, SkippedItem):
-            continue
-        body = item.model_dump(exclude_none=True)
-        if isinstance(item, MessageItem):
-            kind = "output_text" if item.role == "assistant" else "input_text"
-            body["content"] = [{"type": kind, "text": item.text()}]
-            body["status"] = "completed"
-        body["id"] = item.id or _item_id({"message": "msg", "function_call": "fc"}.get(item.type, "fco"))
-        listed.append(body)
-    return listed
-
-
-class ResponsesHandler(ChatCompletionsHandler):
+class ResponsesHandler(BlockStreaming, ChatCompletionsHandler):
     route = "/v1/responses"
     id_prefix = "resp_"
     prompt_param = "input"
@@ -293,7 +39,6 @@ class ResponsesHandler(ChatCompletionsHandler):
 
     def initialize(self, state):
         super().initialize(state)
-        self.blocks = Blocks()
         self.output: list[dict] = []  # the output items so far
         self.positions: dict[int, int] = {}  # a block's index -> its item's output index
         self.item_ids: dict[int, str] = {}  # a block's index -> its item's id
@@ -376,7 +121,7 @@ class ResponsesHandler(ChatCompletionsHandler):
                     self.output.append(
                         {
                             "type": "mcp_list_tools",
-                            "id": _item_id("mcpl"),
+                            "id": item_id("mcpl"),
                             "server_label": server.server_label,
                             "tools": listed,
                         }
@@ -550,12 +295,12 @@ class ResponsesHandler(ChatCompletionsHandler):
     # ---- output items
     def _item(self, block: Block, whole: bool) -> dict:
         """A block as its output item: whole, or as a stream adds it (empty, in progress)."""
-        item_id = self.item_ids.setdefault(
-            block.index, _item_id({"reasoning": "rs", "text": "msg"}.get(block.kind, "fc"))
+        own_id = self.item_ids.setdefault(
+            block.index, item_id({"reasoning": "rs", "text": "msg"}.get(block.kind, "fc"))
         )
         status = "completed" if whole else "in_progress"
         if block.kind == "reasoning":
-            item = {"type": "reasoning", "id": item_id, "summary": [], "content": []}
+            item = {"type": "reasoning", "id": own_id, "summary": [], "content": []}
             if whole:
                 item["content"] = [{"type": "reasoning_text", "text": block.text}]
                 if self.request_body.reasoning is not None and self.request_body.reasoning.summary is not None:
@@ -563,10 +308,10 @@ class ResponsesHandler(ChatCompletionsHandler):
             return item
         if block.kind == "text":
             content = [_text_part(block.text)] if whole else []
-            return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+            return {"type": "message", "id": own_id, "status": status, "role": "assistant", "content": content}
         return {
             "type": "function_call",
-            "id": item_id,
+            "id": own_id,
             "call_id": block.call_id,
             "name": block.name,
             "arguments": block.text if whole else "",
@@ -585,12 +330,6 @@ class ResponsesHandler(ChatCompletionsHandler):
             self.output.append(item)
             await self._event("response.output_item.added", output_index=len(self.output) - 1, item=item)
             await self._event("response.output_item.done", output_index=len(self.output) - 1, item=item)
-
-    async def _send_chunk(self, choice: _ChatChoice, out, piece) -> None:
-        choice.started = True
-        piece.tool_calls = self._client_deltas(choice, piece.tool_calls)
-        for event in self.blocks.feed(piece):
-            await self._block_event(event)
 
     async def _block_event(self, event: BlockEvent) -> None:
         block = event.block
@@ -639,11 +378,10 @@ class ResponsesHandler(ChatCompletionsHandler):
     async def _send_tool_event(self, event: dict) -> None:
         if event["type"] == "tool_call":
             if self.stream:
-                for closing in self.blocks.close():
-                    await self._block_event(closing)
+                await self._close_blocks()
             item = {
                 "type": "mcp_call",
-                "id": _item_id("mcp"),
+                "id": item_id("mcp"),
                 "server_label": self._server_label(event["name"]),
                 "name": event["name"],
                 "arguments": event["arguments"],
@@ -668,8 +406,7 @@ class ResponsesHandler(ChatCompletionsHandler):
         return getattr(tool, "source", None) or "mistralcli"
 
     async def _end_stream(self, usage: _Usage):
-        for event in self.blocks.close():
-            await self._block_event(event)
+        await self._close_blocks()
         status = self._status()
         body = self._body(status, usage)
         self._save(body)
@@ -705,78 +442,4 @@ def _usage(usage: _Usage) -> dict:
         "output_tokens": usage.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-    }
-
-
-class StoredResponseHandler(BaseHandler):
-    """GET /v1/responses/{id}, DELETE /v1/responses/{id}, GET .../input_items, POST .../cancel."""
-
-    route = "/v1/responses/{id}"
-
-    def _stored(self, response_id: str):
-        store = self.state.responses
-        stored = store.get(response_id) if store is not None else None
-        if stored is None:
-            message = f"no stored response {response_id!r} (unknown, deleted, expired, or made with store false)"
-            raise APIError(404, message, param="response_id", code="response_not_found")
-        return stored
-
-    def get(self, response_id: str, action: str | None = None):
-        stored = self._stored(response_id)
-        if action == "input_items":
-            self.write_json(_listed(stored.input_items, self))
-        elif action is None:
-            self.write_json(stored.body)
-        else:
-            raise APIError(404, f"no route GET {self.request.path}", code="not_found")
-
-    def delete(self, response_id: str, action: str | None = None):
-        if action is not None:
-            raise APIError(405, f"DELETE {self.request.path} is not a route", code="method_not_allowed")
-        self._stored(response_id)
-        running = self.state.responses_in_flight.get(response_id)
-        if running is not None and running.detached:
-            running.cancel()
-        self.state.responses.delete(response_id)
-        self.write_json({"id": response_id, "object": "response", "deleted": True})
-
-    async def post(self, response_id: str, action: str | None = None):
-        if action != "cancel":
-            raise APIError(405, f"POST {self.request.path} is not a route", code="method_not_allowed")
-        stored = self._stored(response_id)
-        running = self.state.responses_in_flight.get(response_id)
-        if not stored.body.get("background"):
-            raise APIError(
-                400, "only a background response can be cancelled", param="response_id", code="invalid_value"
-            )
-        if running is not None and running.detached:
-            running.cancel()
-            deadline = time.monotonic() + 10
-            while response_id in self.state.responses_in_flight and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-        self.write_json(self._stored(response_id).body)
-
-
-def _listed(items: list[dict], handler: BaseHandler) -> dict:
-    """A page of input items: ?order=asc|desc (desc by default, as OpenAI's), ?limit (1..100, 20), ?after=ID."""
-    order = handler.get_argument("order", "desc")
-    if order not in ("asc", "desc"):
-        raise APIError(400, f"order: give asc or desc, not {order!r}", param="order")
-    limit_text = handler.get_argument("limit", "20")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
-        raise APIError(400, f"limit: give a number from 1 to 100, not {limit_text!r}", param="limit")
-    ordered = items if order == "asc" else items[::-1]
-    after = handler.get_argument("after", None)
-    if after is not None:
-        ids = [i["id"] for i in ordered]
-        if after not in ids:
-            raise APIError(400, f"after: no input item {after!r} in this response", param="after")
-        ordered = ordered[ids.index(after) + 1 :]
-    page = ordered[: int(limit_text)]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": len(ordered) > len(page),
     }
