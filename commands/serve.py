@@ -9,9 +9,38 @@ import typer
 
 from mistralcli.commands._common import ISQ_HELP, MODEL_HELP, check_isq, load_with_status, stderr_console
 
+MODELS_HELP = (
+    MODEL_HELP + " Repeat for several models in one server: the first loads at start, the others on their first "
+    "request."
+)
+
 
 def serve(
-    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
+    model: list[str] = typer.Option(None, "--model", "-m", help=MODELS_HELP, show_default=False),
+    models_dir: list[Path] = typer.Option(
+        None,
+        "--models-dir",
+        help="Also serve every model in this directory (GGUF files, model directories, one level down), each "
+        "loaded on its first request.",
+        show_default=False,
+    ),
+    max_loaded: int = typer.Option(
+        None, "--max-loaded", min=1, help="Most models loaded at once (the least recently used idle one is unloaded)."
+    ),
+    max_memory: str = typer.Option(
+        None,
+        "--max-memory",
+        help="Memory for the loaded models' weights and KV pools, e.g. 8GB or 512MiB. Default with several models: "
+        "90% of the memory available at start.",
+        show_default=False,
+    ),
+    keep_alive: str = typer.Option(
+        None,
+        "--keep-alive",
+        help="Unload a model idle this long: 5m, 1h30m, 300 (seconds); -1 or never keeps it (the default). A "
+        "request's keep_alive (Ollama's API) sets its model's.",
+        show_default=False,
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free one)."),
     served_model_name: str = typer.Option(
@@ -25,7 +54,8 @@ def serve(
         None,
         "--kv-cache-mb",
         min=1.0,
-        help="KV-cache pool size. Default: 30% of available memory, at most what --max-num-seqs full contexts need.",
+        help="Each model's KV-cache pool. Default: 30% of available memory (split between the models loaded at once), "
+        "at most what --max-num-seqs full contexts need.",
     ),
     api_key: list[str] = typer.Option(None, "--api-key", help="Accept this API key (repeat for several)."),
     api_key_file: list[Path] = typer.Option(None, "--api-key-file", help="Accept the keys in this file, one a line."),
@@ -117,6 +147,9 @@ def serve(
 
     With tools the server runs itself: mistral serve --enable-agent-tools --agent-sandbox-root ./project
 
+    Several models, loaded on demand, at most two at once, unloaded after 10 idle minutes:
+    mistral serve -m a.gguf -m b.gguf --models-dir ~/models --max-loaded 2 --keep-alive 10m
+
     An embedding model: mistral serve -m ./all-MiniLM-L6-v2, then
     curl http://127.0.0.1:8000/v1/embeddings -d '{"input": ["Hi", "Hello"]}'
     """
@@ -170,34 +203,51 @@ def serve(
     except OSError as exc:
         raise typer.BadParameter(f"{log_requests}: {exc.strerror}", param_hint="--log-requests") from None
 
-    from mistralcli.engine.embedder import POOLINGS, Embedder
-    from mistralcli.engine.engine import Engine, EngineConfig
-    from mistralcli.server.app import ServerSettings, make_app
+    import dataclasses
+    from functools import partial
+
+    from mistralcli.engine.embedder import POOLINGS
+    from mistralcli.engine.engine import EngineConfig
+    from mistralcli.server.app import ServerSettings, ServerShared, ServerState, serve_models
+    from mistralcli.server.model_manager import load_for_serving, serving_parts
+    from mistralcli.server.ollama_models import file_identity
     from mistralcli.server.serve import serve_app
 
     if pooling is not None and pooling not in POOLINGS:
         raise typer.BadParameter(f"{pooling!r} is not one of {', '.join(POOLINGS)}", param_hint="--pooling")
     check_isq(isq)
-    loaded = load_with_status(console, model, threads, isq).with_pooling(pooling)
-    engine = None
-    if not loaded.is_encoder:  # an encoder embeds only
-        engine = Engine(
-            loaded.model,
-            loaded.tokenizer,
-            loaded.context_length,
-            EngineConfig(
-                max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_cache_mb=kv_cache_mb
-            ),
-        )
-    embedder = Embedder(loaded.model, loaded.tokenizer, loaded.embedding) if loaded.embedding is not None else None
-    name = served_model_name or loaded.name
-    from mistralcli.server.ollama_models import file_identity
+    from mistralcli.server.model_manager import human_bytes, parse_keep_alive, parse_size
 
-    size, digest = file_identity(loaded.path)
+    try:
+        idle_s = parse_keep_alive(keep_alive) if keep_alive is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--keep-alive") from None
+    try:
+        budget = parse_size(max_memory) if max_memory is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-memory") from None
+    entries = _model_entries(model or [], models_dir or [])
+    if mcp_port is not None and not model:
+        raise typer.BadParameter("it serves the first --model: give one", param_hint="--mcp-port")
+    if served_model_name is not None:
+        if len(entries) > 1:
+            raise typer.BadParameter("it names one model; several are served", param_hint="--served-model-name")
+        entries = [(served_model_name, *entries[0][1:])]
+    several = len(entries) > 1
+    at_once = min(len(entries), max_loaded or len(entries))
+    if kv_cache_mb is None and at_once > 1:  # the single model's default share, split between those loaded at once
+        from mistralcli.engine.engine import DEFAULT_KV_MEMORY_FRACTION, available_memory_bytes
+
+        kv_cache_mb = DEFAULT_KV_MEMORY_FRACTION * available_memory_bytes() / at_once / 2**20
+    if budget is None and several:
+        from mistralcli.engine.engine import available_memory_bytes
+
+        budget = int(0.9 * available_memory_bytes())
+    config = EngineConfig(
+        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_cache_mb=kv_cache_mb
+    )
     settings = ServerSettings(
-        model_name=name,
-        chat_template=loaded.chat_template,
-        sampling_defaults=loaded.sampling_defaults,
+        model_name=entries[0][0],
         api_keys=keys,
         rate_limit=limit,
         cors_origins=tuple(o for spec in cors or [] for o in spec.split(",") if o),
@@ -209,15 +259,42 @@ def serve(
         tools=tools,
         max_tool_rounds=max_tool_rounds,
         responses=responses,
-        embedder=embedder,
         request_mcp=allow_request_mcp,
-        model_size=size,
-        model_digest=digest,
     )
-    app = make_app(engine, settings)
+    shared = ServerShared(settings)
+    manager = shared.models
+    manager.max_loaded, manager.memory_budget, manager.keep_alive = max_loaded, budget, idle_s
+    kv_bytes = int(kv_cache_mb * 2**20) if kv_cache_mb is not None else 0
+    preload = bool(model) or not models_dir  # the first --model loads now; a --models-dir's models wait for a request
+    loaded = None
+    for number, (name, spec, path) in enumerate(entries):
+        load = partial(load_for_serving, spec, config, threads, isq, pooling)
+        size = (file_identity(path)[0] if path is not None else 0) + kv_bytes
+        if number == 0 and preload:
+            loaded = load_with_status(console, spec, threads, isq).with_pooling(pooling)
+            engine, fields = serving_parts(loaded, config)
+            state = ServerState(engine, dataclasses.replace(settings, model_name=name, **fields), shared)
+            # the MCP endpoint holds the first model's engine: it stays loaded (no loader, nothing unloads it)
+            manager.add(name, None if mcp_port is not None else load, state=state, path=str(loaded.path))
+        else:
+            manager.add(name, load, size=size, path=str(path or spec))
+    app = serve_models(shared)
+    name = entries[0][0]
+    engine = manager.find(None).state.engine if preload else None
 
     def ready(url: str):
         print(url, flush=True)  # stdout: the address alone, for scripts
+        if several:
+            shown = ", ".join(manager.names())
+            limits = [f"at most {max_loaded} loaded" if max_loaded else "", f"{human_bytes(budget)} of memory"]
+            if idle_s is not None:
+                limits.append(f"unloaded after {idle_s:g} s idle")
+            console.print(
+                f"Serving {len(entries)} models at {url} ({shown}; {', '.join(x for x in limits if x)}). Ctrl+C stops.",
+                highlight=False,
+                markup=False,
+            )
+            return
         apis = "OpenAI, Anthropic and Ollama APIs" if engine is not None else "embeddings: OpenAI and Ollama APIs"
         console.print(f"Serving [bold]{name}[/bold] at {url} ({apis}). Ctrl+C stops.")
         if host not in ("127.0.0.1", "localhost", "::1") and not keys:
@@ -248,6 +325,50 @@ def serve(
         if request_log is not None:
             request_log.close()
     console.print("stopped")
+
+
+def _model_entries(specs: list[str], directories: list[Path]) -> list[tuple[str, str | None, Path | None]]:
+    """(name, spec for load_model, local path or None for a hub id) of each model to serve: the --model ones, then
+    each directory's; none at all is the default model. A missing path or a name given twice is a usage error."""
+    from mistralcli.loading.discovery import candidates
+    from mistralcli.loading.loader import model_id
+    from mistralcli.loading.resolve import is_hub_id
+
+    entries = []
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if path.exists():
+            entries.append((model_id(spec, path), str(path), path))
+        elif is_hub_id(spec):
+            entries.append((model_id(spec, path), spec, None))
+        else:
+            raise typer.BadParameter(
+                f"{spec}: no such file or directory (nor a Hugging Face repo id)", param_hint="--model"
+            )
+    for directory in directories:
+        if not directory.is_dir():
+            raise typer.BadParameter(f"{directory}: not a directory", param_hint="--models-dir")
+        found = candidates(directory)
+        if not found:
+            raise typer.BadParameter(
+                f"{directory}: no models in it (.gguf files, or directories with config.json and safetensors)",
+                param_hint="--models-dir",
+            )
+        entries += [(model_id(None, p), str(p), p) for p in found]
+    if not entries:
+        from mistralcli.errors import MistralError
+        from mistralcli.loading.resolve import default_model_path
+
+        try:
+            path = default_model_path()
+        except MistralError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--model") from None
+        entries.append((model_id(None, path), None, path))
+    names = [e[0] for e in entries]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise typer.BadParameter(f"two models are named {twice!r}; serve one of them", param_hint="--model")
+    return entries
 
 
 def _server_tools(mcp_config, agent_tools_on, root, writable, shell, permission, approval_timeout):
@@ -300,7 +421,8 @@ async def _mcp_endpoint(console, app, name: str, loaded, host: str, mcp_port: in
         return
     from mistralcli.tools.mcp_server import EngineBackend, build_server, serving_http
 
-    backend = EngineBackend(app.mistral_state.engine, name, loaded.chat_template, loaded.sampling_defaults)
+    engine = app.mistral_state.models.find(name).state.engine  # the first model, kept loaded (serve pins it)
+    backend = EngineBackend(engine, name, loaded.chat_template, loaded.sampling_defaults)
     async with AsyncExitStack() as stack:
         try:
             url = await stack.enter_async_context(

@@ -13,6 +13,7 @@ from mistralcli.commands import (
     imatrix,
     mcp_server,
     perplexity,
+    ps,
     quantize,
     run,
     serve,
@@ -55,6 +56,7 @@ app.command("tokenize", cls=MistralCommand)(tokenize.tokenize)
 app.command("detokenize", cls=MistralCommand)(detokenize.detokenize)
 app.command("bench", cls=MistralCommand)(bench.bench)
 app.command("serve", cls=MistralCommand)(serve.serve)
+app.command("ps", cls=MistralCommand)(ps.ps)
 app.command("chat", cls=MistralCommand)(chat.chat)
 app.command("quantize", cls=MistralCommand)(quantize.quantize)
 app.command("perplexity", cls=MistralCommand)(perplexity.perplexity)

@@ -29,6 +29,7 @@ def assert_openai_error(response, status: int, code: str):
 
 def test_the_drain_keeps_answering_and_cuts_streams_with_an_error_then_done(smollm2):
     server = in_process_server(smollm2, shutdown_timeout=2.0)
+    engine = server.app.mistral_state.models.find(None).state.engine
     long_request = {"prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": True}
     events, whole = [], {}
 
@@ -75,4 +76,4 @@ def test_the_drain_keeps_answering_and_cuts_streams_with_an_error_then_done(smol
     assert set(error) == {"message", "type", "param", "code"} and error["code"] == "shutting_down"
     assert all("choices" in event for event in events[:-2])
     assert_openai_error(whole["r"], 503, "shutting_down")
-    assert not server.app.mistral_state.engine.is_alive
+    assert not engine.is_alive and not server.app.mistral_state.models.loaded()

@@ -47,8 +47,8 @@ def model(client):
 
 def _counter(server, name: str) -> float:
     for line in httpx.get(server.url + "/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
+        if line.startswith((name + " ", name + "{")):  # the engine's counters have a model label
+            return float(line.split()[-1])
     raise AssertionError(f"no {name} in /metrics")
 
 

@@ -106,10 +106,11 @@ async def _prober(base, stop: asyncio.Event, interval: float, latencies: list, f
 
 
 def _metric(text: str, name: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
+    """The sum of a gauge's samples over its labels (every model's), or None when /metrics has none."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
+    return sum(values) if values else None
 
 
 async def run(

@@ -201,14 +201,25 @@ class AsyncEmbedder:
         self.queue.put((sequences, future, loop))
         return self.embedder.shorten(await future, dimensions)
 
+    def shutdown(self, timeout: float | None = 5.0) -> None:
+        """Stop the worker once the inputs queued before this are embedded."""
+        self.queue.put(None)
+        self.thread.join(timeout)
+
     def _work(self) -> None:
         while True:
-            waiting = [self.queue.get()]
+            first = self.queue.get()
+            if first is None:
+                return
+            waiting = [first]
             tokens = sum(map(len, waiting[0][0]))
             while tokens < self.embedder.max_batch_tokens:
                 try:
                     more = self.queue.get_nowait()
                 except queue.Empty:
+                    break
+                if more is None:  # shutting down: after these
+                    self.queue.put(None)
                     break
                 waiting.append(more)
                 tokens += sum(map(len, more[0]))

@@ -60,18 +60,18 @@ def discover() -> list[ModelInfo]:
     try:
         from mistralcli.loading.resolve import default_model_path
 
-        add(_describe(default_model_path(), "default", "default"))
+        add(describe(default_model_path(), "default", "default"))
     except MistralError:
         pass
     for info in _hub_cache():
         add(info)
     for directory in [models_dir(), *model_dirs()]:
-        for path in _candidates(directory):
-            add(_describe(path, str(path), str(directory)))
+        for path in candidates(directory):
+            add(describe(path, str(path), str(directory)))
     return list(found.values())
 
 
-def _candidates(directory: Path) -> list[Path]:
+def candidates(directory: Path) -> list[Path]:
     """GGUF files and model directories (a config.json beside safetensors) in directory and one level down."""
     if not directory.is_dir():
         return []
@@ -111,13 +111,13 @@ def _hub_cache() -> list[ModelInfo]:
         ggufs = sorted(f for f in revision.files if f.file_name.endswith(".gguf"))
         for file in sorted(ggufs, key=lambda f: str(f.file_path)):
             relative = Path(file.file_path).relative_to(snapshot)
-            out.append(_describe(Path(file.file_path), f"{repo.repo_id}/{relative}", "hub cache"))
+            out.append(describe(Path(file.file_path), f"{repo.repo_id}/{relative}", "hub cache"))
         if not ggufs and _is_model_dir(snapshot):
-            out.append(_describe(snapshot, repo.repo_id, "hub cache"))
+            out.append(describe(snapshot, repo.repo_id, "hub cache"))
     return [info for info in out if info is not None]
 
 
-def _describe(path: Path, name: str, source: str) -> ModelInfo | None:
+def describe(path: Path, name: str, source: str) -> ModelInfo | None:
     try:
         if path.is_dir():
             size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())

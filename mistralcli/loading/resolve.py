@@ -39,10 +39,15 @@ def resolve_model(spec: str | None) -> Path:
     path = Path(spec).expanduser()
     if path.exists():
         return path
-    parts = spec.split("/")
-    if len(parts) >= 2 and not spec.startswith((".", "/", "~")) and all(parts):
-        return _from_hub(parts)
+    if is_hub_id(spec):
+        return _from_hub(spec.split("/"))
     raise MistralError(f"{spec}: no such file or directory (and not a Hugging Face repo id like org/name)")
+
+
+def is_hub_id(spec: str) -> bool:
+    """Whether spec reads as a Hugging Face repo id (org/name, or org/name/file.gguf), not a local path."""
+    parts = spec.split("/")
+    return len(parts) >= 2 and not spec.startswith((".", "/", "~")) and all(parts)
 
 
 def _from_hub(parts: list[str]) -> Path:

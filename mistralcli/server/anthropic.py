@@ -209,10 +209,10 @@ class _AnthropicHandler(ChatCompletionsHandler):
     def error_body(self, error: APIError) -> dict:
         return error_body(error)
 
-    def parse_messages(self, model_cls) -> tuple:
+    async def parse_messages(self, model_cls) -> tuple:
         """The body as model_cls, its chat request, and the prefill the answer continues (or None)."""
         request = self.parse(model_cls)
-        self.check_model(request.model)
+        await self.use_model(request.model)
         self.prefill = request.prefill()
         return request, request.chat_request()
 
@@ -236,7 +236,7 @@ class MessagesHandler(BlockStreaming, _AnthropicHandler):
         self.prompt_tokens = 0
 
     async def post(self):
-        request, chat = self.parse_messages(MessagesRequest)
+        request, chat = await self.parse_messages(MessagesRequest)
         self.stop_sequences = request.stop_sequences or []
         await self.chat(chat)
 
@@ -332,7 +332,7 @@ class CountTokensHandler(_AnthropicHandler):
     route = "/v1/messages/count_tokens"
 
     async def post(self):
-        _, chat = self.parse_messages(CountTokensRequest)
+        _, chat = await self.parse_messages(CountTokensRequest)
         self._offer_server_tools(chat)
         check_tool_choice(chat)
         text = self._render(chat)

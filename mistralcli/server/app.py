@@ -12,7 +12,14 @@ from mistralcli.engine.async_engine import AsyncEngine
 from mistralcli.engine.engine import Engine
 from mistralcli.server import protocol
 from mistralcli.server.anthropic import CountTokensHandler, MessagesHandler
-from mistralcli.server.base import DEFAULT_MAX_BODY_BYTES, APIError, BaseHandler, ServerSettings, ServerState
+from mistralcli.server.base import (
+    DEFAULT_MAX_BODY_BYTES,
+    APIError,
+    BaseHandler,
+    ServerSettings,
+    ServerShared,
+    ServerState,
+)
 from mistralcli.server.chat import ChatCompletionsHandler
 from mistralcli.server.completions import CompletionsHandler
 from mistralcli.server.embeddings import EmbeddingsHandler
@@ -26,28 +33,64 @@ from mistralcli.server.ollama_models import PsHandler, ShowHandler, TagsHandler,
 from mistralcli.server.responses import ResponsesHandler
 from mistralcli.server.stored_responses import StoredResponseHandler
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "APIError", "ServerSettings", "ServerState", "make_app", "routes"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "APIError",
+    "ServerSettings",
+    "ServerShared",
+    "ServerState",
+    "make_app",
+    "routes",
+    "serve_models",
+]
 
 
 class ModelsHandler(BaseHandler):
+    """Every model the server serves, with its state (loaded, loading, unloaded): a request naming one that is not
+    loaded loads it."""
+
     route = "/v1/models"
 
-    def _card(self) -> dict:
-        return {
-            "id": self.state.settings.model_name,
+    def _card(self, slot) -> dict:
+        card = {
+            "id": slot.name,
             "object": "model",
             "created": self.state.created,
             "owned_by": "mistralcli",
-            "max_model_len": self.state.context_length,
+            "status": slot.status,
         }
+        if slot.status == "loaded":
+            card["max_model_len"] = slot.state.context_length
+        return card
 
     def get(self, model_id: str | None = None):
+        models = self.state.models
         if model_id is None:
-            self.write_json({"object": "list", "data": [self._card()]})
+            self.write_json({"object": "list", "data": [self._card(s) for s in models.slots.values()]})
             return
-        if model_id != self.state.settings.model_name:
-            raise APIError(404, f"the model {model_id!r} does not exist", param="model", code="model_not_found")
-        self.write_json(self._card())
+        slot = models.find(model_id)
+        if slot is None:
+            raise self.model_not_found(model_id)
+        self.write_json(self._card(slot))
+
+
+class LoadedModelsHandler(BaseHandler):
+    """GET /v1/ps: the models loaded (as `mistral ps` shows them): memory, KV pool, requests, idle time, when the
+    keep-alive unloads each; and the server's limits."""
+
+    route = "/v1/ps"
+
+    def get(self):
+        models = self.state.models
+        self.write_json(
+            {
+                "object": "list",
+                "data": [models.describe(s) for s in models.slots.values() if s.status != "unloaded"],
+                "memory_bytes": models.used_memory(),
+                "memory_budget_bytes": models.memory_budget,
+                "max_loaded": models.max_loaded,
+            }
+        )
 
 
 class HealthHandler(BaseHandler):
@@ -72,13 +115,19 @@ class ReadyHandler(BaseHandler):
                 "server_error",
                 code="not_ready",
             )
-        stats = self.state.engine.stats() if self.state.engine is not None else {"running": 0, "waiting": 0}
+        running = waiting = 0
+        for slot in self.state.models.loaded():
+            if slot.state.engine is not None:
+                stats = slot.state.engine.stats()
+                running, waiting = running + stats["running"], waiting + stats["waiting"]
+        first = self.state.models.find(None)
         self.write_json(
             {
                 "status": "ready",
-                "model": self.state.settings.model_name,
-                "running": stats["running"],
-                "waiting": stats["waiting"],
+                "model": first.name if first is not None else None,
+                "models": {s.name: s.status for s in self.state.models.slots.values()},
+                "running": running,
+                "waiting": waiting,
             }
         )
 
@@ -97,9 +146,9 @@ class MetricsHandler(BaseHandler):
 class TokenizeHandler(BaseHandler):
     route = "/tokenize"
 
-    def post(self):
+    async def post(self):
         request = self.parse(protocol.TokenizeRequest)
-        self.check_model(request.model)
+        await self.use_model(request.model)
         if (request.prompt is None) == (request.messages is None):
             raise APIError(400, "give either prompt or messages", param="prompt", code="invalid_value")
         if request.messages is not None:
@@ -120,9 +169,9 @@ class TokenizeHandler(BaseHandler):
 class DetokenizeHandler(BaseHandler):
     route = "/detokenize"
 
-    def post(self):
+    async def post(self):
         request = self.parse(protocol.DetokenizeRequest)
-        self.check_model(request.model)
+        await self.use_model(request.model)
         bad = [t for t in request.tokens if t >= self.state.tokenizer.vocab_size]
         if bad:
             raise APIError(
@@ -134,9 +183,9 @@ class DetokenizeHandler(BaseHandler):
 class ChatTemplateHandler(BaseHandler):
     route = "/v1/chat/template"
 
-    def post(self):
+    async def post(self):
         request = self.parse(protocol.ChatTemplateRequest)
-        self.check_model(request.model)
+        await self.use_model(request.model)
         text = self.render_chat(
             protocol.template_messages(request.messages),
             request.tools,
@@ -154,7 +203,8 @@ class OpenAPIHandler(BaseHandler):
     def get(self):
         from mistralcli.server.openapi import openapi_document
 
-        self.write_json(openapi_document(self.state.settings.model_name))
+        first = self.state.models.find(None)
+        self.write_json(openapi_document(first.name if first is not None else ""))
 
 
 class ApprovalsHandler(BaseHandler):
@@ -203,7 +253,7 @@ class NotFoundHandler(BaseHandler):
     get = post = put = patch = delete = head = _not_found
 
 
-def routes(state: ServerState) -> list:
+def routes(state: ServerShared) -> list:
     """The server's handlers, to mount in a tornado Application (see make_app)."""
     args = {"state": state}
     return [
@@ -217,6 +267,7 @@ def routes(state: ServerState) -> list:
         (r"/v1/responses/([^/]+)/([^/]+)", StoredResponseHandler, args),
         (r"/v1/models", ModelsHandler, args),
         (r"/v1/models/(.+)", ModelsHandler, args),
+        (r"/v1/ps", LoadedModelsHandler, args),
         (r"/v1/chat/template", ChatTemplateHandler, args),
         (r"/v1/agent/approvals", ApprovalsHandler, args),
         (r"/v1/agent/approvals/([^/]+)", ApprovalsHandler, args),
@@ -239,13 +290,18 @@ def routes(state: ServerState) -> list:
 
 def make_app(engine: AsyncEngine | Engine | None, settings: ServerSettings) -> tornado.web.Application:
     """A tornado Application serving the engine (an Engine is wrapped in an AsyncEngine; None for an embedding
-    model, whose settings.embedder serves). The state is `app.mistral_state` (its `engine` is the AsyncEngine)."""
-    state = ServerState(engine, settings)
+    model, whose settings.embedder serves), named settings.model_name. `app.mistral_state` is the server's
+    ServerShared: its `models` (a ModelManager) may be given more models, loaded on demand (see serve_models)."""
+    return serve_models(ServerState(engine, settings).shared)
+
+
+def serve_models(shared: ServerShared) -> tornado.web.Application:
+    """A tornado Application serving the models of `shared.models`."""
     app = tornado.web.Application(
-        routes(state),
+        routes(shared),
         default_handler_class=NotFoundHandler,
-        default_handler_args={"state": state},
+        default_handler_args={"state": shared},
         log_function=lambda handler: None,
     )
-    app.mistral_state = state
+    app.mistral_state = shared
     return app

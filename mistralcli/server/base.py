@@ -16,6 +16,7 @@ from mistralcli.engine.async_engine import AsyncEngine
 from mistralcli.engine.engine import Engine
 from mistralcli.server.limits import ApiKeys, RateLimit, RateLimiter
 from mistralcli.server.metrics import ServerMetrics
+from mistralcli.server.model_manager import UNSET, ModelError
 
 DEFAULT_MAX_BODY_BYTES = 4 << 20
 DRAIN_FACTOR = 8  # bodies up to 8x the limit are read and dropped before the 413 (see BaseHandler.prepare)
@@ -63,11 +64,46 @@ class ServerSettings:
     responses: Any = None  # a mistralcli.server.response_store.ResponseStore; None: the Responses API stores nothing
 
 
-class ServerState:
-    """What the handlers share: the engine, the settings, the limiter, the metrics, the requests in flight."""
+class ServerShared:
+    """What every model of a server shares: the server's settings, the limiter, the metrics, the stored responses,
+    the tools' request models, the drain flag, and the models (a ModelManager: loaded, loading, unloaded). The
+    handlers hold it as `state` until they name their model (BaseHandler.use_model)."""
 
-    def __init__(self, engine: AsyncEngine | Engine | None, settings: ServerSettings):
-        """engine None: an embedding model's server (settings.embedder), which does not generate."""
+    def __init__(self, settings: "ServerSettings"):
+        from mistralcli.server.model_manager import ModelManager
+
+        self.settings = settings
+        self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self.models = ModelManager(self)
+        self.metrics = ServerMetrics(self.models)
+        if settings.tools is not None and settings.tools.observe is None:
+            settings.tools.observe = self.metrics.observe_tool_call
+        self.created = int(time.time())
+        self.tool_models: dict = {}  # the server's tools by name: (Tool, its protocol.Tool), see chat._tool_model
+        self.responses = settings.responses
+        self.responses_in_flight: dict = {}  # the Responses API's responses being generated, by id (their handlers)
+        self.shutting_down = False
+
+    @property
+    def shared(self) -> "ServerShared":
+        return self
+
+    @property
+    def alive(self) -> bool:
+        """No loaded model's engine has failed."""
+        return all(slot.state.alive for slot in self.models.loaded())
+
+
+class ServerState:
+    """One loaded model as the handlers see it: its engine (or embedder), tokenizer, settings (the server's, with
+    this model's name, template, sampling defaults and file), and its requests in flight; the rest is the
+    server's (ServerShared), reached through the same names."""
+
+    def __init__(
+        self, engine: AsyncEngine | Engine | None, settings: ServerSettings, shared: ServerShared | None = None
+    ):
+        """engine None: an embedding model (settings.embedder), which does not generate. Without `shared` this is
+        a server of its own with this one model (make_app)."""
         from mistralcli.engine.embedder import AsyncEmbedder
 
         if engine is None and settings.embedder is None:
@@ -79,20 +115,31 @@ class ServerState:
         self.model = source.model if self.engine is None else self.engine.engine.model
         self.tokenizer = source.tokenizer
         self.context_length = self.engine.context_length if self.engine is not None else source.config.max_length
-        self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
-        self.metrics = ServerMetrics(self.engine)
-        if settings.tools is not None and settings.tools.observe is None:
-            settings.tools.observe = self.metrics.observe_tool_call
-        self.created = int(time.time())
         self.in_flight: set[str] = set()  # request ids being served
-        self.tool_models: dict = {}  # the server's tools by name: (Tool, its protocol.Tool), see chat._tool_model
-        self.responses = settings.responses
-        self.responses_in_flight: dict = {}  # the Responses API's responses being generated, by id (their handlers)
-        self.shutting_down = False
+        if shared is None:
+            shared = ServerShared(settings)
+            shared.models.add(settings.model_name, state=self)
+        self.shared = shared
+
+    limiter = property(lambda self: self.shared.limiter)
+    metrics = property(lambda self: self.shared.metrics)
+    created = property(lambda self: self.shared.created)
+    tool_models = property(lambda self: self.shared.tool_models)
+    responses = property(lambda self: self.shared.responses)
+    responses_in_flight = property(lambda self: self.shared.responses_in_flight)
+    shutting_down = property(lambda self: self.shared.shutting_down)
+    models = property(lambda self: self.shared.models)
 
     @property
     def alive(self) -> bool:
         return self.engine.is_alive if self.engine is not None else self.embedder.thread.is_alive()
+
+    def shutdown(self) -> None:
+        """Stop the engine's thread (and the embedder's): the model is unloaded."""
+        if self.engine is not None:
+            self.engine.shutdown()
+        if self.embedder is not None:
+            self.embedder.shutdown()
 
 
 def invalid(exc: ValidationError, prefix: str = "", renamed: dict | None = None) -> APIError:
@@ -117,8 +164,9 @@ class BaseHandler(tornado.web.RequestHandler):
     route = ""
     needs_key = True
 
-    def initialize(self, state: ServerState):
-        self.state = state
+    def initialize(self, state: "ServerShared | ServerState"):
+        self.state = state  # the server's ServerShared until use_model makes it the request's model's ServerState
+        self.held_model: str | None = None  # the model this request holds (released when it ends)
         self.chunks: list[bytes] = []
         self.received = 0
         self.in_method = False  # set by `body`: the handler method runs, the body is all in
@@ -227,9 +275,11 @@ class BaseHandler(tornado.web.RequestHandler):
         super().log_exception(typ, value, tb)
 
     def on_finish(self):
+        model = self.held_model
+        self._release_model()
         seconds = time.perf_counter() - getattr(self, "started", time.perf_counter())
         status = self.get_status()
-        self.state.metrics.observe(self.route or "other", status, seconds)
+        self.state.metrics.observe(self.route or "other", status, seconds, model)
         log = self.state.settings.access_log
         usage = f" {self.usage[0]}+{self.usage[1]} tok" if self.usage else ""
         if log is not None:
@@ -290,14 +340,33 @@ class BaseHandler(tornado.web.RequestHandler):
             message = "this model embeds and does not generate: use /v1/embeddings (or /api/embed)"
             raise APIError(400, message, param="model", code="model_not_generative")
 
-    def check_model(self, name: str | None):
-        if name and name != self.state.settings.model_name:
-            raise APIError(
-                404,
-                f"the model {name!r} does not exist; this server serves {self.state.settings.model_name!r}",
-                param="model",
-                code="model_not_found",
-            )
+    async def use_model(self, name: str | None, keep_alive=UNSET) -> None:
+        """The model the request names (none: the server's first) becomes `self.state`, loaded first if it is not
+        (the request waits); the request holds it until it ends. A name not served is a 404."""
+        if self.held_model is not None:
+            return
+        try:
+            state = await self.state.models.acquire(name, keep_alive)
+        except LookupError:
+            raise self.model_not_found(name) from None
+        except ModelError as exc:
+            headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
+            raise APIError(exc.status, str(exc), "server_error", code=exc.code, headers=headers) from None
+        self.state, self.held_model = state, state.settings.model_name
+
+    def model_not_found(self, name: str) -> APIError:
+        served = ", ".join(repr(n) for n in self.state.models.names())
+        message = f"the model {name!r} does not exist; this server serves {served}"
+        return APIError(404, message, param="model", code="model_not_found")
+
+    def _release_model(self) -> None:
+        if self.held_model is not None:
+            self.state.models.release(self.held_model)
+            self.held_model = None
+
+    def on_connection_close(self):
+        self._release_model()
+        super().on_connection_close()
 
     def write_json(self, obj, status: int = 200):
         self.set_status(status)

@@ -75,7 +75,7 @@ class ChatCompletionsHandler(_GenerateHandler):
 
     async def post(self):
         request = self.parse(protocol.ChatCompletionRequest)
-        self.check_model(request.model)
+        await self.use_model(request.model)
         await self.chat(request)
 
     async def chat(self, request: protocol.ChatCompletionRequest) -> None:

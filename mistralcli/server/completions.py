@@ -23,7 +23,7 @@ class CompletionsHandler(_GenerateHandler):
 
     async def post(self):
         request = self.parse(protocol.CompletionRequest)
-        self.check_model(request.model)
+        await self.use_model(request.model)
         self.require_engine()
         self.echo, self.n = request.echo, request.n
         tokenizer = self.state.tokenizer

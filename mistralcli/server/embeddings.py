@@ -64,7 +64,7 @@ class EmbeddingsHandler(EmbeddingsMixin, BaseHandler):
 
     async def post(self):
         request = self.parse(EmbeddingRequest)
-        self.check_model(request.model)
+        await self.use_model(request.model)
         vectors, tokens = await self.embed(request.inputs(), request.truncate, request.dimensions)
         data = []
         for i, vector in enumerate(vectors):

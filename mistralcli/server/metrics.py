@@ -1,5 +1,5 @@
 """/metrics in Prometheus' text format (prometheus_client): the server's requests by route and status,
-and the engine's state and histograms, read from the engine when scraped."""
+and each loaded model's engine state and histograms (a `model` label), read from the engines when scraped."""
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -8,12 +8,11 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 
 
 class _EngineCollector:
-    def __init__(self, engine):
-        self.engine = engine
+    def __init__(self, models):
+        self.models = models  # a server.model_manager.ModelManager
 
     def collect(self):
-        stats = self.engine.stats()
-        counters = self.engine.counters
+        engines = [(slot.name, slot.state.engine) for slot in self.models.loaded() if slot.state.engine is not None]
         gauges = {
             "running": ("mistralcli_requests_running", "Requests being computed"),
             "waiting": ("mistralcli_requests_waiting", "Requests queued for the engine"),
@@ -22,8 +21,6 @@ class _EngineCollector:
             "kv_blocks_total": ("mistralcli_kv_blocks_total", "KV-cache blocks in the pool"),
             "prefix_cache_hit_rate": ("mistralcli_prefix_cache_hit_rate", "Share of prompt blocks found cached"),
         }
-        for key, (name, doc) in gauges.items():
-            yield GaugeMetricFamily(name, doc, value=float(stats[key]))
         totals = {
             "added_requests": ("mistralcli_engine_requests_added", "Requests queued for the engine"),
             "constrained_requests": (
@@ -37,23 +34,61 @@ class _EngineCollector:
             "prefix_cache_hits": ("mistralcli_prefix_cache_hits", "Prompt blocks found in the prefix cache"),
             "prefix_cache_queries": ("mistralcli_prefix_cache_queries", "Prompt blocks looked up in the prefix cache"),
         }
-        for key, (name, doc) in totals.items():
-            yield CounterMetricFamily(name, doc, value=float(stats[key]))
-        for name, doc, hist in (
-            ("mistralcli_time_to_first_token_seconds", "From arrival to the first token", counters.ttft_s),
-            ("mistralcli_inter_token_latency_seconds", "Between a request's tokens", counters.itl_s),
+        slots = list(self.models.slots.values())
+        for name, doc, value, family in (
+            (
+                "mistralcli_model_loaded",
+                "Whether the model is loaded (1), loading (0.5) or not (0)",
+                None,
+                GaugeMetricFamily,
+            ),
+            (
+                "mistralcli_model_memory_bytes",
+                "Bytes the model holds loaded: weights and KV pool",
+                "memory",
+                GaugeMetricFamily,
+            ),
+            ("mistralcli_model_loads", "Times the model was loaded", "loads", CounterMetricFamily),
         ):
-            buckets = [("+Inf" if bound == float("inf") else repr(float(bound)), n) for bound, n in hist.cumulative()]
-            yield HistogramMetricFamily(name, doc, buckets=buckets, sum_value=hist.total)
+            metric = family(name, doc, labels=["model"])
+            for slot in slots:
+                number = (
+                    {"loaded": 1.0, "loading": 0.5}.get(slot.status, 0.0) if value is None else getattr(slot, value)
+                )
+                metric.add_metric([slot.name], float(number))
+            yield metric
+        stats = {name: engine.stats() for name, engine in engines}
+        for family, table in ((GaugeMetricFamily, gauges), (CounterMetricFamily, totals)):
+            for key, (name, doc) in table.items():
+                metric = family(name, doc, labels=["model"])
+                for model, values in stats.items():
+                    metric.add_metric([model], float(values[key]))
+                yield metric
+        for name, doc, attr in (
+            ("mistralcli_time_to_first_token_seconds", "From arrival to the first token", "ttft_s"),
+            ("mistralcli_inter_token_latency_seconds", "Between a request's tokens", "itl_s"),
+        ):
+            metric = HistogramMetricFamily(name, doc, labels=["model"])
+            for model, engine in engines:
+                hist = getattr(engine.counters, attr)
+                buckets = [("+Inf" if b == float("inf") else repr(float(b)), n) for b, n in hist.cumulative()]
+                metric.add_metric([model], buckets, sum_value=hist.total)
+            yield metric
 
 
 class ServerMetrics:
     """One registry per server (tests start several in one process)."""
 
-    def __init__(self, engine):
+    def __init__(self, models):
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "mistralcli_http_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
+        )
+        self.model_requests = Counter(
+            "mistralcli_model_requests",
+            "HTTP requests by the model they named, and status",
+            ["model", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "mistralcli_http_request_duration_seconds",
@@ -90,13 +125,14 @@ class ServerMetrics:
             "mistralcli_embedding_inputs", "Inputs embedded (/v1/embeddings, /api/embed)", registry=self.registry
         )
         self.embedded_tokens = Counter("mistralcli_embedding_tokens", "Tokens embedded", registry=self.registry)
-        if engine is not None:  # an embedding model's server has no engine
-            self.registry.register(_EngineCollector(engine))
+        self.registry.register(_EngineCollector(models))
 
     def observe_tool_call(self, tool: str, outcome: str, seconds: float) -> None:
         self.tool_calls.labels(tool, outcome).inc()
         self.tool_call_latency.labels(tool).observe(seconds)
 
-    def observe(self, route: str, status: int, seconds: float) -> None:
+    def observe(self, route: str, status: int, seconds: float, model: str | None = None) -> None:
         self.requests.labels(route, str(status)).inc()
+        if model is not None:
+            self.model_requests.labels(model, str(status)).inc()
         self.latency.labels(route).observe(seconds)

@@ -1,8 +1,8 @@
 """Ollama's API: /api/chat and /api/generate (streamed as newline-delimited JSON by default, as Ollama does),
 /api/tags, /api/show, /api/ps and /api/version, with Ollama's field names (`options` mapped to the sampling
 parameters, `format` to structured output, `think` to the reasoning support). Generation is the chat handler's
-machinery; errors are Ollama's `{"error": "..."}`. `keep_alive` is accepted and ignored: the one model stays
-loaded while the server runs."""
+machinery; errors are Ollama's `{"error": "..."}`. `keep_alive` sets how long the model stays loaded once idle
+(model_manager: 0 unloads it after the request, a negative one keeps it)."""
 
 import json
 import logging
@@ -18,10 +18,10 @@ from mistralcli.server.chat import ChatCompletionsHandler, chat_request
 from mistralcli.server.chat_choice import _ChatChoice
 from mistralcli.server.embeddings import EmbeddingsMixin
 from mistralcli.server.generate import _Usage
+from mistralcli.server.model_manager import UNSET, parse_keep_alive
 from mistralcli.server.protocol import _Request  # unknown fields ignored, types strict
 
 log = logging.getLogger("mistralcli.server")
-_noted = {"keep_alive": False}  # notes said once per process
 OLLAMA_API_VERSION = "0.12.6"  # the Ollama release whose API these routes follow (clients check for a minimum)
 # options -> the chat request's fields (what Ollama has and we have; the rest, num_ctx, num_gpu, mirostat, ...,
 # concern Ollama's runner and are ignored, as Ollama ignores options a model does not use)
@@ -73,12 +73,26 @@ class OllamaMessage(_Request):
         return value
 
 
-class _OllamaGeneration(_Request):
+class _KeepAlive(_Request):
     model: Annotated[str, Field(min_length=1)]
+    keep_alive: str | int | float | None = None  # how long the model stays loaded once idle
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _duration(cls, value):
+        if value is not None:
+            parse_keep_alive(value)  # its ValueError is the 400
+        return value
+
+    def keep_alive_s(self):
+        """Seconds, None (kept loaded), or UNSET (the request says nothing: the server's --keep-alive)."""
+        return UNSET if self.keep_alive is None else parse_keep_alive(self.keep_alive)
+
+
+class _OllamaGeneration(_KeepAlive):
     format: Literal["", "json"] | dict[str, Any] | None = None
     options: dict[str, Any] | None = None
     stream: bool = True
-    keep_alive: str | int | float | None = None  # the one model stays loaded: accepted, ignored
     think: bool | Literal["low", "medium", "high"] | None = None
 
     def sampling(self) -> dict:
@@ -153,13 +167,20 @@ class OllamaGenerateRequest(_OllamaGeneration):
 class OllamaHandler(BaseHandler):
     """Ollama's error shape, and its model names (ours, with or without the ":latest" tag)."""
 
+    load_s = 0.0  # the time this request waited for its model to load
+
     def error_body(self, error: APIError) -> dict:
         return {"error": error.message}
 
-    def check_model(self, name: str | None):
-        served = self.state.settings.model_name
-        if name and name not in (served, f"{served}:latest"):
-            raise APIError(404, f"model {name!r} not found; this server serves {served!r}", code="model_not_found")
+    def model_not_found(self, name: str) -> APIError:
+        served = ", ".join(repr(n) for n in self.state.models.names())
+        return APIError(404, f"model {name!r} not found; this server serves {served}", code="model_not_found")
+
+    async def use_requested_model(self, request: _KeepAlive) -> None:
+        """The request's model, loaded if need be (its load time kept for load_duration), and its keep_alive."""
+        began = time.perf_counter()
+        await self.use_model(request.model, request.keep_alive_s())
+        self.load_s = time.perf_counter() - began
 
 
 class _OllamaGenerateHandler(OllamaHandler, ChatCompletionsHandler):
@@ -173,15 +194,14 @@ class _OllamaGenerateHandler(OllamaHandler, ChatCompletionsHandler):
         self.prompt_ids: list[int] = []
 
     async def _answer(self, request: _OllamaGeneration, body: dict) -> None:
-        if request.keep_alive is not None and not _noted["keep_alive"]:
-            _noted["keep_alive"] = True
-            log.info("keep_alive is accepted and ignored: the one model stays loaded while the server runs")
         body.update(request.sampling())
         await self.chat(chat_request(body, {ours: f"options.{theirs}" for theirs, ours in OPTIONS.items()}))
 
     def _loaded(self, request: _OllamaGeneration, **fields) -> None:
-        """An empty request: Ollama's way of loading a model (here it is loaded)."""
-        self.write_json({"model": request.model, "created_at": _now(), **fields, "done": True, "done_reason": "load"})
+        """An empty request: Ollama's way of loading a model (it is loaded now), or with keep_alive 0 of unloading
+        it (it is, once this request lets it go)."""
+        reason = "unload" if request.keep_alive_s() == 0 else "load"
+        self.write_json({"model": request.model, "created_at": _now(), **fields, "done": True, "done_reason": reason})
 
     def encode_rendered(self, text: str) -> list[int]:
         self.prompt_ids = super().encode_rendered(text)
@@ -202,9 +222,9 @@ class _OllamaGenerateHandler(OllamaHandler, ChatCompletionsHandler):
             "done": True,
             "done_reason": reason,
             "total_duration": _ns(now - self.began),
-            "load_duration": 0,
+            "load_duration": _ns(self.load_s),
             "prompt_eval_count": usage.prompt_tokens,
-            "prompt_eval_duration": _ns(first - self.began),
+            "prompt_eval_duration": _ns(first - self.began - self.load_s),
             "eval_count": usage.completion_tokens,
             "eval_duration": _ns(now - first),
         }
@@ -263,7 +283,7 @@ class OllamaChatHandler(_OllamaGenerateHandler):
 
     async def post(self):
         request = self.parse(OllamaChatRequest)
-        self.check_model(request.model)
+        await self.use_requested_model(request)
         self.parsed_model = request.model
         if not request.messages:
             self._loaded(request, message={"role": "assistant", "content": ""})
@@ -294,7 +314,7 @@ class OllamaGenerateHandler(_OllamaGenerateHandler):
 
     async def post(self):
         request = self.parse(OllamaGenerateRequest)
-        self.check_model(request.model)
+        await self.use_requested_model(request)
         self.parsed_model = request.model
         if not request.prompt:
             self._loaded(request, response="")
@@ -335,13 +355,11 @@ class OllamaGenerateHandler(_OllamaGenerateHandler):
         return {**super()._done(usage), "context": self.prompt_ids + list(output)}
 
 
-class EmbedRequest(_Request):
-    model: Annotated[str, Field(min_length=1)]
+class EmbedRequest(_KeepAlive):
     input: str | Annotated[list[str], Field(min_length=1)]
     truncate: bool = True  # Ollama's default: an input over the model's length is cut
     dimensions: Annotated[int, Field(ge=1)] | None = None
     options: dict[str, Any] | None = None
-    keep_alive: str | int | float | None = None
 
 
 class OllamaEmbedHandler(EmbeddingsMixin, OllamaHandler):
@@ -350,7 +368,7 @@ class OllamaEmbedHandler(EmbeddingsMixin, OllamaHandler):
     async def post(self):
         began = time.perf_counter()
         request = self.parse(EmbedRequest)
-        self.check_model(request.model)
+        await self.use_requested_model(request)
         inputs = [request.input] if isinstance(request.input, str) else request.input
         vectors, tokens = await self.embed(inputs, request.truncate, request.dimensions)
         self.write_json(
@@ -358,17 +376,15 @@ class OllamaEmbedHandler(EmbeddingsMixin, OllamaHandler):
                 "model": request.model,
                 "embeddings": vectors.tolist(),
                 "total_duration": _ns(time.perf_counter() - began),
-                "load_duration": 0,
+                "load_duration": _ns(self.load_s),
                 "prompt_eval_count": tokens,
             }
         )
 
 
-class LegacyEmbeddingsRequest(_Request):
-    model: Annotated[str, Field(min_length=1)]
+class LegacyEmbeddingsRequest(_KeepAlive):
     prompt: str
     options: dict[str, Any] | None = None
-    keep_alive: str | int | float | None = None
 
 
 class OllamaEmbeddingsHandler(EmbeddingsMixin, OllamaHandler):
@@ -378,7 +394,7 @@ class OllamaEmbeddingsHandler(EmbeddingsMixin, OllamaHandler):
 
     async def post(self):
         request = self.parse(LegacyEmbeddingsRequest)
-        self.check_model(request.model)
+        await self.use_requested_model(request)
         if not request.prompt:
             self.write_json({"embedding": []})
             return

@@ -3,6 +3,7 @@ family, parameter count, main quantization, context length, template and capabil
 
 import hashlib
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -55,31 +56,73 @@ def _size(count: int) -> str:
 
 def _model_entry(state) -> dict:
     settings = state.settings
-    name = f"{settings.model_name}:latest"
+    return _entry(settings.model_name, state.created, settings.model_size, settings.model_digest, model_details(state))
+
+
+def _entry(model_name: str, created: int, size: int, digest: str, details: dict) -> dict:
+    name = f"{model_name}:latest"
     return {
         "name": name,
         "model": name,
-        "modified_at": datetime.fromtimestamp(state.created, UTC).isoformat().replace("+00:00", "Z"),
-        "size": settings.model_size,
-        "digest": settings.model_digest,
-        "details": model_details(state),
+        "modified_at": datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z"),
+        "size": size,
+        "digest": digest,
+        "details": details,
     }
 
 
+def _unloaded_entry(slot, created: int) -> dict:
+    """A model not loaded, as its file describes it (architecture and quantization from its metadata)."""
+    from mistralcli.loading.discovery import describe
+
+    size, digest, family, quantization = 0, "", "unknown", "unknown"
+    if slot.path and Path(slot.path).exists():
+        size, digest = file_identity(slot.path)
+        info = describe(Path(slot.path), slot.name, "")
+        if info is not None:
+            family, quantization = info.architecture or family, info.quantization or quantization
+    details = {
+        "parent_model": "",
+        "format": "gguf" if slot.path.endswith(".gguf") else "safetensors",
+        "family": family,
+        "families": [family],
+        "parameter_size": "",
+        "quantization_level": quantization,
+    }
+    return _entry(slot.name, created, size, digest, details)
+
+
 class TagsHandler(OllamaHandler):
+    """Every model the server serves, loaded or not."""
+
     route = "/api/tags"
 
     def get(self):
-        self.write_json({"models": [_model_entry(self.state)]})
+        created = self.state.created
+        entries = [
+            _model_entry(s.state) if s.status == "loaded" else _unloaded_entry(s, created)
+            for s in self.state.models.slots.values()
+        ]
+        self.write_json({"models": entries})
 
 
 class PsHandler(OllamaHandler):
+    """The models loaded, with when each will be unloaded (a year from now for one kept loaded, as Ollama writes
+    it for keep_alive -1)."""
+
     route = "/api/ps"
 
     def get(self):
-        entry = {**_model_entry(self.state), "expires_at": "9999-12-31T23:59:59Z", "size_vram": 0}
-        entry["context_length"] = self.state.context_length
-        self.write_json({"models": [entry]})
+        out = []
+        for slot in self.state.models.loaded():
+            left = slot.expires_in()
+            expires = time.time() + (left if left is not None else 365 * 86400.0)
+            entry = _model_entry(slot.state)
+            entry["expires_at"] = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+            entry["size"], entry["size_vram"] = slot.memory, 0
+            entry["context_length"] = slot.state.context_length
+            out.append(entry)
+        self.write_json({"models": out})
 
 
 class ShowRequest(_Request):
@@ -91,12 +134,12 @@ class ShowRequest(_Request):
 class ShowHandler(OllamaHandler):
     route = "/api/show"
 
-    def post(self):
+    async def post(self):
         request = self.parse(ShowRequest)
         name = request.model or request.name
         if not name:
             raise APIError(400, "model: give the model's name")
-        self.check_model(name)
+        await self.use_model(name)
         settings, state = self.state.settings, self.state
         details = model_details(state)
         template = settings.chat_template.source if settings.chat_template is not None else ""

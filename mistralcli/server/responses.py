@@ -54,7 +54,7 @@ class ResponsesHandler(BlockStreaming, ChatCompletionsHandler):
 
     async def post(self):
         request = self.parse(ResponsesRequest)
-        self.check_model(request.model)
+        await self.use_model(request.model)
         store = self.state.responses
         if request.background and not request.store:
             raise APIError(400, "background: a background response is stored: it needs store true", param="background")

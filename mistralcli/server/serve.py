@@ -16,7 +16,8 @@ import tornado.ioloop
 import tornado.netutil
 import tornado.web
 
-from mistralcli.server.base import APIError, ServerState
+from mistralcli.server.base import APIError, ServerShared
+from mistralcli.server.model_manager import EXPIRE_INTERVAL_S
 
 ANSWER_TIMEOUT_S = 5.0  # for a cut request's error to reach its client, and for the connections to close
 
@@ -49,9 +50,11 @@ async def serve_app(
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
     # the first constrained request would wait for llguidance's tokenizer (0.4 s for 150k tokens): build it now
-    if state.engine is not None:
-        grammars = state.engine.engine.grammars
-        threading.Thread(target=lambda: grammars.lltokenizer, name="grammar-tokenizer", daemon=True).start()
+    for slot in state.models.loaded():
+        if slot.state.engine is not None:
+            grammars = slot.state.engine.engine.grammars
+            threading.Thread(target=lambda g=grammars: g.lltokenizer, name="grammar-tokenizer", daemon=True).start()
+    tornado.ioloop.PeriodicCallback(state.models.expire, EXPIRE_INTERVAL_S * 1000).start()
     if state.responses is not None:  # the stored responses past their time to live go, hourly
         tornado.ioloop.PeriodicCallback(state.responses.expire, 3600 * 1000).start()
     if on_ready is not None:
@@ -59,20 +62,26 @@ async def serve_app(
     await stop.wait()
     state.shutting_down = True
     await _wait_for_requests(state, shutdown_timeout)
-    for request_id in list(state.in_flight):
-        error = APIError(503, "the server shut down before this request finished", "server_error", code="shutting_down")
-        state.engine.cancel(request_id, error)
+    for slot in state.models.loaded():
+        for request_id in list(slot.state.in_flight):
+            error = APIError(
+                503, "the server shut down before this request finished", "server_error", code="shutting_down"
+            )
+            slot.state.engine.cancel(request_id, error)
     await _wait_for_requests(state, ANSWER_TIMEOUT_S)  # their handlers answer with the error
     server.stop()
     try:
         await asyncio.wait_for(server.close_all_connections(), timeout=ANSWER_TIMEOUT_S)
     except TimeoutError:
         pass
-    if state.engine is not None:
-        state.engine.shutdown()
+    await state.models.shutdown()
 
 
-async def _wait_for_requests(state: ServerState, timeout: float) -> None:
+def _in_flight(state: ServerShared) -> bool:
+    return any(slot.state.in_flight for slot in state.models.loaded())
+
+
+async def _wait_for_requests(state: ServerShared, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while state.in_flight and time.monotonic() < deadline:
+    while _in_flight(state) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
