@@ -12,6 +12,7 @@ from mistralcli.commands import (
     detokenize,
     imatrix,
     mcp_server,
+    models,
     perplexity,
     ps,
     quantize,
@@ -57,6 +58,10 @@ app.command("detokenize", cls=MistralCommand)(detokenize.detokenize)
 app.command("bench", cls=MistralCommand)(bench.bench)
 app.command("serve", cls=MistralCommand)(serve.serve)
 app.command("ps", cls=MistralCommand)(ps.ps)
+app.command("pull", cls=MistralCommand)(models.pull)
+app.add_typer(models.app, name="models", cls=MistralGroup)
+app.command("list", cls=MistralCommand)(models.list_models)
+app.command("show", cls=MistralCommand)(models.show)
 app.command("chat", cls=MistralCommand)(chat.chat)
 app.command("quantize", cls=MistralCommand)(quantize.quantize)
 app.command("perplexity", cls=MistralCommand)(perplexity.perplexity)

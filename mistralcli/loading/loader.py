@@ -123,6 +123,11 @@ def _in_situ(mix, tensors, config: dict, arch: str, progress):
 def _load_gguf(path: Path, ops, mix=None, progress=None) -> LoadedModel:
     gguf = open_gguf(path)
     arch = gguf.architecture
+    if gguf.metadata.get("split.count", 1) > 1:
+        count = gguf.metadata["split.count"]
+        raise ModelLoadError(
+            path, f"a split GGUF ({count} files) cannot be loaded yet: merge it with llama-gguf-split --merge"
+        )
     if arch == "llama" and gguf.metadata.get("llama.expert_count"):  # Mixtral's GGUFs say llama
         arch = "mixtral"
     if get_architecture(arch) is None:
@@ -160,7 +165,7 @@ def _load_directory(path: Path, ops, mix=None, progress=None) -> LoadedModel:
     model, args = _build(path, arch, config, weights, ops)
     tokenizer = Tokenizer.from_directory(path)
     template = None
-    source = _template_source(path) or get_architecture(arch).default_chat_template
+    source = template_source(path) or get_architecture(arch).default_chat_template
     if source:
         template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token)
     generation_config = read_json(path / "generation_config.json")
@@ -179,7 +184,7 @@ def _load_directory(path: Path, ops, mix=None, progress=None) -> LoadedModel:
     )
 
 
-def _template_source(directory: Path) -> str | None:
+def template_source(directory: Path) -> str | None:
     jinja = directory / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")

