@@ -29,7 +29,7 @@ def pull(
     :QUANT names another; a split GGUF is fetched whole. A safetensors repo gives its weights, config and
     tokenizer. Offline (HF_HUB_OFFLINE=1, or no network) it resolves from the cache or says what is missing.
 
-    Example: mistral pull bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0
+    Example: mistral pull Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q8_0
     """
     from mistralcli.loading.hub import parse_spec
     from mistralcli.loading.hub import pull as hub_pull
@@ -128,7 +128,7 @@ def remove(
 ):
     """Remove a downloaded model: from the Hugging Face cache, or mistralcli's own models directory.
 
-    Example: mistral models rm bartowski/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct-Q8_0.gguf --yes
+    Example: mistral models rm Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q8_0.gguf --yes
     """
     from mistralcli.loading.discovery import discover, human_size, remove_model
 
