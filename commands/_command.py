@@ -114,6 +114,9 @@ class _Conventions:
         for param in self.params:
             _adopt(param)
 
+    def get_params(self, ctx):  # Typer appends the completion options after __init__
+        return [_adopt(param) for param in super().get_params(ctx)]
+
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         return _adopt(option) if option is not None else None

@@ -9,6 +9,21 @@ MODEL_HELP = "GGUF file, model directory, or Hugging Face repo id (org/name or o
 REPLACE_INVALID_HELP = "Replace bytes that are not UTF-8 in {} with U+FFFD instead of refusing them."
 
 
+def complete_model(incomplete: str) -> list[str]:
+    """Shell completion of --model: the names `mistral models` lists (and paths, as the shell completes them)."""
+    try:
+        from mistralcli.loading.discovery import discover
+
+        return [m.name for m in discover() if m.name.startswith(incomplete) and m.source != "default"]
+    except Exception:  # a completion never fails loudly
+        return []
+
+
+def model_option(help: str = MODEL_HELP):
+    """The --model/-m option of the commands that load a model, completing from `mistral models`."""
+    return typer.Option(None, "--model", "-m", help=help, show_default=False, autocompletion=complete_model)
+
+
 def read_text_argument(text: str | None, name: str = "PROMPT", replace_invalid: bool = False) -> str:
     """The argument, or stdin when it is '-'; a usage error when neither is given, or when the text is
     not UTF-8 (unless replace_invalid: then each invalid byte becomes U+FFFD)."""

@@ -9,7 +9,7 @@ from contextlib import nullcontext
 
 import typer
 
-from mistralcli.commands._common import MODEL_HELP, stderr_console
+from mistralcli.commands._common import model_option, stderr_console
 
 PEERS = ("llama-cpp",)
 EMBED_PEERS = ("sentence-transformers",)
@@ -26,7 +26,7 @@ def _lengths(value: str) -> list[int]:
 
 
 def bench(
-    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
+    model: str = model_option(),
     prompt_tokens: str = typer.Option(
         "128,512", "--prompt-tokens", "-p", help="Prompt lengths to prefill, comma-separated."
     ),

@@ -9,11 +9,17 @@ from pathlib import Path
 
 import typer
 
-from mistralcli.commands._common import ISQ_HELP, MODEL_HELP, TensorProgress, check_isq, stderr_console
+from mistralcli.commands._common import (
+    ISQ_HELP,
+    TensorProgress,
+    check_isq,
+    model_option,
+    stderr_console,
+)
 
 
 def chat(
-    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
+    model: str = model_option(),
     continue_last: bool = typer.Option(False, "--continue", "-c", help="Continue the last session."),
     session_name: str = typer.Option(
         None, "--session", help="Open the session of this name, or start one by that name.", show_default=False

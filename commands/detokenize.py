@@ -2,12 +2,12 @@
 
 import typer
 
-from mistralcli.commands._common import MODEL_HELP, write_stdout
+from mistralcli.commands._common import model_option, write_stdout
 
 
 def detokenize(
     ids: list[int] = typer.Argument(..., help="Token ids.", show_default=False),
-    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
+    model: str = model_option(),
     skip_special: bool = typer.Option(False, "--skip-special", help="Leave out control tokens such as <|im_end|>."),
 ):
     """Print the text that token IDS stand for.

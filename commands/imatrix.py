@@ -5,11 +5,17 @@ from pathlib import Path
 
 import typer
 
-from mistralcli.commands._common import MODEL_HELP, read_text_file, stderr_console, window_reporter, write_stdout
+from mistralcli.commands._common import (
+    model_option,
+    read_text_file,
+    stderr_console,
+    window_reporter,
+    write_stdout,
+)
 
 
 def imatrix(
-    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
+    model: str = model_option(),
     file: Path = typer.Option(None, "--file", "-f", help="The calibration text (required).", show_default=False),
     output: Path = typer.Option(Path("imatrix.gguf"), "--output", "-o", help="The imatrix GGUF to write."),
     ctx: int = typer.Option(512, "--ctx", min=16, help="Tokens per window (llama.cpp's -c)."),

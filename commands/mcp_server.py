@@ -5,11 +5,11 @@ from contextlib import nullcontext
 
 import typer
 
-from mistralcli.commands._common import MODEL_HELP, stderr_console
+from mistralcli.commands._common import model_option, stderr_console
 
 
 def mcp_server(
-    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
+    model: str = model_option(),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for the kernels."),
 ):
     """Serve the model as an MCP server over stdio, with a `chat` and a `complete` tool.

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from mistralcli.commands._common import stderr_console, write_stdout
+from mistralcli.commands._common import complete_model, stderr_console, write_stdout
 
 app = typer.Typer(
     help="The models on this machine: the installed default, the Hugging Face cache, the model directories.\n\n"
@@ -123,7 +123,9 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print the mo
 
 @app.command("rm")
 def remove(
-    name: str = typer.Argument(..., metavar="NAME", help="The model's name as `mistral models` lists it."),
+    name: str = typer.Argument(
+        ..., metavar="NAME", help="The model's name as `mistral models` lists it.", autocompletion=complete_model
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking."),
 ):
     """Remove a downloaded model: from the Hugging Face cache, or mistralcli's own models directory.
@@ -152,7 +154,9 @@ def remove(
 
 
 def show(
-    model: str = typer.Argument(None, metavar="MODEL", help="A name from `mistral models`, a path, or a repo id."),
+    model: str = typer.Argument(
+        None, metavar="MODEL", help="A name from `mistral models`, a path, or a repo id.", autocompletion=complete_model
+    ),
     template: bool = typer.Option(False, "--template", help="Print the chat template alone."),
     as_json: bool = typer.Option(False, "--json", help="Print everything as one JSON object."),
 ):

@@ -5,12 +5,18 @@ from pathlib import Path
 
 import typer
 
-from mistralcli.commands._common import MODEL_HELP, read_text_file, stderr_console, window_reporter, write_stdout
+from mistralcli.commands._common import (
+    model_option,
+    read_text_file,
+    stderr_console,
+    window_reporter,
+    write_stdout,
+)
 
 
 def perplexity(
     file: Path = typer.Option(None, "--file", "-f", help="The text to score (required).", show_default=False),
-    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
+    model: str = model_option(),
     ctx: int = typer.Option(512, "--ctx", min=8, help="Tokens per window (llama.cpp's -c)."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for the kernels."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: ppl, error, tokens, windows, time."),

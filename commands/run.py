@@ -11,10 +11,10 @@ import typer
 
 from mistralcli.commands._common import (
     ISQ_HELP,
-    MODEL_HELP,
     REPLACE_INVALID_HELP,
     check_isq,
     load_with_status,
+    model_option,
     read_text_argument,
     stderr_console,
     write_stdout,
@@ -26,7 +26,7 @@ SAMPLING_HELP = "Default: the model's recommended value, else {}."
 
 def run(
     prompt: str = typer.Argument(None, help="The prompt, or '-' to read it from stdin.", show_default=False),
-    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
+    model: str = model_option(),
     system: str = typer.Option(None, "--system", "-s", help="System message (ignored with --raw)."),
     max_tokens: int = typer.Option(1024, "--max-tokens", "-n", min=1, help="Most tokens to generate."),
     temperature: float = typer.Option(

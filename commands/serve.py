@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from mistralcli.commands._common import ISQ_HELP, MODEL_HELP, check_isq, load_with_status, stderr_console
+from mistralcli.commands._common import (
+    ISQ_HELP,
+    MODEL_HELP,
+    check_isq,
+    load_with_status,
+    model_option,
+    stderr_console,
+)
 
 MODELS_HELP = (
     MODEL_HELP + " Repeat for several models in one server: the first loads at start, the others on their first "
@@ -16,7 +23,7 @@ MODELS_HELP = (
 
 
 def serve(
-    model: list[str] = typer.Option(None, "--model", "-m", help=MODELS_HELP, show_default=False),
+    model: list[str] = model_option(MODELS_HELP),
     models_dir: list[Path] = typer.Option(
         None,
         "--models-dir",

@@ -4,12 +4,17 @@ import json
 
 import typer
 
-from mistralcli.commands._common import MODEL_HELP, REPLACE_INVALID_HELP, read_text_argument, write_stdout
+from mistralcli.commands._common import (
+    REPLACE_INVALID_HELP,
+    model_option,
+    read_text_argument,
+    write_stdout,
+)
 
 
 def tokenize(
     text: str = typer.Argument(None, help="Text to tokenize, or '-' to read it from stdin.", show_default=False),
-    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP, show_default=False),
+    model: str = model_option(),
     no_bos: bool = typer.Option(False, "--no-bos", help="Do not add BOS even where the model's metadata says to."),
     as_json: bool = typer.Option(False, "--json", help='Print {"ids": [...], "pieces": [...]}.'),
     replace_invalid: bool = typer.Option(False, "--replace-invalid", help=REPLACE_INVALID_HELP.format("TEXT")),

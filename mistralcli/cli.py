@@ -9,8 +9,11 @@ from mistralcli import __version__
 from mistralcli.commands import (
     bench,
     chat,
+    config,
     detokenize,
+    doctor,
     imatrix,
+    login,
     mcp_server,
     models,
     perplexity,
@@ -31,7 +34,7 @@ app = typer.Typer(
     help="Run language models (GGUF, safetensors, Hugging Face repos) from the command line.\n\n"
     'Example: mistral run "What is the capital of France?"',
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (model names complete from `mistral models`)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -45,11 +48,16 @@ def _version(value: bool):
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ):
     """Run language models from the command line."""
+    if ctx.invoked_subcommand not in ("config", "doctor"):  # these work with a broken file: to mend it, to name it
+        from mistralcli.config import default_map
+
+        ctx.default_map = default_map(ctx.command)
 
 
 app.command("run", cls=MistralCommand)(run.run)
@@ -62,17 +70,21 @@ app.command("pull", cls=MistralCommand)(models.pull)
 app.add_typer(models.app, name="models", cls=MistralGroup)
 app.command("list", cls=MistralCommand)(models.list_models)
 app.command("show", cls=MistralCommand)(models.show)
+app.command("doctor", cls=MistralCommand)(doctor.doctor)
+app.command("login", cls=MistralCommand)(login.login)
+app.command("logout", cls=MistralCommand)(login.logout)
 app.command("chat", cls=MistralCommand)(chat.chat)
 app.command("quantize", cls=MistralCommand)(quantize.quantize)
 app.command("perplexity", cls=MistralCommand)(perplexity.perplexity)
 app.command("imatrix", cls=MistralCommand)(imatrix.imatrix)
 app.add_typer(tools.app, name="tools")
+app.add_typer(config.app, name="config", cls=MistralGroup)
 app.command("mcp-server", cls=MistralCommand)(mcp_server.mcp_server)
 
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="mistral")  # also as python -m mistralcli: the completion scripts name `mistral`
         code = 0
     except SystemExit as exc:
         code = exc.code

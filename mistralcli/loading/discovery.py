@@ -6,14 +6,11 @@ size, architecture and quantization, read from the GGUF's metadata or the direct
 import json
 import logging
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
 from mistralcli.errors import MistralError
-from mistralcli.paths import APP_NAME, models_dir
+from mistralcli.paths import models_dir
 
 log = logging.getLogger("mistralcli.loading")
 
@@ -28,23 +25,12 @@ class ModelInfo:
     quantization: str | None
 
 
-def config_path() -> Path:
-    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
-
-
 def model_dirs() -> list[Path]:
-    """The configured model directories: MISTRALCLI_MODEL_DIRS, then config.toml's model_dirs."""
+    """The configured model directories: MISTRALCLI_MODEL_DIRS, then config.toml's model_dirs (both are searched)."""
+    from mistralcli.config import read_file
+
     dirs = [Path(p).expanduser() for p in os.environ.get("MISTRALCLI_MODEL_DIRS", "").split(os.pathsep) if p]
-    path = config_path()
-    if path.is_file():
-        try:
-            config = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise MistralError(f"{path}: not a TOML file ({exc})") from None
-        listed = config.get("model_dirs", [])
-        if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
-            raise MistralError(f"{path}: model_dirs must be a list of paths (strings)")
-        dirs += [Path(p).expanduser() for p in listed]
+    dirs += [Path(p).expanduser() for p in read_file().get("model_dirs", [])]
     return dirs
 
 
