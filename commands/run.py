@@ -75,6 +75,24 @@ def run(
         False, "--json", help="Print one JSON object with text (and a thinking model's reasoning), usage and timings."
     ),
     replace_invalid: bool = typer.Option(False, "--replace-invalid", help=REPLACE_INVALID_HELP.format("PROMPT")),
+    batch: Path = typer.Option(
+        None,
+        "--batch",
+        help="Answer every request of this JSONL file (OpenAI's batch input: custom_id, method, url, body; '-': "
+        "stdin) through the batched engine, in OpenAI's batch output format.",
+        show_default=False,
+    ),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="With --batch: write the results here (a rerun skips the custom_ids already in it). Default: stdout.",
+        show_default=False,
+    ),
+    each_line: bool = typer.Option(
+        False, "--each-line", help="With --batch: the file holds plain prompts, one a line (custom_id line-N)."
+    ),
+    concurrency: int = typer.Option(16, "--concurrency", min=1, help="With --batch: most requests computed at once."),
 ):
     """Generate an answer to PROMPT and print it.
 
@@ -84,7 +102,16 @@ def run(
     and the exit status is 1 if it ended, at --max-tokens, before the constraint was complete)
 
     A thinking model's thought goes to stderr (dimmed, on a terminal) and its answer to stdout.
+
+    A batch: mistral run --batch requests.jsonl -o results.jsonl   |   mistral run --batch prompts.txt --each-line
     """
+    if batch is None:
+        for value, flag in ((output, "--output"), (each_line, "--each-line")):
+            if value:
+                raise typer.BadParameter("it needs --batch", param_hint=flag)
+    else:
+        _batch(batch, output, each_line, concurrency, prompt, locals())
+        return
     text = read_text_argument(prompt, replace_invalid=replace_invalid)
     if not (text if raw else text.strip()):
         problem = "it is empty" if not text else "it is only whitespace (--raw sends whitespace as is)"
@@ -220,6 +247,30 @@ def run(
             soft_wrap=True,
         )
         raise typer.Exit(1)
+
+
+def _batch(source, output, each_line, concurrency, prompt, flags: dict) -> None:
+    from mistralcli.commands._batch import run_batch_command
+
+    if prompt is not None:
+        raise typer.BadParameter("give the prompts in the --batch file, not as an argument", param_hint="PROMPT")
+    for name in ("json_schema", "json_object", "regex", "grammar", "thinking_budget", "think", "as_json"):
+        if flags[name]:
+            flag = "--json" if name == "as_json" else "--" + name.replace("_", "-")
+            raise typer.BadParameter(
+                "not with --batch: its lines say it (response_format, chat_template_kwargs, ...)", param_hint=flag
+            )
+    check_isq(flags["isq"])
+    names = {"repeat_penalty": "repetition_penalty"}
+    given = {
+        names.get(k, k): flags[k]
+        for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "typical_p", "dry_multiplier", "stop")
+        if flags[k] is not None and flags[k] != []
+    }
+    if flags["ignore_eos"]:
+        given["ignore_eos"] = True
+    options = {k: flags[k] for k in ("model", "threads", "isq", "max_tokens", "seed", "system", "raw")}
+    run_batch_command(stderr_console(), source, output, each_line, concurrency, given, options)
 
 
 class GenerationProgress:
