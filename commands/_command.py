@@ -13,6 +13,7 @@ import math
 from typing import get_args, get_origin
 
 import typer
+import typer.main
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from mistralcli.commands._common import silence_stdout
@@ -129,8 +130,69 @@ class _Conventions:
             raise typer.Exit(0) from None
 
 
+def _verbose(value: bool) -> None:
+    if value:
+        import logging
+        import sys
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        logger = logging.getLogger("mistralcli")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+
+
+def _quiet(value: bool) -> None:
+    if value:
+        from mistralcli.commands import _common
+
+        _common.QUIET = True
+
+
+_LOG_OPTIONS: list | None = None
+
+
+def log_options() -> list:
+    """--verbose and --quiet, which every command takes (Typer makes them once, from a function of its own)."""
+    global _LOG_OPTIONS
+    if _LOG_OPTIONS is None:
+        template = typer.Typer()
+
+        @template.command()
+        def options(
+            verbose: bool = typer.Option(
+                False,
+                "--verbose",
+                "-v",
+                help="Log what happens (loading, the hub, the server) on stderr.",
+                expose_value=False,
+                callback=_verbose,
+                is_eager=True,
+            ),
+            quiet: bool = typer.Option(
+                False,
+                "--quiet",
+                "-q",
+                help="No progress or notes on stderr: errors and warnings only.",
+                expose_value=False,
+                callback=_quiet,
+                is_eager=True,
+            ),
+        ):
+            pass  # fmt: skip
+
+        _LOG_OPTIONS = [_adopt(p) for p in typer.main.get_command(template).params]
+    return _LOG_OPTIONS
+
+
 class MistralCommand(_Conventions, TyperCommand):
-    """A subcommand: its parameters follow click's conventions; a closed stdout ends it quietly."""
+    """A subcommand: its parameters follow click's conventions, with --verbose and --quiet; a closed stdout ends it
+    quietly."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        taken = {opt for param in self.params for opt in param.opts}
+        self.params += [p for p in log_options() if not taken & set(p.opts)]
 
 
 class MistralGroup(_Conventions, TyperGroup):

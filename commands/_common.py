@@ -68,10 +68,28 @@ def silence_stdout() -> None:
     os.close(devnull)
 
 
+QUIET = False  # --quiet: progress and notes are not shown (see _command.log_options)
+
+
 def stderr_console():
+    """stderr as a rich Console (no colour with NO_COLOR); under --quiet it shows errors and warnings only, and no
+    spinner or progress bar."""
     from rich.console import Console
 
-    return Console(stderr=True, no_color="NO_COLOR" in os.environ)
+    if not QUIET:
+        return Console(stderr=True, no_color="NO_COLOR" in os.environ)
+
+    class QuietConsole(Console):
+        @property
+        def is_terminal(self) -> bool:  # no spinners, bars or live displays
+            return False
+
+        def print(self, *objects, **kwargs):
+            text = str(objects[0]) if objects else ""
+            if text.lstrip("[").lower().startswith(("error", "warning", "red]error", "yellow]warning")):
+                super().print(*objects, **kwargs)
+
+    return QuietConsole(stderr=True, no_color="NO_COLOR" in os.environ)
 
 
 ISQ_HELP = "Quantize the weights to this type as they load (in-situ, as mistral quantize's --type: Q4_K_M, Q8_0, ...)."

@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from mistralcli.commands._command import MistralCommand
 from mistralcli.commands._common import complete_model, stderr_console, write_stdout
 
 app = typer.Typer(
@@ -121,7 +122,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print the mo
     write_stdout("".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in table))
 
 
-@app.command("rm")
+@app.command("rm", cls=MistralCommand)
 def remove(
     name: str = typer.Argument(
         ..., metavar="NAME", help="The model's name as `mistral models` lists it.", autocompletion=complete_model

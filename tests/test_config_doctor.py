@@ -149,3 +149,16 @@ def test_login_needs_the_hub_and_stores_nothing_without_it_and_logout_removes_th
     assert out.returncode == 0 and "logged out" in out.stderr and not (tmp_path / "hf" / "token").exists()
     again = mistral("logout", tmp_path=tmp_path)
     assert again.returncode == 0 and again.stderr.strip() == "not logged in: no token is stored"
+
+
+def test_every_command_takes_verbose_and_quiet(tmp_path):
+    loud = mistral("run", "Hi", "-n", "2", "-t", "0", "--verbose", tmp_path=tmp_path)
+    assert loud.returncode == 0 and "INFO mistralcli.loading: loaded" in loud.stderr
+    plain = mistral("run", "Hi", "-n", "2", "-t", "0", tmp_path=tmp_path)
+    assert plain.stdout == loud.stdout and "INFO" not in plain.stderr
+    noted = mistral("config", "set", "threads", "1", tmp_path=tmp_path)
+    assert "threads = 1 in" in noted.stderr
+    quiet = mistral("config", "set", "threads", "2", "-q", tmp_path=tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    failing = mistral("ps", "--url", "http://127.0.0.1:9", "--quiet", tmp_path=tmp_path)
+    assert failing.returncode == 1 and "error: no server answers" in failing.stderr  # errors still show

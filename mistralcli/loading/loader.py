@@ -1,6 +1,8 @@
 """load_model(spec): the model, its tokenizer and its chat template, ready to generate."""
 
 import dataclasses
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from mistralcli.models import HF_MODEL_TYPES, get_architecture
 from mistralcli.ops import get_ops
 from mistralcli.sampling import recommended_sampling
 from mistralcli.tokenizer import Tokenizer
+
+log = logging.getLogger("mistralcli.loading")
 
 
 @dataclass
@@ -67,12 +71,19 @@ def load_model(
 
         mix = mix_named(isq, "--isq")
     path = resolve_model(spec)
+    log.info("loading %s from %s", spec or "the default model", path)
+    began = time.perf_counter()
     ops = get_ops(backend, threads=threads)
     if _is_hf_directory(path):
         loaded = _load_directory(path, ops, mix, progress)
     else:
         loaded = _load_gguf(_gguf_in(path), ops, mix, progress)
     loaded.name = model_id(spec, loaded.path)
+    log.info(
+        "loaded %s in %.2f s: %s, context %d, %d threads",
+        loaded.name, time.perf_counter() - began, type(loaded.model).__name__, loaded.context_length,
+        getattr(ops, "num_threads", 0),
+    )  # fmt: skip
     return loaded
 
 
