@@ -49,7 +49,7 @@ def ps(
 
 
 def _table(body: dict) -> str:
-    from mistralcli.server.model_manager import human_bytes
+    from mistralcli.loading.discovery import human_size
 
     rows = [("NAME", "STATUS", "MEMORY", "KV BLOCKS", "REQUESTS", "IDLE", "UNLOADS IN")]
     for model in body.get("data", []):
@@ -59,11 +59,11 @@ def _table(body: dict) -> str:
         unloads = "never" if left is None else f"{left:.0f} s"
         if model["status"] != "loaded":
             unloads = "-"
-        memory = human_bytes(model["memory_bytes"]) if model["memory_bytes"] else "-"
+        memory = human_size(model["memory_bytes"]) if model["memory_bytes"] else "-"
         rows.append((model["id"], model["status"], memory, kv, str(model["requests_running"]), idle, unloads))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     budget = body.get("memory_budget_bytes")
-    used = human_bytes(body.get("memory_bytes", 0))
-    lines.append(f"{len(rows) - 1} loaded, {used}" + (f" of {human_bytes(budget)}" if budget else ""))
+    used = human_size(body.get("memory_bytes", 0))
+    lines.append(f"{len(rows) - 1} loaded, {used}" + (f" of {human_size(budget)}" if budget else ""))
     return "\n".join(lines) + "\n"

@@ -223,7 +223,8 @@ def serve(
     if pooling is not None and pooling not in POOLINGS:
         raise typer.BadParameter(f"{pooling!r} is not one of {', '.join(POOLINGS)}", param_hint="--pooling")
     check_isq(isq)
-    from mistralcli.server.model_manager import human_bytes, parse_keep_alive, parse_size
+    from mistralcli.loading.discovery import human_size
+    from mistralcli.server.model_manager import parse_keep_alive, parse_size
 
     try:
         idle_s = parse_keep_alive(keep_alive) if keep_alive is not None else None
@@ -293,7 +294,7 @@ def serve(
         print(url, flush=True)  # stdout: the address alone, for scripts
         if several:
             shown = ", ".join(manager.names())
-            limits = [f"at most {max_loaded} loaded" if max_loaded else "", f"{human_bytes(budget)} of memory"]
+            limits = [f"at most {max_loaded} loaded" if max_loaded else "", f"{human_size(budget)} of memory"]
             if idle_s is not None:
                 limits.append(f"unloaded after {idle_s:g} s idle")
             console.print(

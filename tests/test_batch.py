@@ -82,7 +82,7 @@ def test_malformed_lines_are_reported_by_number_and_the_rest_answered(smollm2_pa
     assert c["response"]["status_code"] == 400 and c["response"]["body"]["error"]["param"] == "temperature"
     assert duplicate["error"]["code"] == "duplicate_custom_id" and "line 5" in duplicate["error"]["message"]
     assert get["error"]["code"] == "invalid_line" and "method must be POST" in get["error"]["message"]
-    assert "line 3: Expecting value" in result.stderr and "line 4 (c): 400" in result.stderr
+    assert "line 3: Expecting property name" in result.stderr and "line 4 (c): 400" in result.stderr
 
 
 def test_a_resumed_run_skips_what_is_answered_and_writes_input_order(smollm2_path, tmp_path):

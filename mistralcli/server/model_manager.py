@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mistralcli.loading.discovery import human_size
+
 log = logging.getLogger("mistralcli.server")
 
 UNSET = object()  # a request that says nothing of keep_alive
@@ -57,14 +59,6 @@ def parse_size(text: str) -> int:
     if not match or match[2] not in _SIZE_UNITS or float(match[1]) <= 0:
         raise ValueError(f"{text!r} is not a size: give e.g. 8GB, 512MiB or a number of bytes")
     return int(float(match[1]) * _SIZE_UNITS[match[2]])
-
-
-def human_bytes(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def state_memory(state) -> int:
@@ -235,7 +229,7 @@ class ModelManager:
                 ) from None
             slot.state, slot.status, slot.error = state, "loaded", None
             slot.memory, slot.loads, slot.last_used = state_memory(state), slot.loads + 1, time.monotonic()
-            log.info("loaded %s in %.1f s (%s)", slot.name, time.perf_counter() - started, human_bytes(slot.memory))
+            log.info("loaded %s in %.1f s (%s)", slot.name, time.perf_counter() - started, human_size(slot.memory))
             try:  # its real size may be over the estimate: make room for that too
                 await self._make_room(0, slot)
             except ModelError:
@@ -258,8 +252,8 @@ class ModelManager:
             if budget is not None and own > budget:
                 raise ModelError(
                     503,
-                    f"the model {loading.name!r} needs {human_bytes(own)}, more than the server's memory budget "
-                    f"(--max-memory {human_bytes(budget)})",
+                    f"the model {loading.name!r} needs {human_size(own)}, more than the server's memory budget "
+                    f"(--max-memory {human_size(budget)})",
                     "model_too_large",
                 )
             idle = [s for s in others if not s.busy and s.load is not None]
