@@ -119,7 +119,7 @@ def test_models_found_in_the_hub_cache_and_configured_dirs(tmp_path, smollm2_pat
 
     (config / "config.toml").write_text("model_dirs = [oops\n")
     broken = run_chat(tmp_path, "-m", str(smollm2_path), input="/models\n", **env)
-    assert f"{config / 'config.toml'}: not a TOML file" in broken.stderr
+    assert f"{config / 'config.toml'}: not valid TOML" in broken.stderr
     assert "Traceback" not in broken.stderr
 
 

@@ -21,7 +21,8 @@ SHORT_FLAGS = {
     "-r": {"--repetitions"},
     # the one short flag of two meanings: chat's -c is `llm chat -c` (continue), which chat users expect
     "-c": {"--concurrency", "--continue"},
-    "-q": {"--quiet"},
+    "-q": {"--quiet"},  # every command's (serve's own: no request log lines either)
+    "-v": {"--verbose"},
     "-o": {"--output"},
     "-f": {"--file"},
 }
