@@ -171,7 +171,11 @@ def show(
     from mistralcli.loading.loader import model_id
     from mistralcli.loading.resolve import resolve_model
 
-    found = {m.name: m for m in discover()} if model else {}
+    found = {}
+    if model:
+        for info in discover():  # by the name `mistral models` lists, or the id the model goes by (its file's stem)
+            found.setdefault(info.name, info)
+            found.setdefault(model_id(None, info.path), info)
     path = found[model].path if model in found else resolve_model(model)
     name = model if model in found else model_id(model, path)
     if path.is_dir() and not (path / "config.json").is_file():
