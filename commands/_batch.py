@@ -114,7 +114,7 @@ def _request_defaults(loaded, given: dict, options: dict) -> dict:
 def _server(loaded, concurrency: int):
     from mistralcli.batch import new_api_key
     from mistralcli.engine.engine import EngineConfig
-    from mistralcli.server.app import ServerSettings, ServerShared, ServerState, serve_models
+    from mistralcli.server.app import ServerSettings, ServerShared, serve_models
     from mistralcli.server.limits import ApiKeys
     from mistralcli.server.model_manager import serving_parts
 
@@ -124,7 +124,7 @@ def _server(loaded, concurrency: int):
     )
     shared = ServerShared(settings)
     engine, fields = serving_parts(loaded, EngineConfig(max_num_seqs=concurrency, max_num_batched_tokens=512))
-    state = ServerState(engine, dataclasses.replace(settings, **fields), shared)
+    state = shared.model_state(engine, dataclasses.replace(settings, **fields))
     shared.models.add(loaded.name, state=state, path=str(loaded.path))
     return serve_models(shared), key
 

@@ -40,7 +40,7 @@ def pull(
         raise typer.BadParameter(f"{spec!r} is not a Hugging Face repo id (org/name[:QUANT])", param_hint="REPO_ID")
     path = hub_pull(parsed, revision=revision, pattern=file, token=token or os.environ.get("HF_TOKEN") or None)
     if as_json:
-        from mistralcli.server.ollama_models import file_identity
+        from mistralcli.loading.discovery import file_identity
 
         size, _ = file_identity(path)
         write_stdout(json.dumps({"model": str(parsed), "path": str(path), "size_bytes": size}) + "\n")

@@ -215,9 +215,9 @@ def serve(
 
     from mistralcli.engine.embedder import POOLINGS
     from mistralcli.engine.engine import EngineConfig
-    from mistralcli.server.app import ServerSettings, ServerShared, ServerState, serve_models
+    from mistralcli.loading.discovery import file_identity
+    from mistralcli.server.app import ServerSettings, ServerShared, serve_models
     from mistralcli.server.model_manager import load_for_serving, serving_parts
-    from mistralcli.server.ollama_models import file_identity
     from mistralcli.server.serve import serve_app
 
     if pooling is not None and pooling not in POOLINGS:
@@ -281,7 +281,7 @@ def serve(
         if number == 0 and preload:
             loaded = load_with_status(console, spec, threads, isq).with_pooling(pooling)
             engine, fields = serving_parts(loaded, config)
-            state = ServerState(engine, dataclasses.replace(settings, model_name=name, **fields), shared)
+            state = shared.model_state(engine, dataclasses.replace(settings, model_name=name, **fields))
             # the MCP endpoint holds the first model's engine: it stays loaded (no loader, nothing unloads it)
             manager.add(name, None if mcp_port is not None else load, state=state, path=str(loaded.path))
         else:

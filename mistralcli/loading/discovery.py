@@ -3,6 +3,7 @@ own models directory, and the model directories of the user config (`model_dirs 
 the platformdirs config directory) or of MISTRALCLI_MODEL_DIRS (paths separated as PATH is). Each with its
 size, architecture and quantization, read from the GGUF's metadata or the directory's config.json."""
 
+import hashlib
 import json
 import logging
 import os
@@ -143,6 +144,16 @@ def _directory_kind(path: Path) -> tuple[str | None, str | None]:
         return None, None
     dtype = config.get("torch_dtype") or config.get("dtype")
     return config.get("model_type"), str(dtype).upper().replace("FLOAT", "F") if dtype else None
+
+
+def file_identity(path) -> tuple[int, str]:
+    """A model file's (or directory's) size, and a digest of its path, size and time of change: it tells files
+    apart as Ollama's digest does, without reading gigabytes at start (it is not the content's sha256)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    digest = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+    return sum(s[1] for s in stats), digest
 
 
 def human_size(size: int) -> str:

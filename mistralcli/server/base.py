@@ -58,7 +58,7 @@ class ServerSettings:
     tools: Any = None  # a mistralcli.tools.loop.ToolRunner: the tools the server runs itself (the tool loop)
     max_tool_rounds: int = 10  # rounds of tool calls the server runs for one chat completion
     model_size: int = 0  # bytes, as Ollama's /api/tags lists it
-    model_digest: str = ""  # an identity of the model's file (see server.ollama.file_identity)
+    model_digest: str = ""  # an identity of the model's file (see loading.discovery.file_identity)
     embedder: Any = None  # a mistralcli.engine.embedder.Embedder: /v1/embeddings and /api/embed (None: they refuse)
     request_mcp: bool = False  # the Responses API's {"type": "mcp", "server_url"} tools: the server connects to them
     responses: Any = None  # a mistralcli.server.response_store.ResponseStore; None: the Responses API stores nothing
@@ -84,9 +84,9 @@ class ServerShared:
         self.responses_in_flight: dict = {}  # the Responses API's responses being generated, by id (their handlers)
         self.shutting_down = False
 
-    @property
-    def shared(self) -> "ServerShared":
-        return self
+    def model_state(self, engine, settings: "ServerSettings") -> "ServerState":
+        """A model of this server, loaded: its ServerState over these shared parts."""
+        return ServerState(engine, settings, self)
 
     @property
     def alive(self) -> bool:

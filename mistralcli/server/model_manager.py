@@ -77,7 +77,7 @@ def serving_parts(loaded, config) -> tuple:
     """A loaded model's engine (None for an encoder, which embeds only) and its ServerSettings fields."""
     from mistralcli.engine.embedder import Embedder
     from mistralcli.engine.engine import Engine
-    from mistralcli.server.ollama_models import file_identity
+    from mistralcli.loading.discovery import file_identity
 
     engine = None
     if not loaded.is_encoder:
@@ -214,10 +214,8 @@ class ModelManager:
             try:
                 await self._make_room(slot.size, slot)
                 engine, fields = await asyncio.get_running_loop().run_in_executor(None, slot.load)
-                from mistralcli.server.base import ServerState
-
                 settings = dataclasses.replace(self.shared.settings, model_name=slot.name, **fields)
-                state = ServerState(engine, settings, self.shared)
+                state = self.shared.model_state(engine, settings)
             except ModelError:
                 slot.status = "unloaded"
                 raise

@@ -1,8 +1,6 @@
 """The served model as Ollama's API describes it: GET /api/tags, /api/ps, POST /api/show, GET /api/version (its
 family, parameter count, main quantization, context length, template and capabilities)."""
 
-import hashlib
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,19 +10,10 @@ import numpy as np
 from pydantic import Field
 
 from mistralcli import __version__
+from mistralcli.loading.discovery import file_identity
 from mistralcli.server.base import APIError
 from mistralcli.server.ollama import OLLAMA_API_VERSION, OllamaHandler
 from mistralcli.server.protocol import _Request
-
-
-def file_identity(path) -> tuple[int, str]:
-    """A model file's (or directory's) size, and a digest of its path, size and time of change: it tells files
-    apart as Ollama's digest does, without reading gigabytes at start (it is not the content's sha256)."""
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    digest = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
-    return sum(s[1] for s in stats), digest
 
 
 def model_details(state) -> dict:
