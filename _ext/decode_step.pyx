@@ -22,6 +22,10 @@ cdef extern from "kernels/llama_step.h" nogil:
     ctypedef void (*mcli_rows_fn)(const uint8_t *w, int64_t row_bytes, int64_t nrows, const void *a, float *out,
                                   int64_t out_stride)
     mcli_rows_fn mcli_select_rows(int qtype, int level)
+    ctypedef void (*mcli_tile_fn)(const uint8_t *tiles, int nrows, const int16_t *xq, int64_t xq_stride,
+                                  const float *xs, const float *xm, int64_t xs_stride, int64_t nb, float *out,
+                                  int64_t out_stride)
+    const mcli_tile_fn *mcli_tile_kernels(int qtype, int level)
     ctypedef struct mcli_weight:
         const uint8_t *data
         int qtype
@@ -30,6 +34,8 @@ cdef extern from "kernels/llama_step.h" nogil:
         mcli_dot_multi_fn multi
         mcli_fdot_fn fdot
         mcli_rows_fn rows_fn
+        const uint8_t *tiles
+        const mcli_tile_fn *tile_fns
     ctypedef struct mcli_layer:
         mcli_weight q, k, v, o, gate, up, down
         const float *attn_norm
@@ -107,16 +113,19 @@ cdef class DecodeStep:
     cdef int64_t scores_capacity
     cdef int simd_level
     cdef public int num_threads
+    cdef object tiles_of
 
     def __cinit__(self):
         self.layers = NULL
 
     def __init__(self, args, layers, output_norm, output, embed, inv_freqs, int num_threads=1, int simd_level=-1, *,
-                 attn_scale, embed_scale=1.0, act="silu"):
+                 attn_scale, embed_scale=1.0, act="silu", tiles=None):
         """args: DecoderArgs; layers: list of dicts of QuantTensor / float32 arrays and the per-layer
         "window" and "rope" (DecoderModel._layer); output, embed: QuantTensor; inv_freqs: one or two
-        (D/2,) float64 rope frequency tables; act: "silu" or "gelu_tanh"."""
+        (D/2,) float64 rope frequency tables; act: "silu" or "gelu_tanh"; tiles: QuantTensor -> its rows in
+        the tile layout of kernels/qtiles.h or None (CpuOps.tiles), which batches of sequences multiply."""
         self.keep = []
+        self.tiles_of = tiles
         self.num_threads = num_threads
         self.simd_level = mcli_simd_level() if simd_level < 0 else simd_level
         cdef int n = args.num_hidden_layers, i
@@ -247,6 +256,7 @@ cdef class DecodeStep:
 
     cdef _weight(self, mcli_weight *w, tensor):
         cdef int qtype = int(tensor.ggml_type)
+        cdef const uint8_t[::1] tile_view
         data = tensor.data
         if qtype in FLOAT_TYPES:
             data = np.ascontiguousarray(data, dtype=FLOAT_TYPES[qtype]).view(np.uint8)
@@ -264,6 +274,13 @@ cdef class DecodeStep:
         w.multi = NULL if qtype in FLOAT_TYPES else mcli_select_multi(qtype, self.simd_level)
         w.fdot = mcli_select_float(qtype, self.simd_level) if qtype in FLOAT_TYPES else NULL
         w.rows_fn = NULL if qtype in FLOAT_TYPES else mcli_select_rows(qtype, self.simd_level)
+        w.tiles = NULL
+        w.tile_fns = mcli_tile_kernels(qtype, self.simd_level)
+        tiles = self.tiles_of(tensor) if self.tiles_of is not None and w.tile_fns != NULL else None
+        if tiles is not None:
+            self.keep.append(tiles)
+            tile_view = tiles
+            w.tiles = &tile_view[0]
 
     def decode(self, const int64_t[::1] tokens, const int64_t[::1] positions, const int32_t[:, ::1] block_tables,
                float[:, :, :, :, ::1] k_cache, float[:, :, :, :, ::1] v_cache, float[:, ::1] logits):

@@ -4,7 +4,7 @@
 Legend: T tokens, K input features, N output rows, RB bytes per weight row.
 """
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t
 
 import numpy as np
@@ -213,3 +213,80 @@ def matmul_gemm(
                                   &out[0, 0], max(1, num_threads), group)
     if failed:
         raise MemoryError("no memory for the GEMM tile buffers")
+
+
+cdef extern from "kernels/qtiles.h" nogil:
+    ctypedef struct mcli_tile_acts:
+        const int16_t *xq
+        const float *xs
+        const float *xm
+        int64_t k, xq_stride, xs_stride
+        int num_tokens
+    ctypedef void (*mcli_tile_fn)(const uint8_t *tiles, int nrows, const int16_t *xq, int64_t xq_stride,
+                                  const float *xs, const float *xm, int64_t xs_stride, int64_t nb, float *out,
+                                  int64_t out_stride)
+    int64_t mcli_tiles_bytes(int qtype, int64_t nrows, int64_t k)
+    void mcli_tiles_pack(int qtype, const uint8_t *w, int64_t row_bytes, int64_t nrows, int64_t k, uint8_t *out,
+                         int num_threads)
+    const mcli_tile_fn *mcli_tile_kernels(int qtype, int level)
+    void mcli_tile_ref(int qtype, const uint8_t *tiles, int64_t nrows, const mcli_tile_acts *a, float *out,
+                       int64_t out_stride)
+    void mcli_tiles_matmul(const mcli_tile_fn *fns, int qtype, const uint8_t *tiles, int64_t n,
+                           const mcli_tile_acts *a, float *out, int64_t out_stride)
+
+# GGML types with a tile layout (kernels/qtiles.h): Q4_0, Q4_1, Q8_0
+TILE_TYPES = (2, 3, 8)
+
+
+def has_tile_kernels(int qtype, int simd_level=-1):
+    """Whether this CPU multiplies qtype's repacked weights through kernels/qtiles.h."""
+    return mcli_tile_kernels(qtype, SIMD_LEVEL if simd_level < 0 else simd_level) != NULL
+
+
+def tiles_pack(const uint8_t[:, ::1] w, int qtype, Py_ssize_t k, int num_threads=1):
+    """The rows of w (N, row bytes) in the tile layout of kernels/qtiles.h: a uint8 array of the same bytes as w
+    (N rounded up to 16)."""
+    if qtype not in TILE_TYPES:
+        raise ValueError(f"GGML type {qtype} has no tile layout")
+    if k % 32 or w.shape[1] * 32 != k * {2: 18, 3: 20, 8: 34}[qtype]:
+        raise ValueError("row bytes do not match k")
+    out = np.empty(mcli_tiles_bytes(qtype, w.shape[0], k), dtype=np.uint8)
+    cdef uint8_t[::1] o = out
+    with nogil:
+        mcli_tiles_pack(qtype, &w[0, 0], w.shape[1], w.shape[0], k, &o[0], max(1, num_threads))
+    return out
+
+
+cdef _tile_acts(mcli_tile_acts *a, const int16_t[:, ::1] xq, const float[:, ::1] xs, const float[:, ::1] xm):
+    a.xq = &xq[0, 0]
+    a.xs = &xs[0, 0]
+    a.xm = &xm[0, 0]
+    a.k = xq.shape[1]
+    a.xq_stride = xq.shape[1]
+    a.xs_stride = xs.shape[1]
+    a.num_tokens = <int>xq.shape[0]
+
+
+def matmul_tiles(float[:, ::1] out, const float[:, ::1] x, const uint8_t[::1] tiles, int qtype, int num_threads=1,
+                 bint reference=False, int simd_level=-1):
+    """out (T, N) = x (T, K) @ the N rows packed by tiles_pack; reference: the portable statement of the tile
+    kernels (which equal it, and qrows.h's kernels, bit for bit)."""
+    cdef Py_ssize_t num_tokens = x.shape[0], k = x.shape[1], n = out.shape[1]
+    if out.shape[0] != num_tokens or k % 32 or tiles.shape[0] != mcli_tiles_bytes(qtype, n, k):
+        raise ValueError("shape mismatch")
+    cdef const mcli_tile_fn *fns = mcli_tile_kernels(qtype, SIMD_LEVEL if simd_level < 0 else simd_level)
+    if fns == NULL and not reference:
+        raise ValueError(f"no tile kernels for GGML type {qtype} on this CPU")
+    if num_tokens == 0:
+        return
+    xq_arr, xs_arr, xm_arr = quantize_x16(x)
+    cdef int16_t[:, ::1] xq = xq_arr
+    cdef float[:, ::1] xs = xs_arr, xm = xm_arr
+    cdef mcli_tile_acts a
+    _tile_acts(&a, xq, xs, xm)
+    with nogil:
+        if reference:
+            mcli_tile_ref(qtype, &tiles[0], n, &a, &out[0, 0], out.shape[1])
+        else:
+            with parallel(num_threads=max(1, num_threads)):
+                mcli_tiles_matmul(fns, qtype, &tiles[0], n, &a, &out[0, 0], out.shape[1])

@@ -152,12 +152,16 @@ def test_unsupported_weight_types_fall_back(smollm2):
         decode_step(model, 1, layers=layers)
 
 
-def test_batched_paged_decode_is_the_same_bits_as_alone(smollm2):
+@pytest.mark.parametrize("repacked", [False, True], ids=["rows", "tiles"])
+def test_batched_paged_decode_is_the_same_bits_as_alone(smollm2, repacked):
     """Four sequences of different lengths in a paged cache (blocks of 4, scattered over the pool):
-    decoded together in lockstep, every step's logits and every cached key equal decoding each alone."""
+    decoded together in lockstep, every step's logits and every cached key equal decoding each alone;
+    batched, the products run on the repacked weights (kernels/qtiles.h) where the CPU has them."""
     model = smollm2.model
     a = model.args
-    step = decode_step(model, 2)
+    if repacked and not qmatmul.has_tile_kernels(int(model.output.ggml_type)):
+        pytest.skip("no tile kernels on this CPU")
+    step = decode_step(model, 2, tiles=get_ops("cpu", threads=2).tiles if repacked else None)
     rng = np.random.default_rng(0)
     lengths = [3, 7, 12, 20]
     prompts = [rng.integers(100, 40000, n) for n in lengths]
@@ -233,6 +237,62 @@ def test_row_kernels_equal_their_portable_statement(qtype):
             out = np.empty((num_tokens, rows), np.float32)
             qmatmul.matmul(out, x[:num_tokens], w, int(qtype), 2)
             assert out.tobytes() == expected[:num_tokens].tobytes(), (blocks, rows, num_tokens)
+
+
+@pytest.mark.parametrize("qtype", ROW_TYPES, ids=lambda t: t.name)
+def test_tile_kernels_equal_the_row_kernels_bit_for_bit(qtype):
+    """kernels/qtiles.h: weights repacked into the tile layout (the same bytes, rows padded to 16) give every
+    (row, token) the bits of the row kernels' portable statement, for any token count (tiles of 16, 8, 4, 2, 1),
+    rows beyond the last 16 and one-block rows; the portable tile statement too, on any CPU."""
+    from quant_blocks import random_blocks
+
+    rng = np.random.default_rng(int(qtype) + 5)
+    for blocks, rows in [(17, 53), (18, 32), (1, 16), (2, 7)]:
+        k = 32 * blocks
+        w = random_blocks(qtype, rows=rows, blocks_per_row=blocks, seed=blocks + 100)
+        tiles = qmatmul.tiles_pack(w, int(qtype), k, 2)
+        assert tiles.nbytes == -(-rows // 16) * 16 * w.shape[1]
+        x = (rng.standard_normal((41, k)) * rng.uniform(0.1, 10, (41, 1))).astype(np.float32)
+        expected = np.empty((41, rows), np.float32)
+        qmatmul.matmul_rows_reference(expected, x, w, int(qtype))
+        for num_tokens in [1, 2, 3, 7, 16, 31, 41]:
+            out = np.full((num_tokens, rows), np.nan, np.float32)
+            qmatmul.matmul_tiles(out, x[:num_tokens], tiles, int(qtype), 1, reference=True)
+            assert out.tobytes() == expected[:num_tokens].tobytes(), ("reference", blocks, rows, num_tokens)
+            if qmatmul.has_tile_kernels(int(qtype)):
+                out[:] = np.nan
+                qmatmul.matmul_tiles(out, x[:num_tokens], tiles, int(qtype), 2)
+                assert out.tobytes() == expected[:num_tokens].tobytes(), (blocks, rows, num_tokens)
+
+
+def test_tile_layout_refuses_what_it_cannot_hold():
+    from quant_blocks import random_blocks
+
+    w = random_blocks(QT.Q4_1, rows=4, blocks_per_row=2, seed=1)
+    with pytest.raises(ValueError, match="no tile layout"):
+        qmatmul.tiles_pack(w, int(QT.Q4_K), 64)
+    with pytest.raises(ValueError, match="row bytes"):
+        qmatmul.tiles_pack(w, int(QT.Q4_1), 96)
+    tiles = qmatmul.tiles_pack(w, int(QT.Q4_1), 64)
+    with pytest.raises(ValueError, match="shape"):
+        qmatmul.matmul_tiles(np.empty((1, 17), np.float32), np.ones((1, 64), np.float32), tiles, int(QT.Q4_1))
+    assert not qmatmul.has_tile_kernels(int(QT.Q4_1), simd_level=2)  # AVX2 alone: the row/GEMM paths
+
+
+def test_repacked_weights_are_counted_and_can_be_turned_off(smollm2, monkeypatch):
+    """CpuOps.tiles repacks a weight once and counts the bytes; MISTRALCLI_REPACK=0 keeps the weights as loaded."""
+    ops = get_ops("cpu", threads=2)
+    w = smollm2.model.layers[0]["attn_q"]
+    if not qmatmul.has_tile_kernels(int(w.ggml_type)):
+        pytest.skip("no tile kernels on this CPU")
+    first = ops.tiles(w)
+    assert first is ops.tiles(w) and ops.repacked_bytes == first.nbytes == w.data.nbytes
+    x = np.random.default_rng(0).standard_normal((9, w.shape[1])).astype(np.float32)
+    tiled = ops.matmul(x, w)
+    monkeypatch.setenv("MISTRALCLI_REPACK", "0")
+    plain = get_ops("cpu", threads=2)
+    assert plain.tiles(w) is None and plain.repacked_bytes == 0
+    assert plain.matmul(x, w).tobytes() == tiled.tobytes()
 
 
 def test_vector_quantization_equals_the_portable_loop():

@@ -22,6 +22,7 @@
 #include "elementwise.h"
 #include "qdot.h"
 #include "qrows.h"
+#include "qtiles.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -35,7 +36,14 @@ typedef struct {
     mcli_dot_multi_fn multi; /* block formats with a many-token kernel (else dot per token) */
     mcli_fdot_fn fdot;       /* float formats: float activations */
     mcli_rows_fn rows_fn;    /* Q4_0/Q4_1/Q8_0 with AVX-512: qrows.h's kernels, 16 rows a call (else dot/multi) */
+    const uint8_t *tiles;    /* the rows repacked for qtiles.h's kernels (NULL: none) */
+    const mcli_tile_fn *tile_fns;
 } mcli_weight;
+
+/* A batch of this many sequences multiplies the repacked weights, where a weight has them. */
+#ifndef MCLI_TILES_MIN
+#define MCLI_TILES_MIN 2
+#endif
 
 typedef struct {
     mcli_weight q, k, v, o, gate, up, down;
@@ -109,12 +117,16 @@ typedef struct {
  * outs[i] (B, rows_i). */
 static void mcli_matvec_n(int count, const mcli_weight *const *ws, float *const *outs, const float *const *biases,
                           const float *x, int num_seqs, const mcli_scratch *s) {
-    int64_t total = 0, n, units[3];
-    for (int i = 0; i < count; i++) { /* a unit of work: 16 rows for the row kernels, else one row */
-        units[i] = ws[i]->rows_fn ? (ws[i]->rows + 15) / 16 : ws[i]->rows;
+    int64_t total = 0, n, units[3] = {0, 0, 0};
+    int all_tiled = 1;
+    const int tiled = num_seqs >= MCLI_TILES_MIN;
+    for (int i = 0; i < count; i++) { /* a unit of work: 16 rows for the tile and row kernels, else one row */
+        const int tile = tiled && ws[i]->tiles;
+        units[i] = tile || ws[i]->rows_fn ? (ws[i]->rows + 15) / 16 : ws[i]->rows;
         total += units[i];
+        all_tiled &= tile;
     }
-    const int lanes = mcli_use_lanes(s, num_seqs);
+    const int lanes = !all_tiled && mcli_use_lanes(s, num_seqs);
     if (lanes) mcli_fill_lanes(s, ws[0]->cols, num_seqs);
 #pragma omp for schedule(static)
     for (n = 0; n < total; n++) {
@@ -123,6 +135,16 @@ static void mcli_matvec_n(int count, const mcli_weight *const *ws, float *const 
         while (u >= units[i]) u -= units[i++];
         const mcli_weight *w = ws[i];
         const int64_t rows = w->rows, k = w->cols, nb = k / 32;
+        if (tiled && w->tiles) {
+            const int64_t r0 = 16 * u, count_rows = rows - r0 < 16 ? rows - r0 : 16;
+            const mcli_tile_acts a = {s->xq, s->xs, s->xm, k, k, nb, num_seqs};
+            mcli_tiles_group(w->tile_fns, w->tiles + u * nb * mcli_tile_block_bytes(w->qtype), (int)count_rows, &a,
+                             outs[i] + r0, rows);
+            if (biases[i])
+                for (int b = 0; b < num_seqs; b++)
+                    for (int64_t r = r0; r < r0 + count_rows; r++) outs[i][b * rows + r] += biases[i][r];
+            continue;
+        }
         if (w->rows_fn) {
             const int64_t r0 = 16 * u, count_rows = rows - r0 < 16 ? rows - r0 : 16;
             const mcli_acts a = {s->xq, s->xs, s->xm, lanes ? s->xt : NULL, s->xst, s->xmt, k, num_seqs};

@@ -30,6 +30,7 @@ TILE_ROWS = 1024
 GEMM_GROUPS = (64, 32, 16, 8, 4, 2)  # tokens per sgemm call, tried largest first (see gemm_group)
 GEMM_PAD_TOKENS = 8  # fewer tokens than this are padded (BLAS sends a few rows to kernels of their own)
 FAST_GEMM_GROUP = 16  # an invariant group at least this large costs little: taken by default
+TILE_MIN_TOKENS = 4  # products of this many tokens take the repacked weights (kernels/qtiles.h) where there are
 
 
 def available_cores() -> int:
@@ -50,6 +51,26 @@ class CpuOps(ReferenceOps):
         # from our team, so it gets one thread.
         qmatmul.load_blas()  # scipy's BLAS, loaded first so that the limit reaches it too
         threadpool_limits(1, user_api="blas")
+        self._tiles: dict[int, tuple[QuantTensor, np.ndarray]] = {}
+
+    def tiles(self, w: QuantTensor) -> np.ndarray | None:
+        """w's rows repacked into the tile layout of kernels/qtiles.h (once, then kept), or None where this CPU
+        has no tile kernels for its type or MISTRALCLI_REPACK=0. The multi-token products read them; one token
+        reads the rows as they are, so a batch of one never pays for a repack it would not use."""
+        entry = self._tiles.get(id(w))
+        if entry is not None:
+            return entry[1]
+        qtype = int(w.ggml_type)
+        if qtype not in qmatmul.TILE_TYPES or not qmatmul.has_tile_kernels(qtype) or not repack_enabled():
+            return None
+        tiles = qmatmul.tiles_pack(_raw_rows(w), qtype, w.shape[1], self.num_threads)
+        self._tiles[id(w)] = (w, tiles)
+        return tiles
+
+    @property
+    def repacked_bytes(self) -> int:
+        """Memory the tile layouts hold, beside the weights as loaded."""
+        return sum(tiles.nbytes for _, tiles in self._tiles.values())
 
     def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
         """x (T, K) float32 @ w (N, K)^T -> (T, N) float32.
@@ -64,7 +85,11 @@ class CpuOps(ReferenceOps):
         out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
         qtype = int(w.ggml_type)
         if w.ggml_type in FUSED_TYPES and qmatmul.has_row_kernels(qtype):
-            qmatmul.matmul(out, x, w.data, qtype, self.num_threads)
+            tiles = self.tiles(w) if len(x) >= TILE_MIN_TOKENS else None
+            if tiles is not None:
+                qmatmul.matmul_tiles(out, x, tiles, qtype, self.num_threads)
+            else:
+                qmatmul.matmul(out, x, w.data, qtype, self.num_threads)
         elif w.ggml_type in DEQUANT_TYPES or w.ggml_type in FLOAT_TYPES:
             group = gemm_tokens_per_call()
             # the tokens padded to whole groups (see gemm_group), or, in one call, to GEMM_PAD_TOKENS at least
@@ -206,7 +231,7 @@ class CpuOps(ReferenceOps):
         if getattr(model, "has_experts", True):  # experts, or not a decoder: op by op
             return None
         try:
-            return decode_step(model, self.num_threads)
+            return decode_step(model, self.num_threads, tiles=self.tiles)
         except ValueError:
             return None
 
@@ -229,6 +254,11 @@ class CpuOps(ReferenceOps):
 
 
 POOL_MODES = {"mean": 0, "cls": 1, "last": 2}
+
+
+def repack_enabled() -> bool:
+    """MISTRALCLI_REPACK=0 keeps the weights as loaded (no tile layout: the row kernels do every product)."""
+    return os.environ.get("MISTRALCLI_REPACK", "1") != "0"
 
 
 def gemm_tokens_per_call() -> int:
@@ -286,8 +316,9 @@ def _raw_rows(w: QuantTensor) -> np.ndarray:
     return np.ascontiguousarray(w.data).view(np.uint8).reshape(w.shape[0], -1)
 
 
-def decode_step(model, num_threads: int, simd_level: int = -1, layers: list | None = None) -> DecodeStep:
-    """The C decode step (kernels/llama_step.h) over a DecoderModel's weights (or other `layers`)."""
+def decode_step(model, num_threads: int, simd_level: int = -1, layers: list | None = None, tiles=None) -> DecodeStep:
+    """The C decode step (kernels/llama_step.h) over a DecoderModel's weights (or other `layers`); tiles: see
+    DecodeStep (CpuOps.tiles: batches multiply the repacked weights)."""
     a = model.args
     return DecodeStep(
         a,
@@ -301,4 +332,5 @@ def decode_step(model, num_threads: int, simd_level: int = -1, layers: list | No
         attn_scale=a.attn_scale,
         embed_scale=a.embed_scale,
         act="gelu_tanh" if a.hidden_act == "gelu_pytorch_tanh" else "silu",
+        tiles=tiles,
     )
