@@ -50,7 +50,7 @@ def paged_attention(float[:, :, ::1] out, const float[:, :, ::1] q, const float[
     cdef float *scores
     with nogil, parallel(num_threads=max(1, num_threads)):
         scores = <float *>malloc(((longest + 7) // 8 * 8 + 8) * sizeof(float))
-        for job in prange(num_tokens * num_heads, schedule="static"):
+        for job in prange(num_tokens * num_heads, schedule="static", chunksize=1):  # causal: interleaved, balanced
             t = job // num_heads
             h = job % num_heads
             mcli_attend_paged_query(&q[t, h, 0], &k[0, 0, h // group, 0], &v[0, 0, h // group, 0],

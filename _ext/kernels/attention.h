@@ -31,23 +31,6 @@ static void mcli_attend_portable(const float *qh, const float *k, const float *v
 }
 
 #ifdef MCLI_X86
-/* e^x for 8 floats (x <= 0 here): 2^(x log2 e) split into 2^integer (exponent bits) and a degree-5
- * polynomial for 2^fraction; relative error below 2e-7, as Cephes' expf. */
-MCLI_AVX2 static inline __m256 mcli_exp8(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
-    __m256 fi = _mm256_floor_ps(t);
-    __m256 f = _mm256_sub_ps(t, fi); /* [0, 1) */
-    __m256 p = _mm256_set1_ps(1.8775767e-3f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(8.9893397e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5826318e-2f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4015361e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9315308e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.9999994e-1f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fi), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 /* p[s] = exp(p[s] - best) (0 for -inf) and *total = their sum, 8 at a time; returns how many were done */
 MCLI_AVX2 static int64_t mcli_exp_shift8(float *p, int64_t n, float best, float *total) {
     __m256 vbest = _mm256_set1_ps(best), vtotal = _mm256_setzero_ps();
