@@ -17,6 +17,10 @@ cdef extern from "kernels/attention.h" nogil:
     void mcli_attend_paged_query(const float *qh, const float *k, const float *v, const int32_t *table, int64_t bs,
                                  int64_t first, int64_t num_keys, int64_t stride, int d, float scale, float *scores,
                                  float *out, int level)
+    void mcli_attend_paged_heads(const float *q, int nh, const float *k, const float *v, const int32_t *table,
+                                 int64_t bs, int64_t first, int64_t num_keys, int64_t stride, int d, float scale,
+                                 float *scores, float *out, int level)
+    int MCLI_ATTN_GROUP
 
 SIMD_LEVEL = mcli_simd_level()
 
@@ -49,13 +53,14 @@ def paged_attention(float[:, :, ::1] out, const float[:, :, ::1] q, const float[
     cdef int group = num_heads // num_kv, level = SIMD_LEVEL if simd_level < 0 else simd_level
     cdef float *scores
     with nogil, parallel(num_threads=max(1, num_threads)):
-        scores = <float *>malloc(((longest + 7) // 8 * 8 + 8) * sizeof(float))
-        for job in prange(num_tokens * num_heads, schedule="static", chunksize=1):  # causal: interleaved, balanced
-            t = job // num_heads
-            h = job % num_heads
-            mcli_attend_paged_query(&q[t, h, 0], &k[0, 0, h // group, 0], &v[0, 0, h // group, 0],
+        scores = <float *>malloc(MCLI_ATTN_GROUP * ((longest + 7) // 8 * 8 + 8) * sizeof(float))
+        # a job: one query's heads that share a key/value head; causal, so interleaved over the threads
+        for job in prange(num_tokens * num_kv, schedule="static", chunksize=1):
+            t = job // num_kv
+            h = job % num_kv
+            mcli_attend_paged_heads(&q[t, h * group, 0], group, &k[0, 0, h, 0], &v[0, 0, h, 0],
                                     &block_tables[seq_index[t], 0], bs,
                                     q_positions[t] + 1 - window if 0 < window <= q_positions[t] else 0,
                                     q_positions[t] + 1, num_kv * d, <int>d,
-                                    scale, scores, &out[t, h, 0], level)
+                                    scale, scores, &out[t, h * group, 0], level)
         free(scores)

@@ -16,6 +16,7 @@ cdef extern from "kernels/llama_step.h" nogil:
                                        const float *xsum, int64_t nb, int num_tokens, float *out,
                                        int64_t out_stride)
     int mcli_simd_level()
+    int MCLI_ATTN_GROUP
     mcli_dot_fn mcli_select(int qtype, int level)
     mcli_dot_multi_fn mcli_select_multi(int qtype, int level)
     mcli_fdot_fn mcli_select_float(int qtype, int level)
@@ -228,7 +229,8 @@ cdef class DecodeStep:
             self.batch_capacity = batch
         if seq > self.scores_capacity:
             capacity = max(seq, 2 * self.scores_capacity)
-            stride = (capacity + 7) // 8 * 8 + 8  # attention pads its scores to a multiple of 8
+            # attention pads its scores to a multiple of 8, and the grouped kernel takes MCLI_ATTN_GROUP rows of them
+            stride = ((capacity + 7) // 8 * 8 + 8) * MCLI_ATTN_GROUP
             self.buffers["scores"] = np.zeros(max(1, self.num_threads) * stride, np.float32)
             s.scores = self._buffer("scores")
             s.scores_stride = stride

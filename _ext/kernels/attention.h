@@ -30,6 +30,9 @@ static void mcli_attend_portable(const float *qh, const float *k, const float *v
     for (int i = 0; i < d; i++) out[i] /= total;
 }
 
+/* query heads per call of the grouped kernel (mcli_attend_paged_heads) */
+#define MCLI_ATTN_GROUP 3
+
 #ifdef MCLI_X86
 /* p[s] = exp(p[s] - best) (0 for -inf) and *total = their sum, 8 at a time; returns how many were done */
 MCLI_AVX2 static int64_t mcli_exp_shift8(float *p, int64_t n, float best, float *total) {
@@ -148,6 +151,73 @@ MCLI_AVX2 static void mcli_attend_avx2(const float *qh, const float *k, const fl
     const __m256 inv = _mm256_set1_ps(1.0f / total);
     for (int i = 0; i < d; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), inv));
 }
+/* Up to MCLI_ATTN_GROUP query heads that share a key/value head (grouped-query attention) at once: each
+ * key and value vector is read once for all of them. Every head goes through the operations of
+ * mcli_attend_paged_query_avx2 in the same order (the same bits); 32 vector registers hold the heads'
+ * sums, so AVX-512 (VL) CPUs only. scores: room for nh rows of `stride_s` floats. */
+MCLI_AVX512 static void mcli_attend_paged_group(const float *q, int nh, const float *k, const float *v,
+                                                const int32_t *table, int64_t bs, int64_t first, int64_t num_keys,
+                                                int64_t stride, int d, float scale, float *scores, int64_t stride_s,
+                                                float *out) {
+    const int64_t n = num_keys - first, padded = (n + 7) / 8 * 8;
+    const __m256 vscale = _mm256_set1_ps(scale);
+    __m256 vbest[MCLI_ATTN_GROUP];
+    for (int g = 0; g < nh; g++) vbest[g] = _mm256_set1_ps(-INFINITY);
+    int64_t block = first / bs, offset = first % bs;
+    for (int64_t t0 = 0; t0 < padded; t0 += 8) {
+        const float *key[8];
+        for (int j = 0; j < 8; j++) {
+            key[j] = t0 + j < n ? k + ((int64_t)table[block] * bs + offset) * stride : MCLI_ZERO_KEY;
+            if (++offset == bs) { offset = 0; block++; }
+        }
+        __m256 acc[MCLI_ATTN_GROUP][8];
+        for (int g = 0; g < nh; g++)
+            for (int j = 0; j < 8; j++) acc[g][j] = _mm256_setzero_ps();
+        for (int i = 0; i < d; i += 8) {
+            __m256 q8[MCLI_ATTN_GROUP];
+            for (int g = 0; g < nh; g++) q8[g] = _mm256_loadu_ps(q + g * d + i);
+            for (int j = 0; j < 8; j++) {
+                const __m256 kv = _mm256_loadu_ps(key[j] + i);
+                for (int g = 0; g < nh; g++) acc[g][j] = _mm256_fmadd_ps(q8[g], kv, acc[g][j]);
+            }
+        }
+        for (int g = 0; g < nh; g++) {
+            __m256 s8 = _mm256_mul_ps(mcli_sum8x8(acc[g]), vscale);
+            if (t0 + 8 > n) {
+                const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - t0)), lane));
+                s8 = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), s8, valid);
+            }
+            _mm256_storeu_ps(scores + g * stride_s + t0, s8);
+            vbest[g] = _mm256_max_ps(vbest[g], s8);
+        }
+    }
+    __m256 inv[MCLI_ATTN_GROUP];
+    for (int g = 0; g < nh; g++) {
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vbest[g]), _mm256_extractf128_ps(vbest[g], 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float total;
+        mcli_exp_shift8(scores + g * stride_s, padded, _mm_cvtss_f32(m4), &total);
+        inv[g] = _mm256_set1_ps(1.0f / total);
+    }
+    for (int i0 = 0; i0 < d; i0 += 64) {
+        const int width = d - i0 < 64 ? d - i0 : 64;
+        __m256 o[MCLI_ATTN_GROUP][8];
+        for (int g = 0; g < nh; g++)
+            for (int c = 0; c < 8; c++) o[g][c] = _mm256_setzero_ps();
+        MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, first, num_keys, stride, {
+            __m256 p[MCLI_ATTN_GROUP];
+            for (int g = 0; g < nh; g++) p[g] = _mm256_set1_ps(scores[g * stride_s + t]);
+            for (int c = 0; c < width / 8; c++) {
+                const __m256 vc = _mm256_loadu_ps(vt + i0 + 8 * c);
+                for (int g = 0; g < nh; g++) o[g][c] = _mm256_fmadd_ps(p[g], vc, o[g][c]);
+            }
+        })
+        for (int g = 0; g < nh; g++)
+            for (int c = 0; c < width / 8; c++) _mm256_storeu_ps(out + g * d + i0 + 8 * c, _mm256_mul_ps(o[g][c], inv[g]));
+    }
+}
 #endif
 
 /* ---- one query against a paged cache (prompt chunks, and the decode step) ----------------------
@@ -183,6 +253,25 @@ static void mcli_attend_paged_query(const float *qh, const float *k, const float
         for (int i = 0; i < d; i++) out[i] += scores[t] * vt[i];
     })
     for (int i = 0; i < d; i++) out[i] /= total;
+}
+
+/* nh query heads of one position that share a key/value head (q and out: nh rows of d), as
+ * mcli_attend_paged_query gives each (the same bits), MCLI_ATTN_GROUP at a time where the CPU has AVX-512;
+ * scores: room for MCLI_ATTN_GROUP rows of num_keys - first rounded up to 8. */
+static void mcli_attend_paged_heads(const float *q, int nh, const float *k, const float *v, const int32_t *table,
+                                    int64_t bs, int64_t first, int64_t num_keys, int64_t stride, int d, float scale,
+                                    float *scores, float *out, int level) {
+#ifdef MCLI_X86
+    if (level >= 3 && d % 8 == 0 && d <= MCLI_ATTN_MAX_D) {
+        const int64_t stride_s = (num_keys - first + 7) / 8 * 8;
+        for (int h = 0; h < nh; h += MCLI_ATTN_GROUP)
+            mcli_attend_paged_group(q + h * d, nh - h < MCLI_ATTN_GROUP ? nh - h : MCLI_ATTN_GROUP, k, v, table, bs, first,
+                                    num_keys, stride, d, scale, scores, stride_s, out + h * d);
+        return;
+    }
+#endif
+    for (int h = 0; h < nh; h++)
+        mcli_attend_paged_query(q + h * d, k, v, table, bs, first, num_keys, stride, d, scale, scores, out + h * d, level);
 }
 
 typedef void (*mcli_attend_fn)(const float *, const float *, const float *, const int64_t *, int64_t, int64_t, int64_t, int,

@@ -261,19 +261,23 @@ static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *
                 memcpy(kv->k + slot, k, sizeof(float) * kv_dim);
                 memcpy(kv->v + slot, v, sizeof(float) * kv_dim);
             }
+            /* a job: a sequence's query heads that share a key/value head, read once for them all, where
+             * there are enough such jobs for the team; else one head (the same bits either way) */
+            const int heads_per_job = num_seqs * nkv >= 4 * num_threads ? group : 1, jobs_per_seq = nh / heads_per_job;
             int job;
 #pragma omp for schedule(static)
-            for (job = 0; job < num_seqs * nh; job++) {
-                const int bb = job / nh, h = job % nh, kvh = h / group;
+            for (job = 0; job < num_seqs * jobs_per_seq; job++) {
+                const int bb = job / jobs_per_seq, h = job % jobs_per_seq * heads_per_job, kvh = h / group;
                 const int64_t seq = positions[bb] + 1, first = L->window && seq > L->window ? seq - L->window : 0;
                 const float *qh = s->q + (int64_t)bb * q_dim + h * d;
                 float *out = s->attn + (int64_t)bb * q_dim + h * d;
                 const int32_t *table = kv->block_tables + (int64_t)bb * kv->max_blocks;
                 const int64_t layer_base = (int64_t)l * kv->num_blocks * kv->block_size * kv_dim + kvh * d;
-                mcli_attend_paged_query(qh, kv->k + layer_base, kv->v + layer_base, table, kv->block_size, first, seq,
-                                        kv_dim, d, scale, scores, out, m->simd_level);
-                if (d % 32 == 0) /* this head's blocks of the o-projection input, here: no serial pass */
-                    mcli_quantize_seq(s, out, d, q_dim, bb, h * d / 32);
+                mcli_attend_paged_heads(qh, heads_per_job, kv->k + layer_base, kv->v + layer_base, table, kv->block_size,
+                                        first, seq, kv_dim, d, scale, scores, out, m->simd_level);
+                if (d % 32 == 0) /* these heads' blocks of the o-projection input, here: no serial pass */
+                    for (int hh = h; hh < h + heads_per_job; hh++)
+                        mcli_quantize_seq(s, s->attn + (int64_t)bb * q_dim + hh * d, d, q_dim, bb, hh * d / 32);
             }
             if (d % 32) mcli_prepare(s, s->attn, q_dim, num_seqs);
             mcli_matvec(&L->o, s->attn, num_seqs, s, s->x, L->o_bias);

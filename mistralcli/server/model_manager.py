@@ -62,11 +62,13 @@ def parse_size(text: str) -> int:
 
 
 def state_memory(state) -> int:
-    """Bytes a loaded model holds: its weights as stored (a GGUF's are mapped from the file) and its KV pool."""
+    """Bytes a loaded model holds: its weights as stored (a GGUF's are mapped from the file), the copies its ops
+    repacked for the multi-token kernels (CpuOps.tiles), and its KV pool."""
     total = 0
     for tensor in getattr(state.model, "weights", {}).values():
         data = getattr(tensor, "data", tensor)
         total += int(getattr(data, "nbytes", 0))
+    total += int(getattr(getattr(state.model, "ops", None), "repacked_bytes", 0))
     if state.engine is not None:
         cache = state.engine.engine.cache
         total += cache.k.nbytes + cache.v.nbytes
