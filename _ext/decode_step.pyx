@@ -20,6 +20,9 @@ cdef extern from "kernels/llama_step.h" nogil:
     mcli_dot_fn mcli_select(int qtype, int level)
     mcli_dot_multi_fn mcli_select_multi(int qtype, int level)
     mcli_fdot_fn mcli_select_float(int qtype, int level)
+    ctypedef void (*mcli_fmulti_fn)(const uint8_t *row, const float *x, int64_t k, int ntok, float *out,
+                                    int64_t out_stride)
+    mcli_fmulti_fn mcli_select_float_multi(int qtype, int level)
     ctypedef void (*mcli_rows_fn)(const uint8_t *w, int64_t row_bytes, int64_t nrows, const void *a, float *out,
                                   int64_t out_stride)
     mcli_rows_fn mcli_select_rows(int qtype, int level)
@@ -34,6 +37,7 @@ cdef extern from "kernels/llama_step.h" nogil:
         mcli_dot_fn dot
         mcli_dot_multi_fn multi
         mcli_fdot_fn fdot
+        mcli_fmulti_fn fmulti
         mcli_rows_fn rows_fn
         const uint8_t *tiles
         const mcli_tile_fn *tile_fns
@@ -275,6 +279,7 @@ cdef class DecodeStep:
         w.dot = NULL if qtype in FLOAT_TYPES else mcli_select(qtype, self.simd_level)
         w.multi = NULL if qtype in FLOAT_TYPES else mcli_select_multi(qtype, self.simd_level)
         w.fdot = mcli_select_float(qtype, self.simd_level) if qtype in FLOAT_TYPES else NULL
+        w.fmulti = mcli_select_float_multi(qtype, self.simd_level) if qtype in FLOAT_TYPES else NULL
         w.rows_fn = NULL if qtype in FLOAT_TYPES else mcli_select_rows(qtype, self.simd_level)
         w.tiles = NULL
         w.tile_fns = mcli_tile_kernels(qtype, self.simd_level)

@@ -12,6 +12,8 @@ from mistralcli.ops import get_ops
 from mistralcli.ops.cpu import decode_step
 from mistralcli.quant_tensor import QuantTensor
 
+MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
 # portable, AVX2 and the best this CPU has (AVX-512 VNNI where present)
 LEVELS = sorted({0, qmatmul.SIMD_LEVEL} | ({2} if qmatmul.SIMD_LEVEL >= 2 else set()))
 
@@ -152,16 +154,25 @@ def test_unsupported_weight_types_fall_back(smollm2):
         decode_step(model, 1, layers=layers)
 
 
-@pytest.mark.parametrize("repacked", [False, True], ids=["rows", "tiles"])
-def test_batched_paged_decode_is_the_same_bits_as_alone(smollm2, repacked):
+def _bf16(w: QuantTensor) -> QuantTensor:
+    """w's values as BF16 (float32 bits truncated), rows of raw bits."""
+    return QuantTensor(w.name, QT.BF16, w.shape, (w.dequantize().view(np.uint32) >> 16).astype(np.uint16))
+
+
+@pytest.mark.parametrize("weights", ["rows", "tiles", "bf16"])
+def test_batched_paged_decode_is_the_same_bits_as_alone(smollm2, weights):
     """Four sequences of different lengths in a paged cache (blocks of 4, scattered over the pool):
     decoded together in lockstep, every step's logits and every cached key equal decoding each alone;
-    batched, the products run on the repacked weights (kernels/qtiles.h) where the CPU has them."""
+    batched, the products run on the repacked weights (kernels/qtiles.h) where the CPU has them (tiles),
+    or with BF16 matrices through the many-token float kernels (bf16)."""
     model = smollm2.model
     a = model.args
-    if repacked and not qmatmul.has_tile_kernels(int(model.output.ggml_type)):
+    layers = None
+    if weights == "tiles" and not qmatmul.has_tile_kernels(int(model.output.ggml_type)):
         pytest.skip("no tile kernels on this CPU")
-    step = decode_step(model, 2, tiles=get_ops("cpu", threads=2).tiles if repacked else None)
+    if weights == "bf16":
+        layers = [{name: _bf16(v) if name in MATRICES else v for name, v in layer.items()} for layer in model.layers]
+    step = decode_step(model, 2, layers=layers, tiles=get_ops("cpu", threads=2).tiles if weights == "tiles" else None)
     rng = np.random.default_rng(0)
     lengths = [3, 7, 12, 20]
     prompts = [rng.integers(100, 40000, n) for n in lengths]

@@ -63,7 +63,11 @@ def export(directory: Path, model: str | None = None) -> Path:
 
 def serve(venv: Path, directory: Path, port: int, name: str) -> None:
     cores = os.cpu_count() or 1
-    env = os.environ | {"VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}", "VLLM_CPU_KVCACHE_SPACE": "4", "HF_HUB_OFFLINE": "1"}
+    env = os.environ | {
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
+        "VLLM_CPU_KVCACHE_SPACE": "4",
+        "HF_HUB_OFFLINE": "1",
+    }
     command = [str(venv / "bin" / "vllm"), "serve", str(directory), "--served-model-name", name, "--dtype", "bfloat16",
                "--port", str(port), "--max-model-len", "4096"]  # fmt: skip
     os.execvpe(command[0], command, env)

@@ -35,6 +35,7 @@ typedef struct {
     mcli_dot_fn dot;         /* block formats: int16 activations */
     mcli_dot_multi_fn multi; /* block formats with a many-token kernel (else dot per token) */
     mcli_fdot_fn fdot;       /* float formats: float activations */
+    mcli_fmulti_fn fmulti;   /* and many tokens a row (the same bits as fdot; NULL: fdot per token) */
     mcli_rows_fn rows_fn;    /* Q4_0/Q4_1/Q8_0 with AVX-512: qrows.h's kernels, 16 rows a call (else dot/multi) */
     const uint8_t *tiles;    /* the rows repacked for qtiles.h's kernels (NULL: none) */
     const mcli_tile_fn *tile_fns;
@@ -158,6 +159,8 @@ static void mcli_matvec_n(int count, const mcli_weight *const *ws, float *const 
         float *out = outs[i] + u;
         if (w->multi && num_seqs > 1) { /* the same bits as the dot, faster from two tokens on */
             w->multi(row, s->xq, s->xs, s->xm, nb, num_seqs, out, rows);
+        } else if (w->fmulti && num_seqs > 1) {
+            w->fmulti(row, x, k, num_seqs, out, rows);
         } else {
             for (int b = 0; b < num_seqs; b++)
                 out[b * rows] = w->dot ? w->dot(row, s->xq + b * k, s->xs + b * nb, s->xm + b * nb, nb)

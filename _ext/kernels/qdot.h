@@ -535,7 +535,57 @@ static inline float mcli_f32_at(const uint8_t *p) { float f; memcpy(&f, p, 4); r
 MCLI_DEFINE_FDOT_AVX2(mcli_fdot_f32_avx2, 4, MCLI_LOAD8_F32, mcli_f32_at)
 MCLI_DEFINE_FDOT_AVX2(mcli_fdot_f16_avx2, 2, MCLI_LOAD8_F16, mcli_fp16)
 MCLI_DEFINE_FDOT_AVX2(mcli_fdot_bf16_avx2, 2, MCLI_LOAD8_BF16, mcli_bf16)
+
+/* One row against ntok tokens (x: rows of k), four at a time: the row is converted once for the four, and
+ * each token's sums go through its single-token kernel's operations in the same order (the same bits). */
+#define MCLI_DEFINE_FMULTI_AVX2(NAME, BYTES, LOAD8, ONE, SINGLE)                                               \
+    MCLI_AVX2 static void NAME(const uint8_t *row, const float *x, int64_t k, int ntok, float *out,          \
+                               int64_t out_stride) {                                                         \
+        int t = 0;                                                                                           \
+        for (; t + 4 <= ntok; t += 4) {                                                                      \
+            __m256 a0[4], a1[4];                                                                             \
+            for (int i = 0; i < 4; i++) a0[i] = a1[i] = _mm256_setzero_ps();                                 \
+            int64_t j = 0;                                                                                   \
+            for (; j + 16 <= k; j += 16) {                                                                   \
+                const __m256 w0 = LOAD8(row + j * BYTES), w1 = LOAD8(row + (j + 8) * BYTES);                 \
+                for (int i = 0; i < 4; i++) {                                                                \
+                    const float *xt = x + (t + i) * k;                                                       \
+                    a0[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt + j), a0[i]);                             \
+                    a1[i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + j + 8), a1[i]);                         \
+                }                                                                                            \
+            }                                                                                                \
+            for (int i = 0; i < 4; i++) {                                                                    \
+                const float *xt = x + (t + i) * k;                                                           \
+                float acc = mcli_hsum(_mm256_add_ps(a0[i], a1[i]));                                          \
+                for (int64_t jj = j; jj < k; jj++) acc += ONE(row + jj * BYTES) * xt[jj];                    \
+                out[(t + i) * out_stride] = acc;                                                             \
+            }                                                                                                \
+        }                                                                                                    \
+        for (; t < ntok; t++) out[t * out_stride] = SINGLE(row, x + t * k, k);                               \
+    }
+MCLI_DEFINE_FMULTI_AVX2(mcli_fmulti_f32_avx2, 4, MCLI_LOAD8_F32, mcli_f32_at, mcli_fdot_f32_avx2)
+MCLI_DEFINE_FMULTI_AVX2(mcli_fmulti_f16_avx2, 2, MCLI_LOAD8_F16, mcli_fp16, mcli_fdot_f16_avx2)
+MCLI_DEFINE_FMULTI_AVX2(mcli_fmulti_bf16_avx2, 2, MCLI_LOAD8_BF16, mcli_bf16, mcli_fdot_bf16_avx2)
 #endif
+
+typedef void (*mcli_fmulti_fn)(const uint8_t *row, const float *x, int64_t k, int ntok, float *out, int64_t out_stride);
+
+/* The many-token float-weight kernel for F32/F16/BF16 at a SIMD level (NULL: the dot token by token). */
+static mcli_fmulti_fn mcli_select_float_multi(int qtype, int level) {
+#ifdef MCLI_X86
+    if (level >= 2) {
+        switch (qtype) {
+        case MCLI_F32: return mcli_fmulti_f32_avx2;
+        case MCLI_F16: return mcli_fmulti_f16_avx2;
+        case MCLI_BF16: return mcli_fmulti_bf16_avx2;
+        }
+    }
+#else
+    (void)qtype;
+    (void)level;
+#endif
+    return NULL;
+}
 
 /* The float-weight dot function for F32/F16/BF16 (NULL for other types). */
 static mcli_fdot_fn mcli_select_float(int qtype, int level) {
