@@ -271,17 +271,26 @@ def matmul_tiles(float[:, ::1] out, const float[:, ::1] x, const uint8_t[::1] ti
                  bint reference=False, int simd_level=-1):
     """out (T, N) = x (T, K) @ the N rows packed by tiles_pack; reference: the portable statement of the tile
     kernels (which equal it, and qrows.h's kernels, bit for bit)."""
-    cdef Py_ssize_t num_tokens = x.shape[0], k = x.shape[1], n = out.shape[1]
-    if out.shape[0] != num_tokens or k % 32 or tiles.shape[0] != mcli_tiles_bytes(qtype, n, k):
+    if x.shape[1] % 32:
+        raise ValueError("shape mismatch")
+    xq_arr, xs_arr, xm_arr = quantize_x16(x)
+    matmul_tiles_quantized(out, xq_arr, xs_arr, xm_arr, tiles, qtype, num_threads, reference, simd_level)
+
+
+def matmul_tiles_quantized(float[:, ::1] out, const int16_t[:, ::1] xq, const float[:, ::1] xs,
+                           const float[:, ::1] xm, const uint8_t[::1] tiles, int qtype, int num_threads=1,
+                           bint reference=False, int simd_level=-1):
+    """matmul_tiles on activations already quantized by quantize_x16 (several products of one input share
+    them)."""
+    cdef Py_ssize_t num_tokens = xq.shape[0], k = xq.shape[1], n = out.shape[1]
+    if (out.shape[0] != num_tokens or k % 32 or xs.shape[0] != num_tokens or xs.shape[1] != k // 32
+            or xm.shape[0] != num_tokens or xm.shape[1] != k // 32 or tiles.shape[0] != mcli_tiles_bytes(qtype, n, k)):
         raise ValueError("shape mismatch")
     cdef const mcli_tile_fn *fns = mcli_tile_kernels(qtype, SIMD_LEVEL if simd_level < 0 else simd_level)
     if fns == NULL and not reference:
         raise ValueError(f"no tile kernels for GGML type {qtype} on this CPU")
     if num_tokens == 0:
         return
-    xq_arr, xs_arr, xm_arr = quantize_x16(x)
-    cdef int16_t[:, ::1] xq = xq_arr
-    cdef float[:, ::1] xs = xs_arr, xm = xm_arr
     cdef mcli_tile_acts a
     _tile_acts(&a, xq, xs, xm)
     with nogil:

@@ -184,9 +184,10 @@ class DecoderModel:
         angles = [cos_sin(np.asarray(positions), inv) for inv in self.inv_freqs]
         for i, layer in enumerate(self.layers):
             x = ops.rmsnorm(h, layer["attn_norm"], a.rms_norm_eps)
-            q = self._heads(x, layer, "attn_q", a.num_attention_heads)
-            k = self._heads(x, layer, "attn_k", a.num_key_value_heads)
-            v = self._linear(x, layer, "attn_v").reshape(num_tokens, a.num_key_value_heads, a.head_dim)
+            q, k, v = self._linears(x, layer, ("attn_q", "attn_k", "attn_v"))
+            q = self._heads(q, layer, "attn_q", a.num_attention_heads)
+            k = self._heads(k, layer, "attn_k", a.num_key_value_heads)
+            v = v.reshape(num_tokens, a.num_key_value_heads, a.head_dim)
             cos, sin = angles[layer["rope"]]
             q = ops.rope(q, cos, sin, a.rope_interleaved)
             k = ops.rope(k, cos, sin, a.rope_interleaved)
@@ -203,24 +204,29 @@ class DecoderModel:
     def mlp(self, x: np.ndarray, layer: dict) -> np.ndarray:
         """The gated MLP (T, hidden) -> (T, hidden); a mixture of experts overrides it."""
         ops = self.ops
-        gate = ops.matmul(x, layer["ffn_gate"])
-        up = ops.matmul(x, layer["ffn_up"])
+        gate, up = ops.matmuls(x, [layer["ffn_gate"], layer["ffn_up"]])
         act = ops.geglu_tanh(gate, up) if self.args.hidden_act == "gelu_pytorch_tanh" else ops.swiglu(gate, up)
         return ops.matmul(act, layer["ffn_down"])
 
-    def _heads(self, x, layer, name, num_heads) -> np.ndarray:
-        """A projection (T, heads, D), each head RMSNorm-ed where the layer has `{name}_norm`."""
-        y = self._linear(x, layer, name)
+    def _heads(self, y, layer, name, num_heads) -> np.ndarray:
+        """A projection's output y (T, heads * D) as (T, heads, D), each head RMSNorm-ed where the layer has
+        `{name}_norm`."""
         norm = layer.get(f"{name}_norm")
         if norm is not None:
-            y = self.ops.rmsnorm(y.reshape(-1, self.args.head_dim), norm, self.args.rms_norm_eps)
-        return y.reshape(len(x), num_heads, self.args.head_dim)
+            y = self.ops.rmsnorm(y.reshape(-1, self.args.head_dim), norm, self.args.rms_norm_eps).reshape(y.shape)
+        return y.reshape(len(y), num_heads, self.args.head_dim)
 
     def _post(self, y, layer, name):
         norm = layer.get(name)
         return y if norm is None else self.ops.rmsnorm(y, norm, self.args.rms_norm_eps)
 
     def _linear(self, x, layer, name):
-        y = self.ops.matmul(x, layer[name])
-        bias = layer[f"{name}_bias"]
-        return y if bias is None else y + bias
+        return self._linears(x, layer, (name,))[0]
+
+    def _linears(self, x, layer, names) -> list[np.ndarray]:
+        """The projections `names` of the same input x (one quantization of x for them all, where the ops
+        share it), each with its bias where the layer has one."""
+        ys = self.ops.matmuls(x, [layer[name] for name in names])
+        return [
+            y if layer[f"{name}_bias"] is None else y + layer[f"{name}_bias"] for y, name in zip(ys, names, strict=True)
+        ]

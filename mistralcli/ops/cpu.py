@@ -105,6 +105,20 @@ class CpuOps(ReferenceOps):
             return self._tiled(x, w)
         return out
 
+    def matmuls(self, x: np.ndarray, ws: list[QuantTensor]) -> list[np.ndarray]:
+        """x @ w^T for each w of ws; where every w is repacked for the tile kernels, x is quantized once for them
+        all (the same bits as one product at a time)."""
+        tiles = [self.tiles(w) for w in ws] if len(x) >= TILE_MIN_TOKENS and len(ws) > 1 else [None]
+        if any(t is None for t in tiles):
+            return [self.matmul(x, w) for w in ws]
+        xq, xs, xm = qmatmul.quantize_x16(np.ascontiguousarray(x, dtype=np.float32))
+        outs = []
+        for w, t in zip(ws, tiles, strict=True):
+            out = np.empty((len(x), w.shape[0]), dtype=np.float32)
+            qmatmul.matmul_tiles_quantized(out, xq, xs, xm, t, int(w.ggml_type), self.num_threads)
+            outs.append(out)
+        return outs
+
     def logits(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
         """The output projection through the block products whatever the number of rows: the logits of a
         prompt's last token are then the same bits however many prompts end in the same step."""

@@ -17,6 +17,10 @@ class ReferenceOps:
         """The backend's one-call decode step for `model`, or None: the reference decodes through forward."""
         return None
 
+    def matmuls(self, x: np.ndarray, ws: list) -> list[np.ndarray]:
+        """x @ w^T for each w of ws (projections of one input: backends may share work between them)."""
+        return [self.matmul(x, w) for w in ws]
+
     def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
         """x (T, K) float32 @ w (N, K)^T -> (T, N) float32."""
         return x @ w.dequantize().T
