@@ -226,8 +226,7 @@ cdef extern from "kernels/qtiles.h" nogil:
                                   const float *xs, const float *xm, int64_t xs_stride, int64_t nb, float *out,
                                   int64_t out_stride)
     int64_t mcli_tiles_bytes(int qtype, int64_t nrows, int64_t k)
-    void mcli_tiles_pack(int qtype, const uint8_t *w, int64_t row_bytes, int64_t nrows, int64_t k, uint8_t *out,
-                         int num_threads)
+    void mcli_tiles_pack(int qtype, const uint8_t *w, int64_t row_bytes, int64_t nrows, int64_t k, uint8_t *out)
     const mcli_tile_fn *mcli_tile_kernels(int qtype, int level)
     void mcli_tile_ref(int qtype, const uint8_t *tiles, int64_t nrows, const mcli_tile_acts *a, float *out,
                        int64_t out_stride)
@@ -243,9 +242,9 @@ def has_tile_kernels(int qtype, int simd_level=-1):
     return mcli_tile_kernels(qtype, SIMD_LEVEL if simd_level < 0 else simd_level) != NULL
 
 
-def tiles_pack(const uint8_t[:, ::1] w, int qtype, Py_ssize_t k, int num_threads=1):
+def tiles_pack(const uint8_t[:, ::1] w, int qtype, Py_ssize_t k):
     """The rows of w (N, row bytes) in the tile layout of kernels/qtiles.h: a uint8 array of the same bytes as w
-    (N rounded up to 16)."""
+    (N rounded up to 16), packed on the calling thread (see mcli_tiles_pack)."""
     if qtype not in TILE_TYPES:
         raise ValueError(f"GGML type {qtype} has no tile layout")
     if k % 32 or w.shape[1] * 32 != k * {2: 18, 3: 20, 8: 34}[qtype]:
@@ -253,7 +252,7 @@ def tiles_pack(const uint8_t[:, ::1] w, int qtype, Py_ssize_t k, int num_threads
     out = np.empty(mcli_tiles_bytes(qtype, w.shape[0], k), dtype=np.uint8)
     cdef uint8_t[::1] o = out
     with nogil:
-        mcli_tiles_pack(qtype, &w[0, 0], w.shape[1], w.shape[0], k, &o[0], max(1, num_threads))
+        mcli_tiles_pack(qtype, &w[0, 0], w.shape[1], w.shape[0], k, &o[0])
     return out
 
 

@@ -261,7 +261,7 @@ def test_tile_kernels_equal_the_row_kernels_bit_for_bit(qtype):
     for blocks, rows in [(17, 53), (18, 32), (1, 16), (2, 7)]:
         k = 32 * blocks
         w = random_blocks(qtype, rows=rows, blocks_per_row=blocks, seed=blocks + 100)
-        tiles = qmatmul.tiles_pack(w, int(qtype), k, 2)
+        tiles = qmatmul.tiles_pack(w, int(qtype), k)
         assert tiles.nbytes == -(-rows // 16) * 16 * w.shape[1]
         x = (rng.standard_normal((41, k)) * rng.uniform(0.1, 10, (41, 1))).astype(np.float32)
         expected = np.empty((41, rows), np.float32)

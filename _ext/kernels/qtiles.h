@@ -73,12 +73,11 @@ static void mcli_tiles_pack_groups(int qtype, const uint8_t *w, int64_t row_byte
         }
 }
 
-static void mcli_tiles_pack(int qtype, const uint8_t *w, int64_t row_bytes, int64_t nrows, int64_t k, uint8_t *out,
-                            int num_threads) {
-    const int64_t groups = (nrows + 15) / 16;
-    int64_t g;
-#pragma omp parallel for schedule(static) num_threads(num_threads)
-    for (g = 0; g < groups; g++) mcli_tiles_pack_groups(qtype, w, row_bytes, nrows, k, g, g + 1, out);
+/* On the calling thread alone: a model is repacked as it loads, often on a loader thread, and an OpenMP team
+ * started there would outlive the load; with more OpenMP threads alive than cores, libgomp stops spinning at
+ * barriers and the compute thread's team then sleeps at every one (measured: one-token decode 4.7 -> 15 ms). */
+static void mcli_tiles_pack(int qtype, const uint8_t *w, int64_t row_bytes, int64_t nrows, int64_t k, uint8_t *out) {
+    mcli_tiles_pack_groups(qtype, w, row_bytes, nrows, k, 0, (nrows + 15) / 16, out);
 }
 
 /* The activations of a product: num_tokens rows of k int16 values (xq, a token's row xq_stride apart)

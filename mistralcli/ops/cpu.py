@@ -63,7 +63,7 @@ class CpuOps(ReferenceOps):
         qtype = int(w.ggml_type)
         if qtype not in qmatmul.TILE_TYPES or not qmatmul.has_tile_kernels(qtype) or not repack_enabled():
             return None
-        tiles = qmatmul.tiles_pack(_raw_rows(w), qtype, w.shape[1], self.num_threads)
+        tiles = qmatmul.tiles_pack(_raw_rows(w), qtype, w.shape[1])
         self._tiles[id(w)] = (w, tiles)
         return tiles
 
