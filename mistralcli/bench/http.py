@@ -139,13 +139,14 @@ async def get_json(client: AsyncHTTPClient, url: str, api_key: str | None = None
 
 def prompt_texts(prompt_tokens: int, count: int, tag: str, encode=None, decode=None) -> list[str]:
     """`count` prompts of about `prompt_tokens` tokens, each opening differently. With a tokenizer the
-    filler is cut to the length in tokens; without, at about four characters a token."""
-    if encode is not None:
-        ids = encode(FILLER)
-        filler = decode((ids * (prompt_tokens // len(ids) + 1))[:prompt_tokens])
-    else:
+    filler is cut so that the whole prompt is that long in tokens; without, at about four characters a token."""
+    openings = [f"Request {tag}-{i}: " for i in range(count)]
+    if encode is None:
         filler = (FILLER * (4 * prompt_tokens // len(FILLER) + 1))[: 4 * prompt_tokens]
-    return [f"Request {tag}-{i}: {filler}" for i in range(count)]
+        return [opening + filler for opening in openings]
+    ids = encode(FILLER)
+    ids = ids * (prompt_tokens // len(ids) + 1)
+    return [opening + decode(ids[: max(1, prompt_tokens - len(encode(opening)))]) for opening in openings]
 
 
 async def bench_url(
