@@ -155,10 +155,10 @@ MCLI_AVX2 static void mcli_attend_avx2(const float *qh, const float *k, const fl
  * key and value vector is read once for all of them. Every head goes through the operations of
  * mcli_attend_paged_query_avx2 in the same order (the same bits); 32 vector registers hold the heads'
  * sums, so AVX-512 (VL) CPUs only. scores: room for nh rows of `stride_s` floats. */
-MCLI_AVX512 static void mcli_attend_paged_group(const float *q, int nh, const float *k, const float *v,
-                                                const int32_t *table, int64_t bs, int64_t first, int64_t num_keys,
-                                                int64_t stride, int d, float scale, float *scores, int64_t stride_s,
-                                                float *out) {
+MCLI_AVX512 static inline __attribute__((always_inline)) void
+mcli_attend_paged_group_body(const float *q, const int nh, const float *k, const float *v, const int32_t *table, int64_t bs,
+                             int64_t first, int64_t num_keys, int64_t stride, int d, float scale, float *scores,
+                             int64_t stride_s, float *out) {
     const int64_t n = num_keys - first, padded = (n + 7) / 8 * 8;
     const __m256 vscale = _mm256_set1_ps(scale);
     __m256 vbest[MCLI_ATTN_GROUP];
@@ -254,6 +254,27 @@ static void mcli_attend_paged_query(const float *qh, const float *k, const float
     })
     for (int i = 0; i < d; i++) out[i] /= total;
 }
+
+#ifdef MCLI_X86
+/* the grouped kernel with its head count a constant, so that its sums stay in registers */
+#define MCLI_DEFINE_ATTEND_GROUP(NAME, NH)                                                                         \
+    MCLI_AVX512 static void NAME(const float *q, const float *k, const float *v, const int32_t *table, int64_t bs,  \
+                                 int64_t first, int64_t num_keys, int64_t stride, int d, float scale, float *scores, \
+                                 int64_t stride_s, float *out) {                                                   \
+        mcli_attend_paged_group_body(q, NH, k, v, table, bs, first, num_keys, stride, d, scale, scores, stride_s, out); \
+    }
+MCLI_DEFINE_ATTEND_GROUP(mcli_attend_paged_group1, 1)
+MCLI_DEFINE_ATTEND_GROUP(mcli_attend_paged_group2, 2)
+MCLI_DEFINE_ATTEND_GROUP(mcli_attend_paged_group3, 3)
+
+static void mcli_attend_paged_group(const float *q, int nh, const float *k, const float *v, const int32_t *table,
+                                    int64_t bs, int64_t first, int64_t num_keys, int64_t stride, int d, float scale,
+                                    float *scores, int64_t stride_s, float *out) {
+    if (nh == 3) mcli_attend_paged_group3(q, k, v, table, bs, first, num_keys, stride, d, scale, scores, stride_s, out);
+    else if (nh == 2) mcli_attend_paged_group2(q, k, v, table, bs, first, num_keys, stride, d, scale, scores, stride_s, out);
+    else mcli_attend_paged_group1(q, k, v, table, bs, first, num_keys, stride, d, scale, scores, stride_s, out);
+}
+#endif
 
 /* nh query heads of one position that share a key/value head (q and out: nh rows of d), as
  * mcli_attend_paged_query gives each (the same bits), MCLI_ATTN_GROUP at a time where the CPU has AVX-512;
