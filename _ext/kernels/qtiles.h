@@ -221,15 +221,29 @@ static inline void mcli_tiles_group(const mcli_tile_fn *fns, const uint8_t *grou
 }
 #endif
 
-/* out (T, N) = every token of a times the N rows in the tile layout, the groups of 16 rows split over the
- * OpenMP team the caller is in. */
+/* Tokens per block of the tiled product's loop: their activations (up to 64 x K int16) stay in L2 while
+ * every group of rows passes them. */
+#define MCLI_TILES_TOKEN_BLOCK 64
+
+/* out (T, N) = every token of a times the N rows in the tile layout, split over the OpenMP team the caller
+ * is in: (token block, group of 16 rows) pairs, a thread's share contiguous, so that a thread walks all the
+ * groups against one block of tokens before the next (the weights stream; the activations stay in L2). */
 static void mcli_tiles_matmul(const mcli_tile_fn *fns, int qtype, const uint8_t *tiles, int64_t n,
                               const mcli_tile_acts *a, float *out, int64_t out_stride) {
     const int64_t groups = (n + 15) / 16, gb = (a->k / 32) * mcli_tile_block_bytes(qtype);
-    int64_t g;
+    const int64_t blocks = (a->num_tokens + MCLI_TILES_TOKEN_BLOCK - 1) / MCLI_TILES_TOKEN_BLOCK;
+    int64_t j;
 #pragma omp for schedule(static)
-    for (g = 0; g < groups; g++)
-        mcli_tiles_group(fns, tiles + g * gb, (int)(n - 16 * g < 16 ? n - 16 * g : 16), a, out + 16 * g, out_stride);
+    for (j = 0; j < blocks * groups; j++) {
+        const int64_t tb = j / groups, g = j % groups, t0 = tb * MCLI_TILES_TOKEN_BLOCK;
+        mcli_tile_acts part = *a;
+        part.xq += t0 * a->xq_stride;
+        part.xs += t0 * a->xs_stride;
+        part.xm += t0 * a->xs_stride;
+        part.num_tokens = (int)(a->num_tokens - t0 < MCLI_TILES_TOKEN_BLOCK ? a->num_tokens - t0 : MCLI_TILES_TOKEN_BLOCK);
+        mcli_tiles_group(fns, tiles + g * gb, (int)(n - 16 * g < 16 ? n - 16 * g : 16), &part,
+                         out + t0 * out_stride + 16 * g, out_stride);
+    }
 }
 
 #endif
