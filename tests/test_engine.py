@@ -58,6 +58,33 @@ def test_batched_with_15_others_equals_alone(lm):
     assert eng.blocks.num_free_blocks == eng.blocks.num_blocks
 
 
+def test_prompt_chunks_of_several_sequences_in_one_forward_are_the_same_bits(lm):
+    """ModelRunner.prefill batches prompts: chunks of three sequences (one resuming at position 3) in one
+    forward give each last token's logits, and every cached key and value, the bits of a forward apiece."""
+    from mistralcli.engine.model_runner import ModelRunner
+    from mistralcli.engine.paged_cache import PagedKVCache
+
+    a = lm.model.args
+    rng = np.random.default_rng(7)
+    ids = [list(rng.integers(100, 40000, n)) for n in (2, 17, 12)]  # 2: alone, the row kernels
+    tables = [[0, 1], [2, 3, 4], [5, 6]]
+
+    def fresh():
+        cache = PagedKVCache(a.num_hidden_layers, 8, 8, a.num_key_value_heads, a.head_dim)
+        runner = ModelRunner(lm.model, cache, blocks=None)
+        runner.prefill([(ids[2][:3], 0)], [tables[2]])  # the third's first 3 tokens, computed before
+        return runner, cache
+
+    chunks = [(ids[0], 0), (ids[1], 0), (ids[2][3:], 3)]
+    together, together_cache = fresh()
+    joint = together.prefill(chunks, tables)
+    apart, apart_cache = fresh()
+    each = [apart.prefill([chunk], [table])[0] for chunk, table in zip(chunks, tables, strict=True)]
+    assert [row.tobytes() for row in joint] == [row.tobytes() for row in each]
+    assert together_cache.k.tobytes() == apart_cache.k.tobytes()
+    assert together_cache.v.tobytes() == apart_cache.v.tobytes()
+
+
 def test_preempted_requests_finish_with_the_same_text(lm):
     requests = prompts(6, seed=1)
     eng = engine(lm, kv_cache_mb=8, block_size=8, max_num_seqs=6)  # 22 blocks of 8: not all fit at once

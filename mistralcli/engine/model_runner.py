@@ -1,5 +1,5 @@
-"""ModelRunner: the only part of the engine that touches arrays. Runs one scheduled batch: prompt
-chunks through the model's forward (over a view of the paged cache), and every decoding sequence's
+"""ModelRunner: the only part of the engine that touches arrays. Runs one scheduled batch: the prompt
+chunks through one forward of the model (over views of the paged cache), and every decoding sequence's
 next token through the decode step the model's ops build for it (one batched C call), or through
 forward where the ops have none.
 
@@ -25,10 +25,11 @@ class ModelRunner:
         """(sequence, tokens computed, logits (V,) after its last token) for each scheduled sequence."""
         self.cache.copy_blocks(batch.copies)
         results = []
-        for seq, n in batch.prefills:
-            start = seq.num_computed
-            logits = self.forward(seq.token_ids[start : start + n], range(start, start + n), self._table(seq))
-            results.append((seq, n, logits[-1]))
+        if batch.prefills:
+            chunks = [(seq.token_ids[seq.num_computed : seq.num_computed + n], seq.num_computed)
+                      for seq, n in batch.prefills]  # fmt: skip
+            last = self.prefill(chunks, [self._table(seq) for seq, _ in batch.prefills])
+            results.extend((seq, n, row) for (seq, n), row in zip(batch.prefills, last, strict=True))
         if batch.decodes:
             seqs = batch.decodes
             tokens = [seq.token_ids[seq.num_computed] for seq in seqs]
@@ -36,6 +37,20 @@ class ModelRunner:
             logits = self.decode(tokens, positions, [self._table(seq) for seq in seqs])
             results.extend((seq, 1, row) for seq, row in zip(seqs, logits, strict=True))
         return results
+
+    def prefill(self, chunks: list[tuple[list[int], int]], block_tables: list[list[int]]) -> list[np.ndarray]:
+        """Prompt chunks (token ids, position of the first) of several sequences: the logits (V,) after each
+        one's last token. Every chunk goes through one forward (prompt batching: the weights are read once for
+        all of them); each last token's logits are its own product, as in a forward of its own."""
+        if len(chunks) == 1:
+            ids, start = chunks[0]
+            return [self.forward(ids, range(start, start + len(ids)), block_tables[0])[-1]]
+        token_ids = np.concatenate([np.asarray(ids) for ids, _ in chunks])
+        positions = np.concatenate([np.arange(start, start + len(ids), dtype=np.int64) for ids, start in chunks])
+        view = self.cache.views(block_tables, [len(ids) for ids, _ in chunks])
+        h = self.model.hidden_states(token_ids, positions, view)
+        ends = np.cumsum([len(ids) for ids, _ in chunks]) - 1
+        return [self.model.ops.logits(h[end : end + 1], self.model.output)[0] for end in ends]
 
     def forward(self, token_ids, positions, block_table: list[int], all_logits: bool = False) -> np.ndarray:
         """One sequence's chunk (T,) at positions (T,) through the model over its blocks: logits (T, V)

@@ -50,6 +50,10 @@ class PagedKVCache:
     def view(self, block_ids: list[int]) -> "SequenceView":
         return SequenceView(self, np.asarray(block_ids, dtype=np.int64))
 
+    def views(self, block_tables: list[list[int]], lengths: list[int]) -> "ChunksView":
+        """Several sequences' prompt chunks (lengths[i] rows each, in order) in one forward."""
+        return ChunksView([self.view(table) for table in block_tables], lengths)
+
 
 class SequenceView:
     """One sequence's slots in the paged cache, as a model's forward sees a cache."""
@@ -82,3 +86,22 @@ class SequenceView:
         return ops.paged_attention(
             q, self.cache.k[layer], self.cache.v[layer], self.block_ids, positions, scale, window
         )
+
+
+class ChunksView:
+    """Prompt chunks of several sequences, their rows one after another, computed in one forward: every
+    product takes all of them at once, and `attend` hands each sequence's rows to its own view, so a token
+    attends over its own sequence as it would in a forward of its own (and gets the same bits: the products
+    and the per-token ops do not depend on the other rows)."""
+
+    def __init__(self, views: list[SequenceView], lengths: list[int]):
+        self.views = views
+        self.bounds = np.cumsum([0, *lengths])
+
+    def attend(self, layer, q, k, v, positions, scale, ops, window: int = 0) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        parts = [
+            view.attend(layer, q[a:b], k[a:b], v[a:b], positions[a:b], scale, ops, window=window)
+            for view, a, b in zip(self.views, self.bounds[:-1], self.bounds[1:], strict=True)
+        ]
+        return np.concatenate(parts)
