@@ -2,8 +2,10 @@
 
 Two paths, picked by what is computed (measured on SmolLM2's matrices, 2 threads):
 - decode (one token per sequence, a batch of sequences): `decode_step`, every layer in one C call,
-  int16 activations multiplied with the raw blocks, one pass over the weights; memory-bound.
-- prompt chunks (`matmul`): the row kernels where the weight type has them (AVX-512), else tiles of
+  int16 activations multiplied with the raw blocks, one pass over the weights; memory-bound for one
+  sequence, compute-bound for a batch, which multiplies the repacked weights (`tiles`) where there are.
+- prompt chunks (`matmul`, `matmuls`): Q4_0/Q4_1/Q8_0 weights repacked once into the tile layout of
+  kernels/qtiles.h (AVX-512 VNNI; the row kernels for fewer than TILE_MIN_TOKENS tokens), else tiles of
   weight rows dequantized into L2 and multiplied by BLAS sgemm in float32; compute-bound. Attention
   runs query by query over the paged cache, so a prompt's numbers do not depend on its chunking.
 Our OpenMP team calls BLAS from each of its threads, so BLAS itself gets one thread for the whole
