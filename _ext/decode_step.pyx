@@ -30,6 +30,9 @@ cdef extern from "kernels/llama_step.h" nogil:
                                   const float *xs, const float *xm, int64_t xs_stride, int64_t nb, float *out,
                                   int64_t out_stride)
     const mcli_tile_fn *mcli_tile_kernels(int qtype, int level)
+    ctypedef void (*mcli_ftile_fn)(const uint8_t *group, int nrows, const float *x, int64_t x_stride, int64_t k,
+                                   float *out, int64_t out_stride)
+    const mcli_ftile_fn *mcli_ftile_kernels(int qtype, int level)
     ctypedef struct mcli_weight:
         const uint8_t *data
         int qtype
@@ -41,6 +44,7 @@ cdef extern from "kernels/llama_step.h" nogil:
         mcli_rows_fn rows_fn
         const uint8_t *tiles
         const mcli_tile_fn *tile_fns
+        const mcli_ftile_fn *ftile_fns
     ctypedef struct mcli_layer:
         mcli_weight q, k, v, o, gate, up, down
         const float *attn_norm
@@ -180,7 +184,7 @@ cdef class DecodeStep:
         self._weight(&m.output, output)
         if args.hidden_size % 32:
             raise ValueError("hidden size is not a multiple of 32")
-        self._weight(&m.embed, embed)
+        self._weight(&m.embed, embed, products=False)  # rows looked up, not multiplied
         if not 1 <= len(inv_freqs) <= 2:
             raise ValueError("one or two rope tables")
         cdef const double[::1] inv_view
@@ -260,7 +264,7 @@ cdef class DecodeStep:
             self.keep.append(array)
         return _floats_of(array)
 
-    cdef _weight(self, mcli_weight *w, tensor):
+    cdef _weight(self, mcli_weight *w, tensor, bint products=True):
         cdef int qtype = int(tensor.ggml_type)
         cdef const uint8_t[::1] tile_view
         data = tensor.data
@@ -283,7 +287,9 @@ cdef class DecodeStep:
         w.rows_fn = NULL if qtype in FLOAT_TYPES else mcli_select_rows(qtype, self.simd_level)
         w.tiles = NULL
         w.tile_fns = mcli_tile_kernels(qtype, self.simd_level)
-        tiles = self.tiles_of(tensor) if self.tiles_of is not None and w.tile_fns != NULL else None
+        w.ftile_fns = mcli_ftile_kernels(qtype, self.simd_level)
+        has_kernels = w.tile_fns != NULL or w.ftile_fns != NULL
+        tiles = self.tiles_of(tensor) if self.tiles_of is not None and has_kernels and products else None
         if tiles is not None:
             self.keep.append(tiles)
             tile_view = tiles

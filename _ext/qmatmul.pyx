@@ -298,3 +298,61 @@ def matmul_tiles_quantized(float[:, ::1] out, const int16_t[:, ::1] xq, const fl
         else:
             with parallel(num_threads=max(1, num_threads)):
                 mcli_tiles_matmul(fns, qtype, &tiles[0], n, &a, &out[0, 0], out.shape[1])
+
+
+cdef extern from "kernels/ftiles.h" nogil:
+    ctypedef void (*mcli_ftile_fn)(const uint8_t *group, int nrows, const float *x, int64_t x_stride, int64_t k,
+                                   float *out, int64_t out_stride)
+    int64_t mcli_ftiles_bytes(int qtype, int64_t nrows, int64_t k)
+    int mcli_ftile_elem_bytes(int qtype)
+    void mcli_ftiles_pack(int qtype, const uint8_t *w, int64_t row_bytes, int64_t nrows, int64_t k, uint8_t *out)
+    const mcli_ftile_fn *mcli_ftile_kernels(int qtype, int level)
+    void mcli_ftile_ref(int qtype, const uint8_t *tiles, int64_t nrows, const float *x, int64_t x_stride,
+                        int num_tokens, int64_t k, float *out, int64_t out_stride)
+    void mcli_ftiles_group(const mcli_ftile_fn *fns, const uint8_t *group, int nrows, const float *x,
+                           int64_t x_stride, int num_tokens, int64_t k, float *out, int64_t out_stride)
+
+
+def has_float_tile_kernels(int qtype, int simd_level=-1):
+    """Whether this CPU multiplies qtype's (F32/F16/BF16) repacked rows through kernels/ftiles.h."""
+    return mcli_ftile_kernels(qtype, SIMD_LEVEL if simd_level < 0 else simd_level) != NULL
+
+
+def ftiles_pack(const uint8_t[:, ::1] w, int qtype, Py_ssize_t k):
+    """Float rows w (N, row bytes) in the tile layout of kernels/ftiles.h (the same bytes, N rounded up to 16)."""
+    if qtype not in FLOAT_TYPES:
+        raise ValueError(f"GGML type {qtype} is not a float type")
+    if w.shape[1] != k * mcli_ftile_elem_bytes(qtype):
+        raise ValueError("row bytes do not match k")
+    out = np.empty(mcli_ftiles_bytes(qtype, w.shape[0], k), dtype=np.uint8)
+    cdef uint8_t[::1] o = out
+    with nogil:
+        mcli_ftiles_pack(qtype, &w[0, 0], w.shape[1], w.shape[0], k, &o[0])
+    return out
+
+
+def matmul_ftiles(float[:, ::1] out, const float[:, ::1] x, const uint8_t[::1] tiles, int qtype, int num_threads=1,
+                  bint reference=False):
+    """out (T, N) = x (T, K) @ the N float rows packed by ftiles_pack; reference: the portable statement,
+    which the kernels equal bit for bit."""
+    cdef Py_ssize_t num_tokens = x.shape[0], k = x.shape[1], n = out.shape[1], g
+    if out.shape[0] != num_tokens or tiles.shape[0] != mcli_ftiles_bytes(qtype, n, k):
+        raise ValueError("shape mismatch")
+    cdef const mcli_ftile_fn *fns = mcli_ftile_kernels(qtype, SIMD_LEVEL)
+    if fns == NULL and not reference:
+        raise ValueError(f"no float tile kernels for GGML type {qtype} on this CPU")
+    if num_tokens == 0:
+        return
+    cdef int64_t gb = 16 * k * mcli_ftile_elem_bytes(qtype)
+    if reference:
+        with nogil:
+            mcli_ftile_ref(qtype, &tiles[0], n, &x[0, 0], k, <int>num_tokens, k, &out[0, 0], n)
+        return
+    # (token block, group) pairs, a thread's share contiguous: a block of tokens stays in L2 while the groups
+    # stream past (as kernels/qtiles.h's mcli_tiles_matmul)
+    cdef Py_ssize_t groups = (n + 15) // 16, blocks = (num_tokens + 63) // 64, j, t0
+    for j in prange(blocks * groups, nogil=True, schedule="static", num_threads=max(1, num_threads)):
+        g = j % groups
+        t0 = j // groups * 64
+        mcli_ftiles_group(fns, &tiles[g * gb], <int>min(16, n - 16 * g), &x[t0, 0], k,
+                          <int>min(64, num_tokens - t0), k, &out[t0, 16 * g], n)

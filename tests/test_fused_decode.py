@@ -159,20 +159,23 @@ def _bf16(w: QuantTensor) -> QuantTensor:
     return QuantTensor(w.name, QT.BF16, w.shape, (w.dequantize().view(np.uint32) >> 16).astype(np.uint16))
 
 
-@pytest.mark.parametrize("weights", ["rows", "tiles", "bf16"])
+@pytest.mark.parametrize("weights", ["rows", "tiles", "bf16", "bf16-tiles"])
 def test_batched_paged_decode_is_the_same_bits_as_alone(smollm2, weights):
     """Four sequences of different lengths in a paged cache (blocks of 4, scattered over the pool):
     decoded together in lockstep, every step's logits and every cached key equal decoding each alone;
     batched, the products run on the repacked weights (kernels/qtiles.h) where the CPU has them (tiles),
-    or with BF16 matrices through the many-token float kernels (bf16)."""
+    or with BF16 matrices through the many-token float kernels (bf16) or their tiles (ftiles.h)."""
     model = smollm2.model
     a = model.args
     layers = None
     if weights == "tiles" and not qmatmul.has_tile_kernels(int(model.output.ggml_type)):
         pytest.skip("no tile kernels on this CPU")
-    if weights == "bf16":
+    if weights == "bf16-tiles" and not qmatmul.has_float_tile_kernels(int(QT.BF16)):
+        pytest.skip("no float tile kernels on this CPU")
+    if weights.startswith("bf16"):
         layers = [{name: _bf16(v) if name in MATRICES else v for name, v in layer.items()} for layer in model.layers]
-    step = decode_step(model, 2, layers=layers, tiles=get_ops("cpu", threads=2).tiles if weights == "tiles" else None)
+    tiles = get_ops("cpu", threads=2).tiles if weights.endswith("tiles") else None
+    step = decode_step(model, 2, layers=layers, tiles=tiles)
     rng = np.random.default_rng(0)
     lengths = [3, 7, 12, 20]
     prompts = [rng.integers(100, 40000, n) for n in lengths]
@@ -274,6 +277,35 @@ def test_tile_kernels_equal_the_row_kernels_bit_for_bit(qtype):
                 out[:] = np.nan
                 qmatmul.matmul_tiles(out, x[:num_tokens], tiles, int(qtype), 2)
                 assert out.tobytes() == expected[:num_tokens].tobytes(), (blocks, rows, num_tokens)
+
+
+@pytest.mark.parametrize("qtype", [QT.F32, QT.F16, QT.BF16], ids=lambda t: t.name)
+def test_float_tile_kernels_equal_their_portable_statement(qtype):
+    """kernels/ftiles.h: float rows repacked (the same bytes, rows padded to 16) give every (row, token) the bits
+    of the portable statement (one fused multiply-add a feature, in order), for any token count and rows beyond
+    the last 16; and the products are those of the float rows."""
+    rng = np.random.default_rng(int(qtype) + 3)
+    rows, k = 37, 96
+    values = rng.standard_normal((rows, k)).astype(np.float32)
+    if qtype == QT.F16:
+        raw, dense = values.astype(np.float16).view(np.uint8), values.astype(np.float16).astype(np.float64)
+    elif qtype == QT.BF16:
+        bits = (values.view(np.uint32) >> 16).astype(np.uint16)
+        raw, dense = bits.view(np.uint8), (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    else:
+        raw, dense = values.view(np.uint8), values.astype(np.float64)
+    tiles = qmatmul.ftiles_pack(np.ascontiguousarray(raw.reshape(rows, -1)), int(qtype), k)
+    assert tiles.nbytes == 48 * raw.reshape(rows, -1).shape[1]
+    x = rng.standard_normal((35, k)).astype(np.float32)
+    expected = np.empty((35, rows), np.float32)
+    qmatmul.matmul_ftiles(expected, x, tiles, int(qtype), reference=True)
+    np.testing.assert_allclose(expected, x.astype(np.float64) @ dense.T, rtol=0, atol=1e-4)
+    if not qmatmul.has_float_tile_kernels(int(qtype)):
+        pytest.skip("no float tile kernels on this CPU")
+    for num_tokens in [1, 2, 3, 16, 19, 35]:
+        out = np.full((num_tokens, rows), np.nan, np.float32)
+        qmatmul.matmul_ftiles(out, x[:num_tokens], tiles, int(qtype), 2)
+        assert out.tobytes() == expected[:num_tokens].tobytes(), num_tokens
 
 
 def test_tile_layout_refuses_what_it_cannot_hold():

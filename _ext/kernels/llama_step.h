@@ -23,6 +23,7 @@
 #include "qdot.h"
 #include "qrows.h"
 #include "qtiles.h"
+#include "ftiles.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -39,6 +40,7 @@ typedef struct {
     mcli_rows_fn rows_fn;    /* Q4_0/Q4_1/Q8_0 with AVX-512: qrows.h's kernels, 16 rows a call (else dot/multi) */
     const uint8_t *tiles;    /* the rows repacked for qtiles.h's kernels (NULL: none) */
     const mcli_tile_fn *tile_fns;
+    const mcli_ftile_fn *ftile_fns; /* float formats with tiles: ftiles.h's kernels, for every batch size */
 } mcli_weight;
 
 /* A batch of this many sequences multiplies the repacked weights, where a weight has them. */
@@ -122,7 +124,7 @@ static void mcli_matvec_n(int count, const mcli_weight *const *ws, float *const 
     int all_tiled = 1;
     const int tiled = num_seqs >= MCLI_TILES_MIN;
     for (int i = 0; i < count; i++) { /* a unit of work: 16 rows for the tile and row kernels, else one row */
-        const int tile = tiled && ws[i]->tiles;
+        const int tile = ws[i]->tiles && (tiled || ws[i]->ftile_fns);
         units[i] = tile || ws[i]->rows_fn ? (ws[i]->rows + 15) / 16 : ws[i]->rows;
         total += units[i];
         all_tiled &= tile;
@@ -136,6 +138,15 @@ static void mcli_matvec_n(int count, const mcli_weight *const *ws, float *const 
         while (u >= units[i]) u -= units[i++];
         const mcli_weight *w = ws[i];
         const int64_t rows = w->rows, k = w->cols, nb = k / 32;
+        if (w->tiles && w->ftile_fns) { /* float weights: one token or many, the same arithmetic */
+            const int64_t r0 = 16 * u, count_rows = rows - r0 < 16 ? rows - r0 : 16;
+            mcli_ftiles_group(w->ftile_fns, w->tiles + u * 16 * k * mcli_ftile_elem_bytes(w->qtype), (int)count_rows, x,
+                              k, num_seqs, k, outs[i] + r0, rows);
+            if (biases[i])
+                for (int b = 0; b < num_seqs; b++)
+                    for (int64_t r = r0; r < r0 + count_rows; r++) outs[i][b * rows + r] += biases[i][r];
+            continue;
+        }
         if (tiled && w->tiles) {
             const int64_t r0 = 16 * u, count_rows = rows - r0 < 16 ? rows - r0 : 16;
             const mcli_tile_acts a = {s->xq, s->xs, s->xm, k, k, nb, num_seqs};

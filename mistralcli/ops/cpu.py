@@ -56,16 +56,22 @@ class CpuOps(ReferenceOps):
         self._tiles: dict[int, tuple[QuantTensor, np.ndarray]] = {}
 
     def tiles(self, w: QuantTensor) -> np.ndarray | None:
-        """w's rows repacked into the tile layout of kernels/qtiles.h (once, then kept), or None where this CPU
-        has no tile kernels for its type or MISTRALCLI_REPACK=0. The multi-token products read them; one token
-        reads the rows as they are, so a batch of one never pays for a repack it would not use."""
+        """w's rows repacked into the tile layout of kernels/qtiles.h (Q4_0, Q4_1, Q8_0) or ftiles.h (F32, F16,
+        BF16), once, then kept; None where this CPU has no tile kernels for its type or MISTRALCLI_REPACK=0.
+        Block weights: the multi-token products read them, one token reads the rows as they are (the
+        memory-bound path). Float weights: the decode step reads them for any batch, one arithmetic for all."""
         entry = self._tiles.get(id(w))
         if entry is not None:
             return entry[1]
         qtype = int(w.ggml_type)
-        if qtype not in qmatmul.TILE_TYPES or not qmatmul.has_tile_kernels(qtype) or not repack_enabled():
+        if not repack_enabled():
             return None
-        tiles = qmatmul.tiles_pack(_raw_rows(w), qtype, w.shape[1])
+        if qtype in qmatmul.TILE_TYPES and qmatmul.has_tile_kernels(qtype):
+            tiles = qmatmul.tiles_pack(_raw_rows(w), qtype, w.shape[1])
+        elif qtype in qmatmul.FLOAT_TYPES and qmatmul.has_float_tile_kernels(qtype) and len(w.shape) == 2:
+            tiles = qmatmul.ftiles_pack(_raw_rows(w), qtype, w.shape[1])
+        else:
+            return None
         self._tiles[id(w)] = (w, tiles)
         return tiles
 
@@ -92,6 +98,8 @@ class CpuOps(ReferenceOps):
                 qmatmul.matmul_tiles(out, x, tiles, qtype, self.num_threads)
             else:
                 qmatmul.matmul(out, x, w.data, qtype, self.num_threads)
+        elif w.ggml_type in FLOAT_TYPES and (tiles := self.tiles(w)) is not None:
+            qmatmul.matmul_ftiles(out, x, tiles, qtype, self.num_threads)
         elif w.ggml_type in DEQUANT_TYPES or w.ggml_type in FLOAT_TYPES:
             group = gemm_tokens_per_call()
             # the tokens padded to whole groups (see gemm_group), or, in one call, to GEMM_PAD_TOKENS at least
@@ -110,7 +118,8 @@ class CpuOps(ReferenceOps):
     def matmuls(self, x: np.ndarray, ws: list[QuantTensor]) -> list[np.ndarray]:
         """x @ w^T for each w of ws; where every w is repacked for the tile kernels, x is quantized once for them
         all (the same bits as one product at a time)."""
-        tiles = [self.tiles(w) for w in ws] if len(x) >= TILE_MIN_TOKENS and len(ws) > 1 else [None]
+        block = len(x) >= TILE_MIN_TOKENS and len(ws) > 1 and all(int(w.ggml_type) in qmatmul.TILE_TYPES for w in ws)
+        tiles = [self.tiles(w) for w in ws] if block else [None]
         if any(t is None for t in tiles):
             return [self.matmul(x, w) for w in ws]
         xq, xs, xm = qmatmul.quantize_x16(np.ascontiguousarray(x, dtype=np.float32))
