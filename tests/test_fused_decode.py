@@ -332,6 +332,11 @@ def test_repacked_weights_are_counted_and_can_be_turned_off(smollm2, monkeypatch
     assert first is ops.tiles(w) and ops.repacked_bytes == first.nbytes == w.data.nbytes
     x = np.random.default_rng(0).standard_normal((9, w.shape[1])).astype(np.float32)
     tiled = ops.matmul(x, w)
+    short_lived = QuantTensor(w.name, w.ggml_type, w.shape, np.array(w.data))
+    ops.tiles(short_lived)
+    assert ops.repacked_bytes == 2 * first.nbytes
+    del short_lived  # its repacked rows go with it
+    assert ops.repacked_bytes == first.nbytes
     monkeypatch.setenv("MISTRALCLI_REPACK", "0")
     plain = get_ops("cpu", threads=2)
     assert plain.tiles(w) is None and plain.repacked_bytes == 0

@@ -14,6 +14,7 @@ process (two pools of spinning threads on two cores starve each other).
 
 import functools
 import os
+import weakref
 
 import numpy as np
 from gguf import GGMLQuantizationType as QT
@@ -53,16 +54,16 @@ class CpuOps(ReferenceOps):
         # from our team, so it gets one thread.
         qmatmul.load_blas()  # scipy's BLAS, loaded first so that the limit reaches it too
         threadpool_limits(1, user_api="blas")
-        self._tiles: dict[int, tuple[QuantTensor, np.ndarray]] = {}
+        self._tiles: dict[int, np.ndarray] = {}  # id of a weight -> its repacked rows
 
     def tiles(self, w: QuantTensor) -> np.ndarray | None:
         """w's rows repacked into the tile layout of kernels/qtiles.h (Q4_0, Q4_1, Q8_0) or ftiles.h (F32, F16,
         BF16), once, then kept; None where this CPU has no tile kernels for its type or MISTRALCLI_REPACK=0.
         Block weights: the multi-token products read them, one token reads the rows as they are (the
         memory-bound path). Float weights: the decode step reads them for any batch, one arithmetic for all."""
-        entry = self._tiles.get(id(w))
-        if entry is not None:
-            return entry[1]
+        tiles = self._tiles.get(id(w))
+        if tiles is not None:
+            return tiles
         qtype = int(w.ggml_type)
         if not repack_enabled():
             return None
@@ -72,13 +73,14 @@ class CpuOps(ReferenceOps):
             tiles = qmatmul.ftiles_pack(_raw_rows(w), qtype, w.shape[1])
         else:
             return None
-        self._tiles[id(w)] = (w, tiles)
+        self._tiles[id(w)] = tiles
+        weakref.finalize(w, self._tiles.pop, id(w), None)  # kept as long as the weight, no longer
         return tiles
 
     @property
     def repacked_bytes(self) -> int:
         """Memory the tile layouts hold, beside the weights as loaded."""
-        return sum(tiles.nbytes for _, tiles in self._tiles.values())
+        return sum(tiles.nbytes for tiles in self._tiles.values())
 
     def matmul(self, x: np.ndarray, w: QuantTensor) -> np.ndarray:
         """x (T, K) float32 @ w (N, K)^T -> (T, N) float32.
