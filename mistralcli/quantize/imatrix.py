@@ -60,6 +60,11 @@ class Collector:
         self._add(x, w.name)
         return self._ops.matmul(x, w)
 
+    def matmuls(self, x, ws):
+        for w in ws:
+            self._add(x, w.name)
+        return self._ops.matmuls(x, ws)
+
     def logits(self, x, w):
         if self.with_output:
             self._add(x, w.name)
