@@ -227,6 +227,5 @@ class DecoderModel:
         """The projections `names` of the same input x (one quantization of x for them all, where the ops
         share it), each with its bias where the layer has one."""
         ys = self.ops.matmuls(x, [layer[name] for name in names])
-        return [
-            y if layer[f"{name}_bias"] is None else y + layer[f"{name}_bias"] for y, name in zip(ys, names, strict=True)
-        ]
+        biases = [layer[f"{name}_bias"] for name in names]
+        return [y if bias is None else y + bias for y, bias in zip(ys, biases, strict=True)]
