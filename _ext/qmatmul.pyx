@@ -309,8 +309,8 @@ cdef extern from "kernels/ftiles.h" nogil:
     const mcli_ftile_fn *mcli_ftile_kernels(int qtype, int level)
     void mcli_ftile_ref(int qtype, const uint8_t *tiles, int64_t nrows, const float *x, int64_t x_stride,
                         int num_tokens, int64_t k, float *out, int64_t out_stride)
-    void mcli_ftiles_group(const mcli_ftile_fn *fns, const uint8_t *group, int nrows, const float *x,
-                           int64_t x_stride, int num_tokens, int64_t k, float *out, int64_t out_stride)
+    void mcli_ftiles_matmul(const mcli_ftile_fn *fns, int qtype, const uint8_t *tiles, int64_t n, const float *x,
+                            int num_tokens, int64_t k, float *out)
 
 
 def has_float_tile_kernels(int qtype, int simd_level=-1):
@@ -335,7 +335,7 @@ def matmul_ftiles(float[:, ::1] out, const float[:, ::1] x, const uint8_t[::1] t
                   bint reference=False):
     """out (T, N) = x (T, K) @ the N float rows packed by ftiles_pack; reference: the portable statement,
     which the kernels equal bit for bit."""
-    cdef Py_ssize_t num_tokens = x.shape[0], k = x.shape[1], n = out.shape[1], g
+    cdef Py_ssize_t num_tokens = x.shape[0], k = x.shape[1], n = out.shape[1]
     if out.shape[0] != num_tokens or tiles.shape[0] != mcli_ftiles_bytes(qtype, n, k):
         raise ValueError("shape mismatch")
     cdef const mcli_ftile_fn *fns = mcli_ftile_kernels(qtype, SIMD_LEVEL)
@@ -343,16 +343,9 @@ def matmul_ftiles(float[:, ::1] out, const float[:, ::1] x, const uint8_t[::1] t
         raise ValueError(f"no float tile kernels for GGML type {qtype} on this CPU")
     if num_tokens == 0:
         return
-    cdef int64_t gb = 16 * k * mcli_ftile_elem_bytes(qtype)
-    if reference:
-        with nogil:
+    with nogil:
+        if reference:
             mcli_ftile_ref(qtype, &tiles[0], n, &x[0, 0], k, <int>num_tokens, k, &out[0, 0], n)
-        return
-    # (token block, group) pairs, a thread's share contiguous: a block of tokens stays in L2 while the groups
-    # stream past (as kernels/qtiles.h's mcli_tiles_matmul)
-    cdef Py_ssize_t groups = (n + 15) // 16, blocks = (num_tokens + 63) // 64, j, t0
-    for j in prange(blocks * groups, nogil=True, schedule="static", num_threads=max(1, num_threads)):
-        g = j % groups
-        t0 = j // groups * 64
-        mcli_ftiles_group(fns, &tiles[g * gb], <int>min(16, n - 16 * g), &x[t0, 0], k,
-                          <int>min(64, num_tokens - t0), k, &out[t0, 16 * g], n)
+        else:
+            with parallel(num_threads=max(1, num_threads)):
+                mcli_ftiles_matmul(fns, qtype, &tiles[0], n, &x[0, 0], <int>num_tokens, k, &out[0, 0])

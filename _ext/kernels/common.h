@@ -64,6 +64,10 @@ static void mcli_quantize_x16_portable(const float *x, int64_t k, int16_t *xq, f
     }
 }
 
+/* Tokens per block of the tiled products' loops (qtiles.h, ftiles.h): their activations stay in L2 while every
+ * group of rows passes them. */
+#define MCLI_TILES_TOKEN_BLOCK 64
+
 typedef float (*mcli_dot_fn)(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum, int64_t nb);
 typedef void (*mcli_dot_multi_fn)(const uint8_t *row, const int16_t *xq, const float *xscale, const float *xsum,
                                   int64_t nb, int num_tokens, float *out, int64_t out_stride);

@@ -221,10 +221,6 @@ static inline void mcli_tiles_group(const mcli_tile_fn *fns, const uint8_t *grou
 }
 #endif
 
-/* Tokens per block of the tiled product's loop: their activations (up to 64 x K int16) stay in L2 while
- * every group of rows passes them. */
-#define MCLI_TILES_TOKEN_BLOCK 64
-
 /* out (T, N) = every token of a times the N rows in the tile layout, split over the OpenMP team the caller
  * is in: (token block, group of 16 rows) pairs, a thread's share contiguous, so that a thread walks all the
  * groups against one block of tokens before the next (the weights stream; the activations stay in L2). */
