@@ -86,8 +86,9 @@ cdef extern from "kernels/llama_step.h" nogil:
         float *xmt
         int64_t xq_stride, scores_stride
     ctypedef struct mcli_paged_kv:
-        float *k
-        float *v
+        void *k
+        void *v
+        int kv16
         int64_t num_blocks, block_size, max_blocks
         const int32_t *block_tables
     void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *tokens, const int64_t *positions,
@@ -96,6 +97,8 @@ cdef extern from "kernels/llama_step.h" nogil:
 FLOAT_TYPES = {0: np.float32, 1: np.float16, 30: np.uint16}  # F32, F16, BF16 (raw bits)
 SUPPORTED_TYPES = tuple(FLOAT_TYPES) + (2, 3, 6, 7, 8, 12, 13, 14)  # and the block types of qdot.h
 MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+include "kv_cache.pxi"
 
 
 cdef const uint8_t *_bytes_of(object array):
@@ -296,10 +299,10 @@ cdef class DecodeStep:
             w.tiles = &tile_view[0]
 
     def decode(self, const int64_t[::1] tokens, const int64_t[::1] positions, const int32_t[:, ::1] block_tables,
-               float[:, :, :, :, ::1] k_cache, float[:, :, :, :, ::1] v_cache, float[:, ::1] logits):
+               k_cache, v_cache, float[:, ::1] logits):
         """One token for each of B sequences: tokens, positions (B,); block_tables (B, max blocks) int32;
-        k_cache, v_cache (L, NB, BS, Hkv, D) float32 (each token's keys and values are written at its
-        position; the positions before it are read); logits (B, V) are written."""
+        k_cache, v_cache (L, NB, BS, Hkv, D) C-contiguous, both float32 or both float16 (each token's keys and
+        values are written at its position; the positions before it are read); logits (B, V) are written."""
         cdef int num_seqs = tokens.shape[0], i
         cdef mcli_paged_kv kv
         if num_seqs == 0:
@@ -324,8 +327,11 @@ cdef class DecodeStep:
                     raise ValueError(f"block {block_tables[i, j]} is not in the cache")
             longest = max(longest, positions[i] + 1)
         self._ensure(num_seqs, longest)
-        kv.k = &k_cache[0, 0, 0, 0, 0]
-        kv.v = &v_cache[0, 0, 0, 0, 0]
+        cdef int v16
+        kv.k = kv_data(k_cache, &kv.kv16)
+        kv.v = kv_data(v_cache, &v16)
+        if v16 != kv.kv16:
+            raise ValueError("the key and value caches hold different types")
         kv.block_tables = &block_tables[0, 0]
         with nogil:
             mcli_llama_decode(&self.model, num_seqs, &tokens[0], &positions[0], &kv, &logits[0, 0], &self.scratch,

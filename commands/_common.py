@@ -24,6 +24,26 @@ def model_option(help: str = MODEL_HELP):
     return typer.Option(None, "--model", "-m", help=help, show_default=False, autocompletion=complete_model)
 
 
+def kv_cache_dtype_option():
+    """--kv-cache-dtype: what the paged KV cache stores (EngineConfig.kv_cache_dtype)."""
+
+    def check(value: str) -> str:
+        from mistralcli.engine.paged_cache import KV_CACHE_DTYPES
+
+        if value not in KV_CACHE_DTYPES:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(KV_CACHE_DTYPES)}")
+        return value
+
+    return typer.Option(
+        "f32",
+        "--kv-cache-dtype",
+        callback=check,
+        help="What the KV cache stores: f32 or f16. f16 holds twice the tokens in the same memory and speeds up "
+        "batched decoding at long contexts, at a cost in fidelity (top-5 logits drift up to 0.023 from float32, "
+        "against 0.002 with f32: README, Serving).",
+    )
+
+
 def read_text_argument(text: str | None, name: str = "PROMPT", replace_invalid: bool = False) -> str:
     """The argument, or stdin when it is '-'; a usage error when neither is given, or when the text is
     not UTF-8 (unless replace_invalid: then each invalid byte becomes U+FFFD)."""

@@ -9,7 +9,7 @@ from contextlib import nullcontext
 
 import typer
 
-from mistralcli.commands._common import model_option, stderr_console
+from mistralcli.commands._common import kv_cache_dtype_option, model_option, stderr_console
 
 PEERS = ("llama-cpp",)
 EMBED_PEERS = ("sentence-transformers",)
@@ -89,6 +89,7 @@ def bench(
         None, "--embed", min=1, help="Embed this many sentences: sentences/s (peer: sentence-transformers)."
     ),
     pooling: str = typer.Option(None, "--pooling", help="--embed with a generating model: mean or last."),
+    kv_cache_dtype: str = kv_cache_dtype_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ):
     """Measure load time, prefill and decode speed, time to first token and peak memory.
@@ -108,6 +109,11 @@ def bench(
     if embed is not None:
         return _bench_embed(model, embed, threads, repetitions, compare, pooling, as_json)
     lengths = _lengths(prompt_tokens)
+    if kv_cache_dtype != "f32" and (load_test or (url and not serve)):
+        raise typer.BadParameter(
+            "sets the cache of an engine this command runs (offline, --concurrency, --serve)",
+            param_hint="--kv-cache-dtype",
+        )
     if load_test:
         if len(url or []) > 1 or compare is not None or concurrency is not None:
             raise typer.BadParameter(
@@ -138,9 +144,8 @@ def bench(
             )
         targets = [_url(spec) for spec in url or []]
         levels = _lengths(concurrency) if concurrency is not None else [1, 4, 16]
-        return _bench_http(
-            model, serve, targets, levels, lengths[0], gen_tokens, repetitions, threads, api_key, as_json
-        )
+        settings = (lengths[0], gen_tokens, repetitions, threads, api_key, as_json, kv_cache_dtype)
+        return _bench_http(model, serve, targets, levels, *settings)
     if (structured or json_schema is not None) and (concurrency is None or url or serve or load_test):
         raise typer.BadParameter("needs --concurrency (the offline engine)", param_hint="--structured")
     if concurrency is not None:
@@ -148,7 +153,9 @@ def bench(
         if compare is not None:
             raise typer.BadParameter("not with --concurrency", param_hint="--compare")
         constraint = _bench_constraint(json_schema) if structured or json_schema is not None else None
-        return _bench_concurrency(model, levels, lengths[0], gen_tokens, repetitions, threads, as_json, constraint)
+        return _bench_concurrency(
+            model, levels, lengths[0], gen_tokens, repetitions, threads, as_json, constraint, kv_cache_dtype
+        )
     if compare is not None and compare not in PEERS:
         raise typer.BadParameter(f"unknown peer {compare!r} (known: {', '.join(PEERS)})", param_hint="--compare")
     if compare == "llama-cpp" and importlib.util.find_spec("llama_cpp") is None:
@@ -163,7 +170,9 @@ def bench(
     threads = threads or os.cpu_count() or 1
     say = console.print if not as_json or console.is_terminal else (lambda *_: None)
     with console.status("benchmarking mistralcli…") if console.is_terminal else nullcontext():
-        ours, loaded = offline.bench_mistralcli(model, lengths, gen_tokens, repetitions, threads, progress=say)
+        ours, loaded = offline.bench_mistralcli(
+            model, lengths, gen_tokens, repetitions, threads, progress=say, kv_cache_dtype=kv_cache_dtype
+        )
     say("[dim]measuring memory bandwidth…[/dim]")  # after ours: its buffer must not count in our peak RSS
     bandwidth = offline.measure_bandwidth(threads)
     bytes_token = offline.bytes_per_token(loaded.model)
@@ -182,7 +191,12 @@ def bench(
         "decode_bytes_per_token": bytes_token,
         "decode_roofline_tok_s": roofline,
         "decode_roofline_fraction": ours.decode_tok_s["median"] / roofline,
-        "settings": {"prompt_tokens": lengths, "gen_tokens": gen_tokens, "repetitions": repetitions},
+        "settings": {
+            "prompt_tokens": lengths,
+            "gen_tokens": gen_tokens,
+            "repetitions": repetitions,
+            "kv_cache_dtype": kv_cache_dtype,
+        },
         "engines": {"mistralcli": ours.to_dict()},
     }
     peer = None
@@ -208,7 +222,9 @@ def _bench_constraint(json_schema: str | None):
     return structured_option(json_schema, False, None, None)
 
 
-def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threads, as_json, structured=None):
+def _bench_concurrency(
+    model, levels, prompt_len, gen_tokens, repetitions, threads, as_json, structured=None, kv_cache_dtype="f32"
+):
     import time
 
     from mistralcli._ext import qmatmul
@@ -223,7 +239,9 @@ def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threa
     loaded = load_model(model, threads=threads)
     load_s = time.perf_counter() - start
     with console.status("benchmarking concurrent requests…") if console.is_terminal else nullcontext():
-        figures = bench_concurrency(loaded, levels, prompt_len, gen_tokens, repetitions, say, structured)
+        figures = bench_concurrency(
+            loaded, levels, prompt_len, gen_tokens, repetitions, say, structured, kv_cache_dtype
+        )
     extra = {}
     if structured is not None:
         extra = {"structured": {"schema": structured.json, **figures}}
@@ -238,6 +256,7 @@ def _bench_concurrency(model, levels, prompt_len, gen_tokens, repetitions, threa
             "prompt_tokens": prompt_len,
             "gen_tokens": gen_tokens,
             "repetitions": repetitions,
+            "kv_cache_dtype": kv_cache_dtype,
         },
         "engines": {
             "mistralcli": {
@@ -310,7 +329,9 @@ def _url(spec: str) -> tuple[str, str]:
     return name or address.split("://", 1)[1], address
 
 
-def _bench_http(model, serve, targets, levels, prompt_len, gen_tokens, repetitions, threads, api_key, as_json):
+def _bench_http(
+    model, serve, targets, levels, prompt_len, gen_tokens, repetitions, threads, api_key, as_json, kv_cache_dtype="f32"
+):
     import asyncio
     import time
 
@@ -341,7 +362,8 @@ def _bench_http(model, serve, targets, levels, prompt_len, gen_tokens, repetitio
     engines = {}
     if serve:
         start = time.perf_counter()
-        with bench_http.served(model, threads, max(levels)) as (base, proc):
+        extra = ("--kv-cache-dtype", kv_cache_dtype)
+        with bench_http.served(model, threads, max(levels), extra) as (base, proc):
             load_s = time.perf_counter() - start
             engines["mistralcli"] = {
                 "engine": "mistralcli",
@@ -359,6 +381,7 @@ def _bench_http(model, serve, targets, levels, prompt_len, gen_tokens, repetitio
             "prompt_tokens": prompt_len,
             "gen_tokens": gen_tokens,
             "repetitions": repetitions,
+            "kv_cache_dtype": kv_cache_dtype,
         },
         "engines": engines,
     }

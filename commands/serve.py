@@ -11,6 +11,7 @@ from mistralcli.commands._common import (
     ISQ_HELP,
     MODEL_HELP,
     check_isq,
+    kv_cache_dtype_option,
     load_with_status,
     model_option,
     stderr_console,
@@ -64,6 +65,7 @@ def serve(
         help="Each model's KV-cache pool. Default: 30% of available memory (split between the models loaded at once), "
         "at most what --max-num-seqs full contexts need.",
     ),
+    kv_cache_dtype: str = kv_cache_dtype_option(),
     api_key: list[str] = typer.Option(None, "--api-key", help="Accept this API key (repeat for several)."),
     api_key_file: list[Path] = typer.Option(None, "--api-key-file", help="Accept the keys in this file, one a line."),
     rate_limit: str = typer.Option(
@@ -252,7 +254,10 @@ def serve(
 
         budget = int(0.9 * available_memory_bytes())
     config = EngineConfig(
-        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_cache_mb=kv_cache_mb
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        kv_cache_mb=kv_cache_mb,
+        kv_cache_dtype=kv_cache_dtype,
     )
     settings = ServerSettings(
         model_name=entries[0][0],

@@ -11,12 +11,13 @@ from mistralcli.engine.paged_cache import PagedKVCache
 
 class OneSequence:
     """forward(token_ids (T,), positions (T,)) -> logits (T, V) if all_logits else (1, V); the keys and
-    values stay in the cache for the next call. capacity: the most positions it holds."""
+    values stay in the cache for the next call. capacity: the most positions it holds; dtype: the cache's
+    (float32, or float16 as EngineConfig's kv_cache_dtype "f16")."""
 
-    def __init__(self, model, capacity: int = 512, block_size: int = 16):
+    def __init__(self, model, capacity: int = 512, block_size: int = 16, dtype=np.float32):
         a = model.args
         num_blocks = -(-capacity // block_size)
-        self.cache = PagedKVCache(a.num_hidden_layers, num_blocks, block_size, a.num_key_value_heads, a.head_dim)
+        self.cache = PagedKVCache(a.num_hidden_layers, num_blocks, block_size, a.num_key_value_heads, a.head_dim, dtype)
         self.runner = ModelRunner(model, self.cache, BlockManager(num_blocks, block_size))
         self.block_table = list(range(num_blocks))[::-1]  # the blocks in reverse: nothing relies on order
         self.num_tokens = 0

@@ -101,6 +101,8 @@ def test_each_short_flag_has_one_meaning():
         (["serve", "--max-tool-rounds", "0"], "'0' is not in the range x>=1"),
         (["detokenize", "12", "x"], "'x' is not a valid integer"),
         (["bench", "--gen-tokens", "many"], "'many' is not a valid integer"),
+        (["serve", "--kv-cache-dtype", "bf16"], "'bf16' is not one of f32, f16"),
+        (["bench", "--kv-cache-dtype", "f16", "--url", "http://127.0.0.1:9"], "sets the cache of an engine"),
     ],
 )
 def test_usage_errors_quote_the_refused_value(args, quoted):

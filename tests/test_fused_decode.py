@@ -159,12 +159,15 @@ def _bf16(w: QuantTensor) -> QuantTensor:
     return QuantTensor(w.name, QT.BF16, w.shape, (w.dequantize().view(np.uint32) >> 16).astype(np.uint16))
 
 
-@pytest.mark.parametrize("weights", ["rows", "tiles", "bf16", "bf16-tiles"])
+@pytest.mark.parametrize("weights", ["rows", "tiles", "bf16", "bf16-tiles", "rows-kv16", "tiles-kv16"])
 def test_batched_paged_decode_is_the_same_bits_as_alone(smollm2, weights):
     """Four sequences of different lengths in a paged cache (blocks of 4, scattered over the pool):
     decoded together in lockstep, every step's logits and every cached key equal decoding each alone;
     batched, the products run on the repacked weights (kernels/qtiles.h) where the CPU has them (tiles),
-    or with BF16 matrices through the many-token float kernels (bf16) or their tiles (ftiles.h)."""
+    or with BF16 matrices through the many-token float kernels (bf16) or their tiles (ftiles.h); -kv16:
+    the cache holds float16 (EngineConfig's kv_cache_dtype "f16")."""
+    kv_dtype = np.float16 if weights.endswith("-kv16") else np.float32
+    weights = weights.removesuffix("-kv16")
     model = smollm2.model
     a = model.args
     layers = None
@@ -185,7 +188,7 @@ def test_batched_paged_decode_is_the_same_bits_as_alone(smollm2, weights):
     vocab = model.output.shape[0]
 
     def fresh():
-        return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        return np.zeros(shape, kv_dtype), np.zeros(shape, kv_dtype)
 
     alone_k, alone_v = fresh()
     alone = {}

@@ -187,17 +187,27 @@ def test_elementwise_kernels_match_reference(ops, interleaved):
     np.testing.assert_allclose(cpu.swiglu(gate, up), ref.swiglu(gate, up), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("level", [0, 2])
-def test_paged_attention_matches_reference(ops, level):
-    """Queries of two sequences over a paged layer (blocks of 4, scattered): the C kernel (portable and AVX2)
-    against the reference's gather-then-attend, 1e-5; and the same bits for a query whatever the other
-    queries of the call."""
+def _attention_levels() -> list:
+    from mistralcli._ext import attention
+
+    avx512 = pytest.mark.skipif(attention.SIMD_LEVEL < 3, reason="the grouped kernel needs AVX-512")
+    avx2 = pytest.mark.skipif(attention.SIMD_LEVEL < 2, reason="needs AVX2")
+    return [0, pytest.param(2, marks=avx2), pytest.param(3, marks=avx512)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("level", _attention_levels())
+def test_paged_attention_matches_reference(ops, level, dtype):
+    """Queries of two sequences over a paged layer (blocks of 4, scattered), the cache float32 or float16:
+    the C kernel (portable, AVX2, AVX-512's grouped heads) against the reference's gather-then-attend, 1e-5;
+    the same bits for a query whatever the other queries of the call; and the grouped kernel (3 heads to a
+    key/value head) the same bits as the AVX2 kernel head by head."""
     from mistralcli._ext import attention
 
     ref, _ = ops
     rng = np.random.default_rng(level)
-    k = rng.standard_normal((12, 4, 2, 64)).astype(np.float32)
-    v = rng.standard_normal((12, 4, 2, 64)).astype(np.float32)
+    k = rng.standard_normal((12, 4, 2, 64)).astype(dtype)
+    v = rng.standard_normal((12, 4, 2, 64)).astype(dtype)
     tables = np.array([[7, 2, 9, 0, 5], [1, 11, 3, 4, 6]], np.int32)
     q = rng.standard_normal((9, 6, 64)).astype(np.float32)
     seq = np.array([0, 0, 0, 1, 1, 1, 1, 0, 1], np.int32)
@@ -210,5 +220,33 @@ def test_paged_attention_matches_reference(ops, level):
         alone = np.empty_like(q[t : t + 1])
         attention.paged_attention(alone, q[t : t + 1], k, v, tables, seq[t : t + 1], pos[t : t + 1], 0.125, 1, level)
         assert alone.tobytes() == got[t : t + 1].tobytes()
+    if level == 3:
+        head_by_head = np.empty_like(q)
+        attention.paged_attention(head_by_head, q, k, v, tables, seq, pos, 0.125, 2, 2)
+        assert head_by_head.tobytes() == got.tobytes()
     with pytest.raises(ValueError, match="beyond the block table"):
         attention.paged_attention(got[:1], q[:1], k, v, tables, seq[:1], np.array([20]), 0.125)
+    with pytest.raises(ValueError, match="different types"):
+        other = np.float16 if dtype == np.float32 else np.float32
+        attention.paged_attention(got, q, k, v.astype(other), tables, seq, pos, 0.125)
+    with pytest.raises(ValueError, match="not float32 or float16"):
+        attention.paged_attention(got, q, k.astype(np.float64), v.astype(np.float64), tables, seq, pos, 0.125)
+
+
+@pytest.mark.parametrize("level", [0, pytest.param(2, marks=_attention_levels()[1].marks)])
+def test_fp16_rounding_is_numpys(level):
+    """The halves the decode step stores in a float16 cache (F16C, and the portable conversion) are numpy's
+    astype(float16) bit for bit, which stores the prompt chunks': every rounding case, ties to even,
+    subnormals, overflow to infinity, the signs."""
+    from mistralcli._ext import attention
+
+    rng = np.random.default_rng(7)
+    magnitudes = np.exp2(rng.uniform(-28, 17, 20000)).astype(np.float32)  # zero, subnormal ... overflow
+    halves = np.arange(0, 0x7C00, dtype=np.uint16).view(np.float16).astype(np.float32)
+    ties = ((halves[:-1].astype(np.float64) + halves[1:]) / 2).astype(np.float32)  # exact midpoints
+    x = np.concatenate([magnitudes, halves, ties, np.nextafter(ties, 0), np.nextafter(ties, np.inf)])
+    x = np.concatenate([x, -x, np.float32([0, np.inf, -np.inf, 65504, 65519.99, 65520, 2.0**-25, 2.0**-24])])
+    got = attention.to_fp16(np.ascontiguousarray(x, np.float32), level)
+    with np.errstate(over="ignore"):  # the values past 65520 overflow to infinity, as they should
+        expected = x.astype(np.float16)
+    assert got.view(np.uint16).tobytes() == expected.view(np.uint16).tobytes()

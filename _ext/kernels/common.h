@@ -39,6 +39,31 @@ static inline float mcli_fp16(const uint8_t *p) {
     return f;
 }
 
+/* fp32 -> fp16 bits, rounded to nearest even, subnormals kept, overflow to infinity: the rounding of
+ * numpy's astype(float16) and of F16C's vcvtps2ph (a NaN stays a NaN, its payload not kept) */
+static inline uint16_t mcli_to_fp16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    const uint32_t a = x & 0x7fffffff;
+    if (a > 0x7f800000) return sign | 0x7e00;
+    if (a >= 0x47800000) return sign | 0x7c00; /* 2^16 and above, and infinity */
+    uint32_t h, rest, halfway;
+    if (a < 0x38800000) { /* below 2^-14: a half subnormal (in units of 2^-24), or zero */
+        if (a < 0x33000000) return sign; /* below 2^-25: rounds to zero */
+        const uint32_t shift = 126 - (a >> 23), m = (a & 0x7fffff) | 0x800000;
+        h = m >> shift;
+        rest = m & ((1u << shift) - 1);
+        halfway = 1u << (shift - 1);
+    } else {
+        h = (a >> 13) - (112u << 10); /* the exponent rebiased (127 -> 15), 10 mantissa bits */
+        rest = a & 0x1fff;
+        halfway = 0x1000;
+    }
+    if (rest > halfway || (rest == halfway && (h & 1))) h++; /* a carry moves into the exponent, up to inf */
+    return sign | (uint16_t)h;
+}
+
 /* The float sum of a block of 32 in one fixed order, the one an 8-lane vector add gives: lane j
  * sums x[j], x[j+8], x[j+16], x[j+24] in turn, then lanes j and j+4, then (0+2) + (1+3). */
 static inline float mcli_sum32(const float *x) {
@@ -89,6 +114,14 @@ MCLI_AVX2 static inline float mcli_fp16_f16c(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
     return _cvtsh_ss(h);
+}
+
+/* n floats -> fp16 bits, 8 at a time with F16C (level >= 2): the same rounding as mcli_to_fp16 */
+MCLI_AVX2 static void mcli_to_fp16_f16c(uint16_t *dst, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = mcli_to_fp16(x[i]);
 }
 
 MCLI_AVX2 static inline float mcli_hsum(__m256 v) {
@@ -160,6 +193,19 @@ static int mcli_simd_level(void) {
     const char *cap = getenv("MISTRALCLI_SIMD");
     if (cap && cap[0] >= '0' && cap[0] <= '9' && atoi(cap) < level) level = atoi(cap);
     return level;
+}
+
+/* n floats -> fp16 bits (the KV cache's halves): F16C from level 2, else mcli_to_fp16; the same bits */
+static void mcli_to_fp16_row(uint16_t *dst, const float *x, int64_t n, int level) {
+#ifdef MCLI_X86
+    if (level >= 2) {
+        mcli_to_fp16_f16c(dst, x, n);
+        return;
+    }
+#else
+    (void)level;
+#endif
+    for (int64_t i = 0; i < n; i++) dst[i] = mcli_to_fp16(x[i]);
 }
 
 /* x (k,) -> xq (k,) int16, xscale (k/32,), xsum (k/32,): one result on every CPU */

@@ -7,7 +7,7 @@
  * sequences. A token's arithmetic does not depend on the rest of the batch (qdot.h's products are
  * batch invariant), so a request decodes to the same bits alone or among others.
  *
- * The KV cache is paged: k_cache, v_cache (layers, num_blocks, block_size, Hkv, D) float32; slot p
+ * The KV cache is paged: k_cache, v_cache (layers, num_blocks, block_size, Hkv, D) float32 or half; slot p
  * of sequence b lives in block block_tables[b * max_blocks + p / block_size], offset p % block_size.
  * A contiguous one-sequence cache is the case num_blocks = 1, block_size = capacity.
  *
@@ -110,7 +110,8 @@ static void mcli_fill_lanes(const mcli_scratch *s, int64_t k, int num_seqs) {
 }
 
 typedef struct {
-    float *k, *v;
+    void *k, *v;  /* float32, or IEEE half where kv16 */
+    int kv16;
     int64_t num_blocks, block_size, max_blocks;
     const int32_t *block_tables; /* (B, max_blocks) */
 } mcli_paged_kv;
@@ -213,10 +214,22 @@ static void mcli_residual_norm(const mcli_scratch *s, const float *norm, int hid
     }
 }
 
-/* the K/V slot of sequence b's position p in layer l */
+/* the K/V slot (an element index) of sequence b's position p in layer l */
 static inline int64_t mcli_slot(const mcli_paged_kv *kv, int l, int b, int64_t p, int kv_dim) {
     const int64_t block = kv->block_tables[(int64_t)b * kv->max_blocks + p / kv->block_size];
     return (((int64_t)l * kv->num_blocks + block) * kv->block_size + p % kv->block_size) * kv_dim;
+}
+
+/* a token's keys and values (n floats each) into the cache at slot, as stored there (float32, or half
+ * rounded as numpy's astype rounds the slots of prompt chunks: mcli_to_fp16_row) */
+static void mcli_kv_store(const mcli_paged_kv *kv, int64_t slot, const float *k, const float *v, int n, int level) {
+    if (kv->kv16) {
+        mcli_to_fp16_row((uint16_t *)kv->k + slot, k, n, level);
+        mcli_to_fp16_row((uint16_t *)kv->v + slot, v, n, level);
+    } else {
+        memcpy((float *)kv->k + slot, k, sizeof(float) * n);
+        memcpy((float *)kv->v + slot, v, sizeof(float) * n);
+    }
 }
 
 static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *tokens, const int64_t *positions,
@@ -272,8 +285,7 @@ static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *
                 mcli_rope(q, nh, d, s->cos_ + angles, s->sin_ + angles, m->rope_interleaved);
                 mcli_rope(k, nkv, d, s->cos_ + angles, s->sin_ + angles, m->rope_interleaved);
                 const int64_t slot = mcli_slot(kv, l, b, positions[b], kv_dim);
-                memcpy(kv->k + slot, k, sizeof(float) * kv_dim);
-                memcpy(kv->v + slot, v, sizeof(float) * kv_dim);
+                mcli_kv_store(kv, slot, k, v, kv_dim, m->simd_level);
             }
             /* a job: a sequence's query heads that share a key/value head, read once for them all, where
              * there are enough such jobs for the team; else one head (the same bits either way) */
@@ -287,8 +299,10 @@ static void mcli_llama_decode(const mcli_model *m, int num_seqs, const int64_t *
                 float *out = s->attn + (int64_t)bb * q_dim + h * d;
                 const int32_t *table = kv->block_tables + (int64_t)bb * kv->max_blocks;
                 const int64_t layer_base = (int64_t)l * kv->num_blocks * kv->block_size * kv_dim + kvh * d;
-                mcli_attend_paged_heads(qh, heads_per_job, kv->k + layer_base, kv->v + layer_base, table, kv->block_size,
-                                        first, seq, kv_dim, d, scale, scores, out, m->simd_level);
+                const int64_t es = kv->kv16 ? 2 : 4;
+                mcli_attend_paged_heads(qh, heads_per_job, (const char *)kv->k + layer_base * es,
+                                        (const char *)kv->v + layer_base * es, table, kv->block_size, first, seq, kv_dim, d,
+                                        scale, scores, out, m->simd_level, kv->kv16);
                 if (d % 32 == 0) /* these heads' blocks of the o-projection input, here: no serial pass */
                     for (int hh = h; hh < h + heads_per_job; hh++)
                         mcli_quantize_seq(s, s->attn + (int64_t)bb * q_dim + hh * d, d, q_dim, bb, hh * d / 32);

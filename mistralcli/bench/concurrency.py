@@ -36,7 +36,14 @@ BENCH_SCHEMA = {
 
 
 def bench_concurrency(
-    loaded, levels: list[int], prompt_tokens: int, gen_tokens: int, repetitions: int, progress=None, structured=None
+    loaded,
+    levels: list[int],
+    prompt_tokens: int,
+    gen_tokens: int,
+    repetitions: int,
+    progress=None,
+    structured=None,
+    kv_cache_dtype: str = "f32",
 ) -> dict:
     """N requests at once through the engine, for each N in levels: aggregate and per-stream generated tok/s
     (median [min..max] over repetitions), time to first token and inter-token latency (p50/p95 over every
@@ -68,7 +75,7 @@ def bench_concurrency(
             loaded.model,
             loaded.tokenizer,
             loaded.context_length,
-            EngineConfig(max_num_seqs=max(n, 1), kv_cache_mb=None),
+            EngineConfig(max_num_seqs=max(n, 1), kv_cache_mb=None, kv_cache_dtype=kv_cache_dtype),
         )
         samples = {name: ([], [], [], [], [0], [0.0]) for name in variants}
         for rep in range(repetitions + 1):  # the first is a warm-up

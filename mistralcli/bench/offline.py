@@ -36,12 +36,12 @@ def bytes_per_token(model) -> int:
 
 
 def bench_mistralcli(
-    model_spec, prompt_lengths, gen_tokens, repetitions, threads, progress=None
+    model_spec, prompt_lengths, gen_tokens, repetitions, threads, progress=None, kv_cache_dtype: str = "f32"
 ) -> tuple[EngineFigures, object]:
     """Measure our engine in this process, through what `mistral run` executes (Engine -> ModelRunner
     over the paged cache, greedy sampling, detokenization); returns the figures and the loaded model."""
     from mistralcli.engine.engine import Engine, EngineConfig
-    from mistralcli.engine.paged_cache import PagedKVCache
+    from mistralcli.engine.paged_cache import PagedKVCache, cache_dtype
     from mistralcli.loading.loader import load_model
     from mistralcli.sampling import SamplingParams
 
@@ -53,7 +53,8 @@ def bench_mistralcli(
     config = EngineConfig(  # one request at a time, its cache sized for it, as `mistral run` sizes its own
         max_num_seqs=1,
         max_num_batched_tokens=max(512, longest),
-        kv_cache_mb=PagedKVCache.mib_for_tokens(loaded.model.args, longest + 32),
+        kv_cache_mb=PagedKVCache.mib_for_tokens(loaded.model.args, longest + 32, cache_dtype(kv_cache_dtype)),
+        kv_cache_dtype=kv_cache_dtype,
     )
     engine = Engine(loaded.model, loaded.tokenizer, loaded.context_length, config)
     ids = itertools.count()

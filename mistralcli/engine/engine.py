@@ -16,7 +16,7 @@ from mistralcli.engine.block_manager import BlockManager
 from mistralcli.engine.metrics import EngineCounters
 from mistralcli.engine.model_runner import ModelRunner
 from mistralcli.engine.output_text import OutputText
-from mistralcli.engine.paged_cache import PagedKVCache
+from mistralcli.engine.paged_cache import PagedKVCache, cache_dtype
 from mistralcli.engine.scheduler import Scheduler, SchedulerConfig
 from mistralcli.engine.sequence import Sequence, SequenceStatus
 from mistralcli.engine.thinking import BudgetState
@@ -48,8 +48,10 @@ class EngineConfig:
     block_size: int = 16
     kv_cache_mb: float | None = None  # None: DEFAULT_KV_MEMORY_FRACTION of available memory, at most what
     #                                   max_num_seqs full contexts need
+    kv_cache_dtype: str = "f32"  # or "f16": half the memory per token (paged_cache.KV_CACHE_DTYPES)
 
     def __post_init__(self):
+        cache_dtype(self.kv_cache_dtype)  # validates it
         if self.block_size < 1:
             raise ValueError("block_size must be at least 1")
         if self.kv_cache_mb is not None and self.kv_cache_mb <= 0:
@@ -100,8 +102,9 @@ class Engine:
         self.tokenizer = tokenizer
         self.context_length = context_length
         a = model.args
+        dtype = cache_dtype(config.kv_cache_dtype)
         per_block = PagedKVCache.bytes_per_block(
-            a.num_hidden_layers, config.block_size, a.num_key_value_heads, a.head_dim
+            a.num_hidden_layers, config.block_size, a.num_key_value_heads, a.head_dim, dtype
         )
         if config.kv_cache_mb is not None:
             budget = int(config.kv_cache_mb * 2**20)
@@ -117,7 +120,9 @@ class Engine:
                 f"({per_block / 2**20:.2f} MiB each)"
             )
         self.blocks = BlockManager(num_blocks, config.block_size)
-        self.cache = PagedKVCache(a.num_hidden_layers, num_blocks, config.block_size, a.num_key_value_heads, a.head_dim)
+        self.cache = PagedKVCache(
+            a.num_hidden_layers, num_blocks, config.block_size, a.num_key_value_heads, a.head_dim, dtype
+        )
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
         self.runner = ModelRunner(model, self.cache, self.blocks)
         # grammar masks overlap the forward only where a core is left over from the kernels' threads

@@ -2,39 +2,56 @@
 and attend through: a model calls `view.attend(layer, q, k, v, positions, scale, ops)` once per layer
 per forward; the view stores the new keys and values and attends over the sequence's blocks.
 
-k, v: (layers, num_blocks, block_size, Hkv, D) float32, taken from the OS page by page as written.
+k, v: (layers, num_blocks, block_size, Hkv, D) float32, or float16 (half the memory, and half the bytes a
+batch of decodes reads: `kv_cache_dtype`), taken from the OS page by page as written. A float16 cache stores
+each key and value rounded to nearest (numpy's astype here, F16C in the decode step: the same bits); the
+kernels widen them back to float32 as they read them.
 """
 
 import mmap
 
 import numpy as np
 
+KV_CACHE_DTYPES = {"f32": np.float32, "f16": np.float16}  # --kv-cache-dtype's names
 
-def lazy_zeros(shape: tuple[int, ...]) -> np.ndarray:
-    """float32 zeros whose memory is taken page by page as it is first written, so a cache uses memory
+
+def cache_dtype(name: str) -> type:
+    """The numpy type of a KV cache dtype's name (KV_CACHE_DTYPES); ValueError naming the choices."""
+    try:
+        return KV_CACHE_DTYPES[name]
+    except KeyError:
+        raise ValueError(f"kv cache dtype {name!r} is not one of {', '.join(KV_CACHE_DTYPES)}") from None
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """Zeros whose memory is taken page by page as it is first written, so a cache uses memory
     for the tokens it holds, not for its capacity. An anonymous mmap, with 4 KiB pages: numpy's own
     large arrays ask for 2 MiB huge pages, and one token written into each layer's stretch of a fresh
     cache then cost 2 MiB per layer (measured: 43 MiB after a 30-token prompt on SmolLM2)."""
-    count = int(np.prod(shape))
-    buffer = mmap.mmap(-1, max(1, count * 4), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    return np.frombuffer(buffer, dtype=np.float32, count=count).reshape(shape)
+    count, itemsize = int(np.prod(shape)), np.dtype(dtype).itemsize
+    buffer = mmap.mmap(-1, max(1, count * itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
 
 
 class PagedKVCache:
-    def __init__(self, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int):
+    def __init__(
+        self, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int, dtype=np.float32
+    ):
         self.block_size = block_size
-        self.k = lazy_zeros((num_layers, num_blocks, block_size, num_kv_heads, head_dim))
-        self.v = lazy_zeros(self.k.shape)
+        self.k = lazy_zeros((num_layers, num_blocks, block_size, num_kv_heads, head_dim), dtype)
+        self.v = lazy_zeros(self.k.shape, dtype)
 
     @staticmethod
-    def bytes_per_block(num_layers: int, block_size: int, num_kv_heads: int, head_dim: int) -> int:
-        return 2 * num_layers * block_size * num_kv_heads * head_dim * 4
+    def bytes_per_block(num_layers: int, block_size: int, num_kv_heads: int, head_dim: int, dtype=np.float32) -> int:
+        return 2 * num_layers * block_size * num_kv_heads * head_dim * np.dtype(dtype).itemsize
 
     @staticmethod
-    def mib_for_tokens(args, num_tokens: int) -> float:
+    def mib_for_tokens(args, num_tokens: int, dtype=np.float32) -> float:
         """The kv_cache_mb (EngineConfig) that holds num_tokens of a model with these DecoderArgs: what
         one request needs, for a private engine sized to it."""
-        per_token = PagedKVCache.bytes_per_block(args.num_hidden_layers, 1, args.num_key_value_heads, args.head_dim)
+        per_token = PagedKVCache.bytes_per_block(
+            args.num_hidden_layers, 1, args.num_key_value_heads, args.head_dim, dtype
+        )
         return num_tokens * per_token / 2**20
 
     @property

@@ -63,13 +63,14 @@ class ReferenceOps:
     def paged_attention(self, q, k, v, block_table, q_positions, scale: float, window: int = 0) -> np.ndarray:
         """Causal attention of one sequence's queries over one layer of a paged cache.
 
-        q (T, H, D); k/v (NB, BS, Hkv, D); block_table (blocks,) the sequence's blocks in order;
+        q (T, H, D); k/v (NB, BS, Hkv, D), float32 or float16; block_table (blocks,) the sequence's blocks in order;
         q_positions (T,). A query at position p sees positions 0..p (the last `window` of them when
         window > 0). -> (T, H, D)."""
         q_positions = np.asarray(q_positions, dtype=np.int64)
         every = np.arange(int(q_positions.max()) + 1)
         blocks, offsets = np.asarray(block_table)[every // k.shape[1]], every % k.shape[1]
-        return self.attention(q, k[blocks, offsets], v[blocks, offsets], q_positions, every, scale, window)
+        keys, values = (np.asarray(a[blocks, offsets], dtype=np.float32) for a in (k, v))  # a float16 cache, widened
+        return self.attention(q, keys, values, q_positions, every, scale, window)
 
     def attention(self, q, k, v, q_positions, k_positions, scale: float, window: int = 0) -> np.ndarray:
         """Causal GQA attention.
