@@ -1,6 +1,7 @@
 """Qwen2.5-Coder-0.5B and Gemma-3-270M (Q4_K_M GGUFs) against transformers on the same files
 dequantized to float32: our greedy 32 tokens (through the engine: paged cache, fused decode step)
-are transformers' argmax at every step, and our logits of its top tokens are within 0.01 of its.
+are transformers' argmax at every step, and our logits of its top tokens are within 0.01 of its (0.05 with
+a float16 KV cache).
 llama.cpp, with int8 activations, leaves both at a near tie (README, "Models")."""
 
 import numpy as np
@@ -35,11 +36,15 @@ def test_greedy_32_tokens_are_the_float_models(which, request):
     seq = ids + out.token_ids
     theirs = _transformers_logits(path, seq)[len(ids) - 1 : -1]
     assert out.token_ids == list(theirs.argmax(-1))
-    ours = OneSequence(llm.loaded.model).forward(np.array(seq), np.arange(len(seq)), all_logits=True)
-    ours = ours[len(ids) - 1 : -1]
     top = np.argsort(-theirs, axis=-1)[:, :5]
-    drift = np.abs(np.take_along_axis(ours, top, -1) - np.take_along_axis(theirs, top, -1))
-    assert drift.max() < 0.01, drift.max()
+    # the float32 cache keeps the float model; a float16 one (--kv-cache-dtype f16) costs this much, measured
+    # 0.005 on Qwen and 0.023 on Gemma: the prompt in one chunk, then token by token through the decode step
+    for dtype, bound in ((np.float32, 0.01), (np.float16, 0.05)):
+        cache = OneSequence(llm.loaded.model, dtype=dtype)
+        ours = [cache.forward(np.array(ids), np.arange(len(ids)))[-1]]
+        ours += [cache.forward(np.array(seq[p : p + 1]), np.array([p]))[-1] for p in range(len(ids), len(seq) - 1)]
+        drift = np.abs(np.take_along_axis(np.stack(ours), top, -1) - np.take_along_axis(theirs, top, -1))
+        assert drift.max() < bound, (dtype, drift.max())
 
 
 def test_chat_templates(qwen_path, gemma_path):
