@@ -99,16 +99,23 @@ mcli_attend_paged_query_avx2_body(const float *qh, const void *k, const void *v,
     float total;
     mcli_exp_shift8(scores, padded, _mm_cvtss_f32(m4), &total);
     const __m256 inv = _mm256_set1_ps(1.0f / total);
-    for (int i0 = 0; i0 < d; i0 += 64) { /* 64 dimensions in registers, keys in position order */
-        const int width = d - i0 < 64 ? d - i0 : 64;
-        __m256 o[8];
-        for (int c = 0; c < 8; c++) o[c] = _mm256_setzero_ps();
-        MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, first, num_keys, stride, es, {
-            const __m256 p = _mm256_set1_ps(scores[t]);
-            for (int c = 0; c < width / 8; c++) o[c] = _mm256_fmadd_ps(p, MCLI_KV_LOAD8(vt, i0 + 8 * c, kv16), o[c]);
-        })
-        for (int c = 0; c < width / 8; c++) _mm256_storeu_ps(out + i0 + 8 * c, _mm256_mul_ps(o[c], inv));
+    /* 64 dimensions in registers, keys in position order; NC vectors of them (a whole 64 a constant, so the
+     * sums stay in registers) */
+#define MCLI_QUERY_VALUES(NC)                                                                                   \
+    {                                                                                                           \
+        __m256 o[8];                                                                                            \
+        for (int c = 0; c < 8; c++) o[c] = _mm256_setzero_ps();                                                 \
+        MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, first, num_keys, stride, es, {                                  \
+            const __m256 p = _mm256_set1_ps(scores[t]);                                                         \
+            for (int c = 0; c < (NC); c++) o[c] = _mm256_fmadd_ps(p, MCLI_KV_LOAD8(vt, i0 + 8 * c, kv16), o[c]); \
+        })                                                                                                      \
+        for (int c = 0; c < (NC); c++) _mm256_storeu_ps(out + i0 + 8 * c, _mm256_mul_ps(o[c], inv));           \
     }
+    for (int i0 = 0; i0 < d; i0 += 64) {
+        const int nc = (d - i0 < 64 ? d - i0 : 64) / 8;
+        if (nc == 8) MCLI_QUERY_VALUES(8) else MCLI_QUERY_VALUES(nc)
+    }
+#undef MCLI_QUERY_VALUES
 }
 
 MCLI_AVX2 static void mcli_attend_paged_query_avx2(const float *qh, const void *k, const void *v, const int32_t *table,
@@ -169,22 +176,28 @@ mcli_attend_paged_group_body(const float *q, const int nh, const void *k, const 
         mcli_exp_shift8(scores + g * stride_s, padded, _mm_cvtss_f32(m4), &total);
         inv[g] = _mm256_set1_ps(1.0f / total);
     }
-    for (int i0 = 0; i0 < d; i0 += 64) {
-        const int width = d - i0 < 64 ? d - i0 : 64;
-        __m256 o[MCLI_ATTN_GROUP][8];
-        for (int g = 0; g < nh; g++)
-            for (int c = 0; c < 8; c++) o[g][c] = _mm256_setzero_ps();
-        MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, first, num_keys, stride, es, {
-            __m256 p[MCLI_ATTN_GROUP];
-            for (int g = 0; g < nh; g++) p[g] = _mm256_set1_ps(scores[g * stride_s + t]);
-            for (int c = 0; c < width / 8; c++) {
-                const __m256 vc = MCLI_KV_LOAD8(vt, i0 + 8 * c, kv16);
-                for (int g = 0; g < nh; g++) o[g][c] = _mm256_fmadd_ps(p[g], vc, o[g][c]);
-            }
-        })
-        for (int g = 0; g < nh; g++)
-            for (int c = 0; c < width / 8; c++) _mm256_storeu_ps(out + g * d + i0 + 8 * c, _mm256_mul_ps(o[g][c], inv[g]));
+#define MCLI_GROUP_VALUES(NC)                                                                                   \
+    {                                                                                                           \
+        __m256 o[MCLI_ATTN_GROUP][8];                                                                           \
+        for (int g = 0; g < nh; g++)                                                                            \
+            for (int c = 0; c < 8; c++) o[g][c] = _mm256_setzero_ps();                                          \
+        MCLI_FOR_EACH_SLOT(t, vt, v, table, bs, first, num_keys, stride, es, {                                  \
+            __m256 p[MCLI_ATTN_GROUP];                                                                          \
+            for (int g = 0; g < nh; g++) p[g] = _mm256_set1_ps(scores[g * stride_s + t]);                      \
+            for (int c = 0; c < (NC); c++) {                                                                    \
+                const __m256 vc = MCLI_KV_LOAD8(vt, i0 + 8 * c, kv16);                                          \
+                for (int g = 0; g < nh; g++) o[g][c] = _mm256_fmadd_ps(p[g], vc, o[g][c]);                      \
+            }                                                                                                   \
+        })                                                                                                      \
+        for (int g = 0; g < nh; g++)                                                                            \
+            for (int c = 0; c < (NC); c++)                                                                      \
+                _mm256_storeu_ps(out + g * d + i0 + 8 * c, _mm256_mul_ps(o[g][c], inv[g]));                    \
     }
+    for (int i0 = 0; i0 < d; i0 += 64) { /* as mcli_attend_paged_query_avx2: a whole 64 dimensions a constant */
+        const int nc = (d - i0 < 64 ? d - i0 : 64) / 8;
+        if (nc == 8) MCLI_GROUP_VALUES(8) else MCLI_GROUP_VALUES(nc)
+    }
+#undef MCLI_GROUP_VALUES
 }
 #endif
 
