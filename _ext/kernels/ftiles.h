@@ -127,14 +127,14 @@ static inline void mcli_ftiles_group(const mcli_ftile_fn *fns, const uint8_t *gr
 }
 
 /* out (T, N) = num_tokens rows of x times the N float rows in the tile layout, split over the OpenMP team the
- * caller is in as qtiles.h's mcli_tiles_matmul splits its products: (token block, group) pairs, a thread's
- * share contiguous. */
+ * caller is in as qtiles.h's mcli_tiles_matmul splits its products: (token block, group) pairs in order, two
+ * at a time to whichever thread is free. */
 static void mcli_ftiles_matmul(const mcli_ftile_fn *fns, int qtype, const uint8_t *tiles, int64_t n, const float *x,
                                int num_tokens, int64_t k, float *out) {
     const int64_t groups = (n + 15) / 16, gb = 16 * k * mcli_ftile_elem_bytes(qtype);
     const int64_t blocks = (num_tokens + MCLI_TILES_TOKEN_BLOCK - 1) / MCLI_TILES_TOKEN_BLOCK;
     int64_t j;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 2)
     for (j = 0; j < blocks * groups; j++) {
         const int64_t g = j % groups, t0 = j / groups * MCLI_TILES_TOKEN_BLOCK;
         const int count = (int)(num_tokens - t0 < MCLI_TILES_TOKEN_BLOCK ? num_tokens - t0 : MCLI_TILES_TOKEN_BLOCK);
