@@ -46,7 +46,7 @@ def run_batch_command(
     skipped = len(kept)
     if skipped:
         console.print(f"resuming: {skipped} of {len(lines)} already answered in {output}", highlight=False)
-    app, key = _server(loaded, concurrency)
+    app, key = _server(loaded, concurrency, options.get("kv_cache_dtype", "f32"))
     results: dict[int, str] = {}  # by line number
     appended = output.open("a", encoding="utf-8") if output is not None else None
     order = [line.number for line in lines]
@@ -111,7 +111,7 @@ def _request_defaults(loaded, given: dict, options: dict) -> dict:
     return out
 
 
-def _server(loaded, concurrency: int):
+def _server(loaded, concurrency: int, kv_cache_dtype: str = "f32"):
     from mistralcli.batch import new_api_key
     from mistralcli.engine.engine import EngineConfig
     from mistralcli.server.app import ServerSettings, ServerShared, serve_models
@@ -123,7 +123,8 @@ def _server(loaded, concurrency: int):
         model_name=loaded.name, api_keys=ApiKeys([key], None), access_log=None, max_body_bytes=64 << 20
     )
     shared = ServerShared(settings)
-    engine, fields = serving_parts(loaded, EngineConfig(max_num_seqs=concurrency, max_num_batched_tokens=512))
+    config = EngineConfig(max_num_seqs=concurrency, max_num_batched_tokens=512, kv_cache_dtype=kv_cache_dtype)
+    engine, fields = serving_parts(loaded, config)
     state = shared.model_state(engine, dataclasses.replace(settings, **fields))
     shared.models.add(loaded.name, state=state, path=str(loaded.path))
     return serve_models(shared), key

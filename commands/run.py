@@ -13,6 +13,7 @@ from mistralcli.commands._common import (
     ISQ_HELP,
     REPLACE_INVALID_HELP,
     check_isq,
+    kv_cache_dtype_option,
     load_with_status,
     model_option,
     read_text_argument,
@@ -93,6 +94,7 @@ def run(
         False, "--each-line", help="With --batch: the file holds plain prompts, one a line (custom_id line-N)."
     ),
     concurrency: int = typer.Option(16, "--concurrency", min=1, help="With --batch: most requests computed at once."),
+    kv_cache_dtype: str = kv_cache_dtype_option(),
 ):
     """Generate an answer to PROMPT and print it.
 
@@ -196,7 +198,17 @@ def run(
     show_progress = console.is_terminal and not (stream and sys.stdout.isatty())
     with GenerationProgress(console, max_tokens) if show_progress else nullcontext() as progress:
         # a closed stdout (`| head`) ends the command quietly (MistralCommand), and generate frees the request
-        for piece in generate(loaded.model, tokenizer, prompt_ids, params, max_tokens, loaded.context_length, stats):
+        generated = generate(
+            loaded.model,
+            tokenizer,
+            prompt_ids,
+            params,
+            max_tokens,
+            loaded.context_length,
+            stats,
+            kv_cache_dtype=kv_cache_dtype,
+        )
+        for piece in generated:
             reasoning, piece = splitter.feed(piece) if splitter is not None else ("", piece)
             emit(reasoning, piece)
             if progress is not None:

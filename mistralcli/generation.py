@@ -38,12 +38,14 @@ def generate(
     context_length: int,
     stats: GenerationStats | None = None,
     engine=None,
+    kv_cache_dtype: str = "f32",
 ):
     """Yield text pieces as they are generated; fill `stats` (finish_reason "stop" or "length").
 
-    One request through the engine (a private one sized for it, unless `engine` is given)."""
+    One request through the engine (a private one sized for it, its cache holding kv_cache_dtype, unless
+    `engine` is given)."""
     from mistralcli.engine.engine import Engine, EngineConfig, RequestError
-    from mistralcli.engine.paged_cache import PagedKVCache
+    from mistralcli.engine.paged_cache import PagedKVCache, cache_dtype
 
     stats = stats if stats is not None else GenerationStats()
     room = context_length - len(prompt_ids)
@@ -51,8 +53,10 @@ def generate(
         max_tokens = min(max_tokens, room)
     params = dataclasses.replace(params, max_tokens=max_tokens)
     if engine is None:
-        kv_cache_mb = PagedKVCache.mib_for_tokens(model.args, len(prompt_ids) + max_tokens + 16)
-        engine = Engine(model, tokenizer, context_length, EngineConfig(max_num_seqs=1, kv_cache_mb=kv_cache_mb))
+        dtype = cache_dtype(kv_cache_dtype)
+        kv_cache_mb = PagedKVCache.mib_for_tokens(model.args, len(prompt_ids) + max_tokens + 16, dtype)
+        config = EngineConfig(max_num_seqs=1, kv_cache_mb=kv_cache_mb, kv_cache_dtype=kv_cache_dtype)
+        engine = Engine(model, tokenizer, context_length, config)
     stats.prompt_tokens = len(prompt_ids)
     request_id = f"generate-{id(stats)}"
     try:

@@ -54,6 +54,11 @@ def test_run_json_answers_paris(smollm2_path):
     assert out["timings"]["generation_tok_s"] > 0
 
 
+def test_run_with_a_float16_kv_cache_answers_paris(smollm2_path):
+    result = mistral("run", QUESTION, "--model", str(smollm2_path), "--temperature", "0", "--kv-cache-dtype", "f16")
+    assert result.returncode == 0 and "Paris" in result.stdout, result.stderr
+
+
 def test_streamed_stdout_is_the_answer_only(smollm2_path):
     common = ["--model", str(smollm2_path), "--temperature", "0", "-n", "20"]
     streamed = mistral("run", QUESTION, *common)

@@ -102,6 +102,7 @@ def test_each_short_flag_has_one_meaning():
         (["detokenize", "12", "x"], "'x' is not a valid integer"),
         (["bench", "--gen-tokens", "many"], "'many' is not a valid integer"),
         (["serve", "--kv-cache-dtype", "bf16"], "'bf16' is not one of f32, f16"),
+        (["run", "hi", "--kv-cache-dtype", "q8"], "'q8' is not one of f32, f16"),
         (["bench", "--kv-cache-dtype", "f16", "--url", "http://127.0.0.1:9"], "sets the cache of an engine"),
     ],
 )
